@@ -1,0 +1,49 @@
+//! The admin listener: `GET /healthz` (the process serves) and `GET /readyz` (every profile
+//! holds a valid token; otherwise 503 naming the profiles that do not).
+
+use std::fmt::Write;
+
+use http::{Method, Request, Response, StatusCode, header};
+
+use crate::ims::Readiness;
+use crate::proxy::Proxy;
+use crate::proxy::body::ResponseBody;
+
+pub fn handle<B>(proxy: &Proxy, request: &Request<B>) -> Response<ResponseBody> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".to_owned());
+    }
+    match request.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
+        "/readyz" => {
+            let mut not_ready = String::new();
+            let mut ready = String::new();
+            for (profile, readiness) in proxy.readiness() {
+                match readiness {
+                    Readiness::Ready { expires_in } => {
+                        let _ = writeln!(ready, "profile {profile}: token valid for {}s", expires_in.as_secs());
+                    }
+                    Readiness::NotReady(why) => {
+                        let _ = writeln!(not_ready, "profile {profile}: not ready: {why}");
+                    }
+                }
+            }
+            if not_ready.is_empty() {
+                text(StatusCode::OK, format!("ready\n{ready}"))
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{not_ready}{ready}"))
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,494 @@
+//! The configuration: the TOML file of design.md, read into raw serde structs
+//! (`config/raw.rs`), then checked and turned into the typed [`Config`] the proxy runs on.
+//!
+//! Every problem is reported with the key it concerns. Settings whose behaviour is not built
+//! yet are refused with "not supported yet" rather than ignored: a proxy that silently skips
+//! `tls` or `mode = "canary"` would do something other than what its operator wrote.
+
+mod duration;
+mod raw;
+mod source;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use argon2::password_hash::phc::PasswordHash;
+use http::uri::{Authority, Scheme};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+pub use duration::parse as parse_duration;
+pub use source::{Env, ProcessEnv, SecretSource};
+
+use crate::secret::Secret;
+use raw::{RawCaller, RawConfig, RawMode, RawProfile, RawProfileType, RawUnknownCallers};
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+/// 64 MiB: a large `PushEvents` batch fits, an endless upload does not.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+/// The session token sits near the start of every envelope Campaign clients send; 64 KiB leaves
+/// room for a large SOAP Header before it.
+pub const DEFAULT_MAX_PREFIX_BYTES: u64 = 64 * 1024;
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_IMS_HOST: &str = "https://ims-na1.adobelogin.com";
+pub const DEFAULT_IMS_TIMEOUT: Duration = Duration::from_secs(10);
+/// The IMS paths of design.md, appended to `ims.host` unless overridden.
+pub const IMS_TOKEN_PATH: &str = "/ims/token/v3";
+pub const IMS_EXCHANGE_PATH: &str = "/ims/exchange/jwt";
+
+/// Why a config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// TOML syntax, unknown keys and wrong types: toml's message names the key and the line.
+    #[error("invalid config: {0}")]
+    Syntax(#[from] toml::de::Error),
+    #[error("invalid config: {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+fn not_supported(key: impl Into<String>) -> ConfigError {
+    invalid(key, "not supported yet by this version of imsbridge; remove it")
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// What happens to a credential no caller owns.
+    pub unknown_callers: UnknownCallers,
+    pub server: ServerSettings,
+    pub upstream: UpstreamSettings,
+    pub ims: ImsSettings,
+    /// Technical accounts, in name order; a caller refers to one by index.
+    pub profiles: Vec<Profile>,
+    pub callers: Vec<CallerSettings>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownCallers {
+    /// Refused with a SOAP fault: the end state of a migration.
+    Reject,
+    /// Forwarded unchanged: imsbridge in front of Campaign before any caller moves.
+    Legacy,
+}
+
+#[derive(Debug)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub max_body_bytes: u64,
+    /// Bound on the buffered start of a body, up to the end of the session token.
+    pub max_prefix_bytes: usize,
+    /// Runtime worker threads; `None`: one per core.
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug)]
+pub struct UpstreamSettings {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Path the caller's path is appended to; empty when the URL has none.
+    pub base_path: String,
+    /// Time allowed from sending a request to receiving the head of Campaign's answer.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Extra trusted roots, beside the system's.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+}
+
+#[derive(Debug)]
+pub struct ImsSettings {
+    pub host: String,
+    pub token_url: String,
+    pub exchange_url: String,
+    /// Bound on one token request.
+    pub timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct Profile {
+    pub name: String,
+    pub kind: ProfileKind,
+}
+
+#[derive(Debug)]
+pub enum ProfileKind {
+    /// OAuth Server-to-Server (client credentials).
+    OAuth {
+        client_id: String,
+        client_secret: Secret,
+        scopes: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Strip the legacy credential, send the technical account's Bearer token.
+    Ims,
+    /// Forward unchanged: the pre-migration path.
+    Legacy,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Ims => "ims",
+            Mode::Legacy => "legacy",
+        }
+    }
+}
+
+pub struct CallerSettings {
+    pub name: String,
+    pub login: String,
+    /// argon2 hash of the password, in PHC form.
+    pub password: PasswordHash,
+    /// Index into [`Config::profiles`].
+    pub profile: usize,
+    pub mode: Mode,
+}
+
+impl fmt::Debug for CallerSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallerSettings")
+            .field("name", &self.name)
+            .field("login", &self.login)
+            .field("password", &"****")
+            .field("profile", &self.profile)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths in it are taken from its folder.
+    pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base_dir, env)
+    }
+
+    /// Validates config text; `base_dir` anchors relative paths.
+    pub fn parse(text: &str, base_dir: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)?;
+        validate(raw, base_dir, env)
+    }
+
+    pub fn profile_names(&self) -> impl Iterator<Item = &str> {
+        self.profiles.iter().map(|p| p.name.as_str())
+    }
+}
+
+fn validate(raw: RawConfig, base_dir: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+    if raw.sessions.is_some() {
+        return Err(not_supported("sessions"));
+    }
+    let unknown_callers = match raw.unknown_callers {
+        None | Some(RawUnknownCallers::Reject) => UnknownCallers::Reject,
+        Some(RawUnknownCallers::Legacy) => UnknownCallers::Legacy,
+    };
+    let server = validate_server(raw.server.unwrap_or_default())?;
+    let upstream = validate_upstream(raw.upstream, base_dir)?;
+    let ims = validate_ims(raw.ims.unwrap_or_default())?;
+    let profiles = raw
+        .profiles
+        .into_iter()
+        .map(|(name, profile)| validate_profile(name, profile, base_dir, env))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut names = HashSet::new();
+    let mut logins = HashSet::new();
+    let callers = raw
+        .callers
+        .into_iter()
+        .enumerate()
+        .map(|(i, caller)| {
+            let key = format!("callers[{i}]");
+            if !names.insert(caller.name.clone()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("`{}` names two callers", caller.name),
+                ));
+            }
+            if !logins.insert(caller.login.clone()) {
+                return Err(invalid(
+                    format!("{key}.login"),
+                    format!("`{}` is the login of two callers", caller.login),
+                ));
+            }
+            validate_caller(&key, caller, &profiles, base_dir, env)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Config {
+        unknown_callers,
+        server,
+        upstream,
+        ims,
+        profiles,
+        callers,
+    })
+}
+
+fn validate_server(raw: raw::RawServer) -> Result<ServerSettings, ConfigError> {
+    if raw.tls.is_some() {
+        return Err(not_supported("server.tls"));
+    }
+    let address = |key: &str, value: Option<String>, default: &str| {
+        let text = value.unwrap_or_else(|| default.to_owned());
+        text.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                key,
+                format!("`{text}` is not an address with a port, such as \"0.0.0.0:8080\""),
+            )
+        })
+    };
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes == 0 {
+        return Err(invalid("server.max_body_bytes", "must be more than 0"));
+    }
+    let max_prefix_bytes = raw.max_prefix_bytes.unwrap_or(DEFAULT_MAX_PREFIX_BYTES);
+    if !(1024..=16 * 1024 * 1024).contains(&max_prefix_bytes) {
+        return Err(invalid(
+            "server.max_prefix_bytes",
+            "must be between 1024 and 16777216 bytes",
+        ));
+    }
+    let workers = match raw.workers {
+        None => None,
+        Some(n @ 1..=1024) => Some(n as usize),
+        Some(_) => return Err(invalid("server.workers", "must be between 1 and 1024")),
+    };
+    Ok(ServerSettings {
+        listen: address("server.listen", raw.listen, DEFAULT_LISTEN)?,
+        admin_listen: address("server.admin_listen", raw.admin_listen, DEFAULT_ADMIN_LISTEN)?,
+        max_body_bytes,
+        max_prefix_bytes: max_prefix_bytes as usize,
+        workers,
+    })
+}
+
+fn duration(key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let parsed = parse_duration(text).map_err(|message| invalid(key, message))?;
+    if parsed.is_zero() {
+        return Err(invalid(key, "must be more than 0"));
+    }
+    Ok(parsed)
+}
+
+/// An `http` or `https` URL with a host. Returns scheme, authority and path without its
+/// trailing slash.
+fn http_url(key: &str, text: &str) -> Result<(Scheme, Authority, String), ConfigError> {
+    let bad = |why: &str| invalid(key, format!("`{text}` {why}"));
+    let uri: http::Uri = text.parse().map_err(|_| bad("is not a URL"))?;
+    let parts = uri.into_parts();
+    let scheme = parts.scheme.ok_or_else(|| bad("has no scheme (http:// or https://)"))?;
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err(bad("must start with http:// or https://"));
+    }
+    let authority = parts.authority.ok_or_else(|| bad("has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad("must not carry a user or password"));
+    }
+    let path = match parts.path_and_query {
+        None => String::new(),
+        Some(pq) if pq.query().is_some() => return Err(bad("must not have a query")),
+        Some(pq) => pq.path().trim_end_matches('/').to_owned(),
+    };
+    Ok((scheme, authority, path))
+}
+
+fn validate_upstream(
+    raw: Option<raw::RawUpstream>,
+    base_dir: &Path,
+) -> Result<UpstreamSettings, ConfigError> {
+    let raw = raw.ok_or_else(|| invalid("upstream", "missing: say where Campaign is"))?;
+    let url = raw.url.ok_or_else(|| invalid("upstream.url", "missing"))?;
+    let (scheme, authority, base_path) = http_url("upstream.url", &url)?;
+    let extra_roots = match raw.ca_file {
+        None => Vec::new(),
+        Some(path) => {
+            let path = base_dir.join(path);
+            let certs = CertificateDer::pem_file_iter(&path)
+                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| invalid("upstream.ca_file", format!("{}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(invalid(
+                    "upstream.ca_file",
+                    format!("{} holds no PEM certificate", path.display()),
+                ));
+            }
+            certs
+        }
+    };
+    Ok(UpstreamSettings {
+        scheme,
+        authority,
+        base_path,
+        timeout: duration(
+            "upstream.timeout",
+            raw.timeout.as_deref(),
+            DEFAULT_UPSTREAM_TIMEOUT,
+        )?,
+        connect_timeout: duration(
+            "upstream.connect_timeout",
+            raw.connect_timeout.as_deref(),
+            DEFAULT_CONNECT_TIMEOUT,
+        )?,
+        extra_roots,
+    })
+}
+
+fn validate_ims(raw: raw::RawIms) -> Result<ImsSettings, ConfigError> {
+    let host_text = raw.host.unwrap_or_else(|| DEFAULT_IMS_HOST.to_owned());
+    let (scheme, authority, path) = http_url("ims.host", &host_text)?;
+    let host = format!("{scheme}://{authority}{path}");
+    let endpoint = |key: &str, value: Option<String>, default_path: &str| match value {
+        Some(url) => http_url(key, &url).map(|_| url),
+        None => Ok(format!("{host}{default_path}")),
+    };
+    Ok(ImsSettings {
+        token_url: endpoint("ims.token_url", raw.token_url, IMS_TOKEN_PATH)?,
+        exchange_url: endpoint("ims.exchange_url", raw.exchange_url, IMS_EXCHANGE_PATH)?,
+        timeout: duration("ims.timeout", raw.timeout.as_deref(), DEFAULT_IMS_TIMEOUT)?,
+        host,
+    })
+}
+
+fn validate_profile(
+    name: String,
+    raw: RawProfile,
+    base_dir: &Path,
+    env: &dyn Env,
+) -> Result<Profile, ConfigError> {
+    let key = format!("profiles.{name}");
+    if raw.kind == RawProfileType::Jwt {
+        return Err(invalid(
+            format!("{key}.type"),
+            "`jwt` is not supported yet by this version of imsbridge; use `oauth`",
+        ));
+    }
+    for (field, present) in [
+        ("org_id", raw.org_id.is_some()),
+        ("technical_account_id", raw.technical_account_id.is_some()),
+        ("private_key", raw.private_key.is_some()),
+        ("metascopes", raw.metascopes.is_some()),
+    ] {
+        if present {
+            return Err(invalid(
+                format!("{key}.{field}"),
+                "belongs to `type = \"jwt\"` profiles, not `oauth`",
+            ));
+        }
+    }
+    let client_id = raw
+        .client_id
+        .filter(|id| !id.trim().is_empty())
+        .ok_or_else(|| invalid(format!("{key}.client_id"), "missing"))?;
+    let client_secret = raw
+        .client_secret
+        .ok_or_else(|| invalid(format!("{key}.client_secret"), "missing"))?
+        .resolve(base_dir, env)
+        .map_err(|message| invalid(format!("{key}.client_secret"), message))?;
+    let scopes = raw.scopes.unwrap_or_default();
+    if scopes.is_empty() || scopes.iter().any(|s| s.trim().is_empty() || s.contains(',')) {
+        return Err(invalid(
+            format!("{key}.scopes"),
+            "give the scopes of the credential as a list of names, e.g. [\"openid\", \"AdobeID\"]",
+        ));
+    }
+    Ok(Profile {
+        name,
+        kind: ProfileKind::OAuth {
+            client_id,
+            client_secret,
+            scopes,
+        },
+    })
+}
+
+fn validate_caller(
+    key: &str,
+    raw: RawCaller,
+    profiles: &[Profile],
+    base_dir: &Path,
+    env: &dyn Env,
+) -> Result<CallerSettings, ConfigError> {
+    if raw.name.trim().is_empty() {
+        return Err(invalid(format!("{key}.name"), "is empty"));
+    }
+    // Campaign splits `login/password` at the first slash, so a login cannot hold one.
+    if raw.login.is_empty() || raw.login.contains('/') || raw.login.contains(char::is_whitespace)
+    {
+        return Err(invalid(
+            format!("{key}.login"),
+            "must be a non-empty operator login without `/` or spaces",
+        ));
+    }
+    let profile = profiles
+        .iter()
+        .position(|p| p.name == raw.profile)
+        .ok_or_else(|| {
+            invalid(
+                format!("{key}.profile"),
+                format!("no profile named `{}` ([profiles.{}] is missing)", raw.profile, raw.profile),
+            )
+        })?;
+    let mode = match raw.mode {
+        None | Some(RawMode::Ims) => Mode::Ims,
+        Some(RawMode::Legacy) => Mode::Legacy,
+        Some(RawMode::Canary) => return Err(not_supported(format!("{key}.mode = \"canary\""))),
+    };
+    for (field, present) in [
+        ("canary_percent", raw.canary_percent.is_some()),
+        ("allow_from", raw.allow_from.is_some()),
+        ("client_cert_subject", raw.client_cert_subject.is_some()),
+    ] {
+        if present {
+            return Err(not_supported(format!("{key}.{field}")));
+        }
+    }
+    let hash_text = raw
+        .password
+        .resolve(base_dir, env)
+        .map_err(|message| invalid(format!("{key}.password"), message))?;
+    let password = PasswordHash::new(hash_text.expose())
+        .ok()
+        .filter(|hash| hash.algorithm.as_str().starts_with("argon2"))
+        .ok_or_else(|| {
+            invalid(
+                format!("{key}.password"),
+                "is not an argon2 hash; make one with `imsbridge hash-password`",
+            )
+        })?;
+    Ok(CallerSettings {
+        name: raw.name,
+        login: raw.login,
+        password,
+        profile,
+        mode,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,121 @@
+//! The config file exactly as serde reads it. Every table refuses unknown keys, so a typo is an
+//! error naming the key, never a silently ignored setting. Validation into [`super::Config`]
+//! happens in `config.rs`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::source::SecretSource;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub unknown_callers: Option<RawUnknownCallers>,
+    pub server: Option<RawServer>,
+    pub upstream: Option<RawUpstream>,
+    pub ims: Option<RawIms>,
+    #[serde(default)]
+    pub profiles: BTreeMap<String, RawProfile>,
+    pub sessions: Option<RawSessions>,
+    #[serde(default)]
+    pub callers: Vec<RawCaller>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum RawUnknownCallers {
+    Reject,
+    Legacy,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub tls: Option<RawTls>,
+    pub max_body_bytes: Option<u64>,
+    pub max_prefix_bytes: Option<u64>,
+    pub workers: Option<u64>,
+}
+
+/// Parsed so that its keys are checked; refused as not supported yet in `config.rs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(dead_code, reason = "TLS on the listener is not built yet")]
+pub struct RawTls {
+    pub cert: PathBuf,
+    pub key: SecretSource,
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub url: Option<String>,
+    pub timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIms {
+    pub host: Option<String>,
+    pub token_url: Option<String>,
+    pub exchange_url: Option<String>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawProfileType {
+    Oauth,
+    Jwt,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfile {
+    #[serde(rename = "type")]
+    pub kind: RawProfileType,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretSource>,
+    pub scopes: Option<Vec<String>>,
+    pub org_id: Option<String>,
+    pub technical_account_id: Option<String>,
+    pub private_key: Option<SecretSource>,
+    pub metascopes: Option<Vec<String>>,
+}
+
+/// Parsed so that its keys are checked; refused as not supported yet in `config.rs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(dead_code, reason = "Logon emulation is not built yet")]
+pub struct RawSessions {
+    pub secret: SecretSource,
+    pub ttl: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawMode {
+    Ims,
+    Legacy,
+    Canary,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCaller {
+    pub name: String,
+    pub login: String,
+    pub password: SecretSource,
+    pub profile: String,
+    pub mode: Option<RawMode>,
+    pub canary_percent: Option<f64>,
+    pub allow_from: Option<Vec<String>>,
+    pub client_cert_subject: Option<String>,
+}

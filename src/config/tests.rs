@@ -1,0 +1,197 @@
+use super::*;
+use std::collections::HashMap;
+
+const HASH: &str = "$argon2id$v=19$m=64,t=1,p=1$c29tZXNhbHQ$Yh3lC1/lPE0Fl8f+FEybn+lCBjgnG1H5Bx1RERCWxRw";
+
+fn env() -> HashMap<String, String> {
+    HashMap::from([("MC_SECRET".to_owned(), "from-env".to_owned())])
+}
+
+fn config(extra: &str) -> String {
+    format!(
+        r#"
+[upstream]
+url = "https://campaign.example.com"
+
+[profiles.marketing]
+type = "oauth"
+client_id = "abc"
+client_secret = {{ env = "MC_SECRET" }}
+scopes = ["openid", "AdobeID"]
+
+[[callers]]
+name = "crm-events"
+login = "mc"
+password = "{HASH}"
+profile = "marketing"
+{extra}
+"#
+    )
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("."), &env())
+}
+
+fn error(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn defaults() {
+    let config = parse(&config("")).unwrap();
+    assert_eq!(config.unknown_callers, UnknownCallers::Reject);
+    assert_eq!(config.server.listen, DEFAULT_LISTEN.parse().unwrap());
+    assert_eq!(config.server.admin_listen, DEFAULT_ADMIN_LISTEN.parse().unwrap());
+    assert_eq!(config.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(config.server.max_prefix_bytes, 64 * 1024);
+    assert_eq!(config.server.workers, None);
+    assert_eq!(config.upstream.timeout, DEFAULT_UPSTREAM_TIMEOUT);
+    assert_eq!(config.upstream.authority.as_str(), "campaign.example.com");
+    assert_eq!(config.upstream.base_path, "");
+    assert_eq!(config.ims.host, DEFAULT_IMS_HOST);
+    assert_eq!(config.ims.token_url, "https://ims-na1.adobelogin.com/ims/token/v3");
+    assert_eq!(config.ims.exchange_url, "https://ims-na1.adobelogin.com/ims/exchange/jwt");
+    let ProfileKind::OAuth { client_secret, scopes, .. } = &config.profiles[0].kind;
+    assert_eq!(client_secret.expose(), "from-env");
+    assert_eq!(scopes, &["openid", "AdobeID"]);
+    assert_eq!(config.callers[0].mode, Mode::Ims);
+    assert_eq!(config.callers[0].profile, 0);
+}
+
+#[test]
+fn the_documented_example_is_valid() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/imsbridge.toml")).unwrap();
+    let env = HashMap::from([("MARKETING_CLIENT_SECRET".to_owned(), "x".to_owned())]);
+    let config = Config::parse(&text, Path::new(env!("CARGO_MANIFEST_DIR")), &env).unwrap();
+    assert_eq!(config.callers.len(), 2);
+    assert_eq!(config.server.workers, Some(2));
+    assert_eq!(config.upstream.timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn every_setting() {
+    let text = format!(
+        r#"unknown_callers = "legacy"
+[server]
+listen = "127.0.0.1:18080"
+admin_listen = "127.0.0.1:19090"
+max_body_bytes = 1000000
+max_prefix_bytes = 4096
+workers = 1
+{}
+[ims]
+host = "https://ims-eu1.adobelogin.com/"
+token_url = "http://127.0.0.1:1/token"
+timeout = "250ms"
+"#,
+        config("mode = \"legacy\"")
+            .replace("https://campaign.example.com", "http://10.0.0.1:8080/campaign/")
+            .replace("[upstream]", "[upstream]\ntimeout = \"30s\"\nconnect_timeout = \"2s\"")
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(config.unknown_callers, UnknownCallers::Legacy);
+    assert_eq!(config.server.listen.port(), 18080);
+    assert_eq!(config.server.max_body_bytes, 1_000_000);
+    assert_eq!(config.server.max_prefix_bytes, 4096);
+    assert_eq!(config.server.workers, Some(1));
+    assert_eq!(config.upstream.scheme, Scheme::HTTP);
+    assert_eq!(config.upstream.base_path, "/campaign");
+    assert_eq!(config.upstream.timeout, Duration::from_secs(30));
+    assert_eq!(config.upstream.connect_timeout, Duration::from_secs(2));
+    assert_eq!(config.ims.host, "https://ims-eu1.adobelogin.com");
+    assert_eq!(config.ims.token_url, "http://127.0.0.1:1/token");
+    assert_eq!(config.ims.exchange_url, "https://ims-eu1.adobelogin.com/ims/exchange/jwt");
+    assert_eq!(config.ims.timeout, Duration::from_millis(250));
+    assert_eq!(config.callers[0].mode, Mode::Legacy);
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let text = config("").replace("[upstream]", "[upstream]\nurll = \"x\"");
+    let message = error(&text);
+    assert!(message.contains("unknown field `urll`"), "{message}");
+    let message = error(&format!("listen = \"x\"\n{}", config("")));
+    assert!(message.contains("unknown field `listen`"), "{message}");
+    let message = error(&config("colour = \"blue\""));
+    assert!(message.contains("unknown field `colour`"), "{message}");
+}
+
+#[test]
+fn invalid_values_are_named() {
+    let cases = [
+        (config("").replace("https://campaign.example.com", "ftp://x"), "upstream.url"),
+        (config("").replace("https://campaign.example.com", "https://u:p@x"), "upstream.url"),
+        (config("").replace("[upstream]", "[upstream]\ntimeout = \"60\""), "upstream.timeout: `60` has no unit"),
+        (config("").replace("[upstream]", "[upstream]\ntimeout = \"0s\""), "upstream.timeout: must be more than 0"),
+        (format!("[server]\nlisten = \"8080\"\n{}", config("")), "server.listen"),
+        (format!("[server]\nworkers = 0\n{}", config("")), "server.workers"),
+        (format!("[server]\nmax_prefix_bytes = 10\n{}", config("")), "server.max_prefix_bytes"),
+        (config("").replace("marketing\"\n", "nope\"\n"), "callers[0].profile: no profile named `nope`"),
+        (config("").replace(HASH, "plain-text-password"), "callers[0].password: is not an argon2 hash"),
+        (config("").replace("login = \"mc\"", "login = \"m/c\""), "callers[0].login"),
+        (config("").replace("MC_SECRET", "UNSET_VAR"), "profiles.marketing.client_secret: environment variable UNSET_VAR is not set"),
+        (config("").replace("{ env = \"MC_SECRET\" }", "\"\""), "profiles.marketing.client_secret: is empty"),
+        (config("").replace("{ env = \"MC_SECRET\" }", "{ file = \"/nonexistent/secret\" }"), "profiles.marketing.client_secret: cannot read /nonexistent/secret"),
+        (config("").replace("scopes = [\"openid\", \"AdobeID\"]", "scopes = []"), "profiles.marketing.scopes"),
+        (config("").replace("client_id = \"abc\"\n", ""), "profiles.marketing.client_id: missing"),
+        (config("").replace("[upstream]\nurl = \"https://campaign.example.com\"", ""), "upstream: missing"),
+        (format!("{}\n{}", config(""), "[[callers]]\nname = \"crm-events\"\nlogin = \"x\"\npassword = \"p\"\nprofile = \"marketing\""), "callers[1].name: `crm-events` names two callers"),
+        (config("mode = \"sometimes\""), "unknown variant `sometimes`"),
+        (format!("unknown_callers = \"maybe\"\n{}", config("")), "unknown variant `maybe`"),
+    ];
+    for (text, expected) in cases {
+        let message = error(&text);
+        assert!(message.contains(expected), "expected `{expected}` in: {message}");
+    }
+}
+
+#[test]
+fn later_features_are_refused_not_ignored() {
+    let cases = [
+        (config("mode = \"canary\"\ncanary_percent = 10"), "callers[0].mode = \"canary\": not supported yet"),
+        (config("canary_percent = 10"), "callers[0].canary_percent: not supported yet"),
+        (config("allow_from = [\"10.0.0.0/8\"]"), "callers[0].allow_from: not supported yet"),
+        (config("client_cert_subject = \"CN=crm\""), "callers[0].client_cert_subject: not supported yet"),
+        (format!("[server]\ntls = {{ cert = \"c.pem\", key = \"k.pem\" }}\n{}", config("")), "server.tls: not supported yet"),
+        (format!("[sessions]\nsecret = \"s\"\nttl = \"24h\"\n{}", config("")), "sessions: not supported yet"),
+        (config("").replace("type = \"oauth\"", "type = \"jwt\""), "profiles.marketing.type: `jwt` is not supported yet"),
+    ];
+    for (text, expected) in cases {
+        let message = error(&text);
+        assert!(message.contains(expected), "expected `{expected}` in: {message}");
+    }
+}
+
+#[test]
+fn secrets_from_files_and_literals() {
+    let dir = std::env::temp_dir().join(format!("imsbridge-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("secret.txt"), "from-file\r\n").unwrap();
+    std::fs::write(dir.join("hash.txt"), format!("{HASH}\n")).unwrap();
+    let text = config("")
+        .replace("{ env = \"MC_SECRET\" }", "{ file = \"secret.txt\" }")
+        .replace(&format!("\"{HASH}\""), "{ file = \"hash.txt\" }");
+    let parsed = Config::parse(&text, &dir, &env()).unwrap();
+    let ProfileKind::OAuth { client_secret, .. } = &parsed.profiles[0].kind;
+    assert_eq!(client_secret.expose(), "from-file");
+    let literal = config("").replace("{ env = \"MC_SECRET\" }", "\"literal\"");
+    let parsed = parse(&literal).unwrap();
+    let ProfileKind::OAuth { client_secret, .. } = &parsed.profiles[0].kind;
+    assert_eq!(client_secret.expose(), "literal");
+    let bad = config("").replace("{ env = \"MC_SECRET\" }", "{ vault = \"x\" }");
+    assert!(error(&bad).contains("unknown field `vault`"), "{}", error(&bad));
+    let both = config("").replace("{ env = \"MC_SECRET\" }", "{ env = \"A\", file = \"b\" }");
+    assert!(error(&both).contains("exactly one of `env` or `file`"), "{}", error(&both));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn debug_output_holds_no_secret() {
+    let text = config("").replace("{ env = \"MC_SECRET\" }", "\"very-secret-value\"");
+    let config = parse(&text).unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("very-secret-value"), "{debug}");
+    assert!(!debug.contains(HASH), "{debug}");
+    assert!(debug.contains("****"));
+}

@@ -1,0 +1,222 @@
+//! `imsbridge demo`: the proxy on loopback with a stand-in IMS and a stand-in Campaign, and the
+//! seed-002 call going through it, shown as the caller sent it and as Campaign received it.
+//!
+//! The stand-ins (`demo/ims.rs`, `demo/campaign.rs`) are the ones the integration tests use:
+//! the project has one fake IMS and one fake Campaign.
+
+pub mod campaign;
+pub mod ims;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+pub use campaign::{Recorded, StandInCampaign};
+pub use ims::{StandInIms, TokenCheck};
+
+use crate::config::Config;
+use crate::proxy::SOAP_ROUTER_PATH;
+
+/// The seed-002 `PushEvent` call before the migration, with `SESSION_TOKEN` in its token.
+pub const SEED_002_BEFORE: &str = include_str!("../fixtures/seed-002-before.xml");
+/// The same call after the migration: the token element is empty.
+pub const SEED_002_AFTER: &str = include_str!("../fixtures/seed-002-after.xml");
+
+const DEMO_CLIENT_ID: &str = "imsbridge-demo";
+const DEMO_CLIENT_SECRET: &str = "demo-client-secret";
+const DEMO_LOGIN: &str = "mc";
+const DEMO_PASSWORD: &str = "demo-password";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Http(String),
+}
+
+/// Runs the demo, writing what it shows to `out`. With `once`, stops after showing the call;
+/// otherwise serves until Ctrl-C.
+pub async fn run(listen: SocketAddr, once: bool, out: &mut (dyn Write + Send)) -> Result<(), DemoError> {
+    let ims = StandInIms::start().await?;
+    ims.add_client(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET);
+    let campaign = StandInCampaign::start(Some(ims.token_check())).await?;
+
+    let proxy = match TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(error) if error.kind() == io::ErrorKind::AddrInUse => {
+            TcpListener::bind((listen.ip(), 0)).await?
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let admin = TcpListener::bind("127.0.0.1:0").await?;
+    let proxy_addr = proxy.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+
+    let config_text = demo_config(&ims.url(), &campaign.url());
+    let env = HashMap::from([("DEMO_CLIENT_SECRET".to_owned(), DEMO_CLIENT_SECRET.to_owned())]);
+    let config = Config::parse(&config_text, Path::new("."), &env)?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(crate::run(
+        crate::Listeners {
+            proxy,
+            admin: Some(admin),
+        },
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    writeln!(out, "imsbridge demo: the proxy, a stand-in IMS and a stand-in Campaign on loopback\n")?;
+    writeln!(out, "  proxy              http://{proxy_addr}{SOAP_ROUTER_PATH}")?;
+    writeln!(out, "  admin              http://{admin_addr}/readyz")?;
+    writeln!(out, "  stand-in IMS       {}", ims.url())?;
+    writeln!(out, "  stand-in Campaign  {}\n", campaign.url())?;
+    writeln!(out, "The config it runs with (the client secret comes from the environment):\n")?;
+    writeln!(out, "{}", indent(&config_text))?;
+
+    let body = SEED_002_BEFORE.replace("SESSION_TOKEN", &format!("{DEMO_LOGIN}/{DEMO_PASSWORD}"));
+    let request = seed_request(&body);
+    writeln!(out, "── 1. The seed-002 call, as the legacy caller sends it ──\n")?;
+    writeln!(out, "{}", indent(&show_request(&request, &body)))?;
+    let (status, answer) = send(proxy_addr, request).await?;
+    writeln!(out, "── 2. As Campaign received it (credential gone, Bearer token added) ──\n")?;
+    match campaign.requests().last() {
+        Some(seen) => writeln!(out, "{}", indent(&show_recorded(seen)))?,
+        None => writeln!(out, "  (Campaign received nothing)\n")?,
+    }
+    writeln!(out, "── 3. The answer the caller got: HTTP {status} ──\n")?;
+    writeln!(out, "{}", indent(&answer))?;
+
+    let wrong = SEED_002_BEFORE.replace("SESSION_TOKEN", &format!("{DEMO_LOGIN}/not-the-password"));
+    let before = campaign.requests().len();
+    let (status, answer) = send(proxy_addr, seed_request(&wrong)).await?;
+    writeln!(out, "── 4. The same call with a wrong password: HTTP {status}, and Campaign received {} request(s) ──\n", campaign.requests().len() - before)?;
+    writeln!(out, "{}", indent(&answer))?;
+
+    writeln!(out, "── Try it ──\n")?;
+    writeln!(
+        out,
+        "  curl -sS http://{proxy_addr}{SOAP_ROUTER_PATH} \\\n    -H 'Content-Type: application/soap+xml;charset=utf-8' \\\n    -H 'SOAPAction: \"nms:rtEvent#PushEvent\"' \\\n    --data-binary '{}'\n",
+        SEED_002_BEFORE
+            .replace("SESSION_TOKEN", &format!("{DEMO_LOGIN}/{DEMO_PASSWORD}"))
+            .replace('\n', " ")
+            .trim_end()
+    )?;
+    writeln!(out, "  curl -sS http://{admin_addr}/readyz\n")?;
+    out.flush()?;
+
+    if !once {
+        writeln!(out, "Serving until Ctrl-C.")?;
+        out.flush()?;
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    Ok(())
+}
+
+fn demo_config(ims_url: &str, campaign_url: &str) -> String {
+    format!(
+        r#"unknown_callers = "reject"
+
+[upstream]
+url = "{campaign_url}"
+timeout = "10s"
+
+[ims]
+host = "{ims_url}"
+
+[profiles.messagecenter]
+type = "oauth"
+client_id = "{DEMO_CLIENT_ID}"
+client_secret = {{ env = "DEMO_CLIENT_SECRET" }}
+scopes = ["openid", "AdobeID", "additional_info.projectedProductContext"]
+
+[[callers]]
+name = "crm-events"
+login = "{DEMO_LOGIN}"
+password = "{hash}"   # imsbridge hash-password <<< '{DEMO_PASSWORD}'
+profile = "messagecenter"
+mode = "ims"
+"#,
+        hash = crate::callers::hash_password(DEMO_PASSWORD),
+    )
+}
+
+fn seed_request(body: &str) -> Request<Full<Bytes>> {
+    Request::post(SOAP_ROUTER_PATH)
+        .header("host", "localhost:8080")
+        .header("content-type", "application/soap+xml;charset=utf-8")
+        .header("soapaction", "\"nms:rtEvent#PushEvent\"")
+        .header("content-length", body.len())
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("a valid request")
+}
+
+/// Sends one request on its own connection; returns the status and the body as text.
+async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Result<(u16, String), DemoError> {
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| DemoError::Http(e.to_string()))?;
+    tokio::spawn(connection);
+    let response: Response<_> = sender
+        .send_request(request)
+        .await
+        .map_err(|e| DemoError::Http(e.to_string()))?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| DemoError::Http(e.to_string()))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn show_request(request: &Request<Full<Bytes>>, body: &str) -> String {
+    let mut text = format!("{} {} HTTP/1.1\n", request.method(), request.uri());
+    for (name, value) in request.headers() {
+        let _ = writeln!(text, "{}: {}", name, value.to_str().unwrap_or("?"));
+    }
+    text.push('\n');
+    text.push_str(body);
+    text
+}
+
+/// A recorded request, with the Bearer token shortened: it is a credential, even a stand-in's.
+fn show_recorded(seen: &Recorded) -> String {
+    let mut text = format!("{} {} HTTP/1.1\n", seen.method, seen.uri);
+    for (name, value) in &seen.headers {
+        let value = value.to_str().unwrap_or("?");
+        let shown = match value.strip_prefix("Bearer ") {
+            Some(token) => format!(
+                "Bearer {}… (access token of the stand-in IMS, {} characters)",
+                &token[..token.len().min(10)],
+                token.len()
+            ),
+            None => value.to_owned(),
+        };
+        let _ = writeln!(text, "{name}: {shown}");
+    }
+    text.push('\n');
+    text.push_str(&seen.text());
+    text
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|line| format!("    {line}\n")).collect()
+}

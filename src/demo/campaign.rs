@@ -1,0 +1,240 @@
+//! A stand-in for Adobe Campaign's `/nl/jsp/soaprouter.jsp` on loopback.
+//!
+//! It reads every request to the end (as Campaign does), records what it got (headers, length
+//! and SHA-256 of the body, the first MiB of it), checks the Bearer token with the stand-in IMS,
+//! and answers the called method in Campaign's shape. A request with no Bearer token and a
+//! non-empty session token is taken as a legacy call, as Campaign still accepts them from its
+//! old operators.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use ring::digest;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
+
+use super::ims::TokenCheck;
+use crate::proxy::SOAP_ROUTER_PATH;
+use crate::proxy::body::ResponseBody;
+use crate::server::{self, Connections};
+use crate::soap::{Action, Fault, FaultCode, SESSION_INVALID, Scanner};
+
+/// Bytes of each body kept for inspection; longer bodies are known by length and hash.
+pub const KEPT_BODY_BYTES: usize = 1024 * 1024;
+
+/// One request as Campaign received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    /// The first [`KEPT_BODY_BYTES`] of the body.
+    pub body: Bytes,
+    pub body_len: u64,
+    pub body_sha256: Vec<u8>,
+}
+
+impl Recorded {
+    /// The body as text (the kept part).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+struct State {
+    tokens: Option<TokenCheck>,
+    requests: Mutex<Vec<Recorded>>,
+    /// Time taken before answering.
+    delay: Mutex<Duration>,
+}
+
+pub struct StandInCampaign {
+    addr: SocketAddr,
+    scheme: &'static str,
+    state: Arc<State>,
+    connections: Arc<Connections>,
+    _stop: oneshot::Sender<()>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl StandInCampaign {
+    /// Starts on `127.0.0.1` over plain HTTP. With `tokens`, Bearer tokens are checked.
+    pub async fn start(tokens: Option<TokenCheck>) -> io::Result<StandInCampaign> {
+        StandInCampaign::start_with(tokens, None).await
+    }
+
+    /// Starts on `127.0.0.1` over TLS.
+    pub async fn start_tls(
+        tokens: Option<TokenCheck>,
+        tls: TlsAcceptor,
+    ) -> io::Result<StandInCampaign> {
+        StandInCampaign::start_with(tokens, Some(tls)).await
+    }
+
+    async fn start_with(
+        tokens: Option<TokenCheck>,
+        tls: Option<TlsAcceptor>,
+    ) -> io::Result<StandInCampaign> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let state = Arc::new(State {
+            tokens,
+            requests: Mutex::default(),
+            delay: Mutex::new(Duration::ZERO),
+        });
+        let connections = Arc::new(Connections::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handler_state = state.clone();
+        tokio::spawn(server::serve(
+            listener,
+            tls,
+            connections.clone(),
+            move |_, request| answer(handler_state.clone(), request),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(StandInCampaign {
+            addr,
+            scheme,
+            state,
+            connections,
+            _stop: stop,
+        })
+    }
+
+    /// The value of `upstream.url`.
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.state.requests).clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.accepted()
+    }
+
+    /// Time taken before each answer from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        *lock(&self.state.delay) = delay;
+    }
+}
+
+async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<ResponseBody> {
+    let (parts, mut body) = request.into_parts();
+    let mut kept = BytesMut::new();
+    let mut hash = digest::Context::new(&digest::SHA256);
+    let mut length = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return soap_answer(StatusCode::BAD_REQUEST, Bytes::from_static(b"broken body"));
+        };
+        if let Ok(data) = frame.into_data() {
+            hash.update(&data);
+            length += data.len() as u64;
+            let room = KEPT_BODY_BYTES.saturating_sub(kept.len());
+            kept.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+    let recorded = Recorded {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
+        body: kept.freeze(),
+        body_len: length,
+        body_sha256: hash.finish().as_ref().to_vec(),
+    };
+    lock(&state.requests).push(recorded.clone());
+    let delay = *lock(&state.delay);
+    tokio::time::sleep(delay).await;
+
+    if parts.uri.path() != SOAP_ROUTER_PATH {
+        return soap_answer(StatusCode::NOT_FOUND, Bytes::from_static(b"not found"));
+    }
+    let envelope = Scanner::new().feed(&recorded.body, true).ok().flatten();
+    let Some(envelope) = envelope else {
+        let fault = Fault {
+            code: FaultCode::Client,
+            action: None,
+            detail: "XSV-350002 Invalid SOAP request.",
+        };
+        return soap_answer(StatusCode::INTERNAL_SERVER_ERROR, fault.to_bytes());
+    };
+    let action = Action::of_request(&parts.headers, parts.uri.query(), &envelope.method);
+    let bearer = recorded
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let session = envelope.credential.as_ref().map(|p| !p.value.is_empty());
+    let detail = match (bearer, &state.tokens) {
+        (Some(token), Some(tokens)) if !tokens.is_valid(token) => {
+            Some("XSV-350114 IMS token validation failed (HTTP 401).")
+        }
+        (Some(_), _) => None,
+        (None, _) if session == Some(true) => None,
+        (None, _) => Some(SESSION_INVALID),
+    };
+    if let Some(detail) = detail {
+        let fault = Fault {
+            code: FaultCode::Client,
+            action: Some(&action),
+            detail,
+        };
+        return soap_answer(StatusCode::INTERNAL_SERVER_ERROR, fault.to_bytes());
+    }
+    soap_answer(StatusCode::OK, method_response(&envelope.method.name, &action))
+}
+
+/// `<PushEventResponse xmlns='urn:nms:rtEvent'>`, as Campaign writes a method's answer.
+fn method_response(method: &str, action: &Action) -> Bytes {
+    let result = if method == "PushEvent" {
+        "<plId xsi:type='xsd:long'>72057594037927936</plId>"
+    } else {
+        ""
+    };
+    Bytes::from(format!(
+        "<?xml version='1.0'?>\n\
+         <SOAP-ENV:Envelope xmlns:xsd='http://www.w3.org/2001/XMLSchema' \
+         xmlns:xsi='http://www.w3.org/2001/XMLSchema-instance' \
+         xmlns:ns='urn:{service}' \
+         xmlns:SOAP-ENV='http://schemas.xmlsoap.org/soap/envelope/'>\n\
+         <SOAP-ENV:Body>\n\
+         <{method}Response xmlns='urn:{service}' \
+         SOAP-ENV:encodingStyle='http://schemas.xmlsoap.org/soap/encoding/'>{result}</{method}Response>\n\
+         </SOAP-ENV:Body>\n\
+         </SOAP-ENV:Envelope>\n",
+        service = quick_xml::escape::escape(action.service.as_str()),
+    ))
+}
+
+fn soap_answer(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/xml;charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,214 @@
+//! One access token per profile, kept fresh.
+//!
+//! Exactly one task per profile talks to IMS: it fetches at start, sleeps until
+//! [`REFRESH_MARGIN`] before expiry (or a tenth of a short token's life), fetches again, and on
+//! failure retries with capped exponential backoff and jitter while the current token stays in
+//! use until it really expires. Requests read the latest token from a `watch` channel: while a
+//! valid token exists they never wait; without one (cold start) they wait for the fetch in
+//! flight, all of them for the same one, so IMS never sees a stampede.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{ImsError, TokenSource};
+
+/// A token is refreshed this long before it expires...
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// ... or, for a short-lived token, when this share of its life is left (1/10).
+const SHORT_TOKEN_MARGIN_DIVISOR: u32 = 10;
+/// First wait after a failed fetch; it doubles up to [`BACKOFF_MAX`].
+const BACKOFF_START: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// An access token, ready to be sent.
+pub struct Token {
+    /// `Bearer <token>`, marked sensitive so that HTTP/2 never indexes it.
+    bearer: HeaderValue,
+    expires_at: Instant,
+}
+
+impl Token {
+    pub fn new(access_token: &str, expires_at: Instant) -> Result<Token, ImsError> {
+        let mut bearer = HeaderValue::try_from(format!("Bearer {access_token}")).map_err(|_| {
+            ImsError::Malformed("access_token holds characters a header cannot carry".to_owned())
+        })?;
+        bearer.set_sensitive(true);
+        Ok(Token { bearer, expires_at })
+    }
+
+    /// The `Authorization` header value.
+    pub fn bearer(&self) -> &HeaderValue {
+        &self.bearer
+    }
+
+    pub fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+
+    fn is_valid(&self) -> bool {
+        Instant::now() < self.expires_at
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("bearer", &"****")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// What the refresher publishes.
+#[derive(Clone)]
+struct State {
+    token: Option<Arc<Token>>,
+    /// A fetch is in flight.
+    fetching: bool,
+    /// Why the last fetch failed; cleared by a success.
+    last_error: Option<Arc<str>>,
+}
+
+/// Why a request gets no token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("{0}")]
+    Failing(Arc<str>),
+    #[error("no token yet: IMS did not answer within {0:?}")]
+    Waited(Duration),
+    #[error("token refresher stopped")]
+    Stopped,
+}
+
+/// What `/readyz` says of a profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready { expires_in: Duration },
+    NotReady(String),
+}
+
+/// The token cache of one profile; dropping it stops its refresher.
+pub struct TokenCache {
+    state: watch::Receiver<State>,
+    refresher: JoinHandle<()>,
+}
+
+impl Drop for TokenCache {
+    fn drop(&mut self) {
+        self.refresher.abort();
+    }
+}
+
+impl TokenCache {
+    /// Starts the refresher, which fetches a first token at once.
+    pub fn spawn<S: TokenSource>(profile: Arc<str>, source: S) -> TokenCache {
+        let (tx, rx) = watch::channel(State {
+            token: None,
+            fetching: true,
+            last_error: None,
+        });
+        let refresher = tokio::spawn(refresh(profile, source, tx));
+        TokenCache {
+            state: rx,
+            refresher,
+        }
+    }
+
+    /// The current token if it is valid: never waits.
+    pub fn current(&self) -> Option<Arc<Token>> {
+        self.state.borrow().token.clone().filter(|t| t.is_valid())
+    }
+
+    /// A valid token; without one, waits up to `wait` for the fetch in flight. Fails at once
+    /// when IMS is failing and the last token has expired.
+    pub async fn get(&self, wait: Duration) -> Result<Arc<Token>, NotReady> {
+        let deadline = Instant::now() + wait;
+        let mut state = self.state.clone();
+        loop {
+            {
+                let current = state.borrow_and_update();
+                if let Some(token) = current.token.as_ref().filter(|t| t.is_valid()) {
+                    return Ok(token.clone());
+                }
+                if !current.fetching
+                    && let Some(error) = &current.last_error
+                {
+                    return Err(NotReady::Failing(error.clone()));
+                }
+            }
+            match tokio::time::timeout_at(deadline, state.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(NotReady::Stopped),
+                Err(_) => return Err(NotReady::Waited(wait)),
+            }
+        }
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        let state = self.state.borrow();
+        match (&state.token, &state.last_error) {
+            (Some(token), _) if token.is_valid() => Readiness::Ready {
+                expires_in: token.expires_at - Instant::now(),
+            },
+            (_, Some(error)) => Readiness::NotReady(error.to_string()),
+            (Some(_), None) => Readiness::NotReady("token expired, fetching a new one".into()),
+            (None, None) => Readiness::NotReady("fetching the first token".into()),
+        }
+    }
+}
+
+/// When to refresh a token that lives `lifetime`: [`REFRESH_MARGIN`] before it expires, or a
+/// tenth of its life before, whichever is later.
+fn refresh_after(lifetime: Duration) -> Duration {
+    lifetime - REFRESH_MARGIN.min(lifetime / SHORT_TOKEN_MARGIN_DIVISOR)
+}
+
+/// The refresher: the only code that calls the source.
+async fn refresh<S: TokenSource>(profile: Arc<str>, source: S, tx: watch::Sender<State>) {
+    let mut backoff = BACKOFF_START;
+    loop {
+        tx.send_modify(|s| s.fetching = true);
+        // Expiry counts from before the request: the token cannot outlive what IMS said.
+        let asked_at = Instant::now();
+        let fetched = source.fetch().await.and_then(|fetched| {
+            let token = Token::new(fetched.access_token.expose(), asked_at + fetched.expires_in)?;
+            Ok((token, fetched.expires_in))
+        });
+        match fetched {
+            Ok((token, lifetime)) => {
+                tracing::info!(profile = %profile, expires_in_s = lifetime.as_secs(), "IMS token fetched");
+                tx.send_replace(State {
+                    token: Some(Arc::new(token)),
+                    fetching: false,
+                    last_error: None,
+                });
+                backoff = BACKOFF_START;
+                tokio::time::sleep_until(asked_at + refresh_after(lifetime)).await;
+            }
+            Err(error) => {
+                let wait = jitter(backoff);
+                tracing::warn!(profile = %profile, error = %error, retry_in_ms = wait.as_millis() as u64, "IMS token request failed");
+                tx.send_modify(|s| {
+                    s.fetching = false;
+                    s.last_error = Some(error.to_string().into());
+                });
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// A wait between half and all of `backoff`, so that replicas do not retry in step.
+fn jitter(backoff: Duration) -> Duration {
+    backoff / 2 + backoff.mul_f64(fastrand::f64() / 2.0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! The `imsbridge` command: parses the command line, loads the config, calls the library.
+
+use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use imsbridge::config::{Config, ProcessEnv};
+
+#[derive(Parser)]
+#[command(name = "imsbridge", version, about = "Authenticating SOAP reverse proxy: legacy Adobe Campaign callers in, IMS technical-account Bearer tokens out")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve, with the config in FILE.
+    Run {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Read a password from standard input and print its argon2 hash for the config.
+    HashPassword,
+    /// Run the proxy with a stand-in IMS and Campaign on loopback, and show a seed-002 call.
+    Demo {
+        /// Where the proxy listens (another port is taken if this one is busy).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Stop after showing the call instead of serving until Ctrl-C.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Run { config } => run(config),
+        Command::HashPassword => hash_password(),
+        Command::Demo { listen, once } => demo(listen, once),
+    }
+}
+
+/// Text logs on standard error; `RUST_LOG` filters (`info` by default, e.g.
+/// `RUST_LOG=info,imsbridge=debug`).
+fn init_logging() {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|text| text.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
+        )
+        .with(filter)
+        .init();
+}
+
+fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    builder.enable_all().build()
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path, &ProcessEnv) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("imsbridge: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    // A proxy holds two sockets per request; the default soft limit (often 1024) is too low.
+    if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(%error, "could not raise the open file limit");
+    }
+    let runtime = match runtime(config.server.workers) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("imsbridge: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<(), String> = runtime.block_on(async move {
+        let bind = |addr: SocketAddr, key: &'static str| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (server.{key}): {e}"))
+        };
+        let proxy = bind(config.server.listen, "listen").await?;
+        let admin = bind(config.server.admin_listen, "admin_listen").await?;
+        tracing::info!(
+            proxy = %proxy.local_addr().map_err(|e| e.to_string())?,
+            admin = %admin.local_addr().map_err(|e| e.to_string())?,
+            profiles = config.profiles.len(),
+            callers = config.callers.len(),
+            "listening"
+        );
+        let listeners = imsbridge::Listeners {
+            proxy,
+            admin: Some(admin),
+        };
+        imsbridge::run(listeners, config, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("imsbridge: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM (service managers, Kubernetes) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("Password (the line is echoed; pipe it in to avoid that):");
+    }
+    let mut line = String::new();
+    if let Err(error) = stdin.lock().read_line(&mut line) {
+        eprintln!("imsbridge: cannot read standard input: {error}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("imsbridge: no password on standard input");
+        return ExitCode::from(2);
+    }
+    println!("{}", imsbridge::callers::hash_password(password));
+    ExitCode::SUCCESS
+}
+
+fn demo(listen: SocketAddr, once: bool) -> ExitCode {
+    let result = runtime(None).map_err(|e| e.to_string()).and_then(|runtime| {
+        runtime
+            .block_on(imsbridge::demo::run(listen, once, &mut std::io::stdout()))
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("imsbridge demo: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The request pipeline of design.md ("Data path"), stage by stage in request order, in
+//! [`Proxy::pipeline`]:
+//!
+//! 1. only `POST /nl/jsp/soaprouter.jsp` is read (anything else passes through unchanged when
+//!    imsbridge stands transparently in front of Campaign, and is refused otherwise);
+//! 2. a declared body over `max_body_bytes` is refused before any of it is read;
+//! 3. the body prefix is read up to the end of the session token (`proxy/prefix.rs`);
+//! 4. the credential names the caller, or the request is refused: nothing has gone upstream;
+//! 5. the caller's mode decides the way: `legacy` forwards unchanged, `ims` goes on;
+//! 6. the Bearer token of the caller's technical account comes from its cache;
+//! 7. the credential is spliced out of the prefix and the headers;
+//! 8. the request goes to Campaign; the answer streams back.
+
+pub mod body;
+mod error;
+mod prefix;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version, request};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+pub use error::ProxyError;
+
+use crate::callers::{AuthError, Callers, Route};
+use crate::config::{Config, ProfileKind, UnknownCallers};
+use crate::ims::{ImsClient, OAuthSource, Readiness, TokenCache};
+use crate::secret::Secret;
+use crate::soap::{Action, edits_for_ims};
+use crate::upstream::{Forwarding, TlsSetupError, Upstream, forward_headers, https_connector, strip_hop_by_hop};
+use body::{ResponseBody, UpstreamBody};
+
+/// The one path Campaign serves SOAP on.
+pub const SOAP_ROUTER_PATH: &str = "/nl/jsp/soaprouter.jsp";
+
+/// A technical account at run time.
+struct Profile {
+    name: Arc<str>,
+    tokens: TokenCache,
+}
+
+/// The proxy: what every request needs, built once from the config.
+pub struct Proxy {
+    callers: Callers,
+    /// Same order as the config's profiles: callers refer to them by index.
+    profiles: Vec<Profile>,
+    upstream: Upstream,
+    unknown_callers: UnknownCallers,
+    max_body_bytes: u64,
+    max_prefix_bytes: usize,
+    /// How long a request waits for a token when no valid one exists (a cold start): one IMS
+    /// request's worth.
+    token_wait: Duration,
+}
+
+/// What the log line of a request says.
+#[derive(Default)]
+struct Record {
+    caller: Option<Arc<str>>,
+    profile: Option<Arc<str>>,
+    mode: &'static str,
+    action: Option<Action>,
+    upstream_status: Option<StatusCode>,
+}
+
+impl Proxy {
+    /// Builds the proxy and starts one token refresher per profile.
+    pub fn new(config: &Config) -> Result<Proxy, TlsSetupError> {
+        let upstream = Upstream::new(&config.upstream)?;
+        let ims = ImsClient::new(https_connector(&[], config.ims.timeout)?, config.ims.timeout);
+        let token_url: http::Uri = config
+            .ims
+            .token_url
+            .parse()
+            .expect("validated by the config");
+        let profiles = config
+            .profiles
+            .iter()
+            .map(|profile| {
+                let name: Arc<str> = profile.name.as_str().into();
+                let tokens = match &profile.kind {
+                    ProfileKind::OAuth {
+                        client_id,
+                        client_secret,
+                        scopes,
+                    } => TokenCache::spawn(
+                        name.clone(),
+                        OAuthSource::new(
+                            ims.clone(),
+                            token_url.clone(),
+                            client_id.clone(),
+                            client_secret.clone(),
+                            scopes,
+                        ),
+                    ),
+                };
+                Profile { name, tokens }
+            })
+            .collect();
+        Ok(Proxy {
+            callers: Callers::new(&config.callers, config.unknown_callers),
+            profiles,
+            upstream,
+            unknown_callers: config.unknown_callers,
+            max_body_bytes: config.server.max_body_bytes,
+            max_prefix_bytes: config.server.max_prefix_bytes,
+            token_wait: config.ims.timeout,
+        })
+    }
+
+    /// Each profile with the state of its token, for `/readyz`.
+    pub fn readiness(&self) -> impl Iterator<Item = (&str, Readiness)> {
+        self.profiles
+            .iter()
+            .map(|p| (&*p.name, p.tokens.readiness()))
+    }
+
+    /// Answers one request, and writes its log line.
+    pub async fn handle(&self, peer: SocketAddr, request: Request<Incoming>) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let mut record = Record {
+            mode: "none",
+            ..Record::default()
+        };
+        let (response, error) = match self.pipeline(peer, request, &mut record).await {
+            Ok(response) => (response, None),
+            Err(error) => (error.response(record.action.as_ref()), Some(error)),
+        };
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let caller = record.caller.as_deref().unwrap_or("-");
+        let profile = record.profile.as_deref().unwrap_or("-");
+        let action = record.action.as_ref().map(ToString::to_string);
+        let action = action.as_deref().unwrap_or("-");
+        let upstream_status = record.upstream_status.map_or(0, |s| s.as_u16());
+        match &error {
+            None => tracing::info!(
+                target: "imsbridge::access",
+                peer = %peer.ip(), %method, path, caller, profile, action, mode = record.mode,
+                status = response.status().as_u16(), upstream_status, latency_ms,
+                "request"
+            ),
+            Some(error) => tracing::warn!(
+                target: "imsbridge::access",
+                peer = %peer.ip(), %method, path, caller, profile, action, mode = record.mode,
+                status = response.status().as_u16(), upstream_status, latency_ms,
+                outcome = error.kind(), error = %error,
+                "request refused"
+            ),
+        }
+        response
+    }
+
+    async fn pipeline(
+        &self,
+        peer: SocketAddr,
+        request: Request<Incoming>,
+        record: &mut Record,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        // 1. Only the SOAP router is read. Anything else passes through unchanged when
+        //    unknown callers do, as Campaign would see it without imsbridge.
+        let soap_router = request.uri().path() == SOAP_ROUTER_PATH;
+        if !soap_router || request.method() != Method::POST {
+            if self.unknown_callers == UnknownCallers::Legacy {
+                record.mode = "transparent";
+                let (parts, body) = request.into_parts();
+                let length = declared_length(&parts.headers)?;
+                let body = UpstreamBody::new([], body, 0, self.max_body_bytes, length);
+                return self.forward(parts, body, None, peer, length, record).await;
+            }
+            return Err(if soap_router {
+                ProxyError::MethodNotAllowed
+            } else {
+                ProxyError::NotFound
+            });
+        }
+
+        // 2. A body declared too large is refused before any of it is read.
+        let declared = declared_length(request.headers())?;
+        if declared.is_some_and(|length| length > self.max_body_bytes) {
+            return Err(ProxyError::BodyTooLarge(self.max_body_bytes));
+        }
+
+        // 3. The prefix, up to the end of the first parameter of the method element.
+        let (parts, body) = request.into_parts();
+        let prefix = prefix::read(body, self.max_prefix_bytes, self.max_body_bytes).await?;
+        record.action = Some(Action::of_request(
+            &parts.headers,
+            parts.uri.query(),
+            &prefix.envelope.method,
+        ));
+
+        // 4. The caller, from the credential in that parameter. Refusals end here, before
+        //    anything is sent upstream.
+        let no_credential = Secret::default();
+        let credential = prefix
+            .envelope
+            .credential
+            .as_ref()
+            .map_or(&no_credential, |param| &param.value);
+        let route = self.callers.route(credential).await.inspect_err(|error| {
+            if let AuthError::WrongPassword(caller) = error {
+                record.caller = Some(caller.clone());
+            }
+        })?;
+
+        // 5. The caller's way.
+        let caller = match route {
+            Route::Transparent | Route::Legacy(_) => {
+                if let Route::Legacy(caller) = route {
+                    record.caller = Some(caller.name.clone());
+                    record.mode = "legacy";
+                } else {
+                    record.mode = "transparent";
+                }
+                let body = UpstreamBody::new(
+                    prefix.chunks(&[]),
+                    prefix.rest,
+                    prefix.received,
+                    self.max_body_bytes,
+                    declared,
+                );
+                return self.forward(parts, body, None, peer, declared, record).await;
+            }
+            Route::Ims(caller) => caller,
+        };
+        let profile = &self.profiles[caller.profile];
+        record.caller = Some(caller.name.clone());
+        record.profile = Some(profile.name.clone());
+        record.mode = "ims";
+
+        // 6. The technical account's token: no wait while a valid one exists.
+        let token = profile
+            .tokens
+            .get(self.token_wait)
+            .await
+            .map_err(|reason| ProxyError::TokenUnavailable {
+                profile: profile.name.to_string(),
+                reason,
+            })?;
+
+        // 7. Every copy of the credential out of the prefix (the headers follow in `forward`).
+        let edits = edits_for_ims(&prefix.envelope, prefix.bytes());
+        let length = declared.map(|length| prefix::length_after(length, &edits));
+        let body = UpstreamBody::new(
+            prefix.chunks(&edits),
+            prefix.rest,
+            prefix.received,
+            self.max_body_bytes,
+            length,
+        );
+
+        // 8. To Campaign.
+        self.forward(parts, body, Some(token.bearer()), peer, length, record)
+            .await
+    }
+
+    /// Sends the request to Campaign and streams the answer back.
+    async fn forward(
+        &self,
+        mut parts: request::Parts,
+        body: UpstreamBody,
+        bearer: Option<&HeaderValue>,
+        peer: SocketAddr,
+        content_length: Option<u64>,
+        record: &mut Record,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        parts.uri = self.upstream.uri(&parts.uri);
+        parts.version = Version::HTTP_11;
+        forward_headers(
+            &mut parts.headers,
+            &Forwarding {
+                bearer,
+                peer: peer.ip(),
+                host: self.upstream.host(),
+                content_length,
+            },
+        );
+        let response = self.upstream.send(Request::from_parts(parts, body)).await?;
+        record.upstream_status = Some(response.status());
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
+    }
+}
+
+/// The `Content-Length` a request declares (hyper has already refused malformed framing).
+fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or(ProxyError::BadLength)
+        })
+        .transpose()
+}

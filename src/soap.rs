@@ -1,0 +1,18 @@
+//! SOAP as Campaign's `soaprouter.jsp` speaks it.
+//!
+//! - `soap/scan.rs` reads the start of a body, as it arrives, up to the end of the first
+//!   parameter of the method element (Campaign's authentication string), and says where every
+//!   copy of the session token is;
+//! - `soap/splice.rs` cuts those copies out of the prefix without copying the rest;
+//! - `soap/action.rs` names the called method (`nms:rtEvent#PushEvent`);
+//! - `soap/fault.rs` writes faults shaped like Campaign's own.
+
+mod action;
+mod fault;
+mod scan;
+mod splice;
+
+pub use action::Action;
+pub use fault::{Fault, FaultCode, INVALID_LOGIN, SESSION_INVALID};
+pub use scan::{Carrier, CarrierKind, Envelope, Method, Param, ScanError, Scanner, SoapVersion};
+pub use splice::{Edit, edits_for_ims, splice};

@@ -1,0 +1,476 @@
+//! Finds Campaign's authentication string in the start of a SOAP body.
+//!
+//! Campaign reads the first child element of the method element (the first element inside
+//! `SOAP-ENV:Body`) as the session token, whatever its name or prefix. Clients also copy the
+//! token into `<Cookie>__sessiontoken=…</Cookie>` and `<X-Security-Token>` elements of
+//! `SOAP-ENV:Header` (acc-js-sdk does). The [`Scanner`] reads the body with quick-xml as it
+//! arrives, chunk after chunk, and stops at the end of that first parameter: nothing after it is
+//! ever parsed.
+//!
+//! The scanner resumes where it stopped: events are committed one by one, and an event that the
+//! data so far cuts in two (`<urn:sessi`) is read again from its start once more data came. So
+//! a token split across chunk boundaries at any offset is found, and each byte is parsed about
+//! once.
+
+use std::ops::Range;
+
+use quick_xml::Reader;
+use quick_xml::errors::{Error as XmlError, IllFormedError};
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::PrefixDeclaration;
+
+use crate::secret::Secret;
+
+const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+const SOAP12_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Why a body prefix is refused (HTTP 400). The texts never quote the body: a credential could
+/// sit in the part that failed to parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScanError {
+    #[error("body is not well-formed XML ({0})")]
+    NotXml(&'static str),
+    #[error("body is not UTF-8")]
+    NotUtf8,
+    #[error("DOCTYPE and entity declarations are refused")]
+    Doctype,
+    #[error("root element is not a SOAP 1.1 or 1.2 Envelope")]
+    NotSoap,
+    #[error("envelope has no SOAP Body")]
+    NoBody,
+    #[error("SOAP Body holds no method element")]
+    NoMethod,
+    #[error("the session token parameter holds elements")]
+    ParamHasElements,
+    #[error("body ended inside the envelope")]
+    Truncated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoapVersion {
+    V11,
+    V12,
+}
+
+/// What the scanner found: everything before [`Envelope::end`] is the prefix.
+#[derive(Debug)]
+pub struct Envelope {
+    pub version: SoapVersion,
+    /// Length of the prefix: just past the first parameter (or past the method element when it
+    /// has no parameter).
+    pub end: usize,
+    pub method: Method,
+    /// The first child element of the method element.
+    pub credential: Option<Param>,
+    /// Copies of the token in `SOAP-ENV:Header`.
+    pub carriers: Vec<Carrier>,
+}
+
+/// The method element: `<urn:PushEvent xmlns:urn="urn:nms:rtEvent">`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Method {
+    pub name: String,
+    /// Namespace URI the element's prefix resolves to.
+    pub namespace: Option<String>,
+}
+
+/// An element whose text is a credential.
+#[derive(Debug)]
+pub struct Param {
+    /// Byte range of the element's content, between its start and end tags.
+    pub content: Range<usize>,
+    /// The content unescaped (entities, character references, CDATA) and trimmed.
+    pub value: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CarrierKind {
+    /// `<Cookie>__sessiontoken=…</Cookie>`
+    Cookie,
+    /// `<X-Security-Token>…</X-Security-Token>`
+    SecurityToken,
+}
+
+#[derive(Debug)]
+pub struct Carrier {
+    pub kind: CarrierKind,
+    pub param: Param,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Before the root element.
+    Prolog,
+    /// Inside `Envelope`, outside `Header` and `Body`.
+    Envelope,
+    Header,
+    /// Inside `Body`, before the method element.
+    Body,
+    /// Inside the method element, before its first child.
+    Method,
+    /// Inside the first parameter.
+    Param,
+}
+
+/// A namespace declaration on the path Envelope > Body > method.
+struct Binding {
+    depth: usize,
+    /// `None`: the default namespace.
+    prefix: Option<String>,
+    uri: String,
+}
+
+/// Reads a body prefix incrementally; see the module documentation.
+pub struct Scanner {
+    /// Everything before this offset has been read as complete events.
+    pos: usize,
+    stage: Stage,
+    /// Byte ranges of the names of the open elements, for matching end tags.
+    open: Vec<Range<usize>>,
+    bindings: Vec<Binding>,
+    version: Option<SoapVersion>,
+    method: Option<Method>,
+    /// Header carrier being read: its kind and where its content starts.
+    carrier: Option<(CarrierKind, usize)>,
+    carriers: Vec<Carrier>,
+    /// Where the first parameter's content starts.
+    param_start: usize,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Scanner::new()
+    }
+}
+
+impl Scanner {
+    pub fn new() -> Scanner {
+        Scanner {
+            pos: 0,
+            stage: Stage::Prolog,
+            open: Vec::new(),
+            bindings: Vec::new(),
+            version: None,
+            method: None,
+            carrier: None,
+            carriers: Vec::new(),
+            param_start: 0,
+        }
+    }
+
+    /// Reads on from where the last call stopped. `data` is the whole prefix received so far
+    /// (each call extends the previous one); `at_eof` says no more will come.
+    ///
+    /// Returns `Ok(None)` when more data is needed, the envelope when the first parameter is
+    /// complete.
+    pub fn feed(&mut self, data: &[u8], at_eof: bool) -> Result<Option<Envelope>, ScanError> {
+        if self.pos == 0 && (data.starts_with(b"\xFE\xFF") || data.starts_with(b"\xFF\xFE")) {
+            return Err(ScanError::NotUtf8);
+        }
+        loop {
+            // quick-xml drops a leading UTF-8 BOM without counting it in its positions, so we
+            // step over one ourselves (at the start of a document, or U+FEFF in text).
+            if data[self.pos..].starts_with(UTF8_BOM) {
+                self.pos += UTF8_BOM.len();
+            }
+            let base = self.pos;
+            let mut reader = Reader::from_reader(&data[base..]);
+            let config = reader.config_mut();
+            // End tags are matched here (the reader forgets its stack when we resume), and
+            // nothing is trimmed: positions must be exact.
+            config.check_end_names = false;
+            config.allow_unmatched_ends = true;
+            config.trim_text(false);
+            loop {
+                let before = base + reader.buffer_position() as usize;
+                let event = match reader.read_event() {
+                    Ok(event) => event,
+                    Err(e) if !at_eof && is_incomplete(&e) => return Ok(None),
+                    Err(e) => return Err(describe(&e)),
+                };
+                let after = base + reader.buffer_position() as usize;
+                let done = match event {
+                    Event::Eof if at_eof => return Err(ScanError::Truncated),
+                    Event::Eof => return Ok(None),
+                    Event::DocType(_) => return Err(ScanError::Doctype),
+                    Event::Start(e) => self.open_element(&e, before, after, false)?,
+                    Event::Empty(e) => self.open_element(&e, before, after, true)?,
+                    Event::End(e) => self.close_element(data, e.name().0, before, after)?,
+                    Event::Text(_)
+                    | Event::CData(_)
+                    | Event::GeneralRef(_)
+                    | Event::Comment(_)
+                    | Event::Decl(_)
+                    | Event::PI(_) => None,
+                };
+                self.pos = after;
+                if let Some(envelope) = done {
+                    return Ok(Some(envelope));
+                }
+                if data[self.pos..].starts_with(UTF8_BOM) {
+                    break; // restart the reader past it
+                }
+            }
+        }
+    }
+
+    fn open_element(
+        &mut self,
+        e: &BytesStart<'_>,
+        before: usize,
+        after: usize,
+        empty: bool,
+    ) -> Result<Option<Envelope>, ScanError> {
+        let depth = self.open.len();
+        let name = e.name().0;
+        // Namespace declarations matter on the path Envelope > Header or Body > method only.
+        let on_path = match self.stage {
+            Stage::Prolog => depth == 0,
+            Stage::Envelope => depth == 1,
+            Stage::Body => depth == 2,
+            _ => false,
+        };
+        self.attributes(e, depth, on_path)?;
+        let found = self.enter(e, depth, after, empty)?;
+        if empty {
+            // No end tag will come to take the element's declarations out of scope.
+            self.bindings.retain(|b| b.depth < depth);
+        } else {
+            // `before` is the `<`; the name follows it directly (XML allows no space there).
+            self.open.push(before + 1..before + 1 + name.len());
+        }
+        Ok(found)
+    }
+
+    /// Moves through the stages as elements open.
+    fn enter(
+        &mut self,
+        e: &BytesStart<'_>,
+        depth: usize,
+        after: usize,
+        empty: bool,
+    ) -> Result<Option<Envelope>, ScanError> {
+        let name = e.name().0;
+        let local = e.local_name().into_inner();
+        match (self.stage, depth) {
+            (Stage::Prolog, _) => {
+                self.version = match self.resolve(name).as_deref() {
+                    Some(SOAP11_NS) if local == "Envelope" => Some(SoapVersion::V11),
+                    Some(SOAP12_NS) if local == "Envelope" => Some(SoapVersion::V12),
+                    _ => return Err(ScanError::NotSoap),
+                };
+                if empty {
+                    return Err(ScanError::NoBody);
+                }
+                self.stage = Stage::Envelope;
+            }
+            (Stage::Envelope, 1) => {
+                let soap = self.resolve(name).as_deref() == Some(self.envelope_ns());
+                match local {
+                    "Header" if soap && !empty => self.stage = Stage::Header,
+                    "Body" if soap && empty => return Err(ScanError::NoMethod),
+                    "Body" if soap => self.stage = Stage::Body,
+                    _ => {}
+                }
+            }
+            (Stage::Header, 2) if !empty => {
+                self.carrier = match local {
+                    "Cookie" => Some((CarrierKind::Cookie, after)),
+                    "X-Security-Token" => Some((CarrierKind::SecurityToken, after)),
+                    _ => None,
+                };
+            }
+            (Stage::Body, 2) => {
+                self.method = Some(Method {
+                    name: local.to_owned(),
+                    namespace: self.resolve(name),
+                });
+                if empty {
+                    return Ok(Some(self.finish(after, None)));
+                }
+                self.stage = Stage::Method;
+            }
+            (Stage::Method, 3) => {
+                if empty {
+                    let param = Param {
+                        content: after..after,
+                        value: Secret::default(),
+                    };
+                    return Ok(Some(self.finish(after, Some(param))));
+                }
+                self.param_start = after;
+                self.stage = Stage::Param;
+            }
+            (Stage::Param, _) => return Err(ScanError::ParamHasElements),
+            // Anything else (extensions under Envelope, Header blocks and their children) is
+            // left as it is.
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    fn close_element(
+        &mut self,
+        data: &[u8],
+        name: &str,
+        before: usize,
+        after: usize,
+    ) -> Result<Option<Envelope>, ScanError> {
+        let Some(open) = self.open.pop() else {
+            return Err(ScanError::NotXml("end tag without a start tag"));
+        };
+        if &data[open] != name.as_bytes() {
+            return Err(ScanError::NotXml("end tag does not match its start tag"));
+        }
+        let depth = self.open.len();
+        self.bindings.retain(|b| b.depth < depth);
+        match (self.stage, depth) {
+            (Stage::Param, 3) => {
+                let param = param(data, self.param_start..before)?;
+                return Ok(Some(self.finish(after, Some(param))));
+            }
+            (Stage::Method, 2) => return Ok(Some(self.finish(after, None))),
+            (Stage::Body, 1) => return Err(ScanError::NoMethod),
+            (Stage::Header, 2) => {
+                if let Some((kind, start)) = self.carrier.take() {
+                    let param = param(data, start..before)?;
+                    self.carriers.push(Carrier { kind, param });
+                }
+            }
+            (Stage::Header, 1) => self.stage = Stage::Envelope,
+            (Stage::Envelope, 0) => return Err(ScanError::NoBody),
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    fn finish(&mut self, end: usize, credential: Option<Param>) -> Envelope {
+        Envelope {
+            version: self.version.unwrap_or(SoapVersion::V11),
+            end,
+            method: self.method.take().unwrap_or_else(|| Method {
+                name: String::new(),
+                namespace: None,
+            }),
+            credential,
+            carriers: std::mem::take(&mut self.carriers),
+        }
+    }
+
+    /// Checks an element's attributes (the prefix must be well-formed), and records its
+    /// `xmlns` declarations when it is on the path to the method.
+    fn attributes(&mut self, e: &BytesStart<'_>, depth: usize, on_path: bool) -> Result<(), ScanError> {
+        for attribute in e.attributes() {
+            let attribute =
+                attribute.map_err(|_| ScanError::NotXml("malformed attribute"))?;
+            if !on_path {
+                continue;
+            }
+            let prefix = match attribute.key.as_namespace_binding() {
+                Some(PrefixDeclaration::Default) => None,
+                Some(PrefixDeclaration::Named(prefix)) => Some(prefix.to_owned()),
+                None => continue,
+            };
+            let uri = attribute
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|_| ScanError::NotXml("malformed namespace declaration"))?;
+            self.bindings.push(Binding {
+                depth,
+                prefix,
+                uri: uri.into_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The namespace URI of a qualified name, from the declarations in scope.
+    fn resolve(&self, qname: &str) -> Option<String> {
+        let prefix = qname.split_once(':').map(|(prefix, _)| prefix);
+        self.bindings
+            .iter()
+            .rev()
+            .find(|b| b.prefix.as_deref() == prefix)
+            .map(|b| b.uri.clone())
+            .filter(|uri| !uri.is_empty())
+    }
+
+    fn envelope_ns(&self) -> &'static str {
+        match self.version {
+            Some(SoapVersion::V12) => SOAP12_NS,
+            _ => SOAP11_NS,
+        }
+    }
+}
+
+/// Unescapes an element's content: text, entity and character references, CDATA; comments
+/// and processing instructions are skipped. The result is trimmed, as Campaign trims it.
+fn param(data: &[u8], content: Range<usize>) -> Result<Param, ScanError> {
+    let mut reader = Reader::from_reader(&data[content.clone()]);
+    reader.config_mut().trim_text(false);
+    let mut value = String::new();
+    loop {
+        match reader.read_event().map_err(|e| describe(&e))? {
+            Event::Text(text) => value.push_str(&text.xml10_content()),
+            Event::CData(cdata) => value.push_str(&cdata.into_inner()),
+            Event::GeneralRef(reference) => {
+                let resolved = match reference.resolve_char_ref() {
+                    Ok(Some(c)) => c.to_string(),
+                    Ok(None) => quick_xml::escape::resolve_predefined_entity(&reference)
+                        .ok_or(ScanError::NotXml("unknown entity reference"))?
+                        .to_owned(),
+                    Err(_) => return Err(ScanError::NotXml("invalid character reference")),
+                };
+                value.push_str(&resolved);
+            }
+            Event::Comment(_) | Event::PI(_) => {}
+            Event::Eof => break,
+            Event::Start(_) | Event::Empty(_) | Event::End(_) => {
+                return Err(ScanError::ParamHasElements);
+            }
+            Event::Decl(_) => return Err(ScanError::NotXml("misplaced XML declaration")),
+            Event::DocType(_) => return Err(ScanError::Doctype),
+        }
+    }
+    let trimmed = value.trim();
+    let value = if trimmed.len() == value.len() {
+        value
+    } else {
+        trimmed.to_owned()
+    };
+    Ok(Param {
+        content,
+        value: Secret::from(value),
+    })
+}
+
+/// True when the error only says the data so far ends inside a construct: more data may
+/// complete it.
+fn is_incomplete(e: &XmlError) -> bool {
+    match e {
+        XmlError::Syntax(_) => true,
+        XmlError::IllFormed(IllFormedError::UnclosedReference) => true,
+        XmlError::Encoding(quick_xml::encoding::EncodingError::Utf8(e)) => e.error_len().is_none(),
+        _ => false,
+    }
+}
+
+/// A fixed description of a parse error: quick-xml's own messages can quote the input.
+fn describe(e: &XmlError) -> ScanError {
+    ScanError::NotXml(match e {
+        XmlError::Syntax(_) => "unclosed markup",
+        XmlError::IllFormed(IllFormedError::UnclosedReference) => "unescaped `&`",
+        XmlError::IllFormed(IllFormedError::MissingDeclVersion(_) | IllFormedError::UnknownVersion) => {
+            "bad XML declaration"
+        }
+        XmlError::IllFormed(_) => "ill-formed document",
+        XmlError::InvalidAttr(_) => "malformed attribute",
+        XmlError::Encoding(_) => return ScanError::NotUtf8,
+        XmlError::Escape(_) => "bad entity or character reference",
+        XmlError::Namespace(_) => "bad namespace",
+        XmlError::Io(_) => "read error",
+    })
+}
+
+#[cfg(test)]
+mod tests;

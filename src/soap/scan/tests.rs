@@ -1,0 +1,222 @@
+use super::*;
+use crate::soap::{edits_for_ims, splice};
+use bytes::Bytes;
+
+fn scan(body: &str) -> Result<Envelope, ScanError> {
+    Scanner::new()
+        .feed(body.as_bytes(), true)
+        .map(|found| found.expect("at_eof gives an answer"))
+}
+
+/// The body with the ims edits applied.
+fn spliced(body: &str) -> String {
+    let envelope = scan(body).unwrap();
+    let bytes = Bytes::copy_from_slice(body.as_bytes());
+    let edits = edits_for_ims(&envelope, &bytes[..envelope.end]);
+    let mut out = splice(&bytes.slice(..envelope.end), &edits).concat();
+    out.extend_from_slice(&bytes[envelope.end..]);
+    String::from_utf8(out).unwrap()
+}
+
+fn credential(body: &str) -> String {
+    scan(body)
+        .unwrap()
+        .credential
+        .map(|p| p.value.expose().to_owned())
+        .unwrap_or_default()
+}
+
+const SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+
+fn envelope(inner: &str) -> String {
+    format!(r#"<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP11}"><SOAP-ENV:Body>{inner}</SOAP-ENV:Body></SOAP-ENV:Envelope>"#)
+}
+
+#[test]
+fn seed_002_before_becomes_seed_002_after() {
+    let before = crate::demo::SEED_002_BEFORE;
+    let after = crate::demo::SEED_002_AFTER;
+    assert_eq!(credential(before), "SESSION_TOKEN");
+    assert_eq!(spliced(before), after);
+    let envelope = scan(before).unwrap();
+    assert_eq!(envelope.version, SoapVersion::V11);
+    assert_eq!(envelope.method.name, "PushEvent");
+    assert_eq!(envelope.method.namespace.as_deref(), Some("urn:nms:rtEvent"));
+    // The prefix ends right after the token element: the domEvent is never parsed.
+    assert!(before[..envelope.end].ends_with("</urn:sessiontoken>"));
+}
+
+#[test]
+fn first_parameter_whatever_its_name_or_prefix() {
+    for param in [
+        "<sessiontoken>mc/pw</sessiontoken>",
+        "<__sessiontoken>mc/pw</__sessiontoken>",
+        "<urn:sessiontoken>mc/pw</urn:sessiontoken>",
+        r#"<sessiontoken xsi:type="xsd:string" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">mc/pw</sessiontoken>"#,
+        "<strToken>mc/pw</strToken>",
+        "<sessiontoken>\n   mc/pw \t\n</sessiontoken>",
+        "<sessiontoken><![CDATA[mc/pw]]></sessiontoken>",
+        "<sessiontoken>mc<!-- note -->/pw</sessiontoken>",
+        "<sessiontoken>&#109;c&#x2F;pw</sessiontoken>",
+    ] {
+        let body = envelope(&format!(
+            r#"<urn:Write xmlns:urn="urn:xtk:persist|xtk:session">{param}<urn:domDoc><x/></urn:domDoc></urn:Write>"#
+        ));
+        assert_eq!(credential(&body), "mc/pw", "{param}");
+        let out = spliced(&body);
+        let start = body.find(param).unwrap();
+        let open_end = start + param.find('>').unwrap() + 1;
+        let close_start = start + param.rfind("</").unwrap();
+        let expected = format!("{}{}", &body[..open_end], &body[close_start..]);
+        assert_eq!(out, expected, "only the content goes: {param}");
+    }
+}
+
+#[test]
+fn entities_in_passwords_are_unescaped() {
+    let body = envelope("<m:X xmlns:m='urn:a:b'><t>mc/p&amp;w&lt;&gt;&quot;&apos;</t></m:X>");
+    assert_eq!(credential(&body), "mc/p&w<>\"'");
+}
+
+#[test]
+fn soap12_and_default_namespaces() {
+    let body = r#"<?xml version="1.0"?><env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope"><env:Body><Logon xmlns="urn:xtk:session"><sessiontoken/><strLogin>mc</strLogin></Logon></env:Body></env:Envelope>"#;
+    let envelope = scan(body).unwrap();
+    assert_eq!(envelope.version, SoapVersion::V12);
+    assert_eq!(envelope.method.name, "Logon");
+    assert_eq!(envelope.method.namespace.as_deref(), Some("urn:xtk:session"));
+    let param = envelope.credential.unwrap();
+    assert!(param.value.is_empty());
+    assert!(param.content.is_empty());
+}
+
+#[test]
+fn header_copies_are_found_and_emptied() {
+    let body = format!(
+        r#"<s:Envelope xmlns:s="{SOAP11}"><s:Header><Cookie>a=1; __sessiontoken=mc/pw</Cookie><X-Security-Token>sec-123</X-Security-Token><Other>keep</Other></s:Header><s:Body><m:PushEvent xmlns:m="urn:nms:rtEvent"><m:sessiontoken>mc/pw</m:sessiontoken><m:domEvent/></m:PushEvent></s:Body></s:Envelope>"#
+    );
+    let envelope = scan(&body).unwrap();
+    let kinds: Vec<_> = envelope.carriers.iter().map(|c| c.kind).collect();
+    assert_eq!(kinds, [CarrierKind::Cookie, CarrierKind::SecurityToken]);
+    assert_eq!(envelope.carriers[1].param.value.expose(), "sec-123");
+    assert_eq!(
+        spliced(&body),
+        body.replace("a=1; __sessiontoken=mc/pw", "a=1")
+            .replace("sec-123", "")
+            .replace(">mc/pw<", "><")
+    );
+    // A cookie element without the session cookie is left as it is.
+    let plain = body.replace("a=1; __sessiontoken=mc/pw", "a=1");
+    assert!(spliced(&plain).contains("<Cookie>a=1</Cookie>"));
+}
+
+#[test]
+fn method_without_parameters() {
+    let found = scan(&envelope("<m:Logoff xmlns:m='urn:xtk:session'/>")).unwrap();
+    assert_eq!(found.method.name, "Logoff");
+    assert!(found.credential.is_none());
+    let found = scan(&envelope("<m:Logoff xmlns:m='urn:xtk:session'>  </m:Logoff>")).unwrap();
+    assert!(found.credential.is_none());
+}
+
+#[test]
+fn refusals() {
+    let cases: &[(&str, ScanError)] = &[
+        ("not xml at all", ScanError::Truncated),
+        ("<a><b></a>", ScanError::NotSoap),
+        (
+            r#"<!DOCTYPE x [<!ENTITY e "boom">]><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"/>"#,
+            ScanError::Doctype,
+        ),
+        (r#"<Envelope><Body><m/></Body></Envelope>"#, ScanError::NotSoap),
+        (&format!(r#"<s:Envelope xmlns:s="{SOAP11}"></s:Envelope>"#), ScanError::NoBody),
+        (&format!(r#"<s:Envelope xmlns:s="{SOAP11}"/>"#), ScanError::NoBody),
+        (&format!(r#"<s:Envelope xmlns:s="{SOAP11}"><s:Body/></s:Envelope>"#), ScanError::NoMethod),
+        (&format!(r#"<s:Envelope xmlns:s="{SOAP11}"><s:Body> </s:Body></s:Envelope>"#), ScanError::NoMethod),
+        (&envelope("<m:X xmlns:m='urn:a'><t><b>mc/pw</b></t></m:X>"), ScanError::ParamHasElements),
+        (&envelope("<m:X xmlns:m='urn:a'><t>mc/pw</u></m:X>"), ScanError::NotXml("end tag does not match its start tag")),
+        (&envelope("<m:X xmlns:m='urn:a'><t>mc/&bogus;</t></m:X>"), ScanError::NotXml("unknown entity reference")),
+        (&envelope("<m:X xmlns:m='urn:a'><t>mc/pw"), ScanError::NotXml("end tag does not match its start tag")),
+        (&format!(r#"<s:Envelope xmlns:s="{SOAP11}"><s:Body><m:X xmlns:m='urn:a'><t>mc/pw"#), ScanError::Truncated),
+        (&format!(r#"<s:Envelope xmlns:s="{SOAP11}"><s:Body><m:X xmlns:m='urn:a'><t>mc/pw</t"#), ScanError::NotXml("unclosed markup")),
+        (&envelope("<m:X xmlns:m='urn:a' a='1' a='2'><t>x/y</t></m:X>"), ScanError::NotXml("malformed attribute")),
+        // A Body in another namespace is not the SOAP Body.
+        (&format!(r#"<s:Envelope xmlns:s="{SOAP11}"><Body><m:X xmlns:m="urn:a"><t>a/b</t></m:X></Body></s:Envelope>"#), ScanError::NoBody),
+    ];
+    for (body, expected) in cases {
+        assert_eq!(scan(body).unwrap_err(), *expected, "{body}");
+    }
+}
+
+#[test]
+fn utf16_and_invalid_utf8_are_refused() {
+    let mut scanner = Scanner::new();
+    assert_eq!(scanner.feed(b"\xFF\xFE<\x00", true).unwrap_err(), ScanError::NotUtf8);
+    let mut body = envelope("<m:X xmlns:m='urn:a'><t>mc/p\u{e9}</t></m:X>").into_bytes();
+    let at = body.windows(2).position(|w| w == "\u{e9}".as_bytes()).unwrap();
+    body[at] = 0xE9; // Latin-1 é: not UTF-8
+    body.remove(at + 1);
+    assert_eq!(Scanner::new().feed(&body, true).unwrap_err(), ScanError::NotUtf8);
+}
+
+#[test]
+fn a_utf8_bom_is_skipped() {
+    let body = format!("\u{feff}{}", crate::demo::SEED_002_BEFORE);
+    assert_eq!(credential(&body), "SESSION_TOKEN");
+    let envelope = scan(&body).unwrap();
+    assert!(body[..envelope.end].ends_with("</urn:sessiontoken>"));
+}
+
+/// Feeds a body in pieces, as chunks arrive: the same result whatever the boundaries.
+fn scan_in_pieces(body: &[u8], cuts: &[usize]) -> Result<Envelope, ScanError> {
+    let mut scanner = Scanner::new();
+    for &cut in cuts {
+        if let Some(envelope) = scanner.feed(&body[..cut], false)? {
+            return Ok(envelope);
+        }
+    }
+    scanner.feed(body, true).map(|e| e.expect("complete"))
+}
+
+#[test]
+fn token_split_at_every_offset() {
+    let body = format!(
+        r#"<?xml version="1.0"?><s:Envelope xmlns:s="{SOAP11}"><s:Header><Cookie>__sessiontoken=mc/pw&amp;x</Cookie></s:Header><s:Body><m:PushEvent xmlns:m="urn:nms:rtEvent"><m:sessiontoken xsi:type="xsd:string">mc/p&#233;w</m:sessiontoken><m:domEvent/></m:PushEvent></s:Body></s:Envelope>"#
+    );
+    let whole = scan(&body).unwrap();
+    assert_eq!(whole.credential.as_ref().unwrap().value.expose(), "mc/p\u{e9}w");
+    for cut in 0..=body.len() {
+        let pieces = scan_in_pieces(body.as_bytes(), &[cut]).unwrap();
+        assert_eq!(pieces.end, whole.end, "cut at {cut}");
+        assert_eq!(pieces.credential.unwrap().value.expose(), "mc/p\u{e9}w", "cut at {cut}");
+        assert_eq!(pieces.carriers[0].param.value.expose(), "__sessiontoken=mc/pw&x");
+    }
+    // Every byte its own chunk, and a multi-byte character split in two.
+    let cuts: Vec<usize> = (1..body.len()).collect();
+    assert_eq!(scan_in_pieces(body.as_bytes(), &cuts).unwrap().end, whole.end);
+    let accented = envelope("<m:X xmlns:m='urn:a'><t>mc/\u{e9}\u{e9}</t></m:X>");
+    for cut in 0..=accented.len() {
+        let pieces = scan_in_pieces(accented.as_bytes(), &[cut]).unwrap();
+        assert_eq!(pieces.credential.unwrap().value.expose(), "mc/\u{e9}\u{e9}");
+    }
+}
+
+#[test]
+fn errors_never_quote_the_body() {
+    for body in [
+        envelope("<m:X xmlns:m='urn:a'><t>mc/s3cr3t&bad</t></m:X>"),
+        envelope("<m:X xmlns:m='urn:a'><t>mc/s3cr3t</t2></m:X>"),
+        envelope("<m:X xmlns:m='urn:a'><t s3cr3t>mc/x</t></m:X>"),
+    ] {
+        let error = scan(&body).unwrap_err();
+        assert!(!format!("{error} {error:?}").contains("s3cr3t"), "{error:?}");
+    }
+}
+
+#[test]
+fn nothing_after_the_token_is_parsed() {
+    // What follows the first parameter is streamed, not read: even broken XML there passes.
+    let body = envelope("<m:X xmlns:m='urn:a'><t>x/y</t><u a=b/></m:X>");
+    let found = scan(&body).unwrap();
+    assert!(body[..found.end].ends_with("<t>x/y</t>"));
+}

@@ -1,0 +1,94 @@
+//! Cuts the legacy credential out of a body prefix.
+//!
+//! The prefix is held once, in a `Bytes`; the spliced prefix is a list of slices of it with
+//! the replaced ranges left out, so no body byte is copied, and every byte outside an edit is
+//! forwarded as it came (design.md: namespaces, whitespace, CDATA, comments, declaration).
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::scan::{CarrierKind, Envelope};
+use crate::carriers::strip_session_cookie;
+
+/// The bytes of `range` in the prefix become `replacement`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    pub range: Range<usize>,
+    pub replacement: Bytes,
+}
+
+/// The edits of `ims` mode (design.md, "Where the session token travels"): the first
+/// parameter's content is emptied (the element stays, as in seed 002), `<X-Security-Token>`
+/// copies in the SOAP Header are emptied, and `<Cookie>` copies lose their `__sessiontoken`
+/// pair. Sorted by position.
+pub fn edits_for_ims(envelope: &Envelope, prefix: &[u8]) -> Vec<Edit> {
+    let mut edits = Vec::new();
+    for carrier in &envelope.carriers {
+        let range = carrier.param.content.clone();
+        let replacement = match carrier.kind {
+            CarrierKind::SecurityToken => Bytes::new(),
+            CarrierKind::Cookie => match strip_session_cookie(&prefix[range.clone()]) {
+                Some(kept) => Bytes::from(kept),
+                None => continue,
+            },
+        };
+        edits.push(Edit { range, replacement });
+    }
+    if let Some(param) = &envelope.credential {
+        edits.push(Edit {
+            range: param.content.clone(),
+            replacement: Bytes::new(),
+        });
+    }
+    edits.retain(|e| !e.range.is_empty() || !e.replacement.is_empty());
+    edits.sort_by_key(|e| e.range.start);
+    edits
+}
+
+/// The prefix with the edits applied, as slices of it and the replacements, in order. Edits
+/// must be sorted and must not overlap.
+pub fn splice(prefix: &Bytes, edits: &[Edit]) -> Vec<Bytes> {
+    let mut pieces = Vec::with_capacity(edits.len() * 2 + 1);
+    let mut at = 0;
+    for edit in edits {
+        debug_assert!(edit.range.start >= at, "edits overlap or are unsorted");
+        if edit.range.start > at {
+            pieces.push(prefix.slice(at..edit.range.start));
+        }
+        if !edit.replacement.is_empty() {
+            pieces.push(edit.replacement.clone());
+        }
+        at = edit.range.end;
+    }
+    if at < prefix.len() {
+        pieces.push(prefix.slice(at..));
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(text: &str, edits: &[Edit]) -> String {
+        let pieces = splice(&Bytes::copy_from_slice(text.as_bytes()), edits);
+        String::from_utf8(pieces.concat()).unwrap()
+    }
+
+    fn edit(range: Range<usize>, replacement: &'static str) -> Edit {
+        Edit {
+            range,
+            replacement: Bytes::from_static(replacement.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn applies_edits_in_order() {
+        assert_eq!(apply("abcdef", &[]), "abcdef");
+        assert_eq!(apply("abcdef", &[edit(1..3, "")]), "adef");
+        assert_eq!(apply("abcdef", &[edit(0..1, "X"), edit(5..6, "")]), "Xbcde");
+        assert_eq!(apply("abcdef", &[edit(2..2, "--")]), "ab--cdef");
+        assert_eq!(apply("abcdef", &[edit(0..6, "")]), "");
+    }
+}

@@ -1,0 +1,356 @@
+//! Campaign: the pooled HTTP client that reaches it, and the header policy of what is sent to
+//! it and what comes back.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls_pki_types::CertificateDer;
+
+use crate::carriers::{SECURITY_TOKEN_HEADER, SESSION_TOKEN_HEADER, strip_session_cookie};
+use crate::config::UpstreamSettings;
+use crate::ims::error_chain;
+use crate::proxy::body::{BodyError, UpstreamBody};
+
+/// Idle pooled connections are closed after this; Campaign's own keep-alive is longer.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("Campaign unreachable: {0}")]
+    Unreachable(String),
+    #[error("Campaign did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The caller's body broke off or grew too large while it was being forwarded.
+    #[error(transparent)]
+    Body(BodyError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("no trusted root certificate: the system has none and no ca_file is set")]
+    NoRoots,
+}
+
+/// An HTTPS-or-HTTP connector over rustls (ring) trusting the system roots plus `extra_roots`.
+pub fn https_connector(
+    extra_roots: &[CertificateDer<'static>],
+    connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, TlsSetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (_added, _ignored) = roots.add_parsable_certificates(native.certs);
+    for cert in extra_roots {
+        roots.add(cert.clone())?;
+    }
+    if roots.is_empty() {
+        return Err(TlsSetupError::NoRoots);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
+}
+
+/// The way to Campaign.
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    scheme: Scheme,
+    authority: Authority,
+    base_path: String,
+    /// `Host` sent upstream: Campaign (and the load balancer before it) route on it.
+    host: HeaderValue,
+    timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(settings: &UpstreamSettings) -> Result<Upstream, TlsSetupError> {
+        let connector = https_connector(&settings.extra_roots, settings.connect_timeout)?;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        let host = HeaderValue::from_str(settings.authority.as_str())
+            .expect("an authority is a valid header value");
+        Ok(Upstream {
+            client,
+            scheme: settings.scheme.clone(),
+            authority: settings.authority.clone(),
+            base_path: settings.base_path.clone(),
+            host,
+            timeout: settings.timeout,
+        })
+    }
+
+    pub fn host(&self) -> &HeaderValue {
+        &self.host
+    }
+
+    /// Campaign's URL for a request: upstream scheme and host, the caller's path and query.
+    pub fn uri(&self, original: &Uri) -> Uri {
+        let path_and_query = original
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let path_and_query = if self.base_path.is_empty() {
+            path_and_query
+        } else {
+            format!("{}{}", self.base_path, path_and_query)
+                .parse()
+                .unwrap_or(path_and_query)
+        };
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .expect("scheme, authority and path are valid")
+    }
+
+    /// Sends a request; the timeout covers the wait for the head of the answer.
+    pub async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(match find_body_error(&error) {
+                Some(body_error) => UpstreamError::Body(body_error),
+                None => UpstreamError::Unreachable(error_chain(&error)),
+            }),
+        }
+    }
+}
+
+/// The caller's own body error, if that is what made the request fail.
+fn find_body_error(error: &(dyn std::error::Error + 'static)) -> Option<BodyError> {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if let Some(body_error) = cause.downcast_ref::<BodyError>() {
+            return Some(body_error.clone());
+        }
+        source = cause.source();
+    }
+    None
+}
+
+/// Headers that concern one connection only (RFC 9110 §7.6.1), plus the proxy's own
+/// credential: never forwarded in either direction.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop headers, and those the `Connection` header names (RFC 9110 §7.6.1).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// What to do to a request's headers on the way to Campaign.
+pub struct Forwarding<'a> {
+    /// `ims` mode: the legacy credential goes, this `Authorization` comes.
+    pub bearer: Option<&'a HeaderValue>,
+    /// The caller's address, appended to `X-Forwarded-For`.
+    pub peer: IpAddr,
+    pub host: &'a HeaderValue,
+    /// Length of the body as forwarded; `None`: unknown, sent chunked.
+    pub content_length: Option<u64>,
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Applies the header policy to a request about to go upstream.
+pub fn forward_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
+    strip_hop_by_hop(headers);
+    // hyper's client does not wait for `100 Continue`; the proxy already answered it.
+    headers.remove(header::EXPECT);
+    headers.insert(header::HOST, forwarding.host.clone());
+    match forwarding.content_length {
+        Some(length) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        None => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+    }
+    if let Some(bearer) = forwarding.bearer {
+        strip_credentials(headers);
+        headers.insert(header::AUTHORIZATION, bearer.clone());
+    }
+    append_forwarded_for(headers, forwarding.peer);
+}
+
+/// Drops every copy of the legacy credential in the headers: the `__sessiontoken` cookie (other
+/// cookies stay), `X-Session-Token` and `X-Security-Token`.
+fn strip_credentials(headers: &mut HeaderMap) {
+    headers.remove(&SESSION_TOKEN_HEADER);
+    headers.remove(&SECURITY_TOKEN_HEADER);
+    if !headers.contains_key(header::COOKIE) {
+        return;
+    }
+    // HTTP/2 clients may split cookies over several fields (RFC 9113 §8.2.3).
+    let cookies: Vec<HeaderValue> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| match strip_session_cookie(value.as_bytes()) {
+            None => Some(value.clone()),
+            Some(kept) if kept.is_empty() => None,
+            Some(kept) => HeaderValue::from_bytes(&kept).ok(),
+        })
+        .collect();
+    headers.remove(header::COOKIE);
+    for cookie in cookies {
+        headers.append(header::COOKIE, cookie);
+    }
+}
+
+/// `X-Forwarded-For: <what came>, <peer>`: Campaign's security zones find the real client there.
+fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
+    let mut value = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !value.is_empty() {
+        value.push_str(", ");
+    }
+    value.push_str(&peer.to_string());
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(&X_FORWARDED_FOR, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn values(map: &HeaderMap, name: &str) -> Vec<String> {
+        map.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn ims_mode_strips_every_header_carrier() {
+        let mut map = headers(&[
+            ("cookie", "a=1; __sessiontoken=abc; b=2"),
+            ("cookie", "__sessiontoken=abc"),
+            ("x-session-token", "abc"),
+            ("x-security-token", "def"),
+            ("authorization", "Basic bWM6cGFzcw=="),
+            ("soapaction", "\"nms:rtEvent#PushEvent\""),
+        ]);
+        let bearer = HeaderValue::from_static("Bearer ims-token");
+        let host = HeaderValue::from_static("campaign.example.com");
+        forward_headers(
+            &mut map,
+            &Forwarding {
+                bearer: Some(&bearer),
+                peer: "10.0.0.7".parse().unwrap(),
+                host: &host,
+                content_length: Some(42),
+            },
+        );
+        assert_eq!(values(&map, "cookie"), ["a=1; b=2"]);
+        assert!(map.get("x-session-token").is_none());
+        assert!(map.get("x-security-token").is_none());
+        assert_eq!(values(&map, "authorization"), ["Bearer ims-token"]);
+        assert_eq!(values(&map, "host"), ["campaign.example.com"]);
+        assert_eq!(values(&map, "content-length"), ["42"]);
+        assert_eq!(values(&map, "x-forwarded-for"), ["10.0.0.7"]);
+        assert_eq!(values(&map, "soapaction"), ["\"nms:rtEvent#PushEvent\""]);
+    }
+
+    #[test]
+    fn legacy_mode_keeps_credentials() {
+        let mut map = headers(&[
+            ("cookie", "__sessiontoken=abc"),
+            ("x-security-token", "def"),
+            ("authorization", "Basic x"),
+            ("x-forwarded-for", "192.0.2.1"),
+            ("x-forwarded-for", "198.51.100.2"),
+            ("content-length", "10"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        let host = HeaderValue::from_static("campaign.example.com");
+        forward_headers(
+            &mut map,
+            &Forwarding {
+                bearer: None,
+                peer: "2001:db8::1".parse().unwrap(),
+                host: &host,
+                content_length: None,
+            },
+        );
+        assert_eq!(values(&map, "cookie"), ["__sessiontoken=abc"]);
+        assert_eq!(values(&map, "x-security-token"), ["def"]);
+        assert_eq!(values(&map, "authorization"), ["Basic x"]);
+        assert_eq!(values(&map, "x-forwarded-for"), ["192.0.2.1, 198.51.100.2, 2001:db8::1"]);
+        assert!(map.get("content-length").is_none());
+        assert!(map.get("transfer-encoding").is_none());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, X-Internal"),
+            ("keep-alive", "timeout=5"),
+            ("x-internal", "1"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut map);
+        let names: Vec<_> = map.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+}
