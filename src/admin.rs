@@ -21,7 +21,11 @@ pub fn handle<B>(proxy: &Proxy, request: &Request<B>) -> Response<ResponseBody> 
             for (profile, readiness) in proxy.readiness() {
                 match readiness {
                     Readiness::Ready { expires_in } => {
-                        let _ = writeln!(ready, "profile {profile}: token valid for {}s", expires_in.as_secs());
+                        let _ = writeln!(
+                            ready,
+                            "profile {profile}: token valid for {}s",
+                            expires_in.as_secs()
+                        );
                     }
                     Readiness::NotReady(why) => {
                         let _ = writeln!(not_ready, "profile {profile}: not ready: {why}");
@@ -31,7 +35,10 @@ pub fn handle<B>(proxy: &Proxy, request: &Request<B>) -> Response<ResponseBody> 
             if not_ready.is_empty() {
                 text(StatusCode::OK, format!("ready\n{ready}"))
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{not_ready}{ready}"))
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready\n{not_ready}{ready}"),
+                )
             }
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),

@@ -271,11 +271,23 @@ mod tests {
             AuthError::WrongPassword("crm-events".into())
         );
         // A legacy caller is not checked here: Campaign checks it.
-        assert!(matches!(callers.route(&cred("crm/anything")).await, Ok(Route::Legacy(_))));
-        assert_eq!(callers.route(&cred("")).await.unwrap_err(), AuthError::Missing);
-        assert_eq!(callers.route(&cred("nobody/x")).await.unwrap_err(), AuthError::Unknown);
+        assert!(matches!(
+            callers.route(&cred("crm/anything")).await,
+            Ok(Route::Legacy(_))
+        ));
         assert_eq!(
-            callers.route(&cred("a-campaign-session-token")).await.unwrap_err(),
+            callers.route(&cred("")).await.unwrap_err(),
+            AuthError::Missing
+        );
+        assert_eq!(
+            callers.route(&cred("nobody/x")).await.unwrap_err(),
+            AuthError::Unknown
+        );
+        assert_eq!(
+            callers
+                .route(&cred("a-campaign-session-token"))
+                .await
+                .unwrap_err(),
             AuthError::Unknown
         );
     }
@@ -283,8 +295,14 @@ mod tests {
     #[tokio::test]
     async fn unknown_credentials_pass_through_in_legacy() {
         let callers = callers(UnknownCallers::Legacy);
-        assert!(matches!(callers.route(&cred("")).await, Ok(Route::Transparent)));
-        assert!(matches!(callers.route(&cred("nobody/x")).await, Ok(Route::Transparent)));
+        assert!(matches!(
+            callers.route(&cred("")).await,
+            Ok(Route::Transparent)
+        ));
+        assert!(matches!(
+            callers.route(&cred("nobody/x")).await,
+            Ok(Route::Transparent)
+        ));
         // A known caller with a wrong password is still refused: the login is one we own.
         assert!(callers.route(&cred("mc/wrong")).await.is_err());
     }
@@ -316,15 +334,42 @@ mod tests {
         let callers = callers(UnknownCallers::Reject);
         let good = cred("mc/s3cret/with/slashes");
         assert!(callers.route(&good).await.is_ok());
-        let first = callers.verifier.verdicts.lock().unwrap().values().next().unwrap().created;
+        let first = callers
+            .verifier
+            .verdicts
+            .lock()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .created;
         tokio::time::advance(REMEMBER_VERIFIED - Duration::from_secs(1)).await;
         assert!(callers.route(&good).await.is_ok());
-        let same = callers.verifier.verdicts.lock().unwrap().values().next().unwrap().created;
+        let same = callers
+            .verifier
+            .verdicts
+            .lock()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .created;
         assert_eq!(first, same, "still remembered");
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(callers.route(&good).await.is_ok());
-        let renewed = callers.verifier.verdicts.lock().unwrap().values().next().unwrap().created;
-        assert!(renewed > first, "verified again after {REMEMBER_VERIFIED:?}");
+        let renewed = callers
+            .verifier
+            .verdicts
+            .lock()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .created;
+        assert!(
+            renewed > first,
+            "verified again after {REMEMBER_VERIFIED:?}"
+        );
     }
 
     #[test]

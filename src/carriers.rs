@@ -12,7 +12,9 @@ pub static SECURITY_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-securi
 /// Splits a cookie string into its pairs (RFC 6265 §4.2.1: `name=value; name=value`), each
 /// with its leading whitespace removed.
 fn pairs(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b';').map(|pair| pair.trim_ascii_start())
+    value
+        .split(|&b| b == b';')
+        .map(|pair| pair.trim_ascii_start())
 }
 
 fn is_session_pair(pair: &[u8]) -> bool {
@@ -38,12 +40,12 @@ pub fn strip_session_cookie(value: &[u8]) -> Option<Vec<u8>> {
 
 /// The value of the first `__sessiontoken` cookie in a cookie string.
 pub fn session_cookie(value: &[u8]) -> Option<&[u8]> {
-    pairs(value)
-        .find(|pair| is_session_pair(pair))
-        .map(|pair| match pair.iter().position(|&b| b == b'=') {
+    pairs(value).find(|pair| is_session_pair(pair)).map(|pair| {
+        match pair.iter().position(|&b| b == b'=') {
             Some(i) => pair[i + 1..].trim_ascii(),
             None => &[],
-        })
+        }
+    })
 }
 
 #[cfg(test)]
@@ -57,10 +59,16 @@ mod tests {
     #[test]
     fn only_the_session_cookie_goes() {
         assert_eq!(strip("__sessiontoken=abc"), Some(String::new()));
-        assert_eq!(strip("a=1; __sessiontoken=abc; b=2"), Some("a=1; b=2".into()));
+        assert_eq!(
+            strip("a=1; __sessiontoken=abc; b=2"),
+            Some("a=1; b=2".into())
+        );
         assert_eq!(strip("__sessiontoken=abc;b=2"), Some("b=2".into()));
         assert_eq!(strip("a=1;  __sessiontoken = abc"), Some("a=1".into()));
-        assert_eq!(strip("a=1; __sessiontoken=x; __sessiontoken=y"), Some("a=1".into()));
+        assert_eq!(
+            strip("a=1; __sessiontoken=x; __sessiontoken=y"),
+            Some("a=1".into())
+        );
     }
 
     #[test]
@@ -72,7 +80,10 @@ mod tests {
 
     #[test]
     fn reads_the_session_cookie() {
-        assert_eq!(session_cookie(b"a=1; __sessiontoken=abc "), Some(&b"abc"[..]));
+        assert_eq!(
+            session_cookie(b"a=1; __sessiontoken=abc "),
+            Some(&b"abc"[..])
+        );
         assert_eq!(session_cookie(b"a=1"), None);
     }
 }

@@ -64,7 +64,10 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 fn not_supported(key: impl Into<String>) -> ConfigError {
-    invalid(key, "not supported yet by this version of imsbridge; remove it")
+    invalid(
+        key,
+        "not supported yet by this version of imsbridge; remove it",
+    )
 }
 
 /// The validated configuration.
@@ -278,7 +281,11 @@ fn validate_server(raw: raw::RawServer) -> Result<ServerSettings, ConfigError> {
     };
     Ok(ServerSettings {
         listen: address("server.listen", raw.listen, DEFAULT_LISTEN)?,
-        admin_listen: address("server.admin_listen", raw.admin_listen, DEFAULT_ADMIN_LISTEN)?,
+        admin_listen: address(
+            "server.admin_listen",
+            raw.admin_listen,
+            DEFAULT_ADMIN_LISTEN,
+        )?,
         max_body_bytes,
         max_prefix_bytes: max_prefix_bytes as usize,
         workers,
@@ -302,7 +309,9 @@ fn http_url(key: &str, text: &str) -> Result<(Scheme, Authority, String), Config
     let bad = |why: &str| invalid(key, format!("`{text}` {why}"));
     let uri: http::Uri = text.parse().map_err(|_| bad("is not a URL"))?;
     let parts = uri.into_parts();
-    let scheme = parts.scheme.ok_or_else(|| bad("has no scheme (http:// or https://)"))?;
+    let scheme = parts
+        .scheme
+        .ok_or_else(|| bad("has no scheme (http:// or https://)"))?;
     if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
         return Err(bad("must start with http:// or https://"));
     }
@@ -411,7 +420,11 @@ fn validate_profile(
         .resolve(base_dir, env)
         .map_err(|message| invalid(format!("{key}.client_secret"), message))?;
     let scopes = raw.scopes.unwrap_or_default();
-    if scopes.is_empty() || scopes.iter().any(|s| s.trim().is_empty() || s.contains(',')) {
+    if scopes.is_empty()
+        || scopes
+            .iter()
+            .any(|s| s.trim().is_empty() || s.contains(','))
+    {
         return Err(invalid(
             format!("{key}.scopes"),
             "give the scopes of the credential as a list of names, e.g. [\"openid\", \"AdobeID\"]",
@@ -438,8 +451,7 @@ fn validate_caller(
         return Err(invalid(format!("{key}.name"), "is empty"));
     }
     // Campaign splits `login/password` at the first slash, so a login cannot hold one.
-    if raw.login.is_empty() || raw.login.contains('/') || raw.login.contains(char::is_whitespace)
-    {
+    if raw.login.is_empty() || raw.login.contains('/') || raw.login.contains(char::is_whitespace) {
         return Err(invalid(
             format!("{key}.login"),
             "must be a non-empty operator login without `/` or spaces",
@@ -451,7 +463,10 @@ fn validate_caller(
         .ok_or_else(|| {
             invalid(
                 format!("{key}.profile"),
-                format!("no profile named `{}` ([profiles.{}] is missing)", raw.profile, raw.profile),
+                format!(
+                    "no profile named `{}` ([profiles.{}] is missing)",
+                    raw.profile, raw.profile
+                ),
             )
         })?;
     let mode = match raw.mode {

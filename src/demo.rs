@@ -48,7 +48,11 @@ pub enum DemoError {
 
 /// Runs the demo, writing what it shows to `out`. With `once`, stops after showing the call;
 /// otherwise serves until Ctrl-C.
-pub async fn run(listen: SocketAddr, once: bool, out: &mut (dyn Write + Send)) -> Result<(), DemoError> {
+pub async fn run(
+    listen: SocketAddr,
+    once: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<(), DemoError> {
     let ims = StandInIms::start().await?;
     ims.add_client(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET);
     let campaign = StandInCampaign::start(Some(ims.token_check())).await?;
@@ -65,7 +69,10 @@ pub async fn run(listen: SocketAddr, once: bool, out: &mut (dyn Write + Send)) -
     let admin_addr = admin.local_addr()?;
 
     let config_text = demo_config(&ims.url(), &campaign.url());
-    let env = HashMap::from([("DEMO_CLIENT_SECRET".to_owned(), DEMO_CLIENT_SECRET.to_owned())]);
+    let env = HashMap::from([(
+        "DEMO_CLIENT_SECRET".to_owned(),
+        DEMO_CLIENT_SECRET.to_owned(),
+    )]);
     let config = Config::parse(&config_text, Path::new("."), &env)?;
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(crate::run(
@@ -79,20 +86,35 @@ pub async fn run(listen: SocketAddr, once: bool, out: &mut (dyn Write + Send)) -
         },
     ));
 
-    writeln!(out, "imsbridge demo: the proxy, a stand-in IMS and a stand-in Campaign on loopback\n")?;
-    writeln!(out, "  proxy              http://{proxy_addr}{SOAP_ROUTER_PATH}")?;
+    writeln!(
+        out,
+        "imsbridge demo: the proxy, a stand-in IMS and a stand-in Campaign on loopback\n"
+    )?;
+    writeln!(
+        out,
+        "  proxy              http://{proxy_addr}{SOAP_ROUTER_PATH}"
+    )?;
     writeln!(out, "  admin              http://{admin_addr}/readyz")?;
     writeln!(out, "  stand-in IMS       {}", ims.url())?;
     writeln!(out, "  stand-in Campaign  {}\n", campaign.url())?;
-    writeln!(out, "The config it runs with (the client secret comes from the environment):\n")?;
+    writeln!(
+        out,
+        "The config it runs with (the client secret comes from the environment):\n"
+    )?;
     writeln!(out, "{}", indent(&config_text))?;
 
     let body = SEED_002_BEFORE.replace("SESSION_TOKEN", &format!("{DEMO_LOGIN}/{DEMO_PASSWORD}"));
     let request = seed_request(&body);
-    writeln!(out, "── 1. The seed-002 call, as the legacy caller sends it ──\n")?;
+    writeln!(
+        out,
+        "── 1. The seed-002 call, as the legacy caller sends it ──\n"
+    )?;
     writeln!(out, "{}", indent(&show_request(&request, &body)))?;
     let (status, answer) = send(proxy_addr, request).await?;
-    writeln!(out, "── 2. As Campaign received it (credential gone, Bearer token added) ──\n")?;
+    writeln!(
+        out,
+        "── 2. As Campaign received it (credential gone, Bearer token added) ──\n"
+    )?;
     match campaign.requests().last() {
         Some(seen) => writeln!(out, "{}", indent(&show_recorded(seen)))?,
         None => writeln!(out, "  (Campaign received nothing)\n")?,
@@ -103,17 +125,18 @@ pub async fn run(listen: SocketAddr, once: bool, out: &mut (dyn Write + Send)) -
     let wrong = SEED_002_BEFORE.replace("SESSION_TOKEN", &format!("{DEMO_LOGIN}/not-the-password"));
     let before = campaign.requests().len();
     let (status, answer) = send(proxy_addr, seed_request(&wrong)).await?;
-    writeln!(out, "── 4. The same call with a wrong password: HTTP {status}, and Campaign received {} request(s) ──\n", campaign.requests().len() - before)?;
+    writeln!(
+        out,
+        "── 4. The same call with a wrong password: HTTP {status}, and Campaign received {} request(s) ──\n",
+        campaign.requests().len() - before
+    )?;
     writeln!(out, "{}", indent(&answer))?;
 
     writeln!(out, "── Try it ──\n")?;
     writeln!(
         out,
-        "  curl -sS http://{proxy_addr}{SOAP_ROUTER_PATH} \\\n    -H 'Content-Type: application/soap+xml;charset=utf-8' \\\n    -H 'SOAPAction: \"nms:rtEvent#PushEvent\"' \\\n    --data-binary '{}'\n",
-        SEED_002_BEFORE
-            .replace("SESSION_TOKEN", &format!("{DEMO_LOGIN}/{DEMO_PASSWORD}"))
-            .replace('\n', " ")
-            .trim_end()
+        "  curl -sS http://{proxy_addr}{SOAP_ROUTER_PATH} \\\n    -H 'Content-Type: application/soap+xml;charset=utf-8' \\\n    -H 'SOAPAction: \"nms:rtEvent#PushEvent\"' \\\n    --data-binary @- <<'EOF'\n{}EOF\n",
+        SEED_002_BEFORE.replace("SESSION_TOKEN", &format!("{DEMO_LOGIN}/{DEMO_PASSWORD}"))
     )?;
     writeln!(out, "  curl -sS http://{admin_addr}/readyz\n")?;
     out.flush()?;

@@ -87,7 +87,10 @@ impl ImsClient {
         secrets: &[&Secret],
     ) -> Result<Fetched, ImsError> {
         let request = http::Request::post(url.clone())
-            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
             .header(http::header::ACCEPT, "application/json")
             .body(Full::new(Bytes::from(form)))
             .map_err(|e| ImsError::Unreachable(e.to_string()))?;
@@ -136,7 +139,11 @@ struct Answer {
     error_description: Option<String>,
 }
 
-fn read_answer(status: http::StatusCode, body: &[u8], unit: ExpiresIn) -> Result<Fetched, ImsError> {
+fn read_answer(
+    status: http::StatusCode,
+    body: &[u8],
+    unit: ExpiresIn,
+) -> Result<Fetched, ImsError> {
     let parsed = serde_json::from_slice::<Answer>(body);
     if !status.is_success() {
         let (error, description) = match parsed {
@@ -170,7 +177,9 @@ fn read_answer(status: http::StatusCode, body: &[u8], unit: ExpiresIn) -> Result
     if let Some(kind) = answer.token_type
         && !kind.eq_ignore_ascii_case("bearer")
     {
-        return Err(ImsError::Malformed(format!("token_type is `{kind}`, not bearer")));
+        return Err(ImsError::Malformed(format!(
+            "token_type is `{kind}`, not bearer"
+        )));
     }
     let amount = match answer.expires_in {
         Some(serde_json::Value::Number(n)) => n.as_u64(),
@@ -236,11 +245,20 @@ mod tests {
         for (body, why) in [
             (&b""[..], "empty answer"),
             (b"<html>", "not a JSON object"),
-            (br#"{"token_type":"bearer","expires_in":10}"#, "no access_token"),
+            (
+                br#"{"token_type":"bearer","expires_in":10}"#,
+                "no access_token",
+            ),
             (br#"{"access_token":"","expires_in":10}"#, "no access_token"),
             (br#"{"access_token":"t"}"#, "no expires_in"),
-            (br#"{"access_token":"t","expires_in":0}"#, "not a positive number"),
-            (br#"{"access_token":"t","expires_in":10,"token_type":"mac"}"#, "not bearer"),
+            (
+                br#"{"access_token":"t","expires_in":0}"#,
+                "not a positive number",
+            ),
+            (
+                br#"{"access_token":"t","expires_in":10,"token_type":"mac"}"#,
+                "not bearer",
+            ),
         ] {
             match read_answer(StatusCode::OK, body, ExpiresIn::Seconds) {
                 Err(ImsError::Malformed(text)) => assert!(text.contains(why), "{text} / {why}"),
@@ -259,7 +277,11 @@ mod tests {
             text,
             "IMS refused the request (HTTP 401): invalid_client: invalid client_secret parameter: ****"
         );
-        let error = read_answer(StatusCode::BAD_GATEWAY, b"<html>", ExpiresIn::Seconds).unwrap_err();
-        assert_eq!(error.to_string(), "IMS refused the request (HTTP 502): no error code given");
+        let error =
+            read_answer(StatusCode::BAD_GATEWAY, b"<html>", ExpiresIn::Seconds).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "IMS refused the request (HTTP 502): no error code given"
+        );
     }
 }

@@ -11,7 +11,11 @@ use tokio::net::TcpListener;
 use imsbridge::config::{Config, ProcessEnv};
 
 #[derive(Parser)]
-#[command(name = "imsbridge", version, about = "Authenticating SOAP reverse proxy: legacy Adobe Campaign callers in, IMS technical-account Bearer tokens out")]
+#[command(
+    name = "imsbridge",
+    version,
+    about = "Authenticating SOAP reverse proxy: legacy Adobe Campaign callers in, IMS technical-account Bearer tokens out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -161,11 +165,13 @@ fn hash_password() -> ExitCode {
 }
 
 fn demo(listen: SocketAddr, once: bool) -> ExitCode {
-    let result = runtime(None).map_err(|e| e.to_string()).and_then(|runtime| {
-        runtime
-            .block_on(imsbridge::demo::run(listen, once, &mut std::io::stdout()))
-            .map_err(|e| e.to_string())
-    });
+    let result = runtime(None)
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime
+                .block_on(imsbridge::demo::run(listen, once, &mut std::io::stdout()))
+                .map_err(|e| e.to_string())
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

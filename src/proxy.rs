@@ -31,7 +31,9 @@ use crate::config::{Config, ProfileKind, UnknownCallers};
 use crate::ims::{ImsClient, OAuthSource, Readiness, TokenCache};
 use crate::secret::Secret;
 use crate::soap::{Action, edits_for_ims};
-use crate::upstream::{Forwarding, TlsSetupError, Upstream, forward_headers, https_connector, strip_hop_by_hop};
+use crate::upstream::{
+    Forwarding, TlsSetupError, Upstream, forward_headers, https_connector, strip_hop_by_hop,
+};
 use body::{ResponseBody, UpstreamBody};
 
 /// The one path Campaign serves SOAP on.
@@ -71,7 +73,10 @@ impl Proxy {
     /// Builds the proxy and starts one token refresher per profile.
     pub fn new(config: &Config) -> Result<Proxy, TlsSetupError> {
         let upstream = Upstream::new(&config.upstream)?;
-        let ims = ImsClient::new(https_connector(&[], config.ims.timeout)?, config.ims.timeout);
+        let ims = ImsClient::new(
+            https_connector(&[], config.ims.timeout)?,
+            config.ims.timeout,
+        );
         let token_url: http::Uri = config
             .ims
             .token_url
@@ -120,7 +125,11 @@ impl Proxy {
     }
 
     /// Answers one request, and writes its log line.
-    pub async fn handle(&self, peer: SocketAddr, request: Request<Incoming>) -> Response<ResponseBody> {
+    pub async fn handle(
+        &self,
+        peer: SocketAddr,
+        request: Request<Incoming>,
+    ) -> Response<ResponseBody> {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
@@ -132,7 +141,7 @@ impl Proxy {
             Ok(response) => (response, None),
             Err(error) => (error.response(record.action.as_ref()), Some(error)),
         };
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
         let caller = record.caller.as_deref().unwrap_or("-");
         let profile = record.profile.as_deref().unwrap_or("-");
         let action = record.action.as_ref().map(ToString::to_string);
@@ -225,7 +234,9 @@ impl Proxy {
                     self.max_body_bytes,
                     declared,
                 );
-                return self.forward(parts, body, None, peer, declared, record).await;
+                return self
+                    .forward(parts, body, None, peer, declared, record)
+                    .await;
             }
             Route::Ims(caller) => caller,
         };

@@ -130,7 +130,10 @@ impl Upstream {
     }
 
     /// Sends a request; the timeout covers the wait for the head of the answer.
-    pub async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),
             Ok(Ok(response)) => Ok(response),
@@ -332,7 +335,10 @@ mod tests {
         assert_eq!(values(&map, "cookie"), ["__sessiontoken=abc"]);
         assert_eq!(values(&map, "x-security-token"), ["def"]);
         assert_eq!(values(&map, "authorization"), ["Basic x"]);
-        assert_eq!(values(&map, "x-forwarded-for"), ["192.0.2.1, 198.51.100.2, 2001:db8::1"]);
+        assert_eq!(
+            values(&map, "x-forwarded-for"),
+            ["192.0.2.1, 198.51.100.2, 2001:db8::1"]
+        );
         assert!(map.get("content-length").is_none());
         assert!(map.get("transfer-encoding").is_none());
     }

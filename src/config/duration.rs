@@ -8,16 +8,24 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
     let (number, unit) = text.split_at(digits);
     if number.is_empty() {
-        return Err(format!("`{text}` is not a duration (write e.g. \"250ms\", \"30s\", \"10m\", \"24h\")"));
+        return Err(format!(
+            "`{text}` is not a duration (write e.g. \"250ms\", \"30s\", \"10m\", \"24h\")"
+        ));
     }
-    let n: u64 = number.parse().map_err(|_| format!("`{text}` is too large"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is too large"))?;
     let per_unit_ms: u64 = match unit {
         "ms" => 1,
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "" => return Err(format!("`{text}` has no unit (ms, s, m or h)")),
-        other => return Err(format!("`{text}` has an unknown unit `{other}` (ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "`{text}` has an unknown unit `{other}` (ms, s, m or h)"
+            ));
+        }
     };
     n.checked_mul(per_unit_ms)
         .map(Duration::from_millis)
@@ -44,7 +52,15 @@ mod tests {
         assert!(parse("1d").unwrap_err().contains("unknown unit"));
         assert!(parse("s").unwrap_err().contains("not a duration"));
         assert!(parse("-5s").unwrap_err().contains("not a duration"));
-        assert!(parse("99999999999999999999h").unwrap_err().contains("too large"));
-        assert!(parse("18446744073709551615h").unwrap_err().contains("too large"));
+        assert!(
+            parse("99999999999999999999h")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(
+            parse("18446744073709551615h")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

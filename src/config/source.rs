@@ -100,7 +100,9 @@ impl<'de> Visitor<'de> for SourceVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretSource, A::Error> {
         let Some(key) = map.next_key::<String>()? else {
-            return Err(de::Error::custom(r#"expected { env = "VAR" } or { file = "PATH" }"#));
+            return Err(de::Error::custom(
+                r#"expected { env = "VAR" } or { file = "PATH" }"#,
+            ));
         };
         let value: String = map.next_value()?;
         let source = match key.as_str() {

@@ -1,7 +1,8 @@
 use super::*;
 use std::collections::HashMap;
 
-const HASH: &str = "$argon2id$v=19$m=64,t=1,p=1$c29tZXNhbHQ$Yh3lC1/lPE0Fl8f+FEybn+lCBjgnG1H5Bx1RERCWxRw";
+const HASH: &str =
+    "$argon2id$v=19$m=64,t=1,p=1$c29tZXNhbHQ$Yh3lC1/lPE0Fl8f+FEybn+lCBjgnG1H5Bx1RERCWxRw";
 
 fn env() -> HashMap<String, String> {
     HashMap::from([("MC_SECRET".to_owned(), "from-env".to_owned())])
@@ -42,7 +43,10 @@ fn defaults() {
     let config = parse(&config("")).unwrap();
     assert_eq!(config.unknown_callers, UnknownCallers::Reject);
     assert_eq!(config.server.listen, DEFAULT_LISTEN.parse().unwrap());
-    assert_eq!(config.server.admin_listen, DEFAULT_ADMIN_LISTEN.parse().unwrap());
+    assert_eq!(
+        config.server.admin_listen,
+        DEFAULT_ADMIN_LISTEN.parse().unwrap()
+    );
     assert_eq!(config.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
     assert_eq!(config.server.max_prefix_bytes, 64 * 1024);
     assert_eq!(config.server.workers, None);
@@ -50,9 +54,19 @@ fn defaults() {
     assert_eq!(config.upstream.authority.as_str(), "campaign.example.com");
     assert_eq!(config.upstream.base_path, "");
     assert_eq!(config.ims.host, DEFAULT_IMS_HOST);
-    assert_eq!(config.ims.token_url, "https://ims-na1.adobelogin.com/ims/token/v3");
-    assert_eq!(config.ims.exchange_url, "https://ims-na1.adobelogin.com/ims/exchange/jwt");
-    let ProfileKind::OAuth { client_secret, scopes, .. } = &config.profiles[0].kind;
+    assert_eq!(
+        config.ims.token_url,
+        "https://ims-na1.adobelogin.com/ims/token/v3"
+    );
+    assert_eq!(
+        config.ims.exchange_url,
+        "https://ims-na1.adobelogin.com/ims/exchange/jwt"
+    );
+    let ProfileKind::OAuth {
+        client_secret,
+        scopes,
+        ..
+    } = &config.profiles[0].kind;
     assert_eq!(client_secret.expose(), "from-env");
     assert_eq!(scopes, &["openid", "AdobeID"]);
     assert_eq!(config.callers[0].mode, Mode::Ims);
@@ -61,7 +75,11 @@ fn defaults() {
 
 #[test]
 fn the_documented_example_is_valid() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/imsbridge.toml")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/imsbridge.toml"
+    ))
+    .unwrap();
     let env = HashMap::from([("MARKETING_CLIENT_SECRET".to_owned(), "x".to_owned())]);
     let config = Config::parse(&text, Path::new(env!("CARGO_MANIFEST_DIR")), &env).unwrap();
     assert_eq!(config.callers.len(), 2);
@@ -86,8 +104,14 @@ token_url = "http://127.0.0.1:1/token"
 timeout = "250ms"
 "#,
         config("mode = \"legacy\"")
-            .replace("https://campaign.example.com", "http://10.0.0.1:8080/campaign/")
-            .replace("[upstream]", "[upstream]\ntimeout = \"30s\"\nconnect_timeout = \"2s\"")
+            .replace(
+                "https://campaign.example.com",
+                "http://10.0.0.1:8080/campaign/"
+            )
+            .replace(
+                "[upstream]",
+                "[upstream]\ntimeout = \"30s\"\nconnect_timeout = \"2s\""
+            )
     );
     let config = parse(&text).unwrap();
     assert_eq!(config.unknown_callers, UnknownCallers::Legacy);
@@ -101,7 +125,10 @@ timeout = "250ms"
     assert_eq!(config.upstream.connect_timeout, Duration::from_secs(2));
     assert_eq!(config.ims.host, "https://ims-eu1.adobelogin.com");
     assert_eq!(config.ims.token_url, "http://127.0.0.1:1/token");
-    assert_eq!(config.ims.exchange_url, "https://ims-eu1.adobelogin.com/ims/exchange/jwt");
+    assert_eq!(
+        config.ims.exchange_url,
+        "https://ims-eu1.adobelogin.com/ims/exchange/jwt"
+    );
     assert_eq!(config.ims.timeout, Duration::from_millis(250));
     assert_eq!(config.callers[0].mode, Mode::Legacy);
 }
@@ -120,46 +147,140 @@ fn unknown_keys_are_named() {
 #[test]
 fn invalid_values_are_named() {
     let cases = [
-        (config("").replace("https://campaign.example.com", "ftp://x"), "upstream.url"),
-        (config("").replace("https://campaign.example.com", "https://u:p@x"), "upstream.url"),
-        (config("").replace("[upstream]", "[upstream]\ntimeout = \"60\""), "upstream.timeout: `60` has no unit"),
-        (config("").replace("[upstream]", "[upstream]\ntimeout = \"0s\""), "upstream.timeout: must be more than 0"),
-        (format!("[server]\nlisten = \"8080\"\n{}", config("")), "server.listen"),
-        (format!("[server]\nworkers = 0\n{}", config("")), "server.workers"),
-        (format!("[server]\nmax_prefix_bytes = 10\n{}", config("")), "server.max_prefix_bytes"),
-        (config("").replace("marketing\"\n", "nope\"\n"), "callers[0].profile: no profile named `nope`"),
-        (config("").replace(HASH, "plain-text-password"), "callers[0].password: is not an argon2 hash"),
-        (config("").replace("login = \"mc\"", "login = \"m/c\""), "callers[0].login"),
-        (config("").replace("MC_SECRET", "UNSET_VAR"), "profiles.marketing.client_secret: environment variable UNSET_VAR is not set"),
-        (config("").replace("{ env = \"MC_SECRET\" }", "\"\""), "profiles.marketing.client_secret: is empty"),
-        (config("").replace("{ env = \"MC_SECRET\" }", "{ file = \"/nonexistent/secret\" }"), "profiles.marketing.client_secret: cannot read /nonexistent/secret"),
-        (config("").replace("scopes = [\"openid\", \"AdobeID\"]", "scopes = []"), "profiles.marketing.scopes"),
-        (config("").replace("client_id = \"abc\"\n", ""), "profiles.marketing.client_id: missing"),
-        (config("").replace("[upstream]\nurl = \"https://campaign.example.com\"", ""), "upstream: missing"),
-        (format!("{}\n{}", config(""), "[[callers]]\nname = \"crm-events\"\nlogin = \"x\"\npassword = \"p\"\nprofile = \"marketing\""), "callers[1].name: `crm-events` names two callers"),
-        (config("mode = \"sometimes\""), "unknown variant `sometimes`"),
-        (format!("unknown_callers = \"maybe\"\n{}", config("")), "unknown variant `maybe`"),
+        (
+            config("").replace("https://campaign.example.com", "ftp://x"),
+            "upstream.url",
+        ),
+        (
+            config("").replace("https://campaign.example.com", "https://u:p@x"),
+            "upstream.url",
+        ),
+        (
+            config("").replace("[upstream]", "[upstream]\ntimeout = \"60\""),
+            "upstream.timeout: `60` has no unit",
+        ),
+        (
+            config("").replace("[upstream]", "[upstream]\ntimeout = \"0s\""),
+            "upstream.timeout: must be more than 0",
+        ),
+        (
+            format!("[server]\nlisten = \"8080\"\n{}", config("")),
+            "server.listen",
+        ),
+        (
+            format!("[server]\nworkers = 0\n{}", config("")),
+            "server.workers",
+        ),
+        (
+            format!("[server]\nmax_prefix_bytes = 10\n{}", config("")),
+            "server.max_prefix_bytes",
+        ),
+        (
+            config("").replace("marketing\"\n", "nope\"\n"),
+            "callers[0].profile: no profile named `nope`",
+        ),
+        (
+            config("").replace(HASH, "plain-text-password"),
+            "callers[0].password: is not an argon2 hash",
+        ),
+        (
+            config("").replace("login = \"mc\"", "login = \"m/c\""),
+            "callers[0].login",
+        ),
+        (
+            config("").replace("MC_SECRET", "UNSET_VAR"),
+            "profiles.marketing.client_secret: environment variable UNSET_VAR is not set",
+        ),
+        (
+            config("").replace("{ env = \"MC_SECRET\" }", "\"\""),
+            "profiles.marketing.client_secret: is empty",
+        ),
+        (
+            config("").replace(
+                "{ env = \"MC_SECRET\" }",
+                "{ file = \"/nonexistent/secret\" }",
+            ),
+            "profiles.marketing.client_secret: cannot read /nonexistent/secret",
+        ),
+        (
+            config("").replace("scopes = [\"openid\", \"AdobeID\"]", "scopes = []"),
+            "profiles.marketing.scopes",
+        ),
+        (
+            config("").replace("client_id = \"abc\"\n", ""),
+            "profiles.marketing.client_id: missing",
+        ),
+        (
+            config("").replace("[upstream]\nurl = \"https://campaign.example.com\"", ""),
+            "upstream: missing",
+        ),
+        (
+            format!(
+                "{}\n{}",
+                config(""),
+                "[[callers]]\nname = \"crm-events\"\nlogin = \"x\"\npassword = \"p\"\nprofile = \"marketing\""
+            ),
+            "callers[1].name: `crm-events` names two callers",
+        ),
+        (
+            config("mode = \"sometimes\""),
+            "unknown variant `sometimes`",
+        ),
+        (
+            format!("unknown_callers = \"maybe\"\n{}", config("")),
+            "unknown variant `maybe`",
+        ),
     ];
     for (text, expected) in cases {
         let message = error(&text);
-        assert!(message.contains(expected), "expected `{expected}` in: {message}");
+        assert!(
+            message.contains(expected),
+            "expected `{expected}` in: {message}"
+        );
     }
 }
 
 #[test]
 fn later_features_are_refused_not_ignored() {
     let cases = [
-        (config("mode = \"canary\"\ncanary_percent = 10"), "callers[0].mode = \"canary\": not supported yet"),
-        (config("canary_percent = 10"), "callers[0].canary_percent: not supported yet"),
-        (config("allow_from = [\"10.0.0.0/8\"]"), "callers[0].allow_from: not supported yet"),
-        (config("client_cert_subject = \"CN=crm\""), "callers[0].client_cert_subject: not supported yet"),
-        (format!("[server]\ntls = {{ cert = \"c.pem\", key = \"k.pem\" }}\n{}", config("")), "server.tls: not supported yet"),
-        (format!("[sessions]\nsecret = \"s\"\nttl = \"24h\"\n{}", config("")), "sessions: not supported yet"),
-        (config("").replace("type = \"oauth\"", "type = \"jwt\""), "profiles.marketing.type: `jwt` is not supported yet"),
+        (
+            config("mode = \"canary\"\ncanary_percent = 10"),
+            "callers[0].mode = \"canary\": not supported yet",
+        ),
+        (
+            config("canary_percent = 10"),
+            "callers[0].canary_percent: not supported yet",
+        ),
+        (
+            config("allow_from = [\"10.0.0.0/8\"]"),
+            "callers[0].allow_from: not supported yet",
+        ),
+        (
+            config("client_cert_subject = \"CN=crm\""),
+            "callers[0].client_cert_subject: not supported yet",
+        ),
+        (
+            format!(
+                "[server]\ntls = {{ cert = \"c.pem\", key = \"k.pem\" }}\n{}",
+                config("")
+            ),
+            "server.tls: not supported yet",
+        ),
+        (
+            format!("[sessions]\nsecret = \"s\"\nttl = \"24h\"\n{}", config("")),
+            "sessions: not supported yet",
+        ),
+        (
+            config("").replace("type = \"oauth\"", "type = \"jwt\""),
+            "profiles.marketing.type: `jwt` is not supported yet",
+        ),
     ];
     for (text, expected) in cases {
         let message = error(&text);
-        assert!(message.contains(expected), "expected `{expected}` in: {message}");
+        assert!(
+            message.contains(expected),
+            "expected `{expected}` in: {message}"
+        );
     }
 }
 
@@ -180,9 +301,17 @@ fn secrets_from_files_and_literals() {
     let ProfileKind::OAuth { client_secret, .. } = &parsed.profiles[0].kind;
     assert_eq!(client_secret.expose(), "literal");
     let bad = config("").replace("{ env = \"MC_SECRET\" }", "{ vault = \"x\" }");
-    assert!(error(&bad).contains("unknown field `vault`"), "{}", error(&bad));
+    assert!(
+        error(&bad).contains("unknown field `vault`"),
+        "{}",
+        error(&bad)
+    );
     let both = config("").replace("{ env = \"MC_SECRET\" }", "{ env = \"A\", file = \"b\" }");
-    assert!(error(&both).contains("exactly one of `env` or `file`"), "{}", error(&both));
+    assert!(
+        error(&both).contains("exactly one of `env` or `file`"),
+        "{}",
+        error(&both)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -204,7 +204,10 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Respo
         };
         return soap_answer(StatusCode::INTERNAL_SERVER_ERROR, fault.to_bytes());
     }
-    soap_answer(StatusCode::OK, method_response(&envelope.method.name, &action))
+    soap_answer(
+        StatusCode::OK,
+        method_response(&envelope.method.name, &action),
+    )
 }
 
 /// `<PushEventResponse xmlns='urn:nms:rtEvent'>`, as Campaign writes a method's answer.

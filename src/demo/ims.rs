@@ -122,7 +122,10 @@ impl StandInIms {
 
     /// Access tokens issued so far, oldest first.
     pub fn issued(&self) -> Vec<String> {
-        lock(&self.state.issued).iter().map(|i| i.token.clone()).collect()
+        lock(&self.state.issued)
+            .iter()
+            .map(|i| i.token.clone())
+            .collect()
     }
 
     pub fn token_check(&self) -> TokenCheck {

@@ -43,7 +43,12 @@ impl OAuthSource {
 impl TokenSource for OAuthSource {
     async fn fetch(&self) -> Result<Fetched, ImsError> {
         self.client
-            .request_token(&self.url, self.form(), ExpiresIn::Seconds, &[&self.client_secret])
+            .request_token(
+                &self.url,
+                self.form(),
+                ExpiresIn::Seconds,
+                &[&self.client_secret],
+            )
             .await
     }
 }

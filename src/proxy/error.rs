@@ -87,7 +87,11 @@ impl ProxyError {
         use FaultCode::{Client, Server};
         let bad_request;
         let (status, code, detail) = match self {
-            ProxyError::NotFound => (StatusCode::NOT_FOUND, Client, "No SOAP router at this path."),
+            ProxyError::NotFound => (
+                StatusCode::NOT_FOUND,
+                Client,
+                "No SOAP router at this path.",
+            ),
             ProxyError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 Client,

@@ -59,7 +59,11 @@ pub fn length_after(length: u64, edits: &[Edit]) -> u64 {
 }
 
 /// Reads chunks of `body` until the scanner has the envelope's first parameter.
-pub async fn read<B>(mut body: B, max_prefix: usize, max_body: u64) -> Result<Prefix<B>, PrefixError>
+pub async fn read<B>(
+    mut body: B,
+    max_prefix: usize,
+    max_body: u64,
+) -> Result<Prefix<B>, PrefixError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
@@ -103,7 +107,11 @@ where
             (Bytes::new(), (!whole).then(|| chunk.slice(take..)), found)
         };
         if let Some(envelope) = found {
-            let head = if head.is_empty() { buffer.freeze() } else { head };
+            let head = if head.is_empty() {
+                buffer.freeze()
+            } else {
+                head
+            };
             return Ok(Prefix {
                 envelope,
                 head,
@@ -166,7 +174,10 @@ mod tests {
 
     async fn forwarded(body: Chunks) -> Vec<u8> {
         let mut prefix = read(body, 64 * 1024, u64::MAX).await.unwrap();
-        assert_eq!(prefix.envelope.credential.as_ref().unwrap().value.expose(), "mc/pass");
+        assert_eq!(
+            prefix.envelope.credential.as_ref().unwrap().value.expose(),
+            "mc/pass"
+        );
         let edits = crate::soap::edits_for_ims(&prefix.envelope, prefix.bytes());
         let mut out = prefix.chunks(&edits).concat();
         while let Some(frame) = prefix.rest.frame().await {
@@ -188,7 +199,10 @@ mod tests {
     async fn one_byte_chunks() {
         let cuts: Vec<usize> = (1..ENVELOPE.len()).collect();
         let out = forwarded(chunks(ENVELOPE.as_bytes(), &cuts)).await;
-        assert_eq!(String::from_utf8(out).unwrap(), ENVELOPE.replace("mc/pass", ""));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            ENVELOPE.replace("mc/pass", "")
+        );
     }
 
     #[tokio::test]
@@ -229,8 +243,14 @@ mod tests {
     #[test]
     fn length_changes_by_the_edits() {
         let edits = [
-            Edit { range: 10..17, replacement: Bytes::new() },
-            Edit { range: 30..40, replacement: Bytes::from_static(b"abc") },
+            Edit {
+                range: 10..17,
+                replacement: Bytes::new(),
+            },
+            Edit {
+                range: 30..40,
+                replacement: Bytes::from_static(b"abc"),
+            },
         ];
         assert_eq!(length_after(100, &edits), 86);
     }

@@ -65,7 +65,10 @@ impl Action {
     pub fn of_method(method: &Method) -> Action {
         let namespace = method.namespace.as_deref().unwrap_or_default();
         Action {
-            service: namespace.strip_prefix("urn:").unwrap_or(namespace).to_owned(),
+            service: namespace
+                .strip_prefix("urn:")
+                .unwrap_or(namespace)
+                .to_owned(),
             method: method.name.clone(),
         }
     }
@@ -85,7 +88,11 @@ mod tests {
 
     #[test]
     fn header_quoted_or_not() {
-        for value in ["\"nms:rtEvent#PushEvent\"", "nms:rtEvent#PushEvent", "urn:nms:rtEvent#PushEvent"] {
+        for value in [
+            "\"nms:rtEvent#PushEvent\"",
+            "nms:rtEvent#PushEvent",
+            "urn:nms:rtEvent#PushEvent",
+        ] {
             let mut headers = HeaderMap::new();
             headers.insert("SOAPAction", HeaderValue::from_str(value).unwrap());
             let action = Action::of_request(&headers, None, &method());
@@ -105,7 +112,9 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(
             CONTENT_TYPE,
-            HeaderValue::from_static("application/soap+xml;charset=UTF-8;action=\"xtk:session#Logon\""),
+            HeaderValue::from_static(
+                "application/soap+xml;charset=UTF-8;action=\"xtk:session#Logon\"",
+            ),
         );
         assert_eq!(
             Action::of_request(&headers, None, &method()).to_string(),
@@ -113,8 +122,12 @@ mod tests {
         );
         let empty = HeaderMap::new();
         assert_eq!(
-            Action::of_request(&empty, Some("soapAction=xtk%3Aworkflow%23PostEvent"), &method())
-                .to_string(),
+            Action::of_request(
+                &empty,
+                Some("soapAction=xtk%3Aworkflow%23PostEvent"),
+                &method()
+            )
+            .to_string(),
             "xtk:workflow#PostEvent"
         );
     }
@@ -122,9 +135,15 @@ mod tests {
     #[test]
     fn falls_back_to_the_method_element() {
         let empty = HeaderMap::new();
-        assert_eq!(Action::of_request(&empty, None, &method()).to_string(), "nms:rtEvent#PushEvent");
+        assert_eq!(
+            Action::of_request(&empty, None, &method()).to_string(),
+            "nms:rtEvent#PushEvent"
+        );
         let mut headers = HeaderMap::new();
         headers.insert("soapaction", HeaderValue::from_static("\"\""));
-        assert_eq!(Action::of_request(&headers, None, &method()).to_string(), "nms:rtEvent#PushEvent");
+        assert_eq!(
+            Action::of_request(&headers, None, &method()).to_string(),
+            "nms:rtEvent#PushEvent"
+        );
     }
 }

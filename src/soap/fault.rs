@@ -77,7 +77,9 @@ mod tests {
         assert!(text.contains(
             "Error while executing the method 'Push&lt;Event&gt;' of service 'nms:rtEvent'."
         ));
-        assert!(text.contains("<detail xsi:type='xsd:string'>Invalid login or password. Connection denied.</detail>"));
+        assert!(text.contains(
+            "<detail xsi:type='xsd:string'>Invalid login or password. Connection denied.</detail>"
+        ));
         // The fault is itself a SOAP envelope our scanner reads.
         let mut scanner = crate::soap::Scanner::new();
         let envelope = scanner.feed(text.as_bytes(), true).unwrap().unwrap();

@@ -41,8 +41,6 @@ pub enum ScanError {
     NoBody,
     #[error("SOAP Body holds no method element")]
     NoMethod,
-    #[error("the session token parameter holds elements")]
-    ParamHasElements,
     #[error("body ended inside the envelope")]
     Truncated,
 }
@@ -302,7 +300,11 @@ impl Scanner {
                 self.param_start = after;
                 self.stage = Stage::Param;
             }
-            (Stage::Param, _) => return Err(ScanError::ParamHasElements),
+            // A first parameter holding elements (`<domEvent>`) is no authentication string:
+            // the call has no credential. Nothing past here needs reading.
+            (Stage::Param, _) => return Ok(Some(self.finish(self.param_start, None))),
+            // Nor is a header copy holding elements.
+            (Stage::Header, _) if depth > 2 => self.carrier = None,
             // Anything else (extensions under Envelope, Header blocks and their children) is
             // left as it is.
             _ => {}
@@ -360,10 +362,14 @@ impl Scanner {
 
     /// Checks an element's attributes (the prefix must be well-formed), and records its
     /// `xmlns` declarations when it is on the path to the method.
-    fn attributes(&mut self, e: &BytesStart<'_>, depth: usize, on_path: bool) -> Result<(), ScanError> {
+    fn attributes(
+        &mut self,
+        e: &BytesStart<'_>,
+        depth: usize,
+        on_path: bool,
+    ) -> Result<(), ScanError> {
         for attribute in e.attributes() {
-            let attribute =
-                attribute.map_err(|_| ScanError::NotXml("malformed attribute"))?;
+            let attribute = attribute.map_err(|_| ScanError::NotXml("malformed attribute"))?;
             if !on_path {
                 continue;
             }
@@ -425,8 +431,9 @@ fn param(data: &[u8], content: Range<usize>) -> Result<Param, ScanError> {
             }
             Event::Comment(_) | Event::PI(_) => {}
             Event::Eof => break,
+            // Elements end a parameter's scan before its content is read.
             Event::Start(_) | Event::Empty(_) | Event::End(_) => {
-                return Err(ScanError::ParamHasElements);
+                return Err(ScanError::NotXml("element inside a credential"));
             }
             Event::Decl(_) => return Err(ScanError::NotXml("misplaced XML declaration")),
             Event::DocType(_) => return Err(ScanError::Doctype),
@@ -460,9 +467,9 @@ fn describe(e: &XmlError) -> ScanError {
     ScanError::NotXml(match e {
         XmlError::Syntax(_) => "unclosed markup",
         XmlError::IllFormed(IllFormedError::UnclosedReference) => "unescaped `&`",
-        XmlError::IllFormed(IllFormedError::MissingDeclVersion(_) | IllFormedError::UnknownVersion) => {
-            "bad XML declaration"
-        }
+        XmlError::IllFormed(
+            IllFormedError::MissingDeclVersion(_) | IllFormedError::UnknownVersion,
+        ) => "bad XML declaration",
         XmlError::IllFormed(_) => "ill-formed document",
         XmlError::InvalidAttr(_) => "malformed attribute",
         XmlError::Encoding(_) => return ScanError::NotUtf8,

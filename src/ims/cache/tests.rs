@@ -16,7 +16,10 @@ struct Scripted {
 }
 
 impl Scripted {
-    fn new(delay: Duration, answers: impl IntoIterator<Item = Result<Duration, ImsError>>) -> Scripted {
+    fn new(
+        delay: Duration,
+        answers: impl IntoIterator<Item = Result<Duration, ImsError>>,
+    ) -> Scripted {
         Scripted {
             answers: Arc::new(Mutex::new(answers.into_iter().collect())),
             fetches: Arc::new(AtomicUsize::new(0)),
@@ -108,7 +111,10 @@ async fn short_lived_tokens_are_refreshed_at_nine_tenths() {
 
 #[tokio::test(start_paused = true)]
 async fn malformed_answers_are_retried_with_backoff() {
-    let source = Scripted::new(Duration::ZERO, [Err(malformed()), Err(malformed()), Ok(HOUR)]);
+    let source = Scripted::new(
+        Duration::ZERO,
+        [Err(malformed()), Err(malformed()), Ok(HOUR)],
+    );
     let cache = TokenCache::spawn("p".into(), source.clone());
     tokio::task::yield_now().await;
     assert_eq!(source.fetches(), 1);
@@ -140,7 +146,10 @@ async fn the_current_token_serves_until_it_really_expires() {
     assert!(Arc::ptr_eq(&token, &still));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(cache.current().is_none(), "never used after it expires");
-    assert!(matches!(cache.get(Duration::from_secs(1)).await, Err(NotReady::Failing(_))));
+    assert!(matches!(
+        cache.get(Duration::from_secs(1)).await,
+        Err(NotReady::Failing(_))
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -153,21 +162,36 @@ async fn backoff_is_capped() {
     let after_ten_minutes = source.fetches();
     tokio::time::sleep(Duration::from_secs(600)).await;
     let in_the_next_ten = source.fetches() - after_ten_minutes;
-    assert!((10..=20).contains(&in_the_next_ten), "{in_the_next_ten} retries in 10 minutes");
+    assert!(
+        (10..=20).contains(&in_the_next_ten),
+        "{in_the_next_ten} retries in 10 minutes"
+    );
 }
 
 #[test]
 fn refresh_points() {
-    assert_eq!(refresh_after(Duration::from_secs(86_400)), Duration::from_secs(86_400) - REFRESH_MARGIN);
-    assert_eq!(refresh_after(Duration::from_secs(3)), Duration::from_millis(2700));
-    assert_eq!(refresh_after(Duration::from_secs(60)), Duration::from_secs(54));
+    assert_eq!(
+        refresh_after(Duration::from_secs(86_400)),
+        Duration::from_secs(86_400) - REFRESH_MARGIN
+    );
+    assert_eq!(
+        refresh_after(Duration::from_secs(3)),
+        Duration::from_millis(2700)
+    );
+    assert_eq!(
+        refresh_after(Duration::from_secs(60)),
+        Duration::from_secs(54)
+    );
 }
 
 #[test]
 fn jitter_stays_within_half_and_whole() {
     for _ in 0..1000 {
         let wait = jitter(Duration::from_secs(10));
-        assert!(wait >= Duration::from_secs(5) && wait <= Duration::from_secs(10), "{wait:?}");
+        assert!(
+            wait >= Duration::from_secs(5) && wait <= Duration::from_secs(10),
+            "{wait:?}"
+        );
     }
 }
 

@@ -29,7 +29,9 @@ fn credential(body: &str) -> String {
 const SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 
 fn envelope(inner: &str) -> String {
-    format!(r#"<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP11}"><SOAP-ENV:Body>{inner}</SOAP-ENV:Body></SOAP-ENV:Envelope>"#)
+    format!(
+        r#"<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP11}"><SOAP-ENV:Body>{inner}</SOAP-ENV:Body></SOAP-ENV:Envelope>"#
+    )
 }
 
 #[test]
@@ -41,7 +43,10 @@ fn seed_002_before_becomes_seed_002_after() {
     let envelope = scan(before).unwrap();
     assert_eq!(envelope.version, SoapVersion::V11);
     assert_eq!(envelope.method.name, "PushEvent");
-    assert_eq!(envelope.method.namespace.as_deref(), Some("urn:nms:rtEvent"));
+    assert_eq!(
+        envelope.method.namespace.as_deref(),
+        Some("urn:nms:rtEvent")
+    );
     // The prefix ends right after the token element: the domEvent is never parsed.
     assert!(before[..envelope.end].ends_with("</urn:sessiontoken>"));
 }
@@ -84,7 +89,10 @@ fn soap12_and_default_namespaces() {
     let envelope = scan(body).unwrap();
     assert_eq!(envelope.version, SoapVersion::V12);
     assert_eq!(envelope.method.name, "Logon");
-    assert_eq!(envelope.method.namespace.as_deref(), Some("urn:xtk:session"));
+    assert_eq!(
+        envelope.method.namespace.as_deref(),
+        Some("urn:xtk:session")
+    );
     let param = envelope.credential.unwrap();
     assert!(param.value.is_empty());
     assert!(param.content.is_empty());
@@ -115,7 +123,10 @@ fn method_without_parameters() {
     let found = scan(&envelope("<m:Logoff xmlns:m='urn:xtk:session'/>")).unwrap();
     assert_eq!(found.method.name, "Logoff");
     assert!(found.credential.is_none());
-    let found = scan(&envelope("<m:Logoff xmlns:m='urn:xtk:session'>  </m:Logoff>")).unwrap();
+    let found = scan(&envelope(
+        "<m:Logoff xmlns:m='urn:xtk:session'>  </m:Logoff>",
+    ))
+    .unwrap();
     assert!(found.credential.is_none());
 }
 
@@ -128,20 +139,57 @@ fn refusals() {
             r#"<!DOCTYPE x [<!ENTITY e "boom">]><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"/>"#,
             ScanError::Doctype,
         ),
-        (r#"<Envelope><Body><m/></Body></Envelope>"#, ScanError::NotSoap),
-        (&format!(r#"<s:Envelope xmlns:s="{SOAP11}"></s:Envelope>"#), ScanError::NoBody),
-        (&format!(r#"<s:Envelope xmlns:s="{SOAP11}"/>"#), ScanError::NoBody),
-        (&format!(r#"<s:Envelope xmlns:s="{SOAP11}"><s:Body/></s:Envelope>"#), ScanError::NoMethod),
-        (&format!(r#"<s:Envelope xmlns:s="{SOAP11}"><s:Body> </s:Body></s:Envelope>"#), ScanError::NoMethod),
-        (&envelope("<m:X xmlns:m='urn:a'><t><b>mc/pw</b></t></m:X>"), ScanError::ParamHasElements),
-        (&envelope("<m:X xmlns:m='urn:a'><t>mc/pw</u></m:X>"), ScanError::NotXml("end tag does not match its start tag")),
-        (&envelope("<m:X xmlns:m='urn:a'><t>mc/&bogus;</t></m:X>"), ScanError::NotXml("unknown entity reference")),
-        (&envelope("<m:X xmlns:m='urn:a'><t>mc/pw"), ScanError::NotXml("end tag does not match its start tag")),
-        (&format!(r#"<s:Envelope xmlns:s="{SOAP11}"><s:Body><m:X xmlns:m='urn:a'><t>mc/pw"#), ScanError::Truncated),
-        (&format!(r#"<s:Envelope xmlns:s="{SOAP11}"><s:Body><m:X xmlns:m='urn:a'><t>mc/pw</t"#), ScanError::NotXml("unclosed markup")),
-        (&envelope("<m:X xmlns:m='urn:a' a='1' a='2'><t>x/y</t></m:X>"), ScanError::NotXml("malformed attribute")),
+        (
+            r#"<Envelope><Body><m/></Body></Envelope>"#,
+            ScanError::NotSoap,
+        ),
+        (
+            &format!(r#"<s:Envelope xmlns:s="{SOAP11}"></s:Envelope>"#),
+            ScanError::NoBody,
+        ),
+        (
+            &format!(r#"<s:Envelope xmlns:s="{SOAP11}"/>"#),
+            ScanError::NoBody,
+        ),
+        (
+            &format!(r#"<s:Envelope xmlns:s="{SOAP11}"><s:Body/></s:Envelope>"#),
+            ScanError::NoMethod,
+        ),
+        (
+            &format!(r#"<s:Envelope xmlns:s="{SOAP11}"><s:Body> </s:Body></s:Envelope>"#),
+            ScanError::NoMethod,
+        ),
+        (
+            &envelope("<m:X xmlns:m='urn:a'><t>mc/pw</u></m:X>"),
+            ScanError::NotXml("end tag does not match its start tag"),
+        ),
+        (
+            &envelope("<m:X xmlns:m='urn:a'><t>mc/&bogus;</t></m:X>"),
+            ScanError::NotXml("unknown entity reference"),
+        ),
+        (
+            &envelope("<m:X xmlns:m='urn:a'><t>mc/pw"),
+            ScanError::NotXml("end tag does not match its start tag"),
+        ),
+        (
+            &format!(r#"<s:Envelope xmlns:s="{SOAP11}"><s:Body><m:X xmlns:m='urn:a'><t>mc/pw"#),
+            ScanError::Truncated,
+        ),
+        (
+            &format!(r#"<s:Envelope xmlns:s="{SOAP11}"><s:Body><m:X xmlns:m='urn:a'><t>mc/pw</t"#),
+            ScanError::NotXml("unclosed markup"),
+        ),
+        (
+            &envelope("<m:X xmlns:m='urn:a' a='1' a='2'><t>x/y</t></m:X>"),
+            ScanError::NotXml("malformed attribute"),
+        ),
         // A Body in another namespace is not the SOAP Body.
-        (&format!(r#"<s:Envelope xmlns:s="{SOAP11}"><Body><m:X xmlns:m="urn:a"><t>a/b</t></m:X></Body></s:Envelope>"#), ScanError::NoBody),
+        (
+            &format!(
+                r#"<s:Envelope xmlns:s="{SOAP11}"><Body><m:X xmlns:m="urn:a"><t>a/b</t></m:X></Body></s:Envelope>"#
+            ),
+            ScanError::NoBody,
+        ),
     ];
     for (body, expected) in cases {
         assert_eq!(scan(body).unwrap_err(), *expected, "{body}");
@@ -151,12 +199,21 @@ fn refusals() {
 #[test]
 fn utf16_and_invalid_utf8_are_refused() {
     let mut scanner = Scanner::new();
-    assert_eq!(scanner.feed(b"\xFF\xFE<\x00", true).unwrap_err(), ScanError::NotUtf8);
+    assert_eq!(
+        scanner.feed(b"\xFF\xFE<\x00", true).unwrap_err(),
+        ScanError::NotUtf8
+    );
     let mut body = envelope("<m:X xmlns:m='urn:a'><t>mc/p\u{e9}</t></m:X>").into_bytes();
-    let at = body.windows(2).position(|w| w == "\u{e9}".as_bytes()).unwrap();
+    let at = body
+        .windows(2)
+        .position(|w| w == "\u{e9}".as_bytes())
+        .unwrap();
     body[at] = 0xE9; // Latin-1 é: not UTF-8
     body.remove(at + 1);
-    assert_eq!(Scanner::new().feed(&body, true).unwrap_err(), ScanError::NotUtf8);
+    assert_eq!(
+        Scanner::new().feed(&body, true).unwrap_err(),
+        ScanError::NotUtf8
+    );
 }
 
 #[test]
@@ -184,16 +241,29 @@ fn token_split_at_every_offset() {
         r#"<?xml version="1.0"?><s:Envelope xmlns:s="{SOAP11}"><s:Header><Cookie>__sessiontoken=mc/pw&amp;x</Cookie></s:Header><s:Body><m:PushEvent xmlns:m="urn:nms:rtEvent"><m:sessiontoken xsi:type="xsd:string">mc/p&#233;w</m:sessiontoken><m:domEvent/></m:PushEvent></s:Body></s:Envelope>"#
     );
     let whole = scan(&body).unwrap();
-    assert_eq!(whole.credential.as_ref().unwrap().value.expose(), "mc/p\u{e9}w");
+    assert_eq!(
+        whole.credential.as_ref().unwrap().value.expose(),
+        "mc/p\u{e9}w"
+    );
     for cut in 0..=body.len() {
         let pieces = scan_in_pieces(body.as_bytes(), &[cut]).unwrap();
         assert_eq!(pieces.end, whole.end, "cut at {cut}");
-        assert_eq!(pieces.credential.unwrap().value.expose(), "mc/p\u{e9}w", "cut at {cut}");
-        assert_eq!(pieces.carriers[0].param.value.expose(), "__sessiontoken=mc/pw&x");
+        assert_eq!(
+            pieces.credential.unwrap().value.expose(),
+            "mc/p\u{e9}w",
+            "cut at {cut}"
+        );
+        assert_eq!(
+            pieces.carriers[0].param.value.expose(),
+            "__sessiontoken=mc/pw&x"
+        );
     }
     // Every byte its own chunk, and a multi-byte character split in two.
     let cuts: Vec<usize> = (1..body.len()).collect();
-    assert_eq!(scan_in_pieces(body.as_bytes(), &cuts).unwrap().end, whole.end);
+    assert_eq!(
+        scan_in_pieces(body.as_bytes(), &cuts).unwrap().end,
+        whole.end
+    );
     let accented = envelope("<m:X xmlns:m='urn:a'><t>mc/\u{e9}\u{e9}</t></m:X>");
     for cut in 0..=accented.len() {
         let pieces = scan_in_pieces(accented.as_bytes(), &[cut]).unwrap();
@@ -209,8 +279,30 @@ fn errors_never_quote_the_body() {
         envelope("<m:X xmlns:m='urn:a'><t s3cr3t>mc/x</t></m:X>"),
     ] {
         let error = scan(&body).unwrap_err();
-        assert!(!format!("{error} {error:?}").contains("s3cr3t"), "{error:?}");
+        assert!(
+            !format!("{error} {error:?}").contains("s3cr3t"),
+            "{error:?}"
+        );
     }
+}
+
+#[test]
+fn a_first_parameter_holding_elements_is_no_credential() {
+    let body =
+        envelope("<m:PushEvent xmlns:m='urn:a'><m:domEvent><rtEvent/></m:domEvent></m:PushEvent>");
+    let found = scan(&body).unwrap();
+    assert!(found.credential.is_none());
+    assert!(
+        body[..found.end].ends_with("<m:domEvent>"),
+        "stops at its first child"
+    );
+    let body = envelope("<m:X xmlns:m='urn:a'><t>mc/pw<b/></t></m:X>");
+    assert!(scan(&body).unwrap().credential.is_none());
+    // A header copy holding elements is not one either.
+    let body = format!(
+        r#"<s:Envelope xmlns:s="{SOAP11}"><s:Header><Cookie><c>__sessiontoken=x</c></Cookie></s:Header><s:Body><m:X xmlns:m="urn:a"><t>a/b</t></m:X></s:Body></s:Envelope>"#
+    );
+    assert!(scan(&body).unwrap().carriers.is_empty());
 }
 
 #[test]

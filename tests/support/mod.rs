@@ -1,0 +1,324 @@
+//! What the integration tests share: the stand-ins of `imsbridge::demo` wired to a proxy
+//! started in-process on `127.0.0.1:0`, and small HTTP clients.
+
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use imsbridge::config::Config;
+use imsbridge::demo::{StandInCampaign, StandInIms};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+pub const CLIENT_ID: &str = "mc-technical-account";
+pub const CLIENT_SECRET: &str = "client-secret-7f3a9c";
+pub const LOGIN: &str = "mc";
+pub const PASSWORD: &str = "mc-password-41d2";
+pub const LEGACY_LOGIN: &str = "crm";
+pub const SOAP_PATH: &str = "/nl/jsp/soaprouter.jsp";
+
+/// An argon2id hash with a tiny cost, so tests stay fast (the cost is in the PHC string).
+pub fn cheap_hash(password: &str) -> String {
+    use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
+    let params = Params::new(64, 1, 1, None).unwrap();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(password.as_bytes())
+        .unwrap()
+        .to_string()
+}
+
+/// The config the tests run with: one `ims` caller (`mc`) and one `legacy` caller (`crm`) on
+/// the `messagecenter` profile. `extra` is appended (more tables, or keys for the last caller).
+pub fn config_text(ims: &str, campaign: &str, top: &str, extra: &str) -> String {
+    format!(
+        r#"{top}
+[server]
+admin_listen = "127.0.0.1:0"
+
+[upstream]
+url = "{campaign}"
+timeout = "5s"
+connect_timeout = "2s"
+
+[ims]
+host = "{ims}"
+timeout = "5s"
+
+[profiles.messagecenter]
+type = "oauth"
+client_id = "{CLIENT_ID}"
+client_secret = {{ env = "MC_CLIENT_SECRET" }}
+scopes = ["openid", "AdobeID", "additional_info.projectedProductContext"]
+
+[[callers]]
+name = "old-crm"
+login = "{LEGACY_LOGIN}"
+password = "{legacy_hash}"
+profile = "messagecenter"
+mode = "legacy"
+
+[[callers]]
+name = "crm-events"
+login = "{LOGIN}"
+password = "{hash}"
+profile = "messagecenter"
+{extra}
+"#,
+        hash = cheap_hash(PASSWORD),
+        legacy_hash = cheap_hash("legacy-password"),
+    )
+}
+
+pub fn env() -> HashMap<String, String> {
+    HashMap::from([("MC_CLIENT_SECRET".to_owned(), CLIENT_SECRET.to_owned())])
+}
+
+/// A proxy running in-process.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(config_text: &str) -> Proxy {
+        let config = Config::parse(config_text, Path::new("."), &env()).expect("valid config");
+        Proxy::start_config(config).await
+    }
+
+    pub async fn start_config(config: Config) -> Proxy {
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = proxy.local_addr().unwrap();
+        let admin_addr = admin.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            imsbridge::run(
+                imsbridge::Listeners {
+                    proxy,
+                    admin: Some(admin),
+                },
+                config,
+                async move {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+            .expect("proxy runs");
+        });
+        Proxy {
+            addr,
+            admin: admin_addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// IMS, Campaign and the proxy between them.
+pub struct Stack {
+    pub ims: StandInIms,
+    pub campaign: StandInCampaign,
+    pub proxy: Proxy,
+}
+
+impl Stack {
+    /// The default stack; `top` goes before the tables, `extra` after the `mc` caller.
+    pub async fn start(top: &str, extra: &str) -> Stack {
+        let ims = StandInIms::start().await.unwrap();
+        ims.add_client(CLIENT_ID, CLIENT_SECRET);
+        let campaign = StandInCampaign::start(Some(ims.token_check()))
+            .await
+            .unwrap();
+        let proxy = Proxy::start(&config_text(&ims.url(), &campaign.url(), top, extra)).await;
+        Stack {
+            ims,
+            campaign,
+            proxy,
+        }
+    }
+
+    pub async fn default() -> Stack {
+        Stack::start("", "").await
+    }
+
+    pub fn url(&self) -> SocketAddr {
+        self.proxy.addr
+    }
+}
+
+/// An answer, read to the end.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    /// A Campaign-shaped fault with this code and detail.
+    pub fn assert_fault(&self, status: u16, code: &str, detail: &str) {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert!(self.body.contains("<SOAP-ENV:Fault>"), "{}", self.body);
+        assert!(
+            self.body
+                .contains(&format!("<faultcode>SOAP-ENV:{code}</faultcode>")),
+            "{}",
+            self.body
+        );
+        assert!(
+            self.body.contains(detail),
+            "`{detail}` not in {}",
+            self.body
+        );
+    }
+}
+
+/// A body sent in the given chunks, without a length: hyper sends it chunked.
+pub struct Chunks(pub VecDeque<Bytes>);
+
+impl Chunks {
+    pub fn new(chunks: impl IntoIterator<Item = Bytes>) -> Chunks {
+        Chunks(chunks.into_iter().collect())
+    }
+}
+
+impl Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(|c| Ok(Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Sends one request over HTTP/1.1 on a new connection.
+pub async fn send<B>(addr: SocketAddr, request: Request<B>) -> Answer
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// A SOAP POST with a Content-Length.
+pub fn soap_request(
+    body: impl Into<Bytes>,
+    headers: &[(&str, &str)],
+) -> Request<http_body_util::Full<Bytes>> {
+    let body = body.into();
+    let mut builder = Request::post(SOAP_PATH)
+        .header("host", "campaign.example.com")
+        .header("content-length", body.len());
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    {
+        builder = builder.header("content-type", "text/xml; charset=utf-8");
+    }
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(http_body_util::Full::new(body)).unwrap()
+}
+
+pub async fn post(addr: SocketAddr, body: impl Into<Bytes>, headers: &[(&str, &str)]) -> Answer {
+    send(addr, soap_request(body, headers)).await
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Answer {
+    let request = Request::get(path)
+        .header("host", "localhost")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    send(addr, request).await
+}
+
+/// Writes raw bytes in separate writes (a pause between them, so each arrives in its own
+/// read), then reads the whole answer of a `Connection: close` request.
+pub async fn raw_exchange(addr: SocketAddr, pieces: &[&[u8]]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    for piece in pieces {
+        stream.write_all(piece).await.unwrap();
+        stream.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+    }
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The seed-002 call with `credential` in its session token.
+pub fn seed_002(credential: &str) -> String {
+    imsbridge::demo::SEED_002_BEFORE.replace("SESSION_TOKEN", credential)
+}
+
+pub fn credential() -> String {
+    format!("{LOGIN}/{PASSWORD}")
+}
+
+/// A `PushEvents` batch of about `size` bytes, the token first.
+pub fn push_events(credential: &str, size: usize) -> Vec<u8> {
+    let head = format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:urn="urn:nms:rtEvent"><soapenv:Header/><soapenv:Body><urn:PushEvents><urn:sessiontoken>{credential}</urn:sessiontoken><urn:domEventCollection><eventCollection>"#
+    );
+    let tail = "</eventCollection></urn:domEventCollection></urn:PushEvents></soapenv:Body></soapenv:Envelope>";
+    let mut body = Vec::with_capacity(size + 200);
+    body.extend_from_slice(head.as_bytes());
+    let mut i = 0u64;
+    while body.len() + tail.len() < size {
+        body.extend_from_slice(
+            format!(r#"<rtEvent type="order" email="name{i:07}@domain.com"><ctx><order id="{i:07}" amount="{:05}.00"/></ctx></rtEvent>"#, i % 100_000)
+                .as_bytes(),
+        );
+        i += 1;
+    }
+    body.extend_from_slice(tail.as_bytes());
+    body
+}
+
+pub fn sha256(bytes: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .to_vec()
+}
