@@ -33,6 +33,7 @@ use crate::secret::Secret;
 use crate::soap::{Action, edits_for_ims};
 use crate::upstream::{
     Forwarding, TlsSetupError, Upstream, forward_headers, https_connector, strip_hop_by_hop,
+    system_roots,
 };
 use body::{ResponseBody, UpstreamBody};
 
@@ -72,9 +73,13 @@ struct Record {
 impl Proxy {
     /// Builds the proxy and starts one token refresher per profile.
     pub fn new(config: &Config) -> Result<Proxy, TlsSetupError> {
-        let upstream = Upstream::new(&config.upstream)?;
+        let system_roots = system_roots();
+        let upstream = Upstream::new(&config.upstream, &system_roots)?;
+        if config.ims.token_url.starts_with("https:") && system_roots.is_empty() {
+            return Err(TlsSetupError::NoRoots("ims.token_url"));
+        }
         let ims = ImsClient::new(
-            https_connector(&[], config.ims.timeout)?,
+            https_connector(&system_roots, config.ims.timeout)?,
             config.ims.timeout,
         );
         let token_url: http::Uri = config

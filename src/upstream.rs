@@ -38,28 +38,26 @@ pub enum UpstreamError {
 pub enum TlsSetupError {
     #[error("TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
-    #[error("no trusted root certificate: the system has none and no ca_file is set")]
-    NoRoots,
+    #[error("no trusted root certificate for {0}: the system has none and no ca_file is set")]
+    NoRoots(&'static str),
 }
 
-/// An HTTPS-or-HTTP connector over rustls (ring) trusting the system roots plus `extra_roots`.
+/// The system's trusted roots, read once at start.
+pub fn system_roots() -> Vec<CertificateDer<'static>> {
+    rustls_native_certs::load_native_certs().certs
+}
+
+/// An HTTPS-or-HTTP connector over rustls (ring) trusting `roots`.
 pub fn https_connector(
-    extra_roots: &[CertificateDer<'static>],
+    roots: &[CertificateDer<'static>],
     connect_timeout: Duration,
 ) -> Result<HttpsConnector<HttpConnector>, TlsSetupError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    let (_added, _ignored) = roots.add_parsable_certificates(native.certs);
-    for cert in extra_roots {
-        roots.add(cert.clone())?;
-    }
-    if roots.is_empty() {
-        return Err(TlsSetupError::NoRoots);
-    }
+    let mut store = rustls::RootCertStore::empty();
+    let (_added, _unparsable) = store.add_parsable_certificates(roots.iter().cloned());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
+        .with_root_certificates(store)
         .with_no_client_auth();
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -85,8 +83,20 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(settings: &UpstreamSettings) -> Result<Upstream, TlsSetupError> {
-        let connector = https_connector(&settings.extra_roots, settings.connect_timeout)?;
+    /// The client to Campaign, trusting `system_roots` and the config's `ca_file`.
+    pub fn new(
+        settings: &UpstreamSettings,
+        system_roots: &[CertificateDer<'static>],
+    ) -> Result<Upstream, TlsSetupError> {
+        let roots: Vec<_> = system_roots
+            .iter()
+            .chain(&settings.extra_roots)
+            .cloned()
+            .collect();
+        if settings.scheme == Scheme::HTTPS && roots.is_empty() {
+            return Err(TlsSetupError::NoRoots("upstream.url"));
+        }
+        let connector = https_connector(&roots, settings.connect_timeout)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())

@@ -655,3 +655,29 @@ async fn campaign_over_tls_with_a_private_ca() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_here_and_not_forwarded() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let stack = Stack::default().await;
+    let body = push_events(&credential(), 5000);
+    let head = format!(
+        "POST {SOAP_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let stream = tokio::net::TcpStream::connect(stack.url()).await.unwrap();
+    let mut stream = BufReader::new(stream);
+    stream.get_mut().write_all(head.as_bytes()).await.unwrap();
+    // As curl does: wait for the interim answer before sending the body.
+    let mut line = String::new();
+    stream.read_line(&mut line).await.unwrap();
+    assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
+    stream.read_line(&mut line).await.unwrap();
+    stream.get_mut().write_all(&body).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = &stack.campaign.requests()[0];
+    assert_eq!(seen.header("expect"), None);
+    assert_eq!(seen.body_len as usize, body.len() - credential().len());
+}

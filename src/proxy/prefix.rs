@@ -98,19 +98,19 @@ where
         // Only the first `max_prefix` bytes are ever scanned or copied.
         let take = chunk.len().min(max_prefix - buffer.len());
         let whole = take == chunk.len();
-        let (head, spill, found) = if buffer.is_empty() {
-            let found = scanner.feed(&chunk[..take], at_eof && whole)?;
-            (chunk.clone(), None, found)
+        let first = buffer.is_empty();
+        let found = if first {
+            // The common case: the whole prefix in the first chunk, scanned where it lies.
+            scanner.feed(&chunk[..take], at_eof && whole)?
         } else {
             buffer.extend_from_slice(&chunk[..take]);
-            let found = scanner.feed(&buffer, at_eof && whole)?;
-            (Bytes::new(), (!whole).then(|| chunk.slice(take..)), found)
+            scanner.feed(&buffer, at_eof && whole)?
         };
         if let Some(envelope) = found {
-            let head = if head.is_empty() {
-                buffer.freeze()
+            let (head, spill) = if first {
+                (chunk, None)
             } else {
-                head
+                (buffer.freeze(), (!whole).then(|| chunk.slice(take..)))
             };
             return Ok(Prefix {
                 envelope,
@@ -120,7 +120,7 @@ where
                 received,
             });
         }
-        if buffer.is_empty() {
+        if first {
             buffer.extend_from_slice(&chunk[..take]);
         }
         if buffer.len() >= max_prefix {
