@@ -329,43 +329,26 @@ mod tests {
         assert_eq!(verdicts.values().next().unwrap().outcome.get(), Some(&true));
     }
 
+    /// When the one remembered verdict was made.
+    fn remembered_at(callers: &Callers) -> Instant {
+        let verdicts = callers.verifier.verdicts.lock().unwrap();
+        assert_eq!(verdicts.len(), 1);
+        verdicts.values().next().unwrap().created
+    }
+
     #[tokio::test(start_paused = true)]
     async fn verdicts_expire() {
         let callers = callers(UnknownCallers::Reject);
         let good = cred("mc/s3cret/with/slashes");
         assert!(callers.route(&good).await.is_ok());
-        let first = callers
-            .verifier
-            .verdicts
-            .lock()
-            .unwrap()
-            .values()
-            .next()
-            .unwrap()
-            .created;
+        let first = remembered_at(&callers);
         tokio::time::advance(REMEMBER_VERIFIED - Duration::from_secs(1)).await;
         assert!(callers.route(&good).await.is_ok());
-        let same = callers
-            .verifier
-            .verdicts
-            .lock()
-            .unwrap()
-            .values()
-            .next()
-            .unwrap()
-            .created;
+        let same = remembered_at(&callers);
         assert_eq!(first, same, "still remembered");
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(callers.route(&good).await.is_ok());
-        let renewed = callers
-            .verifier
-            .verdicts
-            .lock()
-            .unwrap()
-            .values()
-            .next()
-            .unwrap()
-            .created;
+        let renewed = remembered_at(&callers);
         assert!(
             renewed > first,
             "verified again after {REMEMBER_VERIFIED:?}"

@@ -110,7 +110,7 @@ pub async fn run(
         "── 1. The seed-002 call, as the legacy caller sends it ──\n"
     )?;
     writeln!(out, "{}", indent(&show_request(&request, &body)))?;
-    let (status, answer) = send(proxy_addr, request).await?;
+    let (status, answer) = exchange(proxy_addr, request).await?;
     writeln!(
         out,
         "── 2. As Campaign received it (credential gone, Bearer token added) ──\n"
@@ -124,7 +124,7 @@ pub async fn run(
 
     let wrong = SEED_002_BEFORE.replace("SESSION_TOKEN", &format!("{DEMO_LOGIN}/not-the-password"));
     let before = campaign.requests().len();
-    let (status, answer) = send(proxy_addr, seed_request(&wrong)).await?;
+    let (status, answer) = exchange(proxy_addr, seed_request(&wrong)).await?;
     writeln!(
         out,
         "── 4. The same call with a wrong password: HTTP {status}, and Campaign received {} request(s) ──\n",
@@ -189,25 +189,38 @@ fn seed_request(body: &str) -> Request<Full<Bytes>> {
         .expect("a valid request")
 }
 
-/// Sends one request on its own connection; returns the status and the body as text.
-async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Result<(u16, String), DemoError> {
+/// Sends one request over HTTP/1.1 on a connection of its own and reads the whole answer: the
+/// client of the demo, and of the integration tests.
+pub async fn send<B>(addr: SocketAddr, request: Request<B>) -> Result<Response<Bytes>, DemoError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let http = |e: hyper::Error| DemoError::Http(e.to_string());
     let stream = TcpStream::connect(addr).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| DemoError::Http(e.to_string()))?;
+        .map_err(http)?;
     tokio::spawn(connection);
-    let response: Response<_> = sender
+    let (parts, body) = sender
         .send_request(request)
         .await
-        .map_err(|e| DemoError::Http(e.to_string()))?;
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| DemoError::Http(e.to_string()))?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        .map_err(http)?
+        .into_parts();
+    let body = body.collect().await.map_err(http)?.to_bytes();
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The status of an answer and its body as text.
+async fn exchange(
+    addr: SocketAddr,
+    request: Request<Full<Bytes>>,
+) -> Result<(u16, String), DemoError> {
+    let response = send(addr, request).await?;
+    Ok((
+        response.status().as_u16(),
+        String::from_utf8_lossy(response.body()).into_owned(),
+    ))
 }
 
 fn show_request(request: &Request<Full<Bytes>>, body: &str) -> String {

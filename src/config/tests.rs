@@ -38,6 +38,17 @@ fn error(text: &str) -> String {
     parse(text).unwrap_err().to_string()
 }
 
+/// Each config is refused with a message holding its expected text.
+fn assert_refused(cases: &[(String, &str)]) {
+    for (text, expected) in cases {
+        let message = error(text);
+        assert!(
+            message.contains(expected),
+            "expected `{expected}` in: {message}"
+        );
+    }
+}
+
 #[test]
 fn defaults() {
     let config = parse(&config("")).unwrap();
@@ -231,13 +242,7 @@ fn invalid_values_are_named() {
             "unknown variant `maybe`",
         ),
     ];
-    for (text, expected) in cases {
-        let message = error(&text);
-        assert!(
-            message.contains(expected),
-            "expected `{expected}` in: {message}"
-        );
-    }
+    assert_refused(&cases);
 }
 
 #[test]
@@ -275,13 +280,7 @@ fn later_features_are_refused_not_ignored() {
             "profiles.marketing.type: `jwt` is not supported yet",
         ),
     ];
-    for (text, expected) in cases {
-        let message = error(&text);
-        assert!(
-            message.contains(expected),
-            "expected `{expected}` in: {message}"
-        );
-    }
+    assert_refused(&cases);
 }
 
 #[test]

@@ -13,8 +13,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{HeaderMap, Request};
 use http_body::{Body, Frame};
-use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 use imsbridge::config::Config;
 use imsbridge::demo::{StandInCampaign, StandInIms};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -224,19 +222,11 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let response = imsbridge::demo::send(addr, request).await.unwrap();
     Answer {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: String::from_utf8_lossy(response.body()).into_owned(),
     }
 }
 
