@@ -23,6 +23,7 @@ use rustls_pki_types::pem::PemObject;
 pub use duration::parse as parse_duration;
 pub use source::{Env, ProcessEnv, SecretSource};
 
+use crate::ims::SigningKey;
 use crate::secret::Secret;
 use raw::{RawCaller, RawConfig, RawMode, RawProfile, RawProfileType, RawUnknownCallers};
 
@@ -117,9 +118,10 @@ pub struct UpstreamSettings {
 
 #[derive(Debug)]
 pub struct ImsSettings {
+    /// Without a trailing slash; JWT claims are built on it.
     pub host: String,
-    pub token_url: String,
-    pub exchange_url: String,
+    pub token_url: http::Uri,
+    pub exchange_url: http::Uri,
     /// Bound on one token request.
     pub timeout: Duration,
 }
@@ -138,6 +140,30 @@ pub enum ProfileKind {
         client_secret: Secret,
         scopes: Vec<String>,
     },
+    /// Service Account (JWT), retired by Adobe: see `ims/jwt.rs`.
+    Jwt {
+        client_id: String,
+        client_secret: Secret,
+        org_id: String,
+        technical_account_id: String,
+        private_key: SigningKey,
+        metascopes: Vec<String>,
+    },
+}
+
+impl ProfileKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProfileKind::OAuth { .. } => "oauth",
+            ProfileKind::Jwt { .. } => "jwt",
+        }
+    }
+
+    pub fn client_id(&self) -> &str {
+        match self {
+            ProfileKind::OAuth { client_id, .. } | ProfileKind::Jwt { client_id, .. } => client_id,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -372,9 +398,11 @@ fn validate_ims(raw: raw::RawIms) -> Result<ImsSettings, ConfigError> {
     let host_text = raw.host.unwrap_or_else(|| DEFAULT_IMS_HOST.to_owned());
     let (scheme, authority, path) = http_url("ims.host", &host_text)?;
     let host = format!("{scheme}://{authority}{path}");
-    let endpoint = |key: &str, value: Option<String>, default_path: &str| match value {
-        Some(url) => http_url(key, &url).map(|_| url),
-        None => Ok(format!("{host}{default_path}")),
+    let endpoint = |key: &str, value: Option<String>, default_path: &str| {
+        let url = value.unwrap_or_else(|| format!("{host}{default_path}"));
+        http_url(key, &url)?;
+        url.parse::<http::Uri>()
+            .map_err(|_| invalid(key, format!("`{url}` is not a URL")))
     };
     Ok(ImsSettings {
         token_url: endpoint("ims.token_url", raw.token_url, IMS_TOKEN_PATH)?,
@@ -390,54 +418,72 @@ fn validate_profile(
     base_dir: &Path,
     env: &dyn Env,
 ) -> Result<Profile, ConfigError> {
-    let key = format!("profiles.{name}");
-    if raw.kind == RawProfileType::Jwt {
-        return Err(invalid(
-            format!("{key}.type"),
-            "`jwt` is not supported yet by this version of imsbridge; use `oauth`",
-        ));
-    }
-    for (field, present) in [
-        ("org_id", raw.org_id.is_some()),
-        ("technical_account_id", raw.technical_account_id.is_some()),
-        ("private_key", raw.private_key.is_some()),
-        ("metascopes", raw.metascopes.is_some()),
-    ] {
+    let key = |field: &str| format!("profiles.{name}.{field}");
+    // Keys of the other kind are refused: they would be silently ignored.
+    let (kind_name, foreign) = match raw.kind {
+        RawProfileType::Oauth => (
+            "oauth",
+            vec![
+                ("org_id", raw.org_id.is_some()),
+                ("technical_account_id", raw.technical_account_id.is_some()),
+                ("private_key", raw.private_key.is_some()),
+                ("metascopes", raw.metascopes.is_some()),
+            ],
+        ),
+        RawProfileType::Jwt => ("jwt", vec![("scopes", raw.scopes.is_some())]),
+    };
+    for (field, present) in foreign {
         if present {
             return Err(invalid(
-                format!("{key}.{field}"),
-                "belongs to `type = \"jwt\"` profiles, not `oauth`",
+                key(field),
+                format!("does not belong to `type = \"{kind_name}\"` profiles"),
             ));
         }
     }
-    let client_id = raw
-        .client_id
-        .filter(|id| !id.trim().is_empty())
-        .ok_or_else(|| invalid(format!("{key}.client_id"), "missing"))?;
-    let client_secret = raw
-        .client_secret
-        .ok_or_else(|| invalid(format!("{key}.client_secret"), "missing"))?
-        .resolve(base_dir, env)
-        .map_err(|message| invalid(format!("{key}.client_secret"), message))?;
-    let scopes = raw.scopes.unwrap_or_default();
-    if scopes.is_empty()
-        || scopes
-            .iter()
-            .any(|s| s.trim().is_empty() || s.contains(','))
-    {
-        return Err(invalid(
-            format!("{key}.scopes"),
-            "give the scopes of the credential as a list of names, e.g. [\"openid\", \"AdobeID\"]",
-        ));
-    }
-    Ok(Profile {
-        name,
-        kind: ProfileKind::OAuth {
+    let required = |field: &str, value: Option<String>| {
+        value
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| invalid(key(field), "missing"))
+    };
+    let secret = |field: &str, value: Option<SecretSource>| {
+        value
+            .ok_or_else(|| invalid(key(field), "missing"))?
+            .resolve(base_dir, env)
+            .map_err(|message| invalid(key(field), message))
+    };
+    let names = |field: &str, value: Option<Vec<String>>, example: &str| {
+        let list = value.unwrap_or_default();
+        if list.is_empty() || list.iter().any(|s| s.trim().is_empty() || s.contains(',')) {
+            return Err(invalid(
+                key(field),
+                format!("give a list of names, e.g. {example}"),
+            ));
+        }
+        Ok(list)
+    };
+    let client_id = required("client_id", raw.client_id)?;
+    let client_secret = secret("client_secret", raw.client_secret)?;
+    let kind = match raw.kind {
+        RawProfileType::Oauth => ProfileKind::OAuth {
             client_id,
             client_secret,
-            scopes,
+            scopes: names("scopes", raw.scopes, r#"["openid", "AdobeID"]"#)?,
         },
-    })
+        RawProfileType::Jwt => {
+            let private_key = secret("private_key", raw.private_key)?;
+            let private_key = SigningKey::read(private_key.expose().as_bytes())
+                .map_err(|error| invalid(key("private_key"), error.to_string()))?;
+            ProfileKind::Jwt {
+                client_id,
+                client_secret,
+                org_id: required("org_id", raw.org_id)?,
+                technical_account_id: required("technical_account_id", raw.technical_account_id)?,
+                private_key,
+                metascopes: names("metascopes", raw.metascopes, r#"["ent_campaign_sdk"]"#)?,
+            }
+        }
+    };
+    Ok(Profile { name, kind })
 }
 
 fn validate_caller(

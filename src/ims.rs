@@ -1,11 +1,15 @@
 //! Access tokens from Adobe IMS (design.md, "Token providers").
 //!
 //! - `ims/oauth.rs`: the OAuth Server-to-Server source (`/ims/token/v3`);
+//! - `ims/jwt.rs` and `ims/key.rs`: the Service Account (JWT) source (`/ims/exchange/jwt`) and
+//!   its private key;
 //! - `ims/cache.rs`: one cache per profile, kept fresh by one refresher task.
 //!
 //! A source only fetches; the cache decides when.
 
 mod cache;
+mod jwt;
+mod key;
 mod oauth;
 
 use std::future::Future;
@@ -18,8 +22,11 @@ use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use serde::Deserialize;
 
 pub use cache::{NotReady, REFRESH_MARGIN, Readiness, Token, TokenCache};
+pub use jwt::{JWT_LIFETIME, JwtCredential, JwtSource};
+pub use key::{KeyError, SigningKey};
 pub use oauth::OAuthSource;
 
+use crate::config::{ImsSettings, Profile, ProfileKind};
 use crate::secret::Secret;
 
 /// IMS answers are small JSON objects; anything larger is not one.
@@ -53,6 +60,59 @@ pub enum ImsError {
 /// Something that can fetch an access token.
 pub trait TokenSource: Send + Sync + 'static {
     fn fetch(&self) -> impl Future<Output = Result<Fetched, ImsError>> + Send;
+}
+
+/// The source of a configured profile.
+pub enum Source {
+    OAuth(OAuthSource),
+    Jwt(JwtSource),
+}
+
+impl Source {
+    pub fn for_profile(profile: &Profile, ims: &ImsSettings, client: ImsClient) -> Source {
+        match &profile.kind {
+            ProfileKind::OAuth {
+                client_id,
+                client_secret,
+                scopes,
+            } => Source::OAuth(OAuthSource::new(
+                client,
+                ims.token_url.clone(),
+                client_id.clone(),
+                client_secret.clone(),
+                scopes,
+            )),
+            ProfileKind::Jwt {
+                client_id,
+                client_secret,
+                org_id,
+                technical_account_id,
+                private_key,
+                metascopes,
+            } => Source::Jwt(JwtSource::new(
+                client,
+                ims.exchange_url.clone(),
+                JwtCredential {
+                    ims_host: &ims.host,
+                    client_id,
+                    client_secret,
+                    org_id,
+                    technical_account_id,
+                    key: private_key,
+                    metascopes,
+                },
+            )),
+        }
+    }
+}
+
+impl TokenSource for Source {
+    async fn fetch(&self) -> Result<Fetched, ImsError> {
+        match self {
+            Source::OAuth(source) => source.fetch().await,
+            Source::Jwt(source) => source.fetch().await,
+        }
+    }
 }
 
 /// The HTTP client for IMS: pooled, rustls with the system roots.

@@ -21,6 +21,8 @@
 //! - `ims.rs` (+ `ims/`): token sources and the per-profile token cache;
 //! - `upstream.rs`: the pooled client to Campaign and the header policy;
 //! - `admin.rs`: `/healthz`, `/readyz`;
+//! - `check.rs`: `imsbridge check`, a token per profile and a probe call before cutting over;
+//! - `import.rs`: `imsbridge import-nlserver`, seed 000's `-setimsjwtauth` string to a profile;
 //! - `config.rs` (+ `config/`): TOML → validated [`config::Config`]; secrets; durations;
 //! - `secret.rs`: the wrapper that keeps secrets out of logs;
 //! - `demo.rs` (+ `demo/`): the stand-in IMS and Campaign, used by `imsbridge demo` and by the
@@ -31,8 +33,10 @@
 pub mod admin;
 pub mod callers;
 pub mod carriers;
+pub mod check;
 pub mod config;
 pub mod demo;
+pub mod import;
 pub mod ims;
 pub mod proxy;
 pub mod secret;

@@ -28,8 +28,34 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Validate the config, fetch a token for every profile and show its claims; exit 1 if any
+    /// profile fails.
+    Check {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Also send one harmless authenticated call (xtk:session#GetUserInfo) to Campaign per
+        /// profile.
+        #[arg(long)]
+        probe: bool,
+    },
     /// Read a password from standard input and print its argon2 hash for the config.
     HashPassword,
+    /// Turn the `-setimsjwtauth:Org/Client/TechAccount/Secret/Base64Key` string of
+    /// `nlserver config` into a `jwt` profile; the secret and the key go to files (mode 0600).
+    ImportNlserver {
+        /// The string; `-` or absent: read it from standard input (keeps it out of the shell
+        /// history and the process list).
+        credential: Option<String>,
+        /// Name of the profile, and prefix of the files written.
+        #[arg(long, default_value = "campaign")]
+        name: String,
+        /// Folder of the files written.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Metascope of the technical account (repeat for several).
+        #[arg(long = "metascope", default_value = "ent_campaign_sdk")]
+        metascopes: Vec<String>,
+    },
     /// Run the proxy with a stand-in IMS and Campaign on loopback, and show a seed-002 call.
     Demo {
         /// Where the proxy listens (another port is taken if this one is busy).
@@ -46,7 +72,14 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Run { config } => run(config),
+        Command::Check { config, probe } => check(config, probe),
         Command::HashPassword => hash_password(),
+        Command::ImportNlserver {
+            credential,
+            name,
+            dir,
+            metascopes,
+        } => import_nlserver(credential, &name, &dir, &metascopes),
         Command::Demo { listen, once } => demo(listen, once),
     }
 }
@@ -141,6 +174,71 @@ async fn shutdown_signal() {
         }
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn check(path: PathBuf, probe: bool) -> ExitCode {
+    let config = match Config::load(&path, &ProcessEnv) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("imsbridge: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime(None)
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime
+                .block_on(imsbridge::check::run(
+                    &config,
+                    probe,
+                    &mut std::io::stdout(),
+                ))
+                .map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("imsbridge check: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn import_nlserver(
+    credential: Option<String>,
+    name: &str,
+    dir: &std::path::Path,
+    metascopes: &[String],
+) -> ExitCode {
+    let text = match credential.filter(|c| c != "-") {
+        Some(text) => text,
+        None => {
+            let mut line = String::new();
+            if let Err(error) = std::io::stdin().lock().read_line(&mut line) {
+                eprintln!("imsbridge: cannot read standard input: {error}");
+                return ExitCode::FAILURE;
+            }
+            line
+        }
+    };
+    let profile = imsbridge::import::parse(&text).and_then(|credential| {
+        imsbridge::import::write_profile(&credential, name, dir, metascopes)
+    });
+    match profile {
+        Ok(profile) => {
+            println!("{profile}");
+            eprintln!(
+                "Wrote the client secret and the private key beside it (mode 0600). Note: {}",
+                imsbridge::check::JWT_RETIRED
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("imsbridge import-nlserver: {error}");
+            ExitCode::from(2)
         }
     }
 }

@@ -27,8 +27,8 @@ use tokio::time::Instant;
 pub use error::ProxyError;
 
 use crate::callers::{AuthError, Callers, Route};
-use crate::config::{Config, ProfileKind, UnknownCallers};
-use crate::ims::{ImsClient, OAuthSource, Readiness, TokenCache};
+use crate::config::{Config, UnknownCallers};
+use crate::ims::{ImsClient, Readiness, Source, TokenCache};
 use crate::secret::Secret;
 use crate::soap::{Action, edits_for_ims};
 use crate::upstream::{
@@ -75,40 +75,25 @@ impl Proxy {
     pub fn new(config: &Config) -> Result<Proxy, TlsSetupError> {
         let system_roots = system_roots();
         let upstream = Upstream::new(&config.upstream, &system_roots)?;
-        if config.ims.token_url.starts_with("https:") && system_roots.is_empty() {
+        if config.ims.token_url.scheme() == Some(&http::uri::Scheme::HTTPS)
+            && system_roots.is_empty()
+        {
             return Err(TlsSetupError::NoRoots("ims.token_url"));
         }
         let ims = ImsClient::new(
             https_connector(&system_roots, config.ims.timeout)?,
             config.ims.timeout,
         );
-        let token_url: http::Uri = config
-            .ims
-            .token_url
-            .parse()
-            .expect("validated by the config");
         let profiles = config
             .profiles
             .iter()
             .map(|profile| {
                 let name: Arc<str> = profile.name.as_str().into();
-                let tokens = match &profile.kind {
-                    ProfileKind::OAuth {
-                        client_id,
-                        client_secret,
-                        scopes,
-                    } => TokenCache::spawn(
-                        name.clone(),
-                        OAuthSource::new(
-                            ims.clone(),
-                            token_url.clone(),
-                            client_id.clone(),
-                            client_secret.clone(),
-                            scopes,
-                        ),
-                    ),
-                };
-                Profile { name, tokens }
+                let source = Source::for_profile(profile, &config.ims, ims.clone());
+                Profile {
+                    tokens: TokenCache::spawn(name.clone(), source),
+                    name,
+                }
             })
             .collect();
         Ok(Proxy {
@@ -184,7 +169,7 @@ impl Proxy {
                 record.mode = "transparent";
                 let (parts, body) = request.into_parts();
                 let length = declared_length(&parts.headers)?;
-                let body = UpstreamBody::new([], body, 0, self.max_body_bytes, length);
+                let body = UpstreamBody::new([], Some(body), 0, self.max_body_bytes, length);
                 return self.forward(parts, body, None, peer, length, record).await;
             }
             return Err(if soap_router {
@@ -234,7 +219,7 @@ impl Proxy {
                 }
                 let body = UpstreamBody::new(
                     prefix.chunks(&[]),
-                    prefix.rest,
+                    Some(prefix.rest),
                     prefix.received,
                     self.max_body_bytes,
                     declared,
@@ -265,7 +250,7 @@ impl Proxy {
         let length = declared.map(|length| prefix::length_after(length, &edits));
         let body = UpstreamBody::new(
             prefix.chunks(&edits),
-            prefix.rest,
+            Some(prefix.rest),
             prefix.received,
             self.max_body_bytes,
             length,

@@ -211,19 +211,7 @@ fn an_invalid_config_is_refused_with_the_key_named() {
 
 #[test]
 fn hash_password_prints_a_hash_the_config_accepts() {
-    let mut child = Command::new(BIN)
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"an operator password\n")
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = run_with_stdin(&["hash-password".to_owned()], "an operator password\n");
     assert!(output.status.success());
     let hash = String::from_utf8(output.stdout).unwrap().trim().to_owned();
     assert!(
@@ -291,4 +279,238 @@ fn demo_shows_the_seed_002_call_going_through() {
         unindented.contains(imsbridge::demo::SEED_002_AFTER.trim_end()),
         "{received}"
     );
+}
+
+/// Runs `imsbridge` with the given arguments and standard input.
+fn run_with_stdin(args: &[String], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("MC_CLIENT_SECRET", CLIENT_SECRET)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// [`run_with_stdin`], off the runtime's threads (the stand-ins run on them).
+async fn imsbridge(args: Vec<String>, stdin: &str) -> std::process::Output {
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || run_with_stdin(&args, &stdin))
+        .await
+        .unwrap()
+}
+
+/// `imsbridge check --config PATH [--probe]`.
+async fn check_command(path: impl std::fmt::Display, probe: bool) -> std::process::Output {
+    let mut args = vec!["check".to_owned(), "--config".to_owned(), path.to_string()];
+    if probe {
+        args.push("--probe".to_owned());
+    }
+    imsbridge(args, "").await
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A config with an oauth profile and a jwt profile, written to `dir`.
+fn two_profiles(
+    dir: &std::path::Path,
+    ims: &str,
+    campaign: &str,
+    jwt_key: &str,
+) -> std::path::PathBuf {
+    let config = config_text(ims, campaign, "", "")
+        + &format!(
+            "\n[profiles.analytics]\n{}\n",
+            jwt_profile(
+                &format!("{{ file = \"{jwt_key}\" }}"),
+                "[\"ent_campaign_sdk\"]"
+            )
+        );
+    let path = dir.join("imsbridge.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_shows_every_profile_and_probes_campaign() {
+    let ims = StandInIms::start().await.unwrap();
+    ims.add_client(CLIENT_ID, CLIENT_SECRET);
+    add_jwt_client(&ims, &["ent_campaign_sdk"]);
+    let campaign = StandInCampaign::start(Some(ims.token_check()))
+        .await
+        .unwrap();
+    let dir = temp_dir("check");
+    let path = two_profiles(&dir, &ims.url(), &campaign.url(), TEST_KEY);
+
+    let output = check_command(path.display(), false).await;
+    let shown = text(&output.stdout);
+    assert!(output.status.success(), "{shown}{}", text(&output.stderr));
+    for expected in [
+        "config: valid (2 profiles, 2 callers",
+        "profile messagecenter\n  kind        oauth (OAuth Server-to-Server)\n  token       ok, expires in 24h 0m 0s (at 20",
+        &format!("  client_id   {CLIENT_ID}\n"),
+        "  scopes      openid, AdobeID, additional_info.projectedProductContext\n",
+        "  created     20",
+        "  expires     20",
+        "profile analytics\n  kind        jwt (Service Account, retired by Adobe)\n  token       ok",
+        &format!("  account     {TECHNICAL_ACCOUNT_ID}\n"),
+        "  scopes      ent_campaign_sdk\n",
+        "  warning     JWT (Service Account) credentials are retired by Adobe",
+        "set type = \"oauth\"",
+        "all 2 profiles passed",
+    ] {
+        assert!(shown.contains(expected), "`{expected}` missing:\n{shown}");
+    }
+    assert!(!shown.contains("\n  probe "), "no probe unless asked");
+    assert!(campaign.requests().is_empty());
+    for token in ims.issued() {
+        assert!(!shown.contains(&token), "a token was shown");
+    }
+    assert!(!shown.contains(CLIENT_SECRET) && !shown.contains(JWT_CLIENT_SECRET));
+
+    let output = check_command(path.display(), true).await;
+    let shown = text(&output.stdout);
+    assert!(output.status.success(), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "  probe       Campaign answered xtk:session#GetUserInfo (HTTP 200 OK): the call ran as operator \"{TECHNICAL_ACCOUNT_ID}\""
+        )),
+        "{shown}"
+    );
+    let probes = campaign.requests();
+    assert_eq!(probes.len(), 2, "one probe per profile");
+    assert_eq!(
+        probes[0].header("soapaction"),
+        Some("xtk:session#GetUserInfo")
+    );
+    assert!(
+        probes[0]
+            .text()
+            .contains("<ns:sessiontoken></ns:sessiontoken>")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fails_with_the_ims_error_and_a_failed_probe() {
+    let ims = StandInIms::start().await.unwrap();
+    ims.add_client(CLIENT_ID, "a-rotated-secret");
+    add_jwt_client(&ims, &["ent_campaign_sdk"]);
+    let nowhere = closed_port_url();
+    let dir = temp_dir("check-fails");
+    let path = two_profiles(&dir, &ims.url(), &nowhere, OTHER_KEY);
+    let output = check_command(path.display().to_string(), true).await;
+    let shown = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    for expected in [
+        "  FAILED      IMS refused the request (HTTP 401): invalid_client: invalid client_secret parameter",
+        "  hint        check client_id and client_secret",
+        "  FAILED      IMS refused the request (HTTP 400): invalid_signature: Could not match JWT signature to any of the bindings",
+        "  hint        the private key does not match the public key (certificate) of the credential",
+        "2 of 2 profiles FAILED",
+    ] {
+        assert!(shown.contains(expected), "`{expected}` missing:\n{shown}");
+    }
+    assert!(!shown.contains(CLIENT_SECRET));
+
+    // Good tokens, but Campaign cannot be reached: the probe fails the check.
+    ims.add_client(CLIENT_ID, CLIENT_SECRET);
+    let path = two_profiles(&dir, &ims.url(), &nowhere, TEST_KEY);
+    let output = check_command(path.display().to_string(), true).await;
+    let shown = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("  FAILED      probe: Campaign unreachable"),
+        "{shown}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_nlserver_gives_a_profile_that_check_accepts() {
+    use base64::Engine;
+    use std::os::unix::fs::PermissionsExt;
+    let key = std::fs::read(TEST_KEY).unwrap();
+    let setimsjwtauth = format!(
+        "{ORG_ID}/{JWT_CLIENT_ID}/{TECHNICAL_ACCOUNT_ID}/{JWT_CLIENT_SECRET}/{}",
+        base64::engine::general_purpose::STANDARD.encode(&key)
+    );
+    let dir = temp_dir("import");
+    let args = |credential: &str| {
+        vec![
+            "import-nlserver".to_owned(),
+            "--name".into(),
+            "messagecenter".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            credential.to_owned(),
+        ]
+    };
+    // From standard input, so the secret stays out of the process list.
+    let output = imsbridge(args("-"), &format!("{setimsjwtauth}\n")).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let profile = text(&output.stdout);
+    assert!(
+        profile.starts_with("[profiles.messagecenter]\ntype = \"jwt\"\n"),
+        "{profile}"
+    );
+    assert!(profile.contains("metascopes = [\"ent_campaign_sdk\"]"));
+    assert!(
+        !profile.contains(JWT_CLIENT_SECRET) && !profile.contains("PRIVATE KEY"),
+        "{profile}"
+    );
+    assert!(!text(&output.stderr).contains(JWT_CLIENT_SECRET));
+    for file in [
+        "messagecenter.client-secret",
+        "messagecenter.private-key.pem",
+    ] {
+        let mode = std::fs::metadata(dir.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+
+    // The printed profile, in a config, passes `check` against an IMS that knows the account.
+    let ims = StandInIms::start().await.unwrap();
+    add_jwt_client(&ims, &["ent_campaign_sdk"]);
+    let campaign = StandInCampaign::start(Some(ims.token_check()))
+        .await
+        .unwrap();
+    let config = format!(
+        "[upstream]\nurl = \"{}\"\n[ims]\nhost = \"{}\"\n\n{profile}",
+        campaign.url(),
+        ims.url()
+    );
+    std::fs::write(dir.join("imsbridge.toml"), config).unwrap();
+    let output = check_command(dir.join("imsbridge.toml").display().to_string(), true).await;
+    assert!(output.status.success(), "{}", text(&output.stdout));
+
+    // Run again: the files exist, nothing is overwritten.
+    let again = imsbridge(args(&setimsjwtauth), "").await;
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again.stderr).contains("already exists"));
+    // A malformed string says which part is wrong.
+    let bad = imsbridge(
+        args(&setimsjwtauth.replace("@techacct.adobe.com", "@example.com")),
+        "",
+    )
+    .await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("part 3 (technical account id)"),
+        "{}",
+        text(&bad.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

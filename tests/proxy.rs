@@ -480,10 +480,7 @@ async fn other_paths_and_methods_are_refused_in_reject_mode() {
 async fn campaign_unreachable_or_slow() {
     let ims = StandInIms::start().await.unwrap();
     ims.add_client(CLIENT_ID, CLIENT_SECRET);
-    // A port nobody listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed_url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let closed_url = closed_port_url();
     let proxy = Proxy::start(&config_text(&ims.url(), &closed_url, "", "")).await;
     post(proxy.addr, seed_002(&credential()), &[])
         .await

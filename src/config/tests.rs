@@ -77,7 +77,10 @@ fn defaults() {
         client_secret,
         scopes,
         ..
-    } = &config.profiles[0].kind;
+    } = &config.profiles[0].kind
+    else {
+        panic!("an oauth profile")
+    };
     assert_eq!(client_secret.expose(), "from-env");
     assert_eq!(scopes, &["openid", "AdobeID"]);
     assert_eq!(config.callers[0].mode, Mode::Ims);
@@ -275,10 +278,6 @@ fn later_features_are_refused_not_ignored() {
             format!("[sessions]\nsecret = \"s\"\nttl = \"24h\"\n{}", config("")),
             "sessions: not supported yet",
         ),
-        (
-            config("").replace("type = \"oauth\"", "type = \"jwt\""),
-            "profiles.marketing.type: `jwt` is not supported yet",
-        ),
     ];
     assert_refused(&cases);
 }
@@ -293,11 +292,15 @@ fn secrets_from_files_and_literals() {
         .replace("{ env = \"MC_SECRET\" }", "{ file = \"secret.txt\" }")
         .replace(&format!("\"{HASH}\""), "{ file = \"hash.txt\" }");
     let parsed = Config::parse(&text, &dir, &env()).unwrap();
-    let ProfileKind::OAuth { client_secret, .. } = &parsed.profiles[0].kind;
+    let ProfileKind::OAuth { client_secret, .. } = &parsed.profiles[0].kind else {
+        panic!("an oauth profile")
+    };
     assert_eq!(client_secret.expose(), "from-file");
     let literal = config("").replace("{ env = \"MC_SECRET\" }", "\"literal\"");
     let parsed = parse(&literal).unwrap();
-    let ProfileKind::OAuth { client_secret, .. } = &parsed.profiles[0].kind;
+    let ProfileKind::OAuth { client_secret, .. } = &parsed.profiles[0].kind else {
+        panic!("an oauth profile")
+    };
     assert_eq!(client_secret.expose(), "literal");
     let bad = config("").replace("{ env = \"MC_SECRET\" }", "{ vault = \"x\" }");
     assert!(
@@ -322,4 +325,90 @@ fn debug_output_holds_no_secret() {
     assert!(!debug.contains("very-secret-value"), "{debug}");
     assert!(!debug.contains(HASH), "{debug}");
     assert!(debug.contains("****"));
+}
+
+const TEST_KEY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/keys/test-service-account.key"
+);
+
+fn jwt_config(profile_lines: &str) -> String {
+    config("").replace(
+        "type = \"oauth\"\nclient_id = \"abc\"\nclient_secret = { env = \"MC_SECRET\" }\nscopes = [\"openid\", \"AdobeID\"]",
+        &format!("type = \"jwt\"\n{profile_lines}"),
+    )
+}
+
+const JWT_LINES: &str = "client_id = \"abc\"\nclient_secret = { env = \"MC_SECRET\" }\norg_id = \"1234ABCD@AdobeOrg\"\ntechnical_account_id = \"5678EFGH@techacct.adobe.com\"\nmetascopes = [\"ent_campaign_sdk\"]";
+
+#[test]
+fn jwt_profiles() {
+    let text = jwt_config(&format!(
+        "{JWT_LINES}\nprivate_key = {{ file = \"{TEST_KEY}\" }}"
+    ));
+    let config = parse(&text).unwrap();
+    let ProfileKind::Jwt {
+        org_id,
+        technical_account_id,
+        metascopes,
+        ..
+    } = &config.profiles[0].kind
+    else {
+        panic!("a jwt profile")
+    };
+    assert_eq!(org_id, "1234ABCD@AdobeOrg");
+    assert_eq!(technical_account_id, "5678EFGH@techacct.adobe.com");
+    assert_eq!(metascopes, &["ent_campaign_sdk"]);
+    assert_eq!(config.profiles[0].kind.name(), "jwt");
+    // Base64 of the PEM, from the environment, as seed 000 keeps it.
+    use base64::Engine;
+    let pem = std::fs::read(TEST_KEY).unwrap();
+    let mut env = env();
+    env.insert(
+        "KEY_B64".into(),
+        base64::engine::general_purpose::STANDARD.encode(&pem),
+    );
+    let text = jwt_config(&format!(
+        "{JWT_LINES}\nprivate_key = {{ env = \"KEY_B64\" }}"
+    ));
+    assert!(Config::parse(&text, Path::new("."), &env).is_ok());
+}
+
+#[test]
+fn jwt_profiles_are_checked() {
+    let key = format!("\nprivate_key = {{ file = \"{TEST_KEY}\" }}");
+    let cases = [
+        (
+            jwt_config(&(JWT_LINES.replace("org_id = \"1234ABCD@AdobeOrg\"\n", "") + &key)),
+            "profiles.marketing.org_id: missing",
+        ),
+        (
+            jwt_config(&JWT_LINES.replace("technical_account_id", "tech")),
+            "unknown field `tech`",
+        ),
+        (
+            jwt_config(
+                &(JWT_LINES.replace("metascopes = [\"ent_campaign_sdk\"]", "metascopes = []")
+                    + &key),
+            ),
+            "profiles.marketing.metascopes: give a list",
+        ),
+        (
+            jwt_config(JWT_LINES),
+            "profiles.marketing.private_key: missing",
+        ),
+        (
+            jwt_config(&format!("{JWT_LINES}\nprivate_key = \"not a key\"")),
+            "profiles.marketing.private_key: is neither a PEM private key nor base64 of one",
+        ),
+        (
+            jwt_config(&format!("{JWT_LINES}\nscopes = [\"openid\"]{key}")),
+            "profiles.marketing.scopes: does not belong to `type = \"jwt\"` profiles",
+        ),
+        (
+            config("").replace("scopes = [", "metascopes = [\"x\"]\nscopes = ["),
+            "profiles.marketing.metascopes: does not belong to `type = \"oauth\"` profiles",
+        ),
+    ];
+    assert_refused(&cases);
 }

@@ -204,18 +204,24 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Respo
         };
         return soap_answer(StatusCode::INTERNAL_SERVER_ERROR, fault.to_bytes());
     }
+    let user = bearer.and_then(|token| state.tokens.as_ref()?.user_of(token));
     soap_answer(
         StatusCode::OK,
-        method_response(&envelope.method.name, &action),
+        method_response(&envelope.method.name, &action, user.as_deref()),
     )
 }
 
-/// `<PushEventResponse xmlns='urn:nms:rtEvent'>`, as Campaign writes a method's answer.
-fn method_response(method: &str, action: &Action) -> Bytes {
-    let result = if method == "PushEvent" {
-        "<plId xsi:type='xsd:long'>72057594037927936</plId>"
-    } else {
-        ""
+/// `<PushEventResponse xmlns='urn:nms:rtEvent'>`, as Campaign writes a method's answer;
+/// `GetUserInfo` names the operator the call ran as (`user`: the technical account).
+fn method_response(method: &str, action: &Action, user: Option<&str>) -> Bytes {
+    let result = match method {
+        "PushEvent" => "<plId xsi:type='xsd:long'>72057594037927936</plId>".to_owned(),
+        "GetUserInfo" => format!(
+            "<pUserInfo xsi:type='ns:Element'><userInfo login='{login}' loginId='1234' \
+             locale='en_US' timezone='Europe/Paris' instanceLocale='en_US'/></pUserInfo>",
+            login = quick_xml::escape::escape(user.unwrap_or("legacy-operator")),
+        ),
+        _ => String::new(),
     };
     Bytes::from(format!(
         "<?xml version='1.0'?>\n\

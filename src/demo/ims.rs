@@ -1,7 +1,9 @@
-//! A stand-in for Adobe IMS on loopback: `POST /ims/token/v3` (OAuth Server-to-Server) as IMS
-//! answers it, with IMS's error shapes, and tokens shaped like IMS access tokens (a JWT whose
-//! claims carry `client_id`, `scope`, `created_at` and `expires_in` in milliseconds). It counts
-//! the token requests it gets, and the stand-in Campaign asks it which tokens are valid.
+//! A stand-in for Adobe IMS on loopback: `POST /ims/token/v3` (OAuth Server-to-Server) and
+//! `POST /ims/exchange/jwt` (Service Account: the JWT's RS256 signature is verified with the
+//! credential's public key and every claim is checked) as IMS answers them, with IMS's error
+//! shapes, and tokens shaped like IMS access tokens (a JWT whose claims carry `client_id`,
+//! `scope`, `created_at` and `expires_in` in milliseconds). It counts the token requests it
+//! gets, and the stand-in Campaign asks it which tokens are valid.
 
 use std::collections::HashMap;
 use std::io;
@@ -23,10 +25,23 @@ use tokio::sync::oneshot;
 use crate::proxy::body::ResponseBody;
 use crate::server;
 
+/// A Service Account (JWT) credential as IMS holds it.
+struct JwtClient {
+    secret: String,
+    org_id: String,
+    technical_account_id: String,
+    /// DER `RSAPublicKey` of the credential's certificate.
+    public_key: Vec<u8>,
+    metascopes: Vec<String>,
+}
+
 /// What the stand-in knows and counts.
 struct State {
+    /// `http://127.0.0.1:PORT`: JWT audiences and metascopes are built on it.
+    url: String,
     /// client_id → client_secret.
     clients: Mutex<HashMap<String, String>>,
+    jwt_clients: Mutex<HashMap<String, JwtClient>>,
     /// Tokens issued, with their client and their expiry.
     issued: Mutex<Vec<Issued>>,
     token_requests: AtomicUsize,
@@ -38,6 +53,8 @@ struct State {
 #[derive(Clone)]
 struct Issued {
     token: String,
+    /// The technical account the token stands for.
+    user_id: String,
     expires: tokio::time::Instant,
 }
 
@@ -48,10 +65,16 @@ pub struct TokenCheck(Arc<State>);
 impl TokenCheck {
     /// True for a token this IMS issued and that has not expired.
     pub fn is_valid(&self, token: &str) -> bool {
+        self.user_of(token).is_some()
+    }
+
+    /// The technical account a valid token stands for.
+    pub fn user_of(&self, token: &str) -> Option<String> {
         let now = tokio::time::Instant::now();
         lock(&self.0.issued)
             .iter()
-            .any(|issued| issued.token == token && now < issued.expires)
+            .find(|issued| issued.token == token && now < issued.expires)
+            .map(|issued| issued.user_id.clone())
     }
 }
 
@@ -71,7 +94,9 @@ impl StandInIms {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
+            url: format!("http://{addr}"),
             clients: Mutex::default(),
+            jwt_clients: Mutex::default(),
             issued: Mutex::default(),
             token_requests: AtomicUsize::new(0),
             lifetime: Mutex::new(Duration::from_secs(24 * 3600)),
@@ -105,6 +130,29 @@ impl StandInIms {
         lock(&self.state.clients).insert(client_id.to_owned(), client_secret.to_owned());
     }
 
+    /// Registers a Service Account (JWT) credential: its public key (DER `RSAPublicKey`) and
+    /// the metascopes its product profiles grant.
+    pub fn add_jwt_client(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        org_id: &str,
+        technical_account_id: &str,
+        public_key: Vec<u8>,
+        metascopes: &[&str],
+    ) {
+        lock(&self.state.jwt_clients).insert(
+            client_id.to_owned(),
+            JwtClient {
+                secret: client_secret.to_owned(),
+                org_id: org_id.to_owned(),
+                technical_account_id: technical_account_id.to_owned(),
+                public_key,
+                metascopes: metascopes.iter().map(|m| (*m).to_owned()).collect(),
+            },
+        );
+    }
+
     /// Token requests received, good or bad.
     pub fn token_requests(&self) -> usize {
         self.state.token_requests.load(Ordering::SeqCst)
@@ -134,7 +182,9 @@ impl StandInIms {
 }
 
 async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<ResponseBody> {
-    if request.method() != Method::POST || request.uri().path() != "/ims/token/v3" {
+    let path = request.uri().path().to_owned();
+    if request.method() != Method::POST || (path != "/ims/token/v3" && path != "/ims/exchange/jwt")
+    {
         return json_answer(StatusCode::NOT_FOUND, json!({"error": "not_found"}));
     }
     state.token_requests.fetch_add(1, Ordering::SeqCst);
@@ -146,48 +196,182 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Respo
     let form: HashMap<String, String> = form_urlencoded::parse(&body.to_bytes())
         .into_owned()
         .collect();
-    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
-    if field("grant_type") != "client_credentials" {
-        return json_answer(
-            StatusCode::BAD_REQUEST,
-            json!({"error": "unsupported_grant_type", "error_description": "grant_type must be client_credentials"}),
-        );
-    }
-    let client_id = field("client_id");
-    let known_secret = lock(&state.clients).get(client_id).cloned();
-    let Some(secret) = known_secret else {
-        return json_answer(
-            StatusCode::BAD_REQUEST,
-            json!({"error": "invalid_client", "error_description": "invalid client_id parameter"}),
-        );
+    let granted = if path == "/ims/token/v3" {
+        client_credentials(&state, &form)
+    } else {
+        jwt_exchange(&state, &form)
     };
-    if field("client_secret") != secret {
-        return json_answer(
-            StatusCode::UNAUTHORIZED,
-            json!({"error": "invalid_client", "error_description": "invalid client_secret parameter"}),
-        );
-    }
-    let scope = field("scope");
-    if scope.is_empty() {
-        return json_answer(
-            StatusCode::BAD_REQUEST,
-            json!({"error": "invalid_scope", "error_description": "scope is required"}),
-        );
-    }
+    let (client_id, user_id, scope) = match granted {
+        Ok(granted) => granted,
+        Err((status, error, description)) => {
+            return json_answer(
+                status,
+                json!({"error": error, "error_description": description}),
+            );
+        }
+    };
     let lifetime = *lock(&state.lifetime);
-    let token = access_token(client_id, scope, lifetime);
+    let token = access_token(&client_id, &user_id, &scope, lifetime);
     lock(&state.issued).push(Issued {
         token: token.clone(),
+        user_id,
         expires: tokio::time::Instant::now() + lifetime,
     });
+    // The two endpoints count `expires_in` in different units, as IMS does.
+    let expires_in = if path == "/ims/token/v3" {
+        lifetime.as_secs() as u128
+    } else {
+        lifetime.as_millis()
+    };
     json_answer(
         StatusCode::OK,
-        json!({"access_token": token, "token_type": "bearer", "expires_in": lifetime.as_secs()}),
+        json!({"access_token": token, "token_type": "bearer", "expires_in": expires_in}),
     )
 }
 
+/// A refusal: HTTP status, IMS `error`, `error_description`.
+type Refusal = (StatusCode, &'static str, &'static str);
+
+/// `/ims/token/v3`: client id, user id and scope of the token to issue.
+fn client_credentials(
+    state: &State,
+    form: &HashMap<String, String>,
+) -> Result<(String, String, String), Refusal> {
+    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
+    if field("grant_type") != "client_credentials" {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "grant_type must be client_credentials",
+        ));
+    }
+    let client_id = field("client_id");
+    let Some(secret) = lock(&state.clients).get(client_id).cloned() else {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            "invalid client_id parameter",
+        ));
+    };
+    if field("client_secret") != secret {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "invalid client_secret parameter",
+        ));
+    }
+    let scope = field("scope");
+    if scope.is_empty() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "scope is required",
+        ));
+    }
+    let user_id = format!("{:024X}@techacct.adobe.com", fastrand::u128(..) >> 32);
+    Ok((client_id.to_owned(), user_id, scope.to_owned()))
+}
+
+/// `/ims/exchange/jwt`: checks the client, the JWT's signature and every claim.
+fn jwt_exchange(
+    state: &State,
+    form: &HashMap<String, String>,
+) -> Result<(String, String, String), Refusal> {
+    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
+    let client_id = field("client_id");
+    let clients = lock(&state.jwt_clients);
+    let Some(client) = clients.get(client_id) else {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            "invalid client_id parameter",
+        ));
+    };
+    if field("client_secret") != client.secret {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "invalid client_secret parameter",
+        ));
+    }
+    let bad_token = |why| (StatusCode::BAD_REQUEST, "invalid_token", why);
+    let parts: Vec<&str> = field("jwt_token").split('.').collect();
+    let [header, claims, signature] = parts[..] else {
+        return Err(bad_token("jwt_token is not a JWT"));
+    };
+    let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).ok();
+    let header: serde_json::Value = decode(header)
+        .and_then(|h| serde_json::from_slice(&h).ok())
+        .ok_or(bad_token("JWT header is not JSON"))?;
+    if header["alg"] != "RS256" {
+        return Err(bad_token("JWT must be signed with RS256"));
+    }
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    let public_key = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        &client.public_key,
+    );
+    let signature = decode(signature).ok_or(bad_token("JWT signature is not base64url"))?;
+    if public_key.verify(signed.as_bytes(), &signature).is_err() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "invalid_signature",
+            "Could not match JWT signature to any of the bindings",
+        ));
+    }
+    let claims: serde_json::Map<String, serde_json::Value> = decode(claims)
+        .and_then(|c| serde_json::from_slice(&c).ok())
+        .ok_or(bad_token("JWT claims are not a JSON object"))?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match claims.get("exp").and_then(|e| e.as_u64()) {
+        Some(exp) if exp > now && exp <= now + 24 * 3600 => {}
+        Some(exp) if exp <= now => return Err(bad_token("JWT expired")),
+        _ => return Err(bad_token("JWT exp is missing or too far ahead")),
+    }
+    if claims.get("iss").and_then(|v| v.as_str()) != Some(client.org_id.as_str()) {
+        return Err(bad_token(
+            "JWT iss is not the organization of the credential",
+        ));
+    }
+    if claims.get("sub").and_then(|v| v.as_str()) != Some(client.technical_account_id.as_str()) {
+        return Err(bad_token(
+            "JWT sub is not the technical account of the credential",
+        ));
+    }
+    let audience = format!("{}/c/{client_id}", state.url);
+    if claims.get("aud").and_then(|v| v.as_str()) != Some(audience.as_str()) {
+        return Err(bad_token("JWT aud is not {ims}/c/{client_id}"));
+    }
+    let prefix = format!("{}/s/", state.url);
+    let metascopes: Vec<&str> = claims
+        .iter()
+        .filter(|(name, value)| {
+            name.starts_with(&prefix) && **value == serde_json::Value::Bool(true)
+        })
+        .map(|(name, _)| &name[prefix.len()..])
+        .collect();
+    if metascopes.is_empty()
+        || metascopes
+            .iter()
+            .any(|m| !client.metascopes.iter().any(|c| c == m))
+    {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "Invalid metascope.",
+        ));
+    }
+    Ok((
+        client_id.to_owned(),
+        client.technical_account_id.clone(),
+        metascopes.join(","),
+    ))
+}
+
 /// A token shaped like an IMS access token: a JWT whose claims say who it is for.
-fn access_token(client_id: &str, scope: &str, lifetime: Duration) -> String {
+fn access_token(client_id: &str, user_id: &str, scope: &str, lifetime: Duration) -> String {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
@@ -196,7 +380,7 @@ fn access_token(client_id: &str, scope: &str, lifetime: Duration) -> String {
         "id": format!("{:016x}", fastrand::u64(..)),
         "type": "access_token",
         "client_id": client_id,
-        "user_id": format!("{:024X}@techacct.adobe.com", fastrand::u128(..) >> 32),
+        "user_id": user_id,
         "as": "ims-na1",
         "created_at": now_ms.to_string(),
         "expires_in": lifetime.as_millis().to_string(),

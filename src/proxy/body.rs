@@ -37,13 +37,13 @@ impl UpstreamBody {
     /// been read already; `length` is the total to send, when known.
     pub fn new(
         ready: impl IntoIterator<Item = Bytes>,
-        rest: Incoming,
+        rest: Option<Incoming>,
         received: u64,
         limit: u64,
         length: Option<u64>,
     ) -> UpstreamBody {
         let ready: VecDeque<Bytes> = ready.into_iter().filter(|c| !c.is_empty()).collect();
-        let rest = (!rest.is_end_stream()).then_some(rest);
+        let rest = rest.filter(|rest| !rest.is_end_stream());
         UpstreamBody {
             ready,
             rest,

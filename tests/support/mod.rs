@@ -312,3 +312,49 @@ pub fn sha256(bytes: &[u8]) -> Vec<u8> {
         .as_ref()
         .to_vec()
 }
+
+pub const JWT_CLIENT_ID: &str = "0123456789abcdef0123456789abcdef";
+pub const JWT_CLIENT_SECRET: &str = "p8e-jwt-client-secret-2c4e";
+pub const ORG_ID: &str = "1234ABCD5678EFGH@AdobeOrg";
+pub const TECHNICAL_ACCOUNT_ID: &str = "90ABCDEF12345678@techacct.adobe.com";
+pub const TEST_KEY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/keys/test-service-account.key"
+);
+pub const OTHER_KEY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/keys/another-service-account.key"
+);
+
+/// Registers the test service account at the stand-in IMS, with the public key of `TEST_KEY`.
+pub fn add_jwt_client(ims: &StandInIms, metascopes: &[&str]) {
+    let key = imsbridge::ims::SigningKey::read(&std::fs::read(TEST_KEY).unwrap()).unwrap();
+    ims.add_jwt_client(
+        JWT_CLIENT_ID,
+        JWT_CLIENT_SECRET,
+        ORG_ID,
+        TECHNICAL_ACCOUNT_ID,
+        key.public_key_der(),
+        metascopes,
+    );
+}
+
+/// A `jwt` profile named `messagecenter`, in place of the oauth one of `config_text`.
+pub fn jwt_profile(private_key: &str, metascopes: &str) -> String {
+    format!(
+        "type = \"jwt\"\nclient_id = \"{JWT_CLIENT_ID}\"\nclient_secret = \"{JWT_CLIENT_SECRET}\"\norg_id = \"{ORG_ID}\"\ntechnical_account_id = \"{TECHNICAL_ACCOUNT_ID}\"\nprivate_key = {private_key}\nmetascopes = {metascopes}"
+    )
+}
+
+/// `config_text` with its `messagecenter` profile replaced by `profile`.
+pub fn with_profile(config: &str, profile: &str) -> String {
+    let start = config.find("type = \"oauth\"").unwrap();
+    let end = config[start..].find("\n\n").unwrap() + start;
+    format!("{}{profile}{}", &config[..start], &config[end..])
+}
+
+/// `http://127.0.0.1:PORT` where nobody listens.
+pub fn closed_port_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}

@@ -1,0 +1,351 @@
+//! `imsbridge check`: before cutting over (seed 002, step 7), show that the config is valid,
+//! that IMS gives every profile a token, and, with `--probe`, that Campaign accepts it.
+//!
+//! For each profile it prints a table: the kind, the result, the expiry, and the access token's
+//! own claims decoded without verification (client id, technical account, scopes, created,
+//! expires): never the token itself. IMS's `error` and `error_description` are shown when it
+//! refuses. The probe sends one harmless authenticated call, `xtk:session#GetUserInfo`; that
+//! first call is also what makes the technical operator appear in Campaign (seed 002, step 9).
+
+use std::io::{self, Write};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::{HeaderValue, Request, header};
+use http_body_util::{BodyExt, Limited};
+use serde_json::{Map, Value};
+
+use crate::config::{Config, Profile, ProfileKind};
+use crate::ims::{ImsClient, ImsError, Source, Token, TokenSource};
+use crate::proxy::SOAP_ROUTER_PATH;
+use crate::proxy::body::UpstreamBody;
+use crate::upstream::{TlsSetupError, Upstream, https_connector, system_roots};
+
+/// The harmless call of `--probe`: who am I?
+const PROBE_ACTION: &str = "xtk:session#GetUserInfo";
+const PROBE_ENVELOPE: &str = "<?xml version='1.0' encoding='utf-8'?>\n\
+    <SOAP-ENV:Envelope xmlns:SOAP-ENV='http://schemas.xmlsoap.org/soap/envelope/' \
+    xmlns:ns='urn:xtk:session'>\n\
+    <SOAP-ENV:Body><ns:GetUserInfo><ns:sessiontoken></ns:sessiontoken></ns:GetUserInfo>\
+    </SOAP-ENV:Body>\n</SOAP-ENV:Envelope>\n";
+/// Campaign's answer to the probe is small; more is not read.
+const MAX_PROBE_ANSWER: usize = 1024 * 1024;
+
+/// The warning every `jwt` profile gets.
+pub const JWT_RETIRED: &str = "JWT (Service Account) credentials are retired by Adobe: none are \
+created since June 2024, and Adobe converts them to OAuth Server-to-Server by March 2026. To \
+move this profile, add an OAuth Server-to-Server credential to its Developer Console project \
+(or use the one Adobe converted), then set type = \"oauth\", that credential's client_id and \
+client_secret, and its scopes (e.g. [\"openid\", \"AdobeID\", \
+\"additional_info.projectedProductContext\"]); remove org_id, technical_account_id, \
+private_key and metascopes, and run `imsbridge check --probe` again.";
+
+/// Checks every profile; writes the tables to `out`. True when every profile passed.
+pub async fn run(
+    config: &Config,
+    probe: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<bool, CheckError> {
+    let roots = system_roots();
+    let ims = ImsClient::new(
+        https_connector(&roots, config.ims.timeout)?,
+        config.ims.timeout,
+    );
+    let upstream = if probe {
+        Some(Upstream::new(&config.upstream, &roots)?)
+    } else {
+        None
+    };
+    writeln!(
+        out,
+        "config: valid ({} profiles, {} callers, unknown callers: {:?})\n",
+        config.profiles.len(),
+        config.callers.len(),
+        config.unknown_callers
+    )?;
+    let mut failed = 0;
+    for profile in &config.profiles {
+        let rows = check_profile(profile, config, &ims, upstream.as_ref()).await;
+        if rows.iter().any(|(name, _)| *name == "FAILED") {
+            failed += 1;
+        }
+        writeln!(out, "profile {}", profile.name)?;
+        for (name, value) in rows {
+            writeln!(out, "  {name:<11} {value}")?;
+        }
+        writeln!(out)?;
+    }
+    if failed == 0 {
+        writeln!(out, "all {} profiles passed", config.profiles.len())?;
+    } else {
+        writeln!(out, "{failed} of {} profiles FAILED", config.profiles.len())?;
+    }
+    Ok(failed == 0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    #[error("writing the report: {0}")]
+    Io(#[from] io::Error),
+}
+
+type Rows = Vec<(&'static str, String)>;
+
+async fn check_profile(
+    profile: &Profile,
+    config: &Config,
+    ims: &ImsClient,
+    upstream: Option<&Upstream>,
+) -> Rows {
+    let kind = match &profile.kind {
+        ProfileKind::OAuth { .. } => "oauth (OAuth Server-to-Server)",
+        ProfileKind::Jwt { .. } => "jwt (Service Account, retired by Adobe)",
+    };
+    let mut rows: Rows = vec![("kind", kind.to_owned())];
+    let source = Source::for_profile(profile, &config.ims, ims.clone());
+    let asked_at = tokio::time::Instant::now();
+    match source.fetch().await {
+        Err(error) => {
+            rows.push(("FAILED", error.to_string()));
+            if let Some(hint) = hint(&error, &profile.kind) {
+                rows.push(("hint", hint.to_owned()));
+            }
+        }
+        Ok(fetched) => {
+            rows.push((
+                "token",
+                format!(
+                    "ok, expires in {} (at {})",
+                    human(fetched.expires_in),
+                    utc(SystemTime::now() + fetched.expires_in)
+                ),
+            ));
+            rows.extend(claims(fetched.access_token.expose()));
+            if let Some(upstream) = upstream {
+                match Token::new(fetched.access_token.expose(), asked_at + fetched.expires_in) {
+                    Ok(token) => match probe_campaign(upstream, token.bearer()).await {
+                        Ok(said) => rows.push(("probe", said)),
+                        Err(said) => rows.push(("FAILED", format!("probe: {said}"))),
+                    },
+                    Err(error) => rows.push(("FAILED", error.to_string())),
+                }
+            }
+        }
+    }
+    if matches!(profile.kind, ProfileKind::Jwt { .. }) {
+        rows.push(("warning", JWT_RETIRED.to_owned()));
+    }
+    rows
+}
+
+/// What to look at when IMS refuses.
+fn hint(error: &ImsError, kind: &ProfileKind) -> Option<&'static str> {
+    let jwt = matches!(kind, ProfileKind::Jwt { .. });
+    match error {
+        ImsError::Refused { error, .. } => match error.as_str() {
+            "invalid_client" => Some("check client_id and client_secret (was the secret rotated?)"),
+            "invalid_scope" if jwt => {
+                Some("the metascopes are not granted to the credential's product profiles")
+            }
+            "invalid_scope" => {
+                Some("the scopes are not those of the credential in the Developer Console")
+            }
+            "invalid_signature" => Some(
+                "the private key does not match the public key (certificate) of the credential",
+            ),
+            "invalid_token" => Some(
+                "IMS refused the JWT: check org_id, technical_account_id and this machine's clock",
+            ),
+            _ => None,
+        },
+        ImsError::Unreachable(_) | ImsError::Timeout(_) => Some(
+            "check ims.host (and ims.token_url / ims.exchange_url) and the network path to IMS",
+        ),
+        ImsError::Malformed(_) => {
+            Some("the endpoint answered, but not as IMS does: check the IMS URLs")
+        }
+    }
+}
+
+/// The access token's claims, decoded without verification: who it is for, what it allows,
+/// when it was made and until when.
+fn claims(token: &str) -> Rows {
+    let decoded = token
+        .split('.')
+        .nth(1)
+        .and_then(|part| URL_SAFE_NO_PAD.decode(part).ok())
+        .and_then(|json| serde_json::from_slice::<Map<String, Value>>(&json).ok());
+    let Some(claims) = decoded else {
+        return vec![("claims", "none readable (not a JWT)".to_owned())];
+    };
+    let text = |name: &str| match claims.get(name) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let millis = |name: &str| text(name).and_then(|t| t.parse::<u64>().ok());
+    let mut rows: Rows = Vec::new();
+    for (row, claim) in [
+        ("client_id", "client_id"),
+        ("account", "user_id"),
+        ("type", "type"),
+    ] {
+        if let Some(value) = text(claim) {
+            rows.push((row, value));
+        }
+    }
+    if let Some(scope) = text("scope") {
+        rows.push(("scopes", scope.split(',').collect::<Vec<_>>().join(", ")));
+    }
+    if let Some(created) = millis("created_at") {
+        let created = UNIX_EPOCH + Duration::from_millis(created);
+        rows.push(("created", utc(created)));
+        if let Some(lifetime) = millis("expires_in") {
+            rows.push(("expires", utc(created + Duration::from_millis(lifetime))));
+        }
+    }
+    rows
+}
+
+/// Sends `xtk:session#GetUserInfo` with the token; says what Campaign answered.
+async fn probe_campaign(upstream: &Upstream, bearer: &HeaderValue) -> Result<String, String> {
+    let body = Bytes::from_static(PROBE_ENVELOPE.as_bytes());
+    let length = body.len() as u64;
+    let uri = upstream.uri(&http::Uri::from_static(SOAP_ROUTER_PATH));
+    let request = Request::post(uri)
+        .header(header::HOST, upstream.host())
+        .header(header::CONTENT_TYPE, "text/xml; charset=utf-8")
+        .header("soapaction", PROBE_ACTION)
+        .header(header::AUTHORIZATION, bearer)
+        .header(header::CONTENT_LENGTH, length)
+        .body(UpstreamBody::new([body], None, 0, length, Some(length)))
+        .map_err(|e| e.to_string())?;
+    let response = upstream.send(request).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let answer = Limited::new(response.into_body(), MAX_PROBE_ANSWER)
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
+    if status.is_success() {
+        Ok(match attribute(&answer, "userInfo", "login") {
+            Some(login) => format!(
+                "Campaign answered {PROBE_ACTION} (HTTP {status}): the call ran as operator \"{login}\""
+            ),
+            None => format!("Campaign answered {PROBE_ACTION} (HTTP {status})"),
+        })
+    } else {
+        let detail = element_text(&answer, "detail")
+            .or_else(|| element_text(&answer, "faultstring"))
+            .unwrap_or_else(|| "no SOAP fault in the answer".to_owned());
+        Err(format!("Campaign answered HTTP {status}: {detail}"))
+    }
+}
+
+/// The value of `attribute` on the first `<element …>` of a small answer.
+fn attribute(xml: &str, element: &str, attribute: &str) -> Option<String> {
+    let start = xml.find(&format!("<{element} "))?;
+    let tag = &xml[start..start + xml[start..].find('>')?];
+    let at = tag.find(&format!(" {attribute}="))? + attribute.len() + 2;
+    let quote = tag[at..].chars().next()?;
+    let value = &tag[at + 1..];
+    Some(value[..value.find(quote)?].to_owned())
+}
+
+/// The text of the first `<element …>…</element>` of a small answer.
+fn element_text(xml: &str, element: &str) -> Option<String> {
+    let start = xml.find(&format!("<{element}"))?;
+    let open_end = start + xml[start..].find('>')? + 1;
+    let close = open_end + xml[open_end..].find(&format!("</{element}>"))?;
+    Some(xml[open_end..close].trim().to_owned())
+}
+
+/// `23h 59m 59s`.
+fn human(duration: Duration) -> String {
+    let s = duration.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m {s}s"),
+        (h, m, s) => format!("{h}h {m}m {s}s"),
+    }
+}
+
+/// `2026-11-22 03:00:00 UTC`, from the civil-from-days algorithm (H. Hinnant).
+fn utc(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_durations() {
+        assert_eq!(utc(UNIX_EPOCH), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            utc(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29 00:00:00 UTC"
+        );
+        assert_eq!(
+            utc(UNIX_EPOCH + Duration::from_secs(1_795_316_706)),
+            "2026-11-22 03:05:06 UTC"
+        );
+        assert_eq!(human(Duration::from_secs(86_399)), "23h 59m 59s");
+        assert_eq!(human(Duration::from_secs(61)), "1m 1s");
+        assert_eq!(human(Duration::from_millis(3000)), "3s");
+    }
+
+    #[test]
+    fn reads_campaign_answers() {
+        let ok = "<GetUserInfoResponse><pUserInfo><userInfo login='tech@techacct.adobe.com' loginId='1'/></pUserInfo></GetUserInfoResponse>";
+        assert_eq!(
+            attribute(ok, "userInfo", "login").as_deref(),
+            Some("tech@techacct.adobe.com")
+        );
+        assert_eq!(attribute(ok, "userInfo", "locale"), None);
+        let fault = "<SOAP-ENV:Fault><faultcode>SOAP-ENV:Client</faultcode><detail xsi:type='xsd:string'>XSV-350114 no</detail></SOAP-ENV:Fault>";
+        assert_eq!(
+            element_text(fault, "detail").as_deref(),
+            Some("XSV-350114 no")
+        );
+    }
+
+    #[test]
+    fn claims_of_an_ims_token() {
+        let claims_json = r#"{"client_id":"abc","user_id":"X@techacct.adobe.com","type":"access_token","scope":"openid,AdobeID","created_at":"1795316706000","expires_in":"86400000"}"#;
+        let token = format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(claims_json));
+        let rows = claims(&token);
+        assert_eq!(
+            rows,
+            vec![
+                ("client_id", "abc".to_owned()),
+                ("account", "X@techacct.adobe.com".to_owned()),
+                ("type", "access_token".to_owned()),
+                ("scopes", "openid, AdobeID".to_owned()),
+                ("created", "2026-11-22 03:05:06 UTC".to_owned()),
+                ("expires", "2026-11-23 03:05:06 UTC".to_owned()),
+            ]
+        );
+        assert_eq!(claims("opaque-token")[0].1, "none readable (not a JWT)");
+    }
+}
