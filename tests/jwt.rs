@@ -150,3 +150,60 @@ async fn expires_in_is_read_in_milliseconds() {
         .to_owned();
     assert_eq!(last, format!("Bearer {}", ims.issued().last().unwrap()));
 }
+
+#[tokio::test]
+async fn claims_that_do_not_match_the_credential_are_refused() {
+    let good = jwt_profile(
+        &format!("{{ file = \"{TEST_KEY}\" }}"),
+        "[\"ent_campaign_sdk\"]",
+    );
+    for (wrong, from, to) in [
+        ("iss", ORG_ID, "FFFF0000FFFF0000@AdobeOrg"),
+        (
+            "sub",
+            TECHNICAL_ACCOUNT_ID,
+            "FFFF0000FFFF0000@techacct.adobe.com",
+        ),
+    ] {
+        let (_ims, _campaign, proxy) =
+            stack_with(&good.replace(from, to), &["ent_campaign_sdk"]).await;
+        post(proxy.addr, seed_002(&credential()), &[])
+            .await
+            .assert_fault(503, "Server", "not available");
+        let ready = get(proxy.admin, "/readyz").await;
+        assert!(
+            ready
+                .body
+                .contains(&format!("invalid_token: JWT {wrong} is not")),
+            "{wrong}: {}",
+            ready.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_exchange_url_can_be_overridden() {
+    // Seed 001's "IMS Exchange URL" field, apart from "IMS Host" (the JWT audience).
+    let profile = jwt_profile(
+        &format!("{{ file = \"{TEST_KEY}\" }}"),
+        "[\"ent_campaign_sdk\"]",
+    );
+    let ims = StandInIms::start().await.unwrap();
+    add_jwt_client(&ims, &["ent_campaign_sdk"]);
+    let campaign = StandInCampaign::start(Some(ims.token_check()))
+        .await
+        .unwrap();
+    let config = with_profile(&config_text(&ims.url(), &campaign.url(), "", ""), &profile).replace(
+        "[ims]\n",
+        &format!(
+            "[ims]\nexchange_url = \"{}/tenant-a/ims/exchange/jwt\"\n",
+            ims.url()
+        ),
+    );
+    let proxy = Proxy::start(&config).await;
+    assert_eq!(
+        post(proxy.addr, seed_002(&credential()), &[]).await.status,
+        200
+    );
+    assert_eq!(ims.paths(), ["/tenant-a/ims/exchange/jwt"]);
+}

@@ -45,6 +45,8 @@ struct State {
     /// Tokens issued, with their client and their expiry.
     issued: Mutex<Vec<Issued>>,
     token_requests: AtomicUsize,
+    /// Path of every token request, in order.
+    paths: Mutex<Vec<String>>,
     lifetime: Mutex<Duration>,
     /// Time taken before answering a token request.
     delay: Mutex<Duration>,
@@ -99,6 +101,7 @@ impl StandInIms {
             jwt_clients: Mutex::default(),
             issued: Mutex::default(),
             token_requests: AtomicUsize::new(0),
+            paths: Mutex::default(),
             lifetime: Mutex::new(Duration::from_secs(24 * 3600)),
             delay: Mutex::new(Duration::ZERO),
         });
@@ -158,6 +161,11 @@ impl StandInIms {
         self.state.token_requests.load(Ordering::SeqCst)
     }
 
+    /// The path of every token request received, in order.
+    pub fn paths(&self) -> Vec<String> {
+        lock(&self.state.paths).clone()
+    }
+
     /// Lifetime of the tokens issued from now on (24 hours by default, as IMS).
     pub fn set_lifetime(&self, lifetime: Duration) {
         *lock(&self.state.lifetime) = lifetime;
@@ -182,12 +190,14 @@ impl StandInIms {
 }
 
 async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<ResponseBody> {
+    // Endpoints may sit under a prefix (`ims.token_url` and `ims.exchange_url` can say so).
     let path = request.uri().path().to_owned();
-    if request.method() != Method::POST || (path != "/ims/token/v3" && path != "/ims/exchange/jwt")
-    {
+    let oauth = path.ends_with("/ims/token/v3");
+    if request.method() != Method::POST || !(oauth || path.ends_with("/ims/exchange/jwt")) {
         return json_answer(StatusCode::NOT_FOUND, json!({"error": "not_found"}));
     }
     state.token_requests.fetch_add(1, Ordering::SeqCst);
+    lock(&state.paths).push(path);
     let delay = *lock(&state.delay);
     tokio::time::sleep(delay).await;
     let Ok(body) = Limited::new(request.into_body(), 64 * 1024).collect().await else {
@@ -196,7 +206,7 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Respo
     let form: HashMap<String, String> = form_urlencoded::parse(&body.to_bytes())
         .into_owned()
         .collect();
-    let granted = if path == "/ims/token/v3" {
+    let granted = if oauth {
         client_credentials(&state, &form)
     } else {
         jwt_exchange(&state, &form)
@@ -218,7 +228,7 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Respo
         expires: tokio::time::Instant::now() + lifetime,
     });
     // The two endpoints count `expires_in` in different units, as IMS does.
-    let expires_in = if path == "/ims/token/v3" {
+    let expires_in = if oauth {
         lifetime.as_secs() as u128
     } else {
         lifetime.as_millis()
