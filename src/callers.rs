@@ -6,10 +6,15 @@
 //! what was presented (under a key that lives only in this process), and concurrent requests
 //! with the same credential share one verification: argon2 runs once per caller, not once per
 //! request.
+//!
+//! A caller that logs on (`xtk:session#Logon`) gets a session token of imsbridge's own
+//! (`sessions.rs`) and presents it afterwards, in the first parameter, the `__sessiontoken`
+//! cookie or `X-Session-Token`, with its security token beside it.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
@@ -17,8 +22,11 @@ use ring::hmac;
 use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::Instant;
 
-use crate::config::{CallerSettings, Mode, UnknownCallers};
+use ipnet::IpNet;
+
+use crate::config::{CallerSettings, Mode, SessionSettings, UnknownCallers};
 use crate::secret::Secret;
+use crate::sessions::{Issued, SessionError, Sessions};
 
 /// How long a verified credential is accepted without running argon2 again.
 pub const REMEMBER_VERIFIED: Duration = Duration::from_secs(10 * 60);
@@ -37,6 +45,42 @@ pub struct Caller {
     /// Index of its technical account in the profile list.
     pub profile: usize,
     pub mode: Mode,
+    allow_from: Vec<IpNet>,
+}
+
+impl Caller {
+    /// Whether a request from `peer` may be this caller's.
+    fn allows(&self, peer: IpAddr) -> bool {
+        let peer = match peer {
+            // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+            v4 => v4,
+        };
+        self.allow_from.is_empty() || self.allow_from.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// The credentials a request presents.
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a> {
+    /// The first parameter of the method: `login/password`, or a session token.
+    pub first: &'a str,
+    /// The session token of the `__sessiontoken` cookie, `X-Session-Token` or the SOAP
+    /// Header, taken when the first parameter is empty.
+    pub session: Option<&'a str>,
+    /// The security token (`X-Security-Token`), which must belong to an issued session.
+    pub security: Option<&'a str>,
+    /// The TCP peer.
+    pub peer: IpAddr,
+}
+
+/// What a Logon leads to.
+pub enum LogonWay<'a> {
+    /// imsbridge answers: a caller in `ims` mode, verified.
+    Answer(&'a Caller, Issued),
+    /// Campaign answers: a caller in `legacy` or `canary` mode, or a login no caller owns
+    /// with `unknown_callers = "legacy"`.
+    Forward(Option<&'a Caller>),
 }
 
 /// The way a request goes once its credential is known.
@@ -59,6 +103,14 @@ pub enum AuthError {
     Unknown,
     #[error("wrong password for caller {0}")]
     WrongPassword(Arc<str>),
+    #[error("caller {caller} may not call from {peer} (allow_from)")]
+    NotAllowed { caller: Arc<str>, peer: IpAddr },
+    #[error("{0}")]
+    Session(SessionError),
+    #[error("session issued to {0}, which is not in ims mode (or not configured) any more")]
+    SessionOfNoImsCaller(String),
+    #[error("caller {0} logs on, but [sessions] is not configured")]
+    LogonNotEnabled(Arc<str>),
 }
 
 pub struct Callers {
@@ -66,10 +118,16 @@ pub struct Callers {
     by_login: HashMap<String, usize>,
     unknown: UnknownCallers,
     verifier: Verifier,
+    /// Issues and checks session tokens; `None` without `[sessions]`.
+    sessions: Option<Sessions>,
 }
 
 impl Callers {
-    pub fn new(settings: &[CallerSettings], unknown: UnknownCallers) -> Callers {
+    pub fn new(
+        settings: &[CallerSettings],
+        unknown: UnknownCallers,
+        sessions: Option<&SessionSettings>,
+    ) -> Callers {
         let callers: Vec<Caller> = settings
             .iter()
             .map(|c| Caller {
@@ -78,6 +136,7 @@ impl Callers {
                 password: Arc::new(c.password.clone()),
                 profile: c.profile,
                 mode: c.mode,
+                allow_from: c.allow_from.clone(),
             })
             .collect();
         let by_login = callers
@@ -90,32 +149,127 @@ impl Callers {
             by_login,
             unknown,
             verifier: Verifier::new(),
+            sessions: sessions.map(Sessions::new),
         }
     }
 
-    /// Decides the way of a request from the credential in its session token.
-    pub async fn route(&self, credential: &Secret) -> Result<Route<'_>, AuthError> {
-        let value = credential.expose();
-        let owner = value
+    /// Decides the way of a request from the credentials it presents.
+    pub async fn route(&self, presented: Presented<'_>) -> Result<Route<'_>, AuthError> {
+        let token = match presented.first {
+            "" => presented.session.unwrap_or_default(),
+            first => first,
+        };
+        if Sessions::looks_issued(token)
+            && let Some(sessions) = &self.sessions
+        {
+            let name = sessions
+                .verify(token, presented.security, SystemTime::now())
+                .map_err(AuthError::Session)?;
+            // A caller moved out of `ims` mode ends its imsbridge sessions: the client logs on
+            // again, and its Logon goes the caller's new way.
+            let caller = self
+                .callers
+                .iter()
+                .find(|c| *c.name == *name && c.mode == Mode::Ims)
+                .ok_or(AuthError::SessionOfNoImsCaller(name))?;
+            self.check_network(caller, presented.peer)?;
+            return Ok(Route::Ims(caller));
+        }
+        let owner = token
             .split_once('/')
             .and_then(|(login, password)| Some((*self.by_login.get(login)?, password)));
         let Some((index, password)) = owner else {
-            return match (self.unknown, value.is_empty()) {
+            return match (self.unknown, token.is_empty()) {
                 (UnknownCallers::Legacy, _) => Ok(Route::Transparent),
                 (UnknownCallers::Reject, true) => Err(AuthError::Missing),
                 (UnknownCallers::Reject, false) => Err(AuthError::Unknown),
             };
         };
         let caller = &self.callers[index];
-        match caller.mode {
-            Mode::Legacy => Ok(Route::Legacy(caller)),
-            Mode::Ims => {
-                if self.verifier.verify(index, caller, password).await {
-                    Ok(Route::Ims(caller))
-                } else {
-                    Err(AuthError::WrongPassword(caller.name.clone()))
-                }
-            }
+        self.check_network(caller, presented.peer)?;
+        let ims = match caller.mode {
+            Mode::Legacy => false,
+            Mode::Ims => true,
+            // Decided per request.
+            Mode::Canary { percent } => fastrand::f64() * 100.0 < percent,
+        };
+        if !ims {
+            // Campaign checks the credential on the legacy way.
+            return Ok(Route::Legacy(caller));
+        }
+        if self.verifier.verify(index, caller, password).await {
+            Ok(Route::Ims(caller))
+        } else {
+            Err(AuthError::WrongPassword(caller.name.clone()))
+        }
+    }
+
+    /// Decides what to do with `xtk:session#Logon` for `login`: answer it (an `ims` caller
+    /// with the right password gets a session of imsbridge's own) or let Campaign answer.
+    pub async fn logon(
+        &self,
+        login: &str,
+        password: &str,
+        peer: IpAddr,
+    ) -> Result<LogonWay<'_>, AuthError> {
+        let Some(&index) = self.by_login.get(login) else {
+            return match (self.unknown, login.is_empty()) {
+                (UnknownCallers::Legacy, _) => Ok(LogonWay::Forward(None)),
+                (UnknownCallers::Reject, true) => Err(AuthError::Missing),
+                (UnknownCallers::Reject, false) => Err(AuthError::Unknown),
+            };
+        };
+        let caller = &self.callers[index];
+        self.check_network(caller, peer)?;
+        if caller.mode != Mode::Ims {
+            return Ok(LogonWay::Forward(Some(caller)));
+        }
+        let Some(sessions) = &self.sessions else {
+            return Err(AuthError::LogonNotEnabled(caller.name.clone()));
+        };
+        if !self.verifier.verify(index, caller, password).await {
+            return Err(AuthError::WrongPassword(caller.name.clone()));
+        }
+        Ok(LogonWay::Answer(
+            caller,
+            sessions.issue(&caller.name, SystemTime::now()),
+        ))
+    }
+
+    /// Checks a Logoff's session token: true when it is one of ours, whoever it was issued to
+    /// and even expired (Logoff ends it anyway); an issued-looking token that fails the check is
+    /// an error. False when it is not ours: Campaign's business.
+    pub fn logoff(&self, presented: Presented<'_>) -> Result<bool, AuthError> {
+        let token = match presented.first {
+            "" => presented.session.unwrap_or_default(),
+            first => first,
+        };
+        let Some(sessions) = self
+            .sessions
+            .as_ref()
+            .filter(|_| Sessions::looks_issued(token))
+        else {
+            return Ok(false);
+        };
+        match sessions.verify(token, presented.security, SystemTime::now()) {
+            Ok(_) | Err(SessionError::Expired) => Ok(true),
+            Err(error) => Err(AuthError::Session(error)),
+        }
+    }
+
+    /// How long issued sessions last, when Logon is emulated.
+    pub fn session_ttl(&self) -> Option<Duration> {
+        self.sessions.as_ref().map(Sessions::ttl)
+    }
+
+    fn check_network(&self, caller: &Caller, peer: IpAddr) -> Result<(), AuthError> {
+        if caller.allows(peer) {
+            Ok(())
+        } else {
+            Err(AuthError::NotAllowed {
+                caller: caller.name.clone(),
+                peer,
+            })
         }
     }
 
@@ -234,58 +388,76 @@ mod tests {
         argon2.hash_password(password.as_bytes()).unwrap()
     }
 
-    fn callers(unknown: UnknownCallers) -> Callers {
-        let settings = vec![
-            CallerSettings {
-                name: "crm-events".into(),
-                login: "mc".into(),
-                password: cheap_hash("s3cret/with/slashes"),
-                profile: 0,
-                mode: Mode::Ims,
-            },
-            CallerSettings {
-                name: "old-crm".into(),
-                login: "crm".into(),
-                password: cheap_hash("whatever"),
-                profile: 0,
-                mode: Mode::Legacy,
-            },
-        ];
-        Callers::new(&settings, unknown)
+    fn caller(name: &str, login: &str, password: &str, mode: Mode) -> CallerSettings {
+        CallerSettings {
+            name: name.into(),
+            login: login.into(),
+            password: cheap_hash(password),
+            profile: 0,
+            mode,
+            allow_from: Vec::new(),
+            logon: false,
+        }
     }
 
-    fn cred(text: &str) -> Secret {
-        Secret::from(text)
+    const SESSION_SECRET: &str = "a-session-secret-of-thirty-two-bytes-or-more";
+
+    fn with(settings: &[CallerSettings], unknown: UnknownCallers) -> Callers {
+        let sessions = SessionSettings {
+            secret: Secret::from(SESSION_SECRET),
+            ttl: Duration::from_secs(3600),
+        };
+        Callers::new(settings, unknown, Some(&sessions))
+    }
+
+    fn callers(unknown: UnknownCallers) -> Callers {
+        let settings = [
+            caller("crm-events", "mc", "s3cret/with/slashes", Mode::Ims),
+            caller("old-crm", "crm", "whatever", Mode::Legacy),
+        ];
+        with(&settings, unknown)
+    }
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    /// The credential in the first parameter, from loopback.
+    fn cred(first: &str) -> Presented<'_> {
+        Presented {
+            first,
+            session: None,
+            security: None,
+            peer: LOCAL,
+        }
     }
 
     #[tokio::test]
     async fn routes_by_credential() {
         let callers = callers(UnknownCallers::Reject);
         // The password is everything after the first slash.
-        match callers.route(&cred("mc/s3cret/with/slashes")).await {
+        match callers.route(cred("mc/s3cret/with/slashes")).await {
             Ok(Route::Ims(c)) => assert_eq!(&*c.name, "crm-events"),
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            callers.route(&cred("mc/wrong")).await.unwrap_err(),
+            callers.route(cred("mc/wrong")).await.unwrap_err(),
             AuthError::WrongPassword("crm-events".into())
         );
         // A legacy caller is not checked here: Campaign checks it.
         assert!(matches!(
-            callers.route(&cred("crm/anything")).await,
+            callers.route(cred("crm/anything")).await,
             Ok(Route::Legacy(_))
         ));
         assert_eq!(
-            callers.route(&cred("")).await.unwrap_err(),
+            callers.route(cred("")).await.unwrap_err(),
             AuthError::Missing
         );
         assert_eq!(
-            callers.route(&cred("nobody/x")).await.unwrap_err(),
+            callers.route(cred("nobody/x")).await.unwrap_err(),
             AuthError::Unknown
         );
         assert_eq!(
             callers
-                .route(&cred("a-campaign-session-token"))
+                .route(cred("a-campaign-session-token"))
                 .await
                 .unwrap_err(),
             AuthError::Unknown
@@ -296,15 +468,15 @@ mod tests {
     async fn unknown_credentials_pass_through_in_legacy() {
         let callers = callers(UnknownCallers::Legacy);
         assert!(matches!(
-            callers.route(&cred("")).await,
+            callers.route(cred("")).await,
             Ok(Route::Transparent)
         ));
         assert!(matches!(
-            callers.route(&cred("nobody/x")).await,
+            callers.route(cred("nobody/x")).await,
             Ok(Route::Transparent)
         ));
         // A known caller with a wrong password is still refused: the login is one we own.
-        assert!(callers.route(&cred("mc/wrong")).await.is_err());
+        assert!(callers.route(cred("mc/wrong")).await.is_err());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,7 +487,7 @@ mod tests {
                 let callers = callers.clone();
                 tokio::spawn(async move {
                     matches!(
-                        callers.route(&cred("mc/s3cret/with/slashes")).await,
+                        callers.route(cred("mc/s3cret/with/slashes")).await,
                         Ok(Route::Ims(_))
                     )
                 })
@@ -339,15 +511,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn verdicts_expire() {
         let callers = callers(UnknownCallers::Reject);
-        let good = cred("mc/s3cret/with/slashes");
-        assert!(callers.route(&good).await.is_ok());
+        let good = "mc/s3cret/with/slashes";
+        assert!(callers.route(cred(good)).await.is_ok());
         let first = remembered_at(&callers);
         tokio::time::advance(REMEMBER_VERIFIED - Duration::from_secs(1)).await;
-        assert!(callers.route(&good).await.is_ok());
+        assert!(callers.route(cred(good)).await.is_ok());
         let same = remembered_at(&callers);
         assert_eq!(first, same, "still remembered");
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(callers.route(&good).await.is_ok());
+        assert!(callers.route(cred(good)).await.is_ok());
         let renewed = remembered_at(&callers);
         assert!(
             renewed > first,
@@ -362,5 +534,174 @@ mod tests {
         let parsed = PasswordHash::new(&hash).unwrap();
         assert!(check_password("correct horse", &parsed));
         assert!(!check_password("correct horse battery", &parsed));
+    }
+
+    #[tokio::test]
+    async fn canary_sends_its_share_the_ims_way() {
+        let settings = [caller(
+            "crm-events",
+            "mc",
+            "pw",
+            Mode::Canary { percent: 30.0 },
+        )];
+        let callers = with(&settings, UnknownCallers::Reject);
+        let mut ims = 0;
+        for _ in 0..2000 {
+            match callers.route(cred("mc/pw")).await {
+                Ok(Route::Ims(_)) => ims += 1,
+                Ok(Route::Legacy(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        // Binomial(2000, 0.3): mean 600, sd 20.5; five sd either side.
+        assert!((497..=703).contains(&ims), "{ims} of 2000 went the ims way");
+        // The legacy share is not checked here (Campaign checks it); the ims share is.
+        let mut refused = 0;
+        for _ in 0..200 {
+            if callers.route(cred("mc/wrong")).await.is_err() {
+                refused += 1;
+            }
+        }
+        assert!((20..=100).contains(&refused), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn allow_from_is_checked_on_every_way() {
+        let mut ims = caller("crm-events", "mc", "pw", Mode::Ims);
+        ims.allow_from = vec![
+            "10.20.0.0/16".parse().unwrap(),
+            "192.0.2.7/32".parse().unwrap(),
+        ];
+        let mut legacy = caller("old-crm", "crm", "pw", Mode::Legacy);
+        legacy.allow_from = vec!["10.20.0.0/16".parse().unwrap()];
+        let callers = with(&[ims, legacy], UnknownCallers::Reject);
+        let from = |peer: &str, first| Presented {
+            peer: peer.parse().unwrap(),
+            ..cred(first)
+        };
+        assert!(callers.route(from("10.20.3.4", "mc/pw")).await.is_ok());
+        assert!(callers.route(from("192.0.2.7", "mc/pw")).await.is_ok());
+        assert!(
+            callers
+                .route(from("::ffff:10.20.3.4", "mc/pw"))
+                .await
+                .is_ok()
+        );
+        assert!(matches!(
+            callers.route(from("10.21.0.1", "mc/pw")).await,
+            Err(AuthError::NotAllowed { .. })
+        ));
+        assert!(matches!(
+            callers.route(from("127.0.0.1", "crm/pw")).await,
+            Err(AuthError::NotAllowed { .. })
+        ));
+        assert!(matches!(
+            callers
+                .logon("mc", "pw", "10.99.0.1".parse().unwrap())
+                .await,
+            Err(AuthError::NotAllowed { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn logon_issues_sessions_that_route_the_ims_way() {
+        let callers = callers(UnknownCallers::Reject);
+        let LogonWay::Answer(caller, issued) = callers
+            .logon("mc", "s3cret/with/slashes", LOCAL)
+            .await
+            .unwrap()
+        else {
+            panic!("an ims caller's Logon is answered here");
+        };
+        assert_eq!(&*caller.name, "crm-events");
+        let session = issued.session.expose();
+        let security = issued.security.expose();
+        // In the first parameter, or only in the cookie / header copies.
+        for presented in [
+            Presented {
+                security: Some(security),
+                ..cred(session)
+            },
+            Presented {
+                session: Some(session),
+                security: Some(security),
+                ..cred("")
+            },
+            Presented {
+                session: Some(session),
+                ..cred("")
+            },
+        ] {
+            assert!(
+                matches!(callers.route(presented).await, Ok(Route::Ims(c)) if &*c.name == "crm-events")
+            );
+        }
+        let other = callers
+            .logon("mc", "s3cret/with/slashes", LOCAL)
+            .await
+            .unwrap();
+        let LogonWay::Answer(_, other) = other else {
+            panic!()
+        };
+        assert_eq!(
+            callers
+                .route(Presented {
+                    security: Some(other.security.expose()),
+                    ..cred(session)
+                })
+                .await
+                .unwrap_err(),
+            AuthError::Session(SessionError::SecurityMismatch)
+        );
+        assert!(callers.logoff(cred(session)).unwrap());
+        assert!(!callers.logoff(cred("mc/s3cret/with/slashes")).unwrap());
+        assert_eq!(
+            callers.logon("mc", "wrong", LOCAL).await.err(),
+            Some(AuthError::WrongPassword("crm-events".into()))
+        );
+        // A legacy caller's Logon is Campaign's; an unknown login is refused.
+        assert!(matches!(
+            callers.logon("crm", "x", LOCAL).await,
+            Ok(LogonWay::Forward(Some(_)))
+        ));
+        assert_eq!(
+            callers.logon("nobody", "x", LOCAL).await.err(),
+            Some(AuthError::Unknown)
+        );
+        // Tokens of another proxy's secret are refused.
+        let stranger = Sessions::new(&SessionSettings {
+            secret: Secret::from("another-session-secret-of-thirty-two-bytes"),
+            ttl: Duration::from_secs(60),
+        })
+        .issue("crm-events", SystemTime::now());
+        assert_eq!(
+            callers
+                .route(cred(stranger.session.expose()))
+                .await
+                .unwrap_err(),
+            AuthError::Session(SessionError::BadSignature)
+        );
+    }
+
+    #[tokio::test]
+    async fn sessions_end_when_the_caller_leaves_ims_mode() {
+        let settings = [caller("crm-events", "mc", "pw", Mode::Ims)];
+        let before = with(&settings, UnknownCallers::Reject);
+        let LogonWay::Answer(_, issued) = before.logon("mc", "pw", LOCAL).await.unwrap() else {
+            panic!()
+        };
+        let after = with(
+            &[caller("crm-events", "mc", "pw", Mode::Legacy)],
+            UnknownCallers::Reject,
+        );
+        assert!(matches!(
+            after.route(cred(issued.session.expose())).await,
+            Err(AuthError::SessionOfNoImsCaller(_))
+        ));
+        // Its next Logon goes to Campaign.
+        assert!(matches!(
+            after.logon("mc", "pw", LOCAL).await,
+            Ok(LogonWay::Forward(Some(_)))
+        ));
     }
 }

@@ -2,12 +2,59 @@
 //! `__sessiontoken` cookie, and the `X-Session-Token` and `X-Security-Token` headers (the same
 //! names are used as elements of `SOAP-ENV:Header`, see `soap/scan.rs`).
 
-use http::HeaderName;
+use http::{HeaderMap, HeaderName, header};
+
+use crate::soap::{CarrierKind, Envelope};
 
 /// The cookie Campaign's clients send the session token in.
 pub const SESSION_COOKIE: &str = "__sessiontoken";
 pub static SESSION_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-session-token");
 pub static SECURITY_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-security-token");
+
+/// acc-js-sdk names the legacy credential type and login in every call
+/// (`ACC-SDK-Auth: UserPassword mc`): in `ims` mode it goes with the credential.
+pub static SDK_AUTH_HEADER: HeaderName = HeaderName::from_static("acc-sdk-auth");
+
+/// The session and security tokens a request carries outside the first parameter.
+#[derive(Debug, Default)]
+pub struct Carried {
+    pub session: Option<String>,
+    pub security: Option<String>,
+}
+
+/// Reads the copies of the tokens: `X-Session-Token`, the `__sessiontoken` cookie, the SOAP
+/// Header's `<Cookie>`; `X-Security-Token`, the header or the SOAP Header element. The first
+/// non-empty copy wins.
+pub fn carried(headers: &HeaderMap, envelope: &Envelope) -> Carried {
+    let text = |bytes: &[u8]| {
+        std::str::from_utf8(bytes)
+            .ok()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+    };
+    let header = |name: &HeaderName| headers.get(name).and_then(|v| text(v.as_bytes()));
+    let carrier = |kind: CarrierKind| {
+        envelope
+            .carriers
+            .iter()
+            .filter(move |c| c.kind == kind)
+            .map(|c| c.param.value.expose())
+    };
+    let session = header(&SESSION_TOKEN_HEADER)
+        .or_else(|| {
+            headers
+                .get_all(header::COOKIE)
+                .iter()
+                .find_map(|v| session_cookie(v.as_bytes()).and_then(text))
+        })
+        .or_else(|| {
+            carrier(CarrierKind::Cookie).find_map(|c| session_cookie(c.as_bytes()).and_then(text))
+        });
+    let security = header(&SECURITY_TOKEN_HEADER)
+        .or_else(|| carrier(CarrierKind::SecurityToken).find_map(|s| text(s.as_bytes())));
+    Carried { session, security }
+}
 
 /// Splits a cookie string into its pairs (RFC 6265 §4.2.1: `name=value; name=value`), each
 /// with its leading whitespace removed.

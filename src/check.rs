@@ -275,7 +275,7 @@ fn human(duration: Duration) -> String {
 }
 
 /// `2026-11-22 03:00:00 UTC`, from the civil-from-days algorithm (H. Hinnant).
-fn utc(time: SystemTime) -> String {
+pub(crate) fn utc(time: SystemTime) -> String {
     let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
     let z = days + 719_468;

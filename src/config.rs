@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use argon2::password_hash::phc::PasswordHash;
 use http::uri::{Authority, Scheme};
+use ipnet::IpNet;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -41,6 +42,10 @@ pub const DEFAULT_IMS_TIMEOUT: Duration = Duration::from_secs(10);
 /// The IMS paths of design.md, appended to `ims.host` unless overridden.
 pub const IMS_TOKEN_PATH: &str = "/ims/token/v3";
 pub const IMS_EXCHANGE_PATH: &str = "/ims/exchange/jwt";
+/// Life of the session tokens imsbridge issues at `xtk:session#Logon`, as Campaign's default.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The session secret signs tokens every replica accepts: it must be hard to guess.
+pub const MIN_SESSION_SECRET_BYTES: usize = 32;
 
 /// Why a config was refused.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +86,16 @@ pub struct Config {
     pub ims: ImsSettings,
     /// Technical accounts, in name order; a caller refers to one by index.
     pub profiles: Vec<Profile>,
+    /// Session tokens issued for emulated `xtk:session#Logon`; `None`: Logon is not emulated.
+    pub sessions: Option<SessionSettings>,
     pub callers: Vec<CallerSettings>,
+}
+
+#[derive(Debug)]
+pub struct SessionSettings {
+    /// HMAC key of issued tokens: shared by the replicas, and by nothing else.
+    pub secret: Secret,
+    pub ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,12 +180,15 @@ impl ProfileKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Mode {
     /// Strip the legacy credential, send the technical account's Bearer token.
     Ims,
     /// Forward unchanged: the pre-migration path.
     Legacy,
+    /// This share of requests (0 to 100), decided per request, goes the `ims` way; the rest
+    /// goes `legacy`.
+    Canary { percent: f64 },
 }
 
 impl Mode {
@@ -179,6 +196,7 @@ impl Mode {
         match self {
             Mode::Ims => "ims",
             Mode::Legacy => "legacy",
+            Mode::Canary { .. } => "canary",
         }
     }
 }
@@ -191,6 +209,10 @@ pub struct CallerSettings {
     /// Index into [`Config::profiles`].
     pub profile: usize,
     pub mode: Mode,
+    /// Networks the caller may come from (its TCP peer address); empty: anywhere.
+    pub allow_from: Vec<IpNet>,
+    /// The caller logs on (`xtk:session#Logon`) and sends the session token it gets.
+    pub logon: bool,
 }
 
 impl fmt::Debug for CallerSettings {
@@ -201,6 +223,8 @@ impl fmt::Debug for CallerSettings {
             .field("password", &"****")
             .field("profile", &self.profile)
             .field("mode", &self.mode)
+            .field("allow_from", &self.allow_from)
+            .field("logon", &self.logon)
             .finish()
     }
 }
@@ -228,9 +252,6 @@ impl Config {
 }
 
 fn validate(raw: RawConfig, base_dir: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
-    if raw.sessions.is_some() {
-        return Err(not_supported("sessions"));
-    }
     let unknown_callers = match raw.unknown_callers {
         None | Some(RawUnknownCallers::Reject) => UnknownCallers::Reject,
         Some(RawUnknownCallers::Legacy) => UnknownCallers::Legacy,
@@ -243,6 +264,10 @@ fn validate(raw: RawConfig, base_dir: &Path, env: &dyn Env) -> Result<Config, Co
         .into_iter()
         .map(|(name, profile)| validate_profile(name, profile, base_dir, env))
         .collect::<Result<Vec<_>, _>>()?;
+    let sessions = raw
+        .sessions
+        .map(|raw| validate_sessions(raw, base_dir, env))
+        .transpose()?;
     let mut names = HashSet::new();
     let mut logins = HashSet::new();
     let callers = raw
@@ -266,13 +291,47 @@ fn validate(raw: RawConfig, base_dir: &Path, env: &dyn Env) -> Result<Config, Co
             validate_caller(&key, caller, &profiles, base_dir, env)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    if sessions.is_none()
+        && let Some(i) = callers.iter().position(|c| c.logon && c.mode == Mode::Ims)
+    {
+        return Err(invalid(
+            "sessions",
+            format!(
+                "missing: callers[{i}] logs on (logon = true), and answering its Logon takes a [sessions] secret to sign the session tokens"
+            ),
+        ));
+    }
     Ok(Config {
         unknown_callers,
         server,
         upstream,
         ims,
         profiles,
+        sessions,
         callers,
+    })
+}
+
+fn validate_sessions(
+    raw: raw::RawSessions,
+    base_dir: &Path,
+    env: &dyn Env,
+) -> Result<SessionSettings, ConfigError> {
+    let secret = raw
+        .secret
+        .resolve(base_dir, env)
+        .map_err(|message| invalid("sessions.secret", message))?;
+    if secret.expose().len() < MIN_SESSION_SECRET_BYTES {
+        return Err(invalid(
+            "sessions.secret",
+            format!(
+                "must be at least {MIN_SESSION_SECRET_BYTES} characters (e.g. the output of `openssl rand -base64 48`)"
+            ),
+        ));
+    }
+    Ok(SessionSettings {
+        secret,
+        ttl: duration("sessions.ttl", raw.ttl.as_deref(), DEFAULT_SESSION_TTL)?,
     })
 }
 
@@ -515,20 +574,58 @@ fn validate_caller(
                 ),
             )
         })?;
-    let mode = match raw.mode {
-        None | Some(RawMode::Ims) => Mode::Ims,
-        Some(RawMode::Legacy) => Mode::Legacy,
-        Some(RawMode::Canary) => return Err(not_supported(format!("{key}.mode = \"canary\""))),
-    };
-    for (field, present) in [
-        ("canary_percent", raw.canary_percent.is_some()),
-        ("allow_from", raw.allow_from.is_some()),
-        ("client_cert_subject", raw.client_cert_subject.is_some()),
-    ] {
-        if present {
-            return Err(not_supported(format!("{key}.{field}")));
+    let logon = raw.logon.unwrap_or(false);
+    let mode = match (raw.mode, raw.canary_percent) {
+        (None | Some(RawMode::Ims), None) => Mode::Ims,
+        (Some(RawMode::Legacy), None) => Mode::Legacy,
+        (Some(RawMode::Canary), _) if logon => {
+            return Err(invalid(
+                format!("{key}.mode"),
+                "a caller that logs on (logon = true) sends session tokens imsbridge issued, which Campaign does not know, so its requests cannot be split: use mode = \"ims\" or \"legacy\"",
+            ));
         }
+        (Some(RawMode::Canary), Some(percent)) if (0.0..=100.0).contains(&percent) => {
+            Mode::Canary { percent }
+        }
+        (Some(RawMode::Canary), Some(_)) => {
+            return Err(invalid(
+                format!("{key}.canary_percent"),
+                "must be between 0 and 100",
+            ));
+        }
+        (Some(RawMode::Canary), None) => {
+            return Err(invalid(
+                format!("{key}.canary_percent"),
+                "missing: mode = \"canary\" sends this share of requests (0 to 100) the ims way",
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(invalid(
+                format!("{key}.canary_percent"),
+                "only goes with mode = \"canary\"",
+            ));
+        }
+    };
+    if raw.client_cert_subject.is_some() {
+        return Err(not_supported(format!("{key}.client_cert_subject")));
     }
+    let allow_from = raw
+        .allow_from
+        .unwrap_or_default()
+        .iter()
+        .map(|text| {
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        format!("{key}.allow_from"),
+                        format!(
+                            "`{text}` is not an address or a CIDR network such as \"10.20.0.0/16\""
+                        ),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let hash_text = raw
         .password
         .resolve(base_dir, env)
@@ -548,6 +645,8 @@ fn validate_caller(
         password,
         profile,
         mode,
+        allow_from,
+        logon,
     })
 }
 

@@ -41,6 +41,7 @@ pub mod ims;
 pub mod proxy;
 pub mod secret;
 pub mod server;
+pub mod sessions;
 pub mod soap;
 pub mod upstream;
 

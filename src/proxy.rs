@@ -5,8 +5,11 @@
 //!    imsbridge stands transparently in front of Campaign, and is refused otherwise);
 //! 2. a declared body over `max_body_bytes` is refused before any of it is read;
 //! 3. the body prefix is read up to the end of the session token (`proxy/prefix.rs`);
-//! 4. the credential names the caller, or the request is refused: nothing has gone upstream;
-//! 5. the caller's mode decides the way: `legacy` forwards unchanged, `ims` goes on;
+//! 4. the credentials name the caller, or the request is refused: nothing has gone upstream;
+//!    `xtk:session#Logon` of an `ims` caller, and `#Logoff` of a session imsbridge issued, are
+//!    answered here;
+//! 5. the caller's mode decides the way: `legacy` forwards unchanged, `ims` goes on, `canary`
+//!    decides per request;
 //! 6. the Bearer token of the caller's technical account comes from its cache;
 //! 7. the credential is spliced out of the prefix and the headers;
 //! 8. the request goes to Campaign; the answer streams back.
@@ -17,7 +20,7 @@ mod prefix;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version, request};
@@ -26,16 +29,17 @@ use tokio::time::Instant;
 
 pub use error::ProxyError;
 
-use crate::callers::{AuthError, Callers, Route};
+use crate::callers::{AuthError, Caller, Callers, LogonWay, Presented, Route};
+use crate::carriers;
 use crate::config::{Config, UnknownCallers};
 use crate::ims::{ImsClient, Readiness, Source, TokenCache};
-use crate::secret::Secret;
-use crate::soap::{Action, edits_for_ims};
+use crate::soap::{Action, edits_for_ims, logoff_response, logon_response};
 use crate::upstream::{
     Forwarding, TlsSetupError, Upstream, forward_headers, https_connector, strip_hop_by_hop,
     system_roots,
 };
 use body::{ResponseBody, UpstreamBody};
+use prefix::Prefix;
 
 /// The one path Campaign serves SOAP on.
 pub const SOAP_ROUTER_PATH: &str = "/nl/jsp/soaprouter.jsp";
@@ -61,13 +65,34 @@ pub struct Proxy {
 }
 
 /// What the log line of a request says.
-#[derive(Default)]
 struct Record {
     caller: Option<Arc<str>>,
     profile: Option<Arc<str>>,
+    /// The caller's mode (`ims`, `legacy`, `canary`), or `transparent` for a credential no
+    /// caller owns.
     mode: &'static str,
+    /// The way this request took: `ims`, `legacy`, or `local` (answered here).
+    route: &'static str,
     action: Option<Action>,
     upstream_status: Option<StatusCode>,
+}
+
+impl Record {
+    fn caller(&mut self, caller: &Caller, route: &'static str) {
+        self.caller = Some(caller.name.clone());
+        self.mode = caller.mode.as_str();
+        self.route = route;
+    }
+
+    /// The caller named by a refusal, if any.
+    fn refused(&mut self, error: &AuthError) {
+        if let AuthError::WrongPassword(caller)
+        | AuthError::NotAllowed { caller, .. }
+        | AuthError::LogonNotEnabled(caller) = error
+        {
+            self.caller = Some(caller.clone());
+        }
+    }
 }
 
 impl Proxy {
@@ -97,7 +122,11 @@ impl Proxy {
             })
             .collect();
         Ok(Proxy {
-            callers: Callers::new(&config.callers, config.unknown_callers),
+            callers: Callers::new(
+                &config.callers,
+                config.unknown_callers,
+                config.sessions.as_ref(),
+            ),
             profiles,
             upstream,
             unknown_callers: config.unknown_callers,
@@ -124,8 +153,12 @@ impl Proxy {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let mut record = Record {
-            mode: "none",
-            ..Record::default()
+            caller: None,
+            profile: None,
+            mode: "-",
+            route: "-",
+            action: None,
+            upstream_status: None,
         };
         let (response, error) = match self.pipeline(peer, request, &mut record).await {
             Ok(response) => (response, None),
@@ -141,15 +174,14 @@ impl Proxy {
             None => tracing::info!(
                 target: "imsbridge::access",
                 peer = %peer.ip(), %method, path, caller, profile, action, mode = record.mode,
-                status = response.status().as_u16(), upstream_status, latency_ms,
-                "request"
+                route = record.route, status = response.status().as_u16(), upstream_status,
+                latency_ms, "request"
             ),
             Some(error) => tracing::warn!(
                 target: "imsbridge::access",
                 peer = %peer.ip(), %method, path, caller, profile, action, mode = record.mode,
-                status = response.status().as_u16(), upstream_status, latency_ms,
-                outcome = error.kind(), error = %error,
-                "request refused"
+                route = record.route, status = response.status().as_u16(), upstream_status,
+                latency_ms, outcome = error.kind(), error = %error, "request refused"
             ),
         }
         response
@@ -194,46 +226,78 @@ impl Proxy {
             &prefix.envelope.method,
         ));
 
-        // 4. The caller, from the credential in that parameter. Refusals end here, before
-        //    anything is sent upstream.
-        let no_credential = Secret::default();
-        let credential = prefix
-            .envelope
-            .credential
-            .as_ref()
-            .map_or(&no_credential, |param| &param.value);
-        let route = self.callers.route(credential).await.inspect_err(|error| {
-            if let AuthError::WrongPassword(caller) = error {
-                record.caller = Some(caller.clone());
-            }
-        })?;
+        // 4. The caller, from the credentials presented. Refusals end here, before anything
+        //    is sent upstream.
+        let envelope = &prefix.envelope;
+        let carried = carriers::carried(&parts.headers, envelope);
+        let presented = Presented {
+            first: envelope
+                .credential()
+                .map_or("", |param| param.value.expose()),
+            session: carried.session.as_deref(),
+            security: carried.security.as_deref(),
+            peer: peer.ip(),
+        };
+        //    Logon of an `ims` caller, and Logoff of a session of ours, are answered here.
+        if envelope.is_logon() {
+            let param = |i: usize| envelope.params.get(i).map_or("", |p| p.value.expose());
+            let way = self
+                .callers
+                .logon(param(1), param(2), peer.ip())
+                .await
+                .inspect_err(|error| record.refused(error))?;
+            return match way {
+                LogonWay::Answer(caller, issued) => {
+                    record.caller(caller, "local");
+                    let ttl = self.callers.session_ttl().unwrap_or_default();
+                    let body = logon_response(&caller.login, &issued, ttl, SystemTime::now());
+                    Ok(soap_answer(body))
+                }
+                LogonWay::Forward(caller) => {
+                    match caller {
+                        Some(caller) => record.caller(caller, "legacy"),
+                        None => record.mode = "transparent",
+                    }
+                    self.forward_unchanged(parts, prefix, declared, peer, record)
+                        .await
+                }
+            };
+        }
+        if envelope.is_logoff()
+            && self
+                .callers
+                .logoff(presented)
+                .inspect_err(|error| record.refused(error))?
+        {
+            record.route = "local";
+            return Ok(soap_answer(logoff_response()));
+        }
+        let route = self
+            .callers
+            .route(presented)
+            .await
+            .inspect_err(|error| record.refused(error))?;
 
         // 5. The caller's way.
         let caller = match route {
-            Route::Transparent | Route::Legacy(_) => {
-                if let Route::Legacy(caller) = route {
-                    record.caller = Some(caller.name.clone());
-                    record.mode = "legacy";
-                } else {
-                    record.mode = "transparent";
-                }
-                let body = UpstreamBody::new(
-                    prefix.chunks(&[]),
-                    Some(prefix.rest),
-                    prefix.received,
-                    self.max_body_bytes,
-                    declared,
-                );
+            Route::Transparent => {
+                record.mode = "transparent";
+                record.route = "legacy";
                 return self
-                    .forward(parts, body, None, peer, declared, record)
+                    .forward_unchanged(parts, prefix, declared, peer, record)
+                    .await;
+            }
+            Route::Legacy(caller) => {
+                record.caller(caller, "legacy");
+                return self
+                    .forward_unchanged(parts, prefix, declared, peer, record)
                     .await;
             }
             Route::Ims(caller) => caller,
         };
+        record.caller(caller, "ims");
         let profile = &self.profiles[caller.profile];
-        record.caller = Some(caller.name.clone());
         record.profile = Some(profile.name.clone());
-        record.mode = "ims";
 
         // 6. The technical account's token: no wait while a valid one exists.
         let token = profile
@@ -258,6 +322,26 @@ impl Proxy {
 
         // 8. To Campaign.
         self.forward(parts, body, Some(token.bearer()), peer, length, record)
+            .await
+    }
+
+    /// Sends the request to Campaign as it came (the pre-migration path).
+    async fn forward_unchanged(
+        &self,
+        parts: request::Parts,
+        prefix: Prefix<Incoming>,
+        declared: Option<u64>,
+        peer: SocketAddr,
+        record: &mut Record,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let body = UpstreamBody::new(
+            prefix.chunks(&[]),
+            Some(prefix.rest),
+            prefix.received,
+            self.max_body_bytes,
+            declared,
+        );
+        self.forward(parts, body, None, peer, declared, record)
             .await
     }
 
@@ -288,6 +372,16 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
     }
+}
+
+/// A SOAP answer of our own (Logon, Logoff).
+fn soap_answer(body: bytes::Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml; charset=utf-8"),
+    );
+    response
 }
 
 /// The `Content-Length` a request declares (hyper has already refused malformed framing).

@@ -5,14 +5,17 @@
 //!   copy of the session token is;
 //! - `soap/splice.rs` cuts those copies out of the prefix without copying the rest;
 //! - `soap/action.rs` names the called method (`nms:rtEvent#PushEvent`);
-//! - `soap/fault.rs` writes faults shaped like Campaign's own.
+//! - `soap/fault.rs` writes faults shaped like Campaign's own;
+//! - `soap/logon.rs` writes the Logon and Logoff answers imsbridge gives itself.
 
 mod action;
 mod fault;
+mod logon;
 mod scan;
 mod splice;
 
 pub use action::Action;
 pub use fault::{Fault, FaultCode, INVALID_LOGIN, SESSION_INVALID};
+pub use logon::{logoff_response, logon_response};
 pub use scan::{Carrier, CarrierKind, Envelope, Method, Param, ScanError, Scanner, SoapVersion};
 pub use splice::{Edit, edits_for_ims, splice};

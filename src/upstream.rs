@@ -15,7 +15,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::CertificateDer;
 
-use crate::carriers::{SECURITY_TOKEN_HEADER, SESSION_TOKEN_HEADER, strip_session_cookie};
+use crate::carriers::{
+    SDK_AUTH_HEADER, SECURITY_TOKEN_HEADER, SESSION_TOKEN_HEADER, strip_session_cookie,
+};
 use crate::config::UpstreamSettings;
 use crate::ims::error_chain;
 use crate::proxy::body::{BodyError, UpstreamBody};
@@ -228,10 +230,12 @@ pub fn forward_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
 }
 
 /// Drops every copy of the legacy credential in the headers: the `__sessiontoken` cookie (other
-/// cookies stay), `X-Session-Token` and `X-Security-Token`.
+/// cookies stay), `X-Session-Token`, `X-Security-Token`, and acc-js-sdk's `ACC-SDK-Auth`
+/// (which names the login).
 fn strip_credentials(headers: &mut HeaderMap) {
     headers.remove(&SESSION_TOKEN_HEADER);
     headers.remove(&SECURITY_TOKEN_HEADER);
+    headers.remove(&SDK_AUTH_HEADER);
     if !headers.contains_key(header::COOKIE) {
         return;
     }
@@ -297,6 +301,7 @@ mod tests {
             ("cookie", "__sessiontoken=abc"),
             ("x-session-token", "abc"),
             ("x-security-token", "def"),
+            ("acc-sdk-auth", "UserPassword mc"),
             ("authorization", "Basic bWM6cGFzcw=="),
             ("soapaction", "\"nms:rtEvent#PushEvent\""),
         ]);
@@ -314,6 +319,7 @@ mod tests {
         assert_eq!(values(&map, "cookie"), ["a=1; b=2"]);
         assert!(map.get("x-session-token").is_none());
         assert!(map.get("x-security-token").is_none());
+        assert!(map.get("acc-sdk-auth").is_none());
         assert_eq!(values(&map, "authorization"), ["Bearer ims-token"]);
         assert_eq!(values(&map, "host"), ["campaign.example.com"]);
         assert_eq!(values(&map, "content-length"), ["42"]);

@@ -124,7 +124,7 @@ async fn no_secret_reaches_the_logs() {
 
     // The run logged what it should: requests, refusals, the IMS failure...
     for expected in [
-        "caller=\"crm-events\" profile=\"messagecenter\" action=\"nms:rtEvent#PushEvent\" mode=\"ims\" status=200",
+        "caller=\"crm-events\" profile=\"messagecenter\" action=\"nms:rtEvent#PushEvent\" mode=\"ims\" route=\"ims\" status=200",
         "outcome=\"wrong_password\"",
         "outcome=\"unknown_caller\"",
         "outcome=\"missing_credential\"",

@@ -230,23 +230,45 @@ async fn refused_credentials_get_a_fault_and_nothing_reaches_campaign() {
             answer.body
         );
     }
-    // A refused caller with the right password in a header copy is still refused.
+    // With the first parameter empty, the cookie and header copies are the credential (as
+    // Campaign reads them): a wrong password there is refused as well.
     let answer = post(
         stack.url(),
         seed_002(""),
         &[
-            ("cookie", &format!("__sessiontoken={}", credential())),
-            ("x-session-token", &credential()),
+            ("cookie", &format!("__sessiontoken={LOGIN}/wrong-password")),
+            ("x-session-token", &format!("{LOGIN}/wrong-password")),
         ],
     )
     .await;
-    answer.assert_fault(500, "Client", "XSV-350008");
+    answer.assert_fault(500, "Client", "Invalid login or password");
     assert!(stack.campaign.requests().is_empty());
     assert_eq!(
         stack.campaign.connections(),
         0,
         "not even a connection was opened"
     );
+}
+
+#[tokio::test]
+async fn a_credential_in_the_cookie_or_header_copy_is_read_when_the_parameter_is_empty() {
+    let stack = Stack::default().await;
+    for header in ["cookie", "x-session-token"] {
+        let value = match header {
+            "cookie" => format!("lang=en; __sessiontoken={}", credential()),
+            _ => credential(),
+        };
+        let answer = post(stack.url(), seed_002(""), &[(header, value.as_str())]).await;
+        assert_eq!(answer.status, 200, "{header}: {}", answer.body);
+    }
+    let seen = stack.campaign.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].header("cookie"), Some("lang=en"));
+    assert_eq!(seen[1].header("x-session-token"), None);
+    assert!(seen.iter().all(|r| {
+        r.header("authorization")
+            .is_some_and(|a| a.starts_with("Bearer "))
+    }));
 }
 
 #[tokio::test]

@@ -90,10 +90,8 @@ pub struct RawProfile {
     pub metascopes: Option<Vec<String>>,
 }
 
-/// Parsed so that its keys are checked; refused as not supported yet in `config.rs`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[expect(dead_code, reason = "Logon emulation is not built yet")]
 pub struct RawSessions {
     pub secret: SecretSource,
     pub ttl: Option<String>,
@@ -118,4 +116,5 @@ pub struct RawCaller {
     pub canary_percent: Option<f64>,
     pub allow_from: Option<Vec<String>>,
     pub client_cert_subject: Option<String>,
+    pub logon: Option<bool>,
 }

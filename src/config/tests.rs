@@ -94,9 +94,17 @@ fn the_documented_example_is_valid() {
         "/fixtures/imsbridge.toml"
     ))
     .unwrap();
-    let env = HashMap::from([("MARKETING_CLIENT_SECRET".to_owned(), "x".to_owned())]);
+    let env = HashMap::from([
+        ("MARKETING_CLIENT_SECRET".to_owned(), "x".to_owned()),
+        (
+            "IMSBRIDGE_SESSION_SECRET".to_owned(),
+            "0123456789abcdef0123456789abcdef".to_owned(),
+        ),
+    ]);
     let config = Config::parse(&text, Path::new(env!("CARGO_MANIFEST_DIR")), &env).unwrap();
-    assert_eq!(config.callers.len(), 2);
+    assert_eq!(config.callers.len(), 3);
+    assert_eq!(config.callers[1].mode, Mode::Canary { percent: 10.0 });
+    assert!(config.callers[0].logon);
     assert_eq!(config.server.workers, Some(2));
     assert_eq!(config.upstream.timeout, Duration::from_secs(60));
 }
@@ -252,18 +260,6 @@ fn invalid_values_are_named() {
 fn later_features_are_refused_not_ignored() {
     let cases = [
         (
-            config("mode = \"canary\"\ncanary_percent = 10"),
-            "callers[0].mode = \"canary\": not supported yet",
-        ),
-        (
-            config("canary_percent = 10"),
-            "callers[0].canary_percent: not supported yet",
-        ),
-        (
-            config("allow_from = [\"10.0.0.0/8\"]"),
-            "callers[0].allow_from: not supported yet",
-        ),
-        (
             config("client_cert_subject = \"CN=crm\""),
             "callers[0].client_cert_subject: not supported yet",
         ),
@@ -274,9 +270,90 @@ fn later_features_are_refused_not_ignored() {
             ),
             "server.tls: not supported yet",
         ),
+    ];
+    assert_refused(&cases);
+}
+
+const SESSIONS: &str = "[sessions]\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+
+#[test]
+fn modes_networks_and_sessions() {
+    let config_of = |top: &str, caller: &str| parse(&format!("{top}\n{}", config(caller))).unwrap();
+    let canary = config_of("", "mode = \"canary\"\ncanary_percent = 12.5");
+    assert_eq!(canary.callers[0].mode, Mode::Canary { percent: 12.5 });
+    let whole = config_of("", "mode = \"canary\"\ncanary_percent = 10");
+    assert_eq!(whole.callers[0].mode, Mode::Canary { percent: 10.0 });
+    let networks = config_of(
+        "",
+        "allow_from = [\"10.20.0.0/16\", \"192.0.2.7\", \"2001:db8::/32\"]",
+    );
+    assert_eq!(networks.callers[0].allow_from.len(), 3);
+    assert_eq!(
+        networks.callers[0].allow_from[1].to_string(),
+        "192.0.2.7/32"
+    );
+    let sessions = config_of(&format!("{SESSIONS}ttl = \"8h\""), "logon = true");
+    assert!(sessions.callers[0].logon);
+    let settings = sessions.sessions.unwrap();
+    assert_eq!(settings.ttl, Duration::from_secs(8 * 3600));
+    assert_eq!(settings.secret.expose().len(), 32);
+    assert_eq!(
+        config_of(SESSIONS, "").sessions.unwrap().ttl,
+        DEFAULT_SESSION_TTL
+    );
+    // A caller that logs on may stay legacy without [sessions]: Campaign answers its Logon.
+    assert!(
+        !config_of("", "logon = true\nmode = \"legacy\"").callers[0]
+            .mode
+            .eq(&Mode::Ims)
+    );
+}
+
+#[test]
+fn modes_networks_and_sessions_are_checked() {
+    let cases = [
         (
-            format!("[sessions]\nsecret = \"s\"\nttl = \"24h\"\n{}", config("")),
-            "sessions: not supported yet",
+            config("mode = \"canary\""),
+            "callers[0].canary_percent: missing",
+        ),
+        (
+            config("mode = \"canary\"\ncanary_percent = 120"),
+            "callers[0].canary_percent: must be between 0 and 100",
+        ),
+        (
+            config("canary_percent = 10"),
+            "callers[0].canary_percent: only goes with mode = \"canary\"",
+        ),
+        (
+            format!(
+                "{SESSIONS}{}",
+                config("mode = \"canary\"\ncanary_percent = 10\nlogon = true")
+            ),
+            "callers[0].mode: a caller that logs on (logon = true) sends session tokens imsbridge issued",
+        ),
+        (
+            config("allow_from = [\"10.0.0.0/33\"]"),
+            "callers[0].allow_from: `10.0.0.0/33` is not an address or a CIDR",
+        ),
+        (
+            config("allow_from = [\"crm.example.com\"]"),
+            "callers[0].allow_from",
+        ),
+        (
+            config("logon = true"),
+            "sessions: missing: callers[0] logs on (logon = true)",
+        ),
+        (
+            format!("[sessions]\nsecret = \"too-short\"\n{}", config("")),
+            "sessions.secret: must be at least 32 characters",
+        ),
+        (
+            format!("[sessions]\nsecret = {{ env = \"NOPE\" }}\n{}", config("")),
+            "sessions.secret: environment variable NOPE is not set",
+        ),
+        (
+            format!("{SESSIONS}ttl = \"forever\"\n{}", config("")),
+            "sessions.ttl",
         ),
     ];
     assert_refused(&cases);

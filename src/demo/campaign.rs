@@ -4,12 +4,13 @@
 //! and SHA-256 of the body, the first MiB of it), checks the Bearer token with the stand-in IMS,
 //! and answers the called method in Campaign's shape. A request with no Bearer token and a
 //! non-empty session token is taken as a legacy call, as Campaign still accepts them from its
-//! old operators.
+//! old operators; a Logon with a login and password gets a session of Campaign's own
+//! (`___…` tokens).
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
@@ -23,8 +24,12 @@ use tokio_rustls::TlsAcceptor;
 use super::ims::TokenCheck;
 use crate::proxy::SOAP_ROUTER_PATH;
 use crate::proxy::body::ResponseBody;
+use crate::secret::Secret;
 use crate::server::{self, Connections};
-use crate::soap::{Action, Fault, FaultCode, SESSION_INVALID, Scanner};
+use crate::sessions::Issued;
+use crate::soap::{
+    Action, Fault, FaultCode, INVALID_LOGIN, SESSION_INVALID, Scanner, logon_response,
+};
 
 /// Bytes of each body kept for inspection; longer bodies are known by length and hash.
 pub const KEPT_BODY_BYTES: usize = 1024 * 1024;
@@ -184,10 +189,32 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Respo
         return soap_answer(StatusCode::INTERNAL_SERVER_ERROR, fault.to_bytes());
     };
     let action = Action::of_request(&parts.headers, parts.uri.query(), &envelope.method);
+    if envelope.is_logon() {
+        let param = |i: usize| envelope.params.get(i).map_or("", |p| p.value.expose());
+        if param(1).is_empty() || param(2).is_empty() {
+            let fault = Fault {
+                code: FaultCode::Client,
+                action: Some(&action),
+                detail: INVALID_LOGIN,
+            };
+            return soap_answer(StatusCode::INTERNAL_SERVER_ERROR, fault.to_bytes());
+        }
+        let issued = Issued {
+            session: Secret::from(format!("___{:032X}", fastrand::u128(..))),
+            security: Secret::from(format!("@{:032x}==", fastrand::u128(..))),
+        };
+        let body = logon_response(
+            param(1),
+            &issued,
+            Duration::from_secs(86_400),
+            SystemTime::now(),
+        );
+        return soap_answer(StatusCode::OK, body);
+    }
     let bearer = recorded
         .header("authorization")
         .and_then(|v| v.strip_prefix("Bearer "));
-    let session = envelope.credential.as_ref().map(|p| !p.value.is_empty());
+    let session = envelope.credential().map(|p| !p.value.is_empty());
     let detail = match (bearer, &state.tokens) {
         (Some(token), Some(tokens)) if !tokens.is_valid(token) => {
             Some("XSV-350114 IMS token validation failed (HTTP 401).")

@@ -76,6 +76,11 @@ impl ProxyError {
             ProxyError::Auth(AuthError::Missing) => "missing_credential",
             ProxyError::Auth(AuthError::Unknown) => "unknown_caller",
             ProxyError::Auth(AuthError::WrongPassword(_)) => "wrong_password",
+            ProxyError::Auth(AuthError::NotAllowed { .. }) => "not_allowed_from",
+            ProxyError::Auth(AuthError::Session(_) | AuthError::SessionOfNoImsCaller(_)) => {
+                "session_invalid"
+            }
+            ProxyError::Auth(AuthError::LogonNotEnabled(_)) => "logon_not_enabled",
             ProxyError::TokenUnavailable { .. } => "no_token",
             ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
@@ -117,12 +122,17 @@ impl ProxyError {
                 Client,
                 "The request body could not be read.",
             ),
-            ProxyError::Auth(AuthError::Missing) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, Client, SESSION_INVALID)
-            }
-            ProxyError::Auth(AuthError::Unknown | AuthError::WrongPassword(_)) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, Client, INVALID_LOGIN)
-            }
+            ProxyError::Auth(
+                AuthError::Missing | AuthError::Session(_) | AuthError::SessionOfNoImsCaller(_),
+            ) => (StatusCode::INTERNAL_SERVER_ERROR, Client, SESSION_INVALID),
+            ProxyError::Auth(
+                AuthError::Unknown | AuthError::WrongPassword(_) | AuthError::NotAllowed { .. },
+            ) => (StatusCode::INTERNAL_SERVER_ERROR, Client, INVALID_LOGIN),
+            ProxyError::Auth(AuthError::LogonNotEnabled(_)) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Server,
+                "Logon is not enabled on this proxy.",
+            ),
             ProxyError::TokenUnavailable { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Server,

@@ -175,7 +175,7 @@ mod tests {
     async fn forwarded(body: Chunks) -> Vec<u8> {
         let mut prefix = read(body, 64 * 1024, u64::MAX).await.unwrap();
         assert_eq!(
-            prefix.envelope.credential.as_ref().unwrap().value.expose(),
+            prefix.envelope.credential().unwrap().value.expose(),
             "mc/pass"
         );
         let edits = crate::soap::edits_for_ims(&prefix.envelope, prefix.bytes());

@@ -7,6 +7,9 @@
 //! arrives, chunk after chunk, and stops at the end of that first parameter: nothing after it is
 //! ever parsed.
 //!
+//! `xtk:session#Logon` carries its credential in its next parameters (login, password): for it,
+//! the scanner reads the first three.
+//!
 //! The scanner resumes where it stopped: events are committed one by one, and an event that the
 //! data so far cuts in two (`<urn:sessi`) is read again from its start once more data came. So
 //! a token split across chunk boundaries at any offset is found, and each byte is parsed about
@@ -24,6 +27,7 @@ use crate::secret::Secret;
 const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 const SOAP12_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+const SESSION_NS: &str = "urn:xtk:session";
 
 /// Why a body prefix is refused (HTTP 400). The texts never quote the body: a credential could
 /// sit in the part that failed to parse.
@@ -55,14 +59,32 @@ pub enum SoapVersion {
 #[derive(Debug)]
 pub struct Envelope {
     pub version: SoapVersion,
-    /// Length of the prefix: just past the first parameter (or past the method element when it
-    /// has no parameter).
+    /// Length of the prefix: just past the last parameter read (or past the method element
+    /// when it has no parameter).
     pub end: usize,
     pub method: Method,
-    /// The first child element of the method element.
-    pub credential: Option<Param>,
+    /// The leading text parameters of the method: the first (the authentication string), and
+    /// for `xtk:session#Logon` the login and password too.
+    pub params: Vec<Param>,
     /// Copies of the token in `SOAP-ENV:Header`.
     pub carriers: Vec<Carrier>,
+}
+
+impl Envelope {
+    /// The first child element of the method element: Campaign's authentication string.
+    pub fn credential(&self) -> Option<&Param> {
+        self.params.first()
+    }
+
+    /// `xtk:session#Logon`.
+    pub fn is_logon(&self) -> bool {
+        self.method.is_session("Logon")
+    }
+
+    /// `xtk:session#Logoff`.
+    pub fn is_logoff(&self) -> bool {
+        self.method.is_session("Logoff")
+    }
 }
 
 /// The method element: `<urn:PushEvent xmlns:urn="urn:nms:rtEvent">`.
@@ -71,6 +93,12 @@ pub struct Method {
     pub name: String,
     /// Namespace URI the element's prefix resolves to.
     pub namespace: Option<String>,
+}
+
+impl Method {
+    fn is_session(&self, name: &str) -> bool {
+        self.name == name && self.namespace.as_deref() == Some(SESSION_NS)
+    }
 }
 
 /// An element whose text is a credential.
@@ -132,7 +160,10 @@ pub struct Scanner {
     /// Header carrier being read: its kind and where its content starts.
     carrier: Option<(CarrierKind, usize)>,
     carriers: Vec<Carrier>,
-    /// Where the first parameter's content starts.
+    /// Parameters read so far, and how many to read.
+    params: Vec<Param>,
+    wanted: usize,
+    /// Where the content of the parameter being read starts.
     param_start: usize,
 }
 
@@ -153,6 +184,8 @@ impl Scanner {
             method: None,
             carrier: None,
             carriers: Vec::new(),
+            params: Vec::new(),
+            wanted: 1,
             param_start: 0,
         }
     }
@@ -280,29 +313,35 @@ impl Scanner {
                 };
             }
             (Stage::Body, 2) => {
-                self.method = Some(Method {
+                let method = Method {
                     name: local.to_owned(),
                     namespace: self.resolve(name),
-                });
+                };
+                // Logon: session token, login, password.
+                self.wanted = if method.is_session("Logon") { 3 } else { 1 };
+                self.method = Some(method);
                 if empty {
-                    return Ok(Some(self.finish(after, None)));
+                    return Ok(Some(self.finish(after)));
                 }
                 self.stage = Stage::Method;
             }
             (Stage::Method, 3) => {
                 if empty {
-                    let param = Param {
+                    self.params.push(Param {
                         content: after..after,
                         value: Secret::default(),
-                    };
-                    return Ok(Some(self.finish(after, Some(param))));
+                    });
+                    if self.params.len() == self.wanted {
+                        return Ok(Some(self.finish(after)));
+                    }
+                } else {
+                    self.param_start = after;
+                    self.stage = Stage::Param;
                 }
-                self.param_start = after;
-                self.stage = Stage::Param;
             }
-            // A first parameter holding elements (`<domEvent>`) is no authentication string:
-            // the call has no credential. Nothing past here needs reading.
-            (Stage::Param, _) => return Ok(Some(self.finish(self.param_start, None))),
+            // A parameter holding elements (`<domEvent>`) is no authentication string: the
+            // parameters end before it. Nothing past here needs reading.
+            (Stage::Param, _) => return Ok(Some(self.finish(self.param_start))),
             // Nor is a header copy holding elements.
             (Stage::Header, _) if depth > 2 => self.carrier = None,
             // Anything else (extensions under Envelope, Header blocks and their children) is
@@ -329,10 +368,13 @@ impl Scanner {
         self.bindings.retain(|b| b.depth < depth);
         match (self.stage, depth) {
             (Stage::Param, 3) => {
-                let param = param(data, self.param_start..before)?;
-                return Ok(Some(self.finish(after, Some(param))));
+                self.params.push(param(data, self.param_start..before)?);
+                if self.params.len() == self.wanted {
+                    return Ok(Some(self.finish(after)));
+                }
+                self.stage = Stage::Method;
             }
-            (Stage::Method, 2) => return Ok(Some(self.finish(after, None))),
+            (Stage::Method, 2) => return Ok(Some(self.finish(after))),
             (Stage::Body, 1) => return Err(ScanError::NoMethod),
             (Stage::Header, 2) => {
                 if let Some((kind, start)) = self.carrier.take() {
@@ -347,7 +389,7 @@ impl Scanner {
         Ok(None)
     }
 
-    fn finish(&mut self, end: usize, credential: Option<Param>) -> Envelope {
+    fn finish(&mut self, end: usize) -> Envelope {
         Envelope {
             version: self.version.unwrap_or(SoapVersion::V11),
             end,
@@ -355,7 +397,7 @@ impl Scanner {
                 name: String::new(),
                 namespace: None,
             }),
-            credential,
+            params: std::mem::take(&mut self.params),
             carriers: std::mem::take(&mut self.carriers),
         }
     }

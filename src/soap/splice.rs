@@ -35,7 +35,7 @@ pub fn edits_for_ims(envelope: &Envelope, prefix: &[u8]) -> Vec<Edit> {
         };
         edits.push(Edit { range, replacement });
     }
-    if let Some(param) = &envelope.credential {
+    if let Some(param) = envelope.credential() {
         edits.push(Edit {
             range: param.content.clone(),
             replacement: Bytes::new(),

@@ -21,7 +21,7 @@ fn spliced(body: &str) -> String {
 fn credential(body: &str) -> String {
     scan(body)
         .unwrap()
-        .credential
+        .credential()
         .map(|p| p.value.expose().to_owned())
         .unwrap_or_default()
 }
@@ -93,7 +93,7 @@ fn soap12_and_default_namespaces() {
         envelope.method.namespace.as_deref(),
         Some("urn:xtk:session")
     );
-    let param = envelope.credential.unwrap();
+    let param = envelope.credential().unwrap();
     assert!(param.value.is_empty());
     assert!(param.content.is_empty());
 }
@@ -122,12 +122,12 @@ fn header_copies_are_found_and_emptied() {
 fn method_without_parameters() {
     let found = scan(&envelope("<m:Logoff xmlns:m='urn:xtk:session'/>")).unwrap();
     assert_eq!(found.method.name, "Logoff");
-    assert!(found.credential.is_none());
+    assert!(found.credential().is_none());
     let found = scan(&envelope(
         "<m:Logoff xmlns:m='urn:xtk:session'>  </m:Logoff>",
     ))
     .unwrap();
-    assert!(found.credential.is_none());
+    assert!(found.credential().is_none());
 }
 
 #[test]
@@ -241,15 +241,12 @@ fn token_split_at_every_offset() {
         r#"<?xml version="1.0"?><s:Envelope xmlns:s="{SOAP11}"><s:Header><Cookie>__sessiontoken=mc/pw&amp;x</Cookie></s:Header><s:Body><m:PushEvent xmlns:m="urn:nms:rtEvent"><m:sessiontoken xsi:type="xsd:string">mc/p&#233;w</m:sessiontoken><m:domEvent/></m:PushEvent></s:Body></s:Envelope>"#
     );
     let whole = scan(&body).unwrap();
-    assert_eq!(
-        whole.credential.as_ref().unwrap().value.expose(),
-        "mc/p\u{e9}w"
-    );
+    assert_eq!(whole.credential().unwrap().value.expose(), "mc/p\u{e9}w");
     for cut in 0..=body.len() {
         let pieces = scan_in_pieces(body.as_bytes(), &[cut]).unwrap();
         assert_eq!(pieces.end, whole.end, "cut at {cut}");
         assert_eq!(
-            pieces.credential.unwrap().value.expose(),
+            pieces.credential().unwrap().value.expose(),
             "mc/p\u{e9}w",
             "cut at {cut}"
         );
@@ -267,7 +264,10 @@ fn token_split_at_every_offset() {
     let accented = envelope("<m:X xmlns:m='urn:a'><t>mc/\u{e9}\u{e9}</t></m:X>");
     for cut in 0..=accented.len() {
         let pieces = scan_in_pieces(accented.as_bytes(), &[cut]).unwrap();
-        assert_eq!(pieces.credential.unwrap().value.expose(), "mc/\u{e9}\u{e9}");
+        assert_eq!(
+            pieces.credential().unwrap().value.expose(),
+            "mc/\u{e9}\u{e9}"
+        );
     }
 }
 
@@ -291,13 +291,13 @@ fn a_first_parameter_holding_elements_is_no_credential() {
     let body =
         envelope("<m:PushEvent xmlns:m='urn:a'><m:domEvent><rtEvent/></m:domEvent></m:PushEvent>");
     let found = scan(&body).unwrap();
-    assert!(found.credential.is_none());
+    assert!(found.credential().is_none());
     assert!(
         body[..found.end].ends_with("<m:domEvent>"),
         "stops at its first child"
     );
     let body = envelope("<m:X xmlns:m='urn:a'><t>mc/pw<b/></t></m:X>");
-    assert!(scan(&body).unwrap().credential.is_none());
+    assert!(scan(&body).unwrap().credential().is_none());
     // A header copy holding elements is not one either.
     let body = format!(
         r#"<s:Envelope xmlns:s="{SOAP11}"><s:Header><Cookie><c>__sessiontoken=x</c></Cookie></s:Header><s:Body><m:X xmlns:m="urn:a"><t>a/b</t></m:X></s:Body></s:Envelope>"#
