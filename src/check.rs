@@ -10,12 +10,9 @@
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::{HeaderValue, Request, header};
 use http_body_util::{BodyExt, Limited};
-use serde_json::{Map, Value};
 
 use crate::config::{Config, Profile, ProfileKind};
 use crate::ims::{ImsClient, ImsError, Source, Token, TokenSource};
@@ -174,20 +171,11 @@ fn hint(error: &ImsError, kind: &ProfileKind) -> Option<&'static str> {
 /// The access token's claims, decoded without verification: who it is for, what it allows,
 /// when it was made and until when.
 fn claims(token: &str) -> Rows {
-    let decoded = token
-        .split('.')
-        .nth(1)
-        .and_then(|part| URL_SAFE_NO_PAD.decode(part).ok())
-        .and_then(|json| serde_json::from_slice::<Map<String, Value>>(&json).ok());
-    let Some(claims) = decoded else {
+    let Some(claims) = crate::ims::claims::decode(token) else {
         return vec![("claims", "none readable (not a JWT)".to_owned())];
     };
-    let text = |name: &str| match claims.get(name) {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    };
-    let millis = |name: &str| text(name).and_then(|t| t.parse::<u64>().ok());
+    let text = |name: &str| crate::ims::claims::text(&claims, name);
+    let millis = |name: &str| crate::ims::claims::millis(&claims, name);
     let mut rows: Rows = Vec::new();
     for (row, claim) in [
         ("client_id", "client_id"),
@@ -222,7 +210,14 @@ async fn probe_campaign(upstream: &Upstream, bearer: &HeaderValue) -> Result<Str
         .header("soapaction", PROBE_ACTION)
         .header(header::AUTHORIZATION, bearer)
         .header(header::CONTENT_LENGTH, length)
-        .body(UpstreamBody::new([body], None, 0, length, Some(length)))
+        .body(UpstreamBody::new(
+            [body],
+            None,
+            0,
+            length,
+            Some(length),
+            Duration::from_secs(10),
+        ))
         .map_err(|e| e.to_string())?;
     let response = upstream.send(request).await.map_err(|e| e.to_string())?;
     let status = response.status();
@@ -298,6 +293,8 @@ pub(crate) fn utc(time: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     #[test]
     fn dates_and_durations() {

@@ -36,6 +36,18 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 /// room for a large SOAP Header before it.
 pub const DEFAULT_MAX_PREFIX_BYTES: u64 = 64 * 1024;
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+/// A client gets this long to send a request's headers, and an idle keep-alive connection is
+/// closed after it (slowloris, forgotten connections).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client sending a body may pause this long between two pieces of it.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections served at once; beyond it, new ones wait in the kernel's accept queue.
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
+/// After SIGTERM, requests in flight get this long to finish.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// A body up to this size is kept while it is forwarded, so that a call whose token Campaign
+/// refused can be sent again with a new one.
+pub const DEFAULT_RETRY_BUFFER_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IMS_HOST: &str = "https://ims-na1.adobelogin.com";
 pub const DEFAULT_IMS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -115,6 +127,28 @@ pub struct ServerSettings {
     pub max_prefix_bytes: usize,
     /// Runtime worker threads; `None`: one per core.
     pub workers: Option<usize>,
+    pub limits: Limits,
+}
+
+/// How much a client may take of the proxy, and how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    /// Longest pause in a request body, and in Campaign's answer.
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS as usize,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -128,6 +162,8 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// Extra trusted roots, beside the system's.
     pub extra_roots: Vec<CertificateDer<'static>>,
+    /// Bodies up to this size are replayed when Campaign refuses the token.
+    pub retry_buffer_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -364,6 +400,33 @@ fn validate_server(raw: raw::RawServer) -> Result<ServerSettings, ConfigError> {
         Some(n @ 1..=1024) => Some(n as usize),
         Some(_) => return Err(invalid("server.workers", "must be between 1 and 1024")),
     };
+    let max_connections = match raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS) {
+        n @ 1..=1_000_000 => n as usize,
+        _ => {
+            return Err(invalid(
+                "server.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+    };
+    let limits = Limits {
+        header_read_timeout: duration(
+            "server.header_read_timeout",
+            raw.header_read_timeout.as_deref(),
+            DEFAULT_HEADER_READ_TIMEOUT,
+        )?,
+        idle_timeout: duration(
+            "server.idle_timeout",
+            raw.idle_timeout.as_deref(),
+            DEFAULT_IDLE_TIMEOUT,
+        )?,
+        max_connections,
+        shutdown_grace: duration(
+            "server.shutdown_grace",
+            raw.shutdown_grace.as_deref(),
+            DEFAULT_SHUTDOWN_GRACE,
+        )?,
+    };
     Ok(ServerSettings {
         listen: address("server.listen", raw.listen, DEFAULT_LISTEN)?,
         admin_listen: address(
@@ -374,6 +437,7 @@ fn validate_server(raw: raw::RawServer) -> Result<ServerSettings, ConfigError> {
         max_body_bytes,
         max_prefix_bytes: max_prefix_bytes as usize,
         workers,
+        limits,
     })
 }
 
@@ -450,6 +514,7 @@ fn validate_upstream(
             DEFAULT_CONNECT_TIMEOUT,
         )?,
         extra_roots,
+        retry_buffer_bytes: raw.retry_buffer_bytes.unwrap_or(DEFAULT_RETRY_BUFFER_BYTES),
     })
 }
 

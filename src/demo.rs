@@ -20,8 +20,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-pub use campaign::{Recorded, StandInCampaign};
-pub use ims::{StandInIms, TokenCheck};
+pub use campaign::{Recorded, Refusal, StandInCampaign};
+pub use ims::{ImsFailure, StandInIms, TokenCheck};
 
 use crate::config::Config;
 use crate::proxy::SOAP_ROUTER_PATH;

@@ -8,12 +8,13 @@
 //! A source only fetches; the cache decides when.
 
 mod cache;
+pub mod claims;
 mod jwt;
 mod key;
 mod oauth;
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -31,6 +32,9 @@ use crate::secret::Secret;
 
 /// IMS answers are small JSON objects; anything larger is not one.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Lifetime assumed for a token whose answer and claims both fail to say it: short, so that a
+/// wrong guess costs an early refresh, not a refused call.
+pub const FALLBACK_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
 /// A token as a source returns it.
 #[derive(Debug)]
@@ -241,21 +245,47 @@ fn read_answer(
             "token_type is `{kind}`, not bearer"
         )));
     }
-    let amount = match answer.expires_in {
-        Some(serde_json::Value::Number(n)) => n.as_u64(),
-        Some(serde_json::Value::String(s)) => s.parse::<u64>().ok(),
-        _ => return Err(ImsError::Malformed("no expires_in".to_owned())),
-    }
-    .filter(|n| *n > 0)
-    .ok_or_else(|| ImsError::Malformed("expires_in is not a positive number".to_owned()))?;
-    let expires_in = match unit {
-        ExpiresIn::Seconds => Duration::from_secs(amount),
-        ExpiresIn::Milliseconds => Duration::from_millis(amount),
+    let expires_in = match answer.expires_in {
+        None => lifetime_from_claims(access_token.expose(), SystemTime::now()),
+        Some(value) => {
+            let amount = match value {
+                serde_json::Value::Number(n) => n.as_u64(),
+                serde_json::Value::String(s) => s.parse::<u64>().ok(),
+                _ => None,
+            }
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ImsError::Malformed("expires_in is not a positive number".to_owned()))?;
+            match unit {
+                ExpiresIn::Seconds => Duration::from_secs(amount),
+                ExpiresIn::Milliseconds => Duration::from_millis(amount),
+            }
+        }
     };
     Ok(Fetched {
         access_token,
         expires_in,
     })
+}
+
+/// The life left to an IMS access token by its own claims (`created_at` + `expires_in`, both
+/// in milliseconds), when the answer did not say; [`FALLBACK_LIFETIME`] when they do not
+/// either.
+fn lifetime_from_claims(token: &str, now: SystemTime) -> Duration {
+    let claims = claims::decode(token);
+    let millis = |name| claims.as_ref().and_then(|c| claims::millis(c, name));
+    match (millis("created_at"), millis("expires_in")) {
+        (Some(created), Some(lifetime)) => {
+            let expiry =
+                UNIX_EPOCH + Duration::from_millis(created) + Duration::from_millis(lifetime);
+            expiry
+                .duration_since(now)
+                .ok()
+                .filter(|left| !left.is_zero())
+                .unwrap_or(FALLBACK_LIFETIME)
+                .min(Duration::from_millis(lifetime))
+        }
+        _ => FALLBACK_LIFETIME,
+    }
 }
 
 /// Masks secrets in an error's texts, in case an endpoint echoes what it was sent.
@@ -310,7 +340,6 @@ mod tests {
                 "no access_token",
             ),
             (br#"{"access_token":"","expires_in":10}"#, "no access_token"),
-            (br#"{"access_token":"t"}"#, "no expires_in"),
             (
                 br#"{"access_token":"t","expires_in":0}"#,
                 "not a positive number",
@@ -325,6 +354,37 @@ mod tests {
                 other => panic!("{why}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_missing_expires_in_falls_back_to_the_tokens_claims() {
+        use base64::Engine;
+        let now = SystemTime::now();
+        let created = now.duration_since(UNIX_EPOCH).unwrap() - Duration::from_secs(600);
+        let claims = format!(
+            r#"{{"created_at":"{}","expires_in":"3600000"}}"#,
+            created.as_millis()
+        );
+        let token = format!(
+            "e30.{}.sig",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims)
+        );
+        let left = lifetime_from_claims(&token, now);
+        assert!(
+            (Duration::from_secs(2999)..=Duration::from_secs(3000)).contains(&left),
+            "{left:?}"
+        );
+        let body = format!(r#"{{"access_token":"{token}","token_type":"bearer"}}"#);
+        let fetched = read_answer(StatusCode::OK, body.as_bytes(), ExpiresIn::Seconds).unwrap();
+        assert!(fetched.expires_in <= Duration::from_secs(3000));
+        // Neither the answer nor the token says: a short, conservative life.
+        assert_eq!(lifetime_from_claims("opaque", now), FALLBACK_LIFETIME);
+        let expired = format!(
+            "e30.{}.sig",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(r#"{"created_at":"1000","expires_in":"3600000"}"#)
+        );
+        assert_eq!(lifetime_from_claims(&expired, now), FALLBACK_LIFETIME);
     }
 
     #[test]

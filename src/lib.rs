@@ -49,9 +49,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use config::Config;
+use config::{Config, ServerSettings};
 use proxy::Proxy;
 
 /// The sockets `run` serves on, bound by the caller (tests bind port 0).
@@ -67,7 +67,40 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), upstream::TlsSetupError> {
-    let proxy = Arc::new(Proxy::new(&config)?);
+    let (_keep, reloads) = mpsc::channel(1);
+    run_reloadable(listeners, config, shutdown, reloads).await
+}
+
+/// [`run`], taking new configs from `reloads` (`SIGHUP` in the binary): each is put to work
+/// for new requests once its profiles hold tokens (or IMS had its time to answer); requests
+/// in flight finish on the config they started with. Settings of the listeners themselves
+/// (`server.*`) need a restart.
+pub async fn run_reloadable(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+    mut reloads: mpsc::Receiver<Config>,
+) -> Result<(), upstream::TlsSetupError> {
+    let limits = config.server.limits;
+    let (current, proxy) = watch::channel(Arc::new(Proxy::new(&config)?));
+    let server = config.server;
+    let reloader = tokio::spawn(async move {
+        while let Some(config) = reloads.recv().await {
+            warn_unapplied(&server, &config.server);
+            match Proxy::new(&config) {
+                Ok(next) => {
+                    next.warm_up(config.ims.timeout).await;
+                    current.send_replace(Arc::new(next));
+                    tracing::info!(
+                        profiles = config.profiles.len(),
+                        callers = config.callers.len(),
+                        "config reloaded"
+                    );
+                }
+                Err(error) => tracing::error!(%error, "reload refused; the running config stays"),
+            }
+        }
+    });
     let (stop, stopped) = watch::channel(false);
     let admin = listeners.admin.map(|listener| {
         let proxy = proxy.clone();
@@ -76,24 +109,66 @@ pub async fn run(
             listener,
             None,
             Arc::default(),
-            move |_, request| std::future::ready(admin::handle(&proxy, &request)),
+            limits,
+            move |_, request| {
+                let proxy = proxy.borrow().clone();
+                std::future::ready(admin::handle(&proxy, &request))
+            },
             async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             },
         ))
     });
     let handler = move |peer, request| {
-        let proxy = proxy.clone();
+        let proxy = proxy.borrow().clone();
         async move { proxy.handle(peer, request).await }
     };
-    server::serve(listeners.proxy, None, Arc::default(), handler, async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new connections, finishing requests in flight");
-        let _ = stop.send(true);
-    })
+    server::serve(
+        listeners.proxy,
+        None,
+        Arc::default(),
+        limits,
+        handler,
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, finishing requests in flight");
+            let _ = stop.send(true);
+        },
+    )
     .await;
+    reloader.abort();
     if let Some(admin) = admin {
         let _ = admin.await;
     }
     Ok(())
+}
+
+/// Says which changed settings a reload does not apply.
+fn warn_unapplied(running: &ServerSettings, new: &ServerSettings) {
+    let changed = [
+        ("server.listen", running.listen != new.listen),
+        (
+            "server.admin_listen",
+            running.admin_listen != new.admin_listen,
+        ),
+        ("server.workers", running.workers != new.workers),
+        (
+            "server.header_read_timeout",
+            running.limits.header_read_timeout != new.limits.header_read_timeout,
+        ),
+        (
+            "server.max_connections",
+            running.limits.max_connections != new.limits.max_connections,
+        ),
+        (
+            "server.shutdown_grace",
+            running.limits.shutdown_grace != new.limits.shutdown_grace,
+        ),
+    ];
+    for (key, _) in changed.iter().filter(|(_, changed)| *changed) {
+        tracing::warn!(
+            key,
+            "changed in the reloaded config: it takes a restart to apply"
+        );
+    }
 }

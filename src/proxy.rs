@@ -12,11 +12,14 @@
 //!    decides per request;
 //! 6. the Bearer token of the caller's technical account comes from its cache;
 //! 7. the credential is spliced out of the prefix and the headers;
-//! 8. the request goes to Campaign; the answer streams back.
+//! 8. the request goes to Campaign; the answer streams back. A refused token is dropped, a
+//!    new one fetched, and the call sent once more when its body was small enough to keep
+//!    (`proxy/refusal.rs`).
 
 pub mod body;
 mod error;
 mod prefix;
+mod refusal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,7 +41,7 @@ use crate::upstream::{
     Forwarding, TlsSetupError, Upstream, forward_headers, https_connector, strip_hop_by_hop,
     system_roots,
 };
-use body::{ResponseBody, UpstreamBody};
+use body::{Replay, ResponseBody, UpstreamBody};
 use prefix::Prefix;
 
 /// The one path Campaign serves SOAP on.
@@ -59,6 +62,10 @@ pub struct Proxy {
     unknown_callers: UnknownCallers,
     max_body_bytes: u64,
     max_prefix_bytes: usize,
+    /// Longest pause of a caller in its body, and of Campaign in its answer.
+    idle_timeout: Duration,
+    /// Bodies up to this size are kept for a replay when Campaign refuses the token.
+    retry_buffer_bytes: u64,
     /// How long a request waits for a token when no valid one exists (a cold start): one IMS
     /// request's worth.
     token_wait: Duration,
@@ -75,6 +82,8 @@ struct Record {
     route: &'static str,
     action: Option<Action>,
     upstream_status: Option<StatusCode>,
+    /// Campaign refused the token and the call was sent again.
+    retried: bool,
 }
 
 impl Record {
@@ -132,8 +141,18 @@ impl Proxy {
             unknown_callers: config.unknown_callers,
             max_body_bytes: config.server.max_body_bytes,
             max_prefix_bytes: config.server.max_prefix_bytes,
+            idle_timeout: config.server.limits.idle_timeout,
+            retry_buffer_bytes: config.upstream.retry_buffer_bytes,
             token_wait: config.ims.timeout,
         })
+    }
+
+    /// Waits, up to `wait`, for every profile to hold a token (after a reload, before the new
+    /// config takes the traffic).
+    pub async fn warm_up(&self, wait: Duration) {
+        for profile in &self.profiles {
+            let _ = profile.tokens.get(wait).await;
+        }
     }
 
     /// Each profile with the state of its token, for `/readyz`.
@@ -159,6 +178,7 @@ impl Proxy {
             route: "-",
             action: None,
             upstream_status: None,
+            retried: false,
         };
         let (response, error) = match self.pipeline(peer, request, &mut record).await {
             Ok(response) => (response, None),
@@ -175,13 +195,14 @@ impl Proxy {
                 target: "imsbridge::access",
                 peer = %peer.ip(), %method, path, caller, profile, action, mode = record.mode,
                 route = record.route, status = response.status().as_u16(), upstream_status,
-                latency_ms, "request"
+                retried = record.retried, latency_ms, "request"
             ),
             Some(error) => tracing::warn!(
                 target: "imsbridge::access",
                 peer = %peer.ip(), %method, path, caller, profile, action, mode = record.mode,
                 route = record.route, status = response.status().as_u16(), upstream_status,
-                latency_ms, outcome = error.kind(), error = %error, "request refused"
+                retried = record.retried, latency_ms, outcome = error.kind(), error = %error,
+                "request refused"
             ),
         }
         response
@@ -201,8 +222,16 @@ impl Proxy {
                 record.mode = "transparent";
                 let (parts, body) = request.into_parts();
                 let length = declared_length(&parts.headers)?;
-                let body = UpstreamBody::new([], Some(body), 0, self.max_body_bytes, length);
-                return self.forward(parts, body, None, peer, length, record).await;
+                let body = UpstreamBody::new(
+                    [],
+                    Some(body),
+                    0,
+                    self.max_body_bytes,
+                    length,
+                    self.idle_timeout,
+                );
+                let parts = self.prepare(parts, None, peer, length);
+                return self.send(parts, body, record).await;
             }
             return Err(if soap_router {
                 ProxyError::MethodNotAllowed
@@ -219,7 +248,13 @@ impl Proxy {
 
         // 3. The prefix, up to the end of the first parameter of the method element.
         let (parts, body) = request.into_parts();
-        let prefix = prefix::read(body, self.max_prefix_bytes, self.max_body_bytes).await?;
+        let prefix = prefix::read(
+            body,
+            self.max_prefix_bytes,
+            self.max_body_bytes,
+            self.idle_timeout,
+        )
+        .await?;
         record.action = Some(Action::of_request(
             &parts.headers,
             parts.uri.query(),
@@ -309,20 +344,58 @@ impl Proxy {
                 reason,
             })?;
 
-        // 7. Every copy of the credential out of the prefix (the headers follow in `forward`).
+        // 7. Every copy of the credential out of the prefix and the headers.
         let edits = edits_for_ims(&prefix.envelope, prefix.bytes());
         let length = declared.map(|length| prefix::length_after(length, &edits));
-        let body = UpstreamBody::new(
+        let parts = self.prepare(parts, Some(token.bearer()), peer, length);
+        // A body that may fit the replay buffer is kept as it is sent.
+        let replayable = length.is_none_or(|length| length <= self.retry_buffer_bytes);
+        let replay = Replay::new(self.retry_buffer_bytes);
+        let mut body = UpstreamBody::new(
             prefix.chunks(&edits),
             Some(prefix.rest),
             prefix.received,
             self.max_body_bytes,
             length,
+            self.idle_timeout,
         );
+        let mut retry_parts = None;
+        if replayable {
+            body = body.recording(replay.clone());
+            retry_parts = Some(parts.clone());
+        }
 
-        // 8. To Campaign.
-        self.forward(parts, body, Some(token.bearer()), peer, length, record)
+        // 8. To Campaign. A refused token is dropped (one new fetch, however many requests
+        //    saw the refusal) and the call goes once more, with the body kept, if it was kept
+        //    whole; otherwise Campaign's refusal is relayed.
+        let response = self.upstream.send(Request::from_parts(parts, body)).await?;
+        record.upstream_status = Some(response.status());
+        let judged = refusal::judge(response, self.idle_timeout)
             .await
+            .map_err(|e| ProxyError::UpstreamUnreachable(e.to_string()))?;
+        if !judged.refused {
+            return Ok(finish(judged.response));
+        }
+        profile.tokens.invalidate(&token);
+        let kept = replay.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let (Some(mut parts), Some(kept)) = (retry_parts, kept) else {
+            tracing::warn!(caller = %caller.name, "token refused by Campaign; the body was not kept whole, so the refusal goes back to the caller");
+            return Ok(finish(judged.response));
+        };
+        let token = profile
+            .tokens
+            .get(self.token_wait)
+            .await
+            .map_err(|reason| ProxyError::TokenUnavailable {
+                profile: profile.name.to_string(),
+                reason,
+            })?;
+        parts
+            .headers
+            .insert(header::AUTHORIZATION, token.bearer().clone());
+        record.retried = true;
+        let body = UpstreamBody::new(kept, None, 0, u64::MAX, length, self.idle_timeout);
+        self.send(parts, body, record).await
     }
 
     /// Sends the request to Campaign as it came (the pre-migration path).
@@ -340,21 +413,20 @@ impl Proxy {
             prefix.received,
             self.max_body_bytes,
             declared,
+            self.idle_timeout,
         );
-        self.forward(parts, body, None, peer, declared, record)
-            .await
+        let parts = self.prepare(parts, None, peer, declared);
+        self.send(parts, body, record).await
     }
 
-    /// Sends the request to Campaign and streams the answer back.
-    async fn forward(
+    /// The request as Campaign gets it: its URL, HTTP/1.1, the header policy applied.
+    fn prepare(
         &self,
         mut parts: request::Parts,
-        body: UpstreamBody,
         bearer: Option<&HeaderValue>,
         peer: SocketAddr,
         content_length: Option<u64>,
-        record: &mut Record,
-    ) -> Result<Response<ResponseBody>, ProxyError> {
+    ) -> request::Parts {
         parts.uri = self.upstream.uri(&parts.uri);
         parts.version = Version::HTTP_11;
         forward_headers(
@@ -366,12 +438,28 @@ impl Proxy {
                 content_length,
             },
         );
+        parts
+    }
+
+    /// Sends a prepared request to Campaign and streams the answer back.
+    async fn send(
+        &self,
+        parts: request::Parts,
+        body: UpstreamBody,
+        record: &mut Record,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         let response = self.upstream.send(Request::from_parts(parts, body)).await?;
         record.upstream_status = Some(response.status());
-        let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
+        let (parts, body) = response.into_parts();
+        let body = ResponseBody::upstream(None, body, self.idle_timeout);
+        Ok(finish(Response::from_parts(parts, body)))
     }
+}
+
+/// Campaign's answer, without its hop-by-hop headers.
+fn finish(mut response: Response<ResponseBody>) -> Response<ResponseBody> {
+    strip_hop_by_hop(response.headers_mut());
+    response
 }
 
 /// A SOAP answer of our own (Logon, Logoff).

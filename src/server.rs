@@ -20,14 +20,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-/// Connections served at once; beyond it, new ones wait in the kernel's accept queue.
-pub const MAX_CONNECTIONS: usize = 10_000;
-/// A client gets this long to send a request's headers (slowloris).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::config::Limits;
+
 /// A TLS client gets this long to finish its handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// After shutdown starts, requests in flight get this long to finish.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Counts of a listener's connections.
 #[derive(Debug, Default)]
@@ -44,11 +40,14 @@ impl Connections {
 
 /// Serves HTTP/1.1 and HTTP/2 (h2c, or ALPN over TLS) on `listener` until `shutdown`
 /// completes, then stops accepting and lets open connections finish their requests for up to
-/// [`SHUTDOWN_GRACE`].
+/// the shutdown grace of `limits`. At most `limits.max_connections` are served at once; an
+/// HTTP/1.1 client gets `limits.header_read_timeout` to send its headers, which also closes
+/// idle keep-alive connections.
 pub async fn serve<H, F, B>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     connections: Arc<Connections>,
+    limits: Limits,
     handler: H,
     shutdown: impl Future<Output = ()>,
 ) where
@@ -61,7 +60,7 @@ pub async fn serve<H, F, B>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
     builder
         .http2()
@@ -69,7 +68,7 @@ pub async fn serve<H, F, B>(
         .max_concurrent_streams(256);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut shutdown = pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -124,10 +123,11 @@ pub async fn serve<H, F, B>(
         });
     }
     drop(listener);
+    let grace = limits.shutdown_grace;
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
-            tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; closing them");
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!("requests still in flight after {grace:?}; closing them");
         }
     }
 }

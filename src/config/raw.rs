@@ -39,6 +39,10 @@ pub struct RawServer {
     pub max_body_bytes: Option<u64>,
     pub max_prefix_bytes: Option<u64>,
     pub workers: Option<u64>,
+    pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<u64>,
+    pub shutdown_grace: Option<String>,
 }
 
 /// Parsed so that its keys are checked; refused as not supported yet in `config.rs`.
@@ -58,6 +62,7 @@ pub struct RawUpstream {
     pub timeout: Option<String>,
     pub connect_timeout: Option<String>,
     pub ca_file: Option<PathBuf>,
+    pub retry_buffer_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]

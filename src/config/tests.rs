@@ -61,6 +61,14 @@ fn defaults() {
     assert_eq!(config.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
     assert_eq!(config.server.max_prefix_bytes, 64 * 1024);
     assert_eq!(config.server.workers, None);
+    assert_eq!(
+        config.server.limits.header_read_timeout,
+        Duration::from_secs(30)
+    );
+    assert_eq!(config.server.limits.idle_timeout, Duration::from_secs(60));
+    assert_eq!(config.server.limits.max_connections, 10_000);
+    assert_eq!(config.server.limits.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(config.upstream.retry_buffer_bytes, 1024 * 1024);
     assert_eq!(config.upstream.timeout, DEFAULT_UPSTREAM_TIMEOUT);
     assert_eq!(config.upstream.authority.as_str(), "campaign.example.com");
     assert_eq!(config.upstream.base_path, "");
@@ -119,6 +127,10 @@ admin_listen = "127.0.0.1:19090"
 max_body_bytes = 1000000
 max_prefix_bytes = 4096
 workers = 1
+header_read_timeout = "5s"
+idle_timeout = "2s"
+max_connections = 64
+shutdown_grace = "3s"
 {}
 [ims]
 host = "https://ims-eu1.adobelogin.com/"
@@ -132,7 +144,7 @@ timeout = "250ms"
             )
             .replace(
                 "[upstream]",
-                "[upstream]\ntimeout = \"30s\"\nconnect_timeout = \"2s\""
+                "[upstream]\ntimeout = \"30s\"\nconnect_timeout = \"2s\"\nretry_buffer_bytes = 0"
             )
     );
     let config = parse(&text).unwrap();
@@ -141,6 +153,14 @@ timeout = "250ms"
     assert_eq!(config.server.max_body_bytes, 1_000_000);
     assert_eq!(config.server.max_prefix_bytes, 4096);
     assert_eq!(config.server.workers, Some(1));
+    assert_eq!(
+        config.server.limits.header_read_timeout,
+        Duration::from_secs(5)
+    );
+    assert_eq!(config.server.limits.idle_timeout, Duration::from_secs(2));
+    assert_eq!(config.server.limits.max_connections, 64);
+    assert_eq!(config.server.limits.shutdown_grace, Duration::from_secs(3));
+    assert_eq!(config.upstream.retry_buffer_bytes, 0);
     assert_eq!(config.upstream.scheme, Scheme::HTTP);
     assert_eq!(config.upstream.base_path, "/campaign");
     assert_eq!(config.upstream.timeout, Duration::from_secs(30));

@@ -22,14 +22,25 @@ use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 
 use super::ims::TokenCheck;
+use crate::config::Limits;
 use crate::proxy::SOAP_ROUTER_PATH;
-use crate::proxy::body::ResponseBody;
 use crate::secret::Secret;
 use crate::server::{self, Connections};
 use crate::sessions::Issued;
 use crate::soap::{
     Action, Fault, FaultCode, INVALID_LOGIN, SESSION_INVALID, Scanner, logon_response,
 };
+
+/// How Campaign refuses a Bearer token IMS does not vouch for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// HTTP 401.
+    Unauthorized,
+    /// HTTP 500, fault `XSV-350114` (Campaign's IMS check answered 401): the default.
+    Fault350114,
+    /// HTTP 500, fault `XSV-350008` (session expired or invalid).
+    Fault350008,
+}
 
 /// Bytes of each body kept for inspection; longer bodies are known by length and hash.
 pub const KEPT_BODY_BYTES: usize = 1024 * 1024;
@@ -62,6 +73,11 @@ struct State {
     requests: Mutex<Vec<Recorded>>,
     /// Time taken before answering.
     delay: Mutex<Duration>,
+    refusal: Mutex<Refusal>,
+    /// Every accepted call is answered with this fault.
+    fault: Mutex<Option<String>>,
+    /// Every accepted call gets its head and a first piece of body, then nothing.
+    stall: Mutex<bool>,
 }
 
 pub struct StandInCampaign {
@@ -101,6 +117,9 @@ impl StandInCampaign {
             tokens,
             requests: Mutex::default(),
             delay: Mutex::new(Duration::ZERO),
+            refusal: Mutex::new(Refusal::Fault350114),
+            fault: Mutex::new(None),
+            stall: Mutex::new(false),
         });
         let connections = Arc::new(Connections::default());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -109,6 +128,7 @@ impl StandInCampaign {
             listener,
             tls,
             connections.clone(),
+            Limits::default(),
             move |_, request| answer(handler_state.clone(), request),
             async move {
                 let _ = stopped.await;
@@ -146,9 +166,51 @@ impl StandInCampaign {
     pub fn set_delay(&self, delay: Duration) {
         *lock(&self.state.delay) = delay;
     }
+
+    /// How tokens IMS does not vouch for are refused from now on.
+    pub fn set_refusal(&self, refusal: Refusal) {
+        *lock(&self.state.refusal) = refusal;
+    }
+
+    /// Answers every accepted call with a fault with this detail (`None`: normally).
+    pub fn set_fault(&self, detail: Option<&str>) {
+        *lock(&self.state.fault) = detail.map(str::to_owned);
+    }
+
+    /// Stalls every answer after its first bytes (`false`: answers whole).
+    pub fn set_stall(&self, stall: bool) {
+        *lock(&self.state.stall) = stall;
+    }
 }
 
-async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<ResponseBody> {
+/// The stand-in's answer body: whole, or stalled after its first piece.
+pub enum AnswerBody {
+    Whole(Option<Bytes>),
+    Stalled(Option<Bytes>),
+}
+
+impl http_body::Body for AnswerBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        match &mut *self {
+            AnswerBody::Whole(bytes) => {
+                Poll::Ready(bytes.take().map(|b| Ok(http_body::Frame::data(b))))
+            }
+            AnswerBody::Stalled(first) => match first.take() {
+                Some(bytes) => Poll::Ready(Some(Ok(http_body::Frame::data(bytes)))),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<AnswerBody> {
     let (parts, mut body) = request.into_parts();
     let mut kept = BytesMut::new();
     let mut hash = digest::Context::new(&digest::SHA256);
@@ -215,27 +277,48 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Respo
         .header("authorization")
         .and_then(|v| v.strip_prefix("Bearer "));
     let session = envelope.credential().map(|p| !p.value.is_empty());
+    let refusal = *lock(&state.refusal);
     let detail = match (bearer, &state.tokens) {
-        (Some(token), Some(tokens)) if !tokens.is_valid(token) => {
-            Some("XSV-350114 IMS token validation failed (HTTP 401).")
-        }
-        (Some(_), _) => None,
-        (None, _) if session == Some(true) => None,
-        (None, _) => Some(SESSION_INVALID),
+        (Some(token), Some(tokens)) if !tokens.is_valid(token) => match refusal {
+            Refusal::Unauthorized => {
+                let mut response = soap_answer(
+                    StatusCode::UNAUTHORIZED,
+                    Bytes::from_static(b"Unauthorized"),
+                );
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+                return response;
+            }
+            Refusal::Fault350114 => {
+                Some("XSV-350114 IMS token validation failed (HTTP 401).".to_owned())
+            }
+            Refusal::Fault350008 => Some(SESSION_INVALID.to_owned()),
+        },
+        (Some(_), _) => lock(&state.fault).clone(),
+        (None, _) if session == Some(true) => lock(&state.fault).clone(),
+        (None, _) => Some(SESSION_INVALID.to_owned()),
     };
     if let Some(detail) = detail {
         let fault = Fault {
             code: FaultCode::Client,
             action: Some(&action),
-            detail,
+            detail: &detail,
         };
         return soap_answer(StatusCode::INTERNAL_SERVER_ERROR, fault.to_bytes());
     }
     let user = bearer.and_then(|token| state.tokens.as_ref()?.user_of(token));
-    soap_answer(
-        StatusCode::OK,
-        method_response(&envelope.method.name, &action, user.as_deref()),
-    )
+    let body = method_response(&envelope.method.name, &action, user.as_deref());
+    if *lock(&state.stall) {
+        let mut response = Response::new(AnswerBody::Stalled(Some(body.slice(..body.len() / 2))));
+        response.headers_mut().insert(
+            header::CONTENT_LENGTH,
+            header::HeaderValue::from(body.len()),
+        );
+        return response;
+    }
+    soap_answer(StatusCode::OK, body)
 }
 
 /// `<PushEventResponse xmlns='urn:nms:rtEvent'>`, as Campaign writes a method's answer;
@@ -265,8 +348,8 @@ fn method_response(method: &str, action: &Action, user: Option<&str>) -> Bytes {
     ))
 }
 
-fn soap_answer(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::full(body));
+fn soap_answer(status: StatusCode, body: Bytes) -> Response<AnswerBody> {
+    let mut response = Response::new(AnswerBody::Whole(Some(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

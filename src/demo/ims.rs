@@ -22,8 +22,24 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::config::Limits;
 use crate::proxy::body::ResponseBody;
 use crate::server;
+
+/// How the stand-in misbehaves, when told to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImsFailure {
+    /// Answers this HTTP status with an HTML page.
+    Status(u16),
+    /// A 200 whose body is not JSON.
+    Garbage,
+    /// A 200 with an empty body.
+    EmptyOk,
+    /// A good token, but the answer forgets `expires_in` (the token's claims still say it).
+    NoExpiresIn,
+    /// Never answers.
+    Hang,
+}
 
 /// A Service Account (JWT) credential as IMS holds it.
 struct JwtClient {
@@ -50,6 +66,7 @@ struct State {
     lifetime: Mutex<Duration>,
     /// Time taken before answering a token request.
     delay: Mutex<Duration>,
+    failure: Mutex<Option<ImsFailure>>,
 }
 
 #[derive(Clone)]
@@ -104,6 +121,7 @@ impl StandInIms {
             paths: Mutex::default(),
             lifetime: Mutex::new(Duration::from_secs(24 * 3600)),
             delay: Mutex::new(Duration::ZERO),
+            failure: Mutex::new(None),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let handler_state = state.clone();
@@ -111,6 +129,7 @@ impl StandInIms {
             listener,
             None,
             Arc::default(),
+            Limits::default(),
             move |_, request| answer(handler_state.clone(), request),
             async move {
                 let _ = stopped.await;
@@ -176,6 +195,19 @@ impl StandInIms {
         *lock(&self.state.delay) = delay;
     }
 
+    /// Misbehaves from now on (`None`: behaves again).
+    pub fn set_failure(&self, failure: Option<ImsFailure>) {
+        *lock(&self.state.failure) = failure;
+    }
+
+    /// Revokes every token issued so far: Campaign refuses them from now on.
+    pub fn revoke_all(&self) {
+        let now = tokio::time::Instant::now();
+        for issued in lock(&self.state.issued).iter_mut() {
+            issued.expires = issued.expires.min(now);
+        }
+    }
+
     /// Access tokens issued so far, oldest first.
     pub fn issued(&self) -> Vec<String> {
         lock(&self.state.issued)
@@ -200,6 +232,23 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Respo
     lock(&state.paths).push(path);
     let delay = *lock(&state.delay);
     tokio::time::sleep(delay).await;
+    let failure = *lock(&state.failure);
+    match failure {
+        Some(ImsFailure::Status(status)) => {
+            let mut response = Response::new(ResponseBody::full(Bytes::from_static(
+                b"<html><body>Service Unavailable</body></html>",
+            )));
+            *response.status_mut() =
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            return response;
+        }
+        Some(ImsFailure::Garbage) => {
+            return Response::new(ResponseBody::full(Bytes::from_static(b"<html>oops")));
+        }
+        Some(ImsFailure::EmptyOk) => return Response::new(ResponseBody::full(Bytes::new())),
+        Some(ImsFailure::Hang) => std::future::pending::<()>().await,
+        Some(ImsFailure::NoExpiresIn) | None => {}
+    }
     let Ok(body) = Limited::new(request.into_body(), 64 * 1024).collect().await else {
         return json_answer(StatusCode::BAD_REQUEST, json!({"error": "invalid_request"}));
     };
@@ -233,6 +282,12 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Respo
     } else {
         lifetime.as_millis()
     };
+    if failure == Some(ImsFailure::NoExpiresIn) {
+        return json_answer(
+            StatusCode::OK,
+            json!({"access_token": token, "token_type": "bearer"}),
+        );
+    }
     json_answer(
         StatusCode::OK,
         json!({"access_token": token, "token_type": "bearer", "expires_in": expires_in}),

@@ -6,13 +6,17 @@
 //! use until it really expires. Requests read the latest token from a `watch` channel: while a
 //! valid token exists they never wait; without one (cold start) they wait for the fetch in
 //! flight, all of them for the same one, so IMS never sees a stampede.
+//!
+//! When Campaign refuses a token, [`TokenCache::invalidate`] drops it and wakes the refresher;
+//! however many requests saw the refusal, only the first drop counts (the others name a token
+//! that is no longer current), so IMS gets one request.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -96,6 +100,10 @@ pub enum Readiness {
 /// The token cache of one profile; dropping it stops its refresher.
 pub struct TokenCache {
     state: watch::Receiver<State>,
+    /// To drop a refused token.
+    publish: watch::Sender<State>,
+    /// Wakes the refresher when a token was dropped.
+    wake: Arc<Notify>,
     refresher: JoinHandle<()>,
 }
 
@@ -113,10 +121,29 @@ impl TokenCache {
             fetching: true,
             last_error: None,
         });
-        let refresher = tokio::spawn(refresh(profile, source, tx));
+        let wake = Arc::new(Notify::new());
+        let refresher = tokio::spawn(refresh(profile, source, tx.clone(), wake.clone()));
         TokenCache {
             state: rx,
+            publish: tx,
+            wake,
             refresher,
+        }
+    }
+
+    /// Drops `token` because Campaign refused it, and has a new one fetched. A no-op unless
+    /// `token` is the current one: many requests can report the same refusal, one fetch
+    /// follows.
+    pub fn invalidate(&self, token: &Arc<Token>) {
+        let dropped = self.publish.send_if_modified(|state| match &state.token {
+            Some(current) if Arc::ptr_eq(current, token) => {
+                state.token = None;
+                true
+            }
+            _ => false,
+        });
+        if dropped {
+            self.wake.notify_one();
         }
     }
 
@@ -170,7 +197,12 @@ fn refresh_after(lifetime: Duration) -> Duration {
 }
 
 /// The refresher: the only code that calls the source.
-async fn refresh<S: TokenSource>(profile: Arc<str>, source: S, tx: watch::Sender<State>) {
+async fn refresh<S: TokenSource>(
+    profile: Arc<str>,
+    source: S,
+    tx: watch::Sender<State>,
+    wake: Arc<Notify>,
+) {
     let mut backoff = BACKOFF_START;
     loop {
         tx.send_modify(|s| s.fetching = true);
@@ -189,7 +221,20 @@ async fn refresh<S: TokenSource>(profile: Arc<str>, source: S, tx: watch::Sender
                     last_error: None,
                 });
                 backoff = BACKOFF_START;
-                tokio::time::sleep_until(asked_at + refresh_after(lifetime)).await;
+                let refresh_at = asked_at + refresh_after(lifetime);
+                // Until it is time to refresh, or the token was dropped (a stale wake-up,
+                // with the token still in place, changes nothing).
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(refresh_at) => break,
+                        () = wake.notified() => {
+                            if tx.borrow().token.is_none() {
+                                tracing::info!(profile = %profile, "token refused by Campaign: fetching a new one");
+                                break;
+                            }
+                        }
+                    }
+                }
             }
             Err(error) => {
                 let wait = jitter(backoff);
@@ -199,6 +244,7 @@ async fn refresh<S: TokenSource>(profile: Arc<str>, source: S, tx: watch::Sender
                     s.last_error = Some(error.to_string().into());
                 });
                 backoff = (backoff * 2).min(BACKOFF_MAX);
+                // Drops during a backoff wait for it: IMS is failing already.
                 tokio::time::sleep(wait).await;
             }
         }

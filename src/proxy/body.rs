@@ -1,14 +1,21 @@
 //! The bodies the proxy moves: [`UpstreamBody`] (the caller's request, spliced prefix first,
 //! the rest streamed as it comes) and [`ResponseBody`] (Campaign's answer streamed back, or a
-//! fault of our own).
+//! fault of our own). Both stop a peer that goes quiet for longer than the idle timeout.
+//!
+//! An [`UpstreamBody`] can also keep what it sends in a [`Replay`], bounded, so that a call
+//! whose token Campaign refused can be sent again: the kept chunks are clones of the sent ones
+//! (shared buffers, not copies).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
 /// Why the caller's body could not be forwarded to the end.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -17,6 +24,102 @@ pub enum BodyError {
     TooLarge(u64),
     #[error("reading the request body: {0}")]
     Client(String),
+    #[error("the client sent nothing for {0:?} in the middle of its body")]
+    Idle(Duration),
+}
+
+/// Why Campaign's answer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error("Campaign sent nothing for {0:?} in the middle of its answer")]
+    Idle(Duration),
+    #[error(transparent)]
+    Upstream(#[from] hyper::Error),
+}
+
+/// Fails when a peer stays silent for longer than its limit.
+struct IdleTimer {
+    limit: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The sleep must be re-armed before it is polled again.
+    stale: bool,
+}
+
+impl IdleTimer {
+    fn new(limit: Duration) -> IdleTimer {
+        IdleTimer {
+            limit,
+            sleep: None,
+            stale: true,
+        }
+    }
+
+    /// Something arrived: the silence starts again.
+    fn touch(&mut self) {
+        self.stale = true;
+    }
+
+    /// True once the silence has lasted the limit (arms the timer on the first call).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = Instant::now() + self.limit;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if self.stale {
+            sleep.as_mut().reset(deadline);
+            self.stale = false;
+        }
+        sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// What an [`UpstreamBody`] sent, kept for a replay while it stays under its limit.
+pub struct Replay {
+    chunks: Vec<Bytes>,
+    size: u64,
+    limit: u64,
+    /// The body was sent to its end.
+    complete: bool,
+    /// The body outgrew the limit (or failed): no replay.
+    given_up: bool,
+}
+
+impl Replay {
+    pub fn new(limit: u64) -> Arc<Mutex<Replay>> {
+        Arc::new(Mutex::new(Replay {
+            chunks: Vec::new(),
+            size: 0,
+            limit,
+            complete: false,
+            given_up: false,
+        }))
+    }
+
+    fn keep(&mut self, chunk: &Bytes) {
+        if self.given_up {
+            return;
+        }
+        self.size += chunk.len() as u64;
+        if self.size > self.limit {
+            self.give_up();
+        } else {
+            self.chunks.push(chunk.clone());
+        }
+    }
+
+    fn give_up(&mut self) {
+        self.given_up = true;
+        self.chunks = Vec::new();
+    }
+
+    /// The whole body as sent, if it was sent to its end within the limit.
+    pub fn take(&mut self) -> Option<Vec<Bytes>> {
+        (self.complete && !self.given_up).then(|| std::mem::take(&mut self.chunks))
+    }
+}
+
+fn lock(replay: &Mutex<Replay>) -> std::sync::MutexGuard<'_, Replay> {
+    replay.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The request body sent to Campaign.
@@ -30,17 +133,23 @@ pub struct UpstreamBody {
     limit: u64,
     /// Bytes left to send, when the length is known.
     remaining: Option<u64>,
+    /// The caller's longest pause.
+    idle: IdleTimer,
+    /// Where sent chunks are kept for a replay, if one may be needed.
+    replay: Option<Arc<Mutex<Replay>>>,
 }
 
 impl UpstreamBody {
     /// `ready` chunks first, then `rest`. `received` bytes of a body limited to `limit` have
-    /// been read already; `length` is the total to send, when known.
+    /// been read already; `length` is the total to send, when known; the caller may pause
+    /// `idle` at most.
     pub fn new(
         ready: impl IntoIterator<Item = Bytes>,
         rest: Option<Incoming>,
         received: u64,
         limit: u64,
         length: Option<u64>,
+        idle: Duration,
     ) -> UpstreamBody {
         let ready: VecDeque<Bytes> = ready.into_iter().filter(|c| !c.is_empty()).collect();
         let rest = rest.filter(|rest| !rest.is_end_stream());
@@ -50,12 +159,35 @@ impl UpstreamBody {
             allowance: limit.saturating_sub(received),
             limit,
             remaining: length,
+            idle: IdleTimer::new(idle),
+            replay: None,
         }
     }
 
-    fn sent(&mut self, n: usize) {
+    /// Keeps what is sent in `replay`.
+    pub fn recording(mut self, replay: Arc<Mutex<Replay>>) -> UpstreamBody {
+        self.replay = Some(replay);
+        self
+    }
+
+    fn sent(&mut self, chunk: &Bytes) {
         if let Some(remaining) = &mut self.remaining {
-            *remaining = remaining.saturating_sub(n as u64);
+            *remaining = remaining.saturating_sub(chunk.len() as u64);
+        }
+        if let Some(replay) = &self.replay {
+            lock(replay).keep(chunk);
+        }
+    }
+
+    fn finished(&mut self, complete: bool) {
+        self.rest = None;
+        if let Some(replay) = &self.replay {
+            let mut replay = lock(replay);
+            if complete {
+                replay.complete = true;
+            } else {
+                replay.give_up();
+            }
         }
     }
 }
@@ -70,31 +202,46 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         if let Some(chunk) = this.ready.pop_front() {
-            this.sent(chunk.len());
+            this.sent(&chunk);
+            if this.ready.is_empty() && this.rest.is_none() {
+                this.finished(true);
+            }
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         let Some(rest) = this.rest.as_mut() else {
+            this.finished(true);
             return Poll::Ready(None);
         };
-        let frame = ready!(Pin::new(rest).poll_frame(cx));
+        let frame = match Pin::new(rest).poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if this.idle.expired(cx) {
+                    this.finished(false);
+                    return Poll::Ready(Some(Err(BodyError::Idle(this.idle.limit))));
+                }
+                return Poll::Pending;
+            }
+        };
+        this.idle.touch();
         match frame {
             None => {
-                this.rest = None;
+                this.finished(true);
                 Poll::Ready(None)
             }
             Some(Err(error)) => {
-                this.rest = None;
+                this.finished(false);
                 Poll::Ready(Some(Err(BodyError::Client(error.to_string()))))
             }
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
                     if n > this.allowance {
-                        this.rest = None;
+                        this.finished(false);
                         return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
                     }
                     this.allowance -= n;
-                    this.sent(data.len());
+                    let data = data.clone();
+                    this.sent(&data);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -118,46 +265,86 @@ impl Body for UpstreamBody {
 }
 
 /// The answer to the caller.
-pub enum ResponseBody {
+pub struct ResponseBody(Answer);
+
+enum Answer {
     /// A fault or page of our own.
     Full(Option<Bytes>),
-    /// Campaign's answer, streamed as it comes.
-    Upstream(Incoming),
+    /// Campaign's answer, streamed as it comes: what was already read of it, then the rest.
+    Upstream {
+        read: Option<Bytes>,
+        rest: Incoming,
+        /// Boxed: most answers never arm it.
+        idle: Box<IdleTimer>,
+    },
 }
 
 impl ResponseBody {
     pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
-        ResponseBody::Full(Some(bytes.into()))
+        ResponseBody(Answer::Full(Some(bytes.into())))
+    }
+
+    /// Campaign's answer: `read` (already taken from it), then `rest`; Campaign may pause
+    /// `idle` at most.
+    pub fn upstream(read: Option<Bytes>, rest: Incoming, idle: Duration) -> ResponseBody {
+        ResponseBody(Answer::Upstream {
+            read: read.filter(|r| !r.is_empty()),
+            rest,
+            idle: Box::new(IdleTimer::new(idle)),
+        })
     }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = AnswerError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut *self {
-            ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Upstream(incoming) => Pin::new(incoming).poll_frame(cx),
+    ) -> Poll<Option<Result<Frame<Bytes>, AnswerError>>> {
+        match &mut self.0 {
+            Answer::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Answer::Upstream { read, rest, idle } => {
+                if let Some(read) = read.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(read))));
+                }
+                match Pin::new(rest).poll_frame(cx) {
+                    Poll::Pending if idle.expired(cx) => {
+                        Poll::Ready(Some(Err(AnswerError::Idle(idle.limit))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(frame) => {
+                        idle.touch();
+                        Poll::Ready(frame.map(|f| f.map_err(AnswerError::from)))
+                    }
+                }
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Full(bytes) => bytes.is_none(),
-            ResponseBody::Upstream(incoming) => incoming.is_end_stream(),
+        match &self.0 {
+            Answer::Full(bytes) => bytes.is_none(),
+            Answer::Upstream { read, rest, .. } => read.is_none() && rest.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Full(bytes) => {
+        match &self.0 {
+            Answer::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            ResponseBody::Upstream(incoming) => incoming.size_hint(),
+            Answer::Upstream { read, rest, .. } => {
+                let read = read.as_ref().map_or(0, |r| r.len() as u64);
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + read);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + read);
+                }
+                hint
+            }
         }
     }
 }

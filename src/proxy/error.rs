@@ -30,6 +30,8 @@ pub enum ProxyError {
     BodyTooLarge(u64),
     #[error("request body broke off: {0}")]
     ClientBody(String),
+    #[error("the client paused for over {0:?} in its body")]
+    ClientIdle(Duration),
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error("no valid IMS token for profile {profile}: {reason}")]
@@ -47,6 +49,7 @@ impl From<PrefixError> for ProxyError {
             PrefixError::TooLong(limit) => ProxyError::PrefixTooLong(limit),
             PrefixError::BodyTooLarge(limit) => ProxyError::BodyTooLarge(limit),
             PrefixError::Client(e) => ProxyError::ClientBody(e),
+            PrefixError::Idle(after) => ProxyError::ClientIdle(after),
         }
     }
 }
@@ -58,6 +61,7 @@ impl From<UpstreamError> for ProxyError {
             UpstreamError::Timeout(after) => ProxyError::UpstreamTimeout(after),
             UpstreamError::Body(BodyError::TooLarge(limit)) => ProxyError::BodyTooLarge(limit),
             UpstreamError::Body(BodyError::Client(e)) => ProxyError::ClientBody(e),
+            UpstreamError::Body(BodyError::Idle(after)) => ProxyError::ClientIdle(after),
         }
     }
 }
@@ -73,6 +77,7 @@ impl ProxyError {
             }
             ProxyError::BodyTooLarge(_) => "body_too_large",
             ProxyError::ClientBody(_) => "client_body",
+            ProxyError::ClientIdle(_) => "client_idle",
             ProxyError::Auth(AuthError::Missing) => "missing_credential",
             ProxyError::Auth(AuthError::Unknown) => "unknown_caller",
             ProxyError::Auth(AuthError::WrongPassword(_)) => "wrong_password",
@@ -121,6 +126,11 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST,
                 Client,
                 "The request body could not be read.",
+            ),
+            ProxyError::ClientIdle(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                Client,
+                "The request body stopped coming.",
             ),
             ProxyError::Auth(
                 AuthError::Missing | AuthError::Session(_) | AuthError::SessionOfNoImsCaller(_),

@@ -20,6 +20,8 @@ pub enum PrefixError {
     BodyTooLarge(u64),
     #[error("reading the request body: {0}")]
     Client(String),
+    #[error("the client paused for over {0:?} in its body")]
+    Idle(std::time::Duration),
 }
 
 /// The prefix and what came with it.
@@ -63,6 +65,7 @@ pub async fn read<B>(
     mut body: B,
     max_prefix: usize,
     max_body: u64,
+    idle: std::time::Duration,
 ) -> Result<Prefix<B>, PrefixError>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -72,7 +75,10 @@ where
     let mut buffer = BytesMut::new();
     let mut received: u64 = 0;
     loop {
-        let chunk = match body.frame().await {
+        let frame = tokio::time::timeout(idle, body.frame())
+            .await
+            .map_err(|_| PrefixError::Idle(idle))?;
+        let chunk = match frame {
             None => None,
             Some(Err(error)) => return Err(PrefixError::Client(error.to_string())),
             // Trailers end the data.
@@ -170,10 +176,12 @@ mod tests {
         Chunks(out)
     }
 
+    const IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
     const ENVELOPE: &str = r#"<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><m:PushEvent xmlns:m="urn:nms:rtEvent"><m:sessiontoken>mc/pass</m:sessiontoken><m:domEvent><rtEvent/></m:domEvent></m:PushEvent></s:Body></s:Envelope>"#;
 
     async fn forwarded(body: Chunks) -> Vec<u8> {
-        let mut prefix = read(body, 64 * 1024, u64::MAX).await.unwrap();
+        let mut prefix = read(body, 64 * 1024, u64::MAX, IDLE).await.unwrap();
         assert_eq!(
             prefix.envelope.credential().unwrap().value.expose(),
             "mc/pass"
@@ -211,7 +219,7 @@ mod tests {
         let body = ENVELOPE.replace("<s:Body>", &format!("{padding}<s:Body>"));
         // Whole body in one chunk, or in pieces: the limit holds either way.
         for cuts in [vec![], vec![100, 2000, 3000]] {
-            match read(chunks(body.as_bytes(), &cuts), 2048, u64::MAX).await {
+            match read(chunks(body.as_bytes(), &cuts), 2048, u64::MAX, IDLE).await {
                 Err(PrefixError::TooLong(2048)) => {}
                 Err(other) => panic!("{other}"),
                 Ok(_) => panic!("accepted a prefix over the limit"),
@@ -225,16 +233,16 @@ mod tests {
 
     #[tokio::test]
     async fn body_limit_and_truncation() {
-        match read(chunks(ENVELOPE.as_bytes(), &[10]), 64 * 1024, 20).await {
+        match read(chunks(ENVELOPE.as_bytes(), &[10]), 64 * 1024, 20, IDLE).await {
             Err(PrefixError::BodyTooLarge(20)) => {}
             other => panic!("{:?}", other.err()),
         }
         let cut = &ENVELOPE[..ENVELOPE.find("pass").unwrap()];
-        match read(chunks(cut.as_bytes(), &[5]), 64 * 1024, u64::MAX).await {
+        match read(chunks(cut.as_bytes(), &[5]), 64 * 1024, u64::MAX, IDLE).await {
             Err(PrefixError::Scan(ScanError::Truncated)) => {}
             other => panic!("{:?}", other.err()),
         }
-        match read(chunks(b"", &[]), 64 * 1024, u64::MAX).await {
+        match read(chunks(b"", &[]), 64 * 1024, u64::MAX, IDLE).await {
             Err(PrefixError::Scan(ScanError::Truncated)) => {}
             other => panic!("{:?}", other.err()),
         }

@@ -201,3 +201,57 @@ fn debug_hides_the_token() {
     assert!(!format!("{token:?}").contains("secret-token"));
     assert!(token.bearer().is_sensitive());
 }
+
+#[tokio::test(start_paused = true)]
+async fn fifty_refusals_of_a_token_cause_one_fetch() {
+    let source = Scripted::new(Duration::from_millis(200), [Ok(HOUR), Ok(HOUR), Ok(HOUR)]);
+    let cache = Arc::new(TokenCache::spawn("p".into(), source.clone()));
+    let refused = cache.get(Duration::from_secs(10)).await.unwrap();
+    let callers: Vec<_> = (0..50)
+        .map(|_| {
+            let cache = cache.clone();
+            let refused = refused.clone();
+            tokio::spawn(async move {
+                cache.invalidate(&refused);
+                cache.get(Duration::from_secs(10)).await.unwrap()
+            })
+        })
+        .collect();
+    for caller in callers {
+        let token = caller.await.unwrap();
+        assert_eq!(
+            bearer(&token),
+            "Bearer token-2",
+            "never the refused token again"
+        );
+    }
+    assert_eq!(source.fetches(), 2);
+    // A late report of the old token changes nothing.
+    cache.invalidate(&refused);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(source.fetches(), 2);
+    assert_eq!(bearer(&cache.current().unwrap()), "Bearer token-2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drop_during_an_ims_outage_waits_for_the_backoff() {
+    let source = Scripted::new(
+        Duration::ZERO,
+        [Ok(HOUR), Err(malformed()), Err(malformed()), Ok(HOUR)],
+    );
+    let cache = TokenCache::spawn("p".into(), source.clone());
+    let first = cache.get(Duration::from_secs(1)).await.unwrap();
+    cache.invalidate(&first);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(source.fetches(), 2, "the drop started a fetch at once");
+    assert!(matches!(
+        cache.get(Duration::from_secs(1)).await,
+        Err(NotReady::Failing(_))
+    ));
+    // Retries follow the backoff; the third answer succeeds.
+    tokio::time::sleep(BACKOFF_START * 4).await;
+    assert_eq!(
+        bearer(&cache.get(Duration::from_secs(1)).await.unwrap()),
+        "Bearer token-4"
+    );
+}

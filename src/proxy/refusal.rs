@@ -1,0 +1,59 @@
+//! Campaign's verdict on a Bearer token, read from its answer.
+//!
+//! A token is refused with HTTP 401, or with an HTTP 500 SOAP fault whose text carries
+//! `XSV-350114` (Campaign's IMS check answered 401) or `XSV-350008` (session expired or
+//! invalid: with a Bearer token, the token). Any other answer, faults included, is Campaign's
+//! own business and streams back untouched.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Response, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::body::ResponseBody;
+
+/// Campaign's faults are small; a 500 answer is read this far to look for the codes.
+const PEEK_BYTES: usize = 64 * 1024;
+const REFUSAL_CODES: [&[u8]; 2] = [b"XSV-350114", b"XSV-350008"];
+
+/// An answer, and whether it refuses the token.
+pub struct Judged {
+    pub response: Response<ResponseBody>,
+    pub refused: bool,
+}
+
+/// Reads as much of the answer as the verdict needs (nothing, unless it is a 401 or a 500) and
+/// gives it back whole, ready to stream.
+pub async fn judge(response: Response<Incoming>, idle: Duration) -> Result<Judged, hyper::Error> {
+    let status = response.status();
+    let (parts, mut body) = response.into_parts();
+    if status != StatusCode::UNAUTHORIZED && status != StatusCode::INTERNAL_SERVER_ERROR {
+        return Ok(Judged {
+            response: Response::from_parts(parts, ResponseBody::upstream(None, body, idle)),
+            refused: false,
+        });
+    }
+    let mut read = BytesMut::new();
+    while read.len() < PEEK_BYTES && !body.is_end_stream() {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Ok(Some(frame)) => {
+                if let Ok(data) = frame?.into_data() {
+                    read.extend_from_slice(&data);
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let read: Bytes = read.freeze();
+    let refused = status == StatusCode::UNAUTHORIZED
+        || REFUSAL_CODES
+            .iter()
+            .any(|code| read.windows(code.len()).any(|w| w == *code));
+    Ok(Judged {
+        response: Response::from_parts(parts, ResponseBody::upstream(Some(read), body, idle)),
+        refused,
+    })
+}
