@@ -67,9 +67,14 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// TOML syntax, unknown keys and wrong types: toml's message names the key and the line.
-    #[error("invalid config: {0}")]
-    Syntax(#[from] toml::de::Error),
+    /// TOML syntax, unknown keys and wrong types, on one line: where, the key, toml's message.
+    /// The value is never quoted: it could be a secret.
+    #[error("invalid config: line {line}{}: {message}", key.as_deref().map(|k| format!(", `{k}`")).unwrap_or_default())]
+    Syntax {
+        line: usize,
+        key: Option<String>,
+        message: String,
+    },
     #[error("invalid config: {key}: {message}")]
     Invalid { key: String, message: String },
 }
@@ -278,12 +283,32 @@ impl Config {
 
     /// Validates config text; `base_dir` anchors relative paths.
     pub fn parse(text: &str, base_dir: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
         validate(raw, base_dir, env)
     }
 
     pub fn profile_names(&self) -> impl Iterator<Item = &str> {
         self.profiles.iter().map(|p| p.name.as_str())
+    }
+}
+
+/// A toml error, located by line and key.
+fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
+    let start = error.span().map_or(0, |span| span.start.min(text.len()));
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_text = text[line_start..].lines().next().unwrap_or_default();
+    let key = line_text
+        .split_once('=')
+        .map(|(key, _)| key.trim().to_owned())
+        .filter(|key| !key.is_empty() && !key.starts_with('#'))
+        .or_else(|| {
+            let table = line_text.trim();
+            (table.starts_with('[')).then(|| table.to_owned())
+        });
+    ConfigError::Syntax {
+        line: text[..start].matches('\n').count() + 1,
+        key,
+        message: error.message().trim().replace('\n', " "),
     }
 }
 

@@ -3,12 +3,15 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use imsbridge::demo::{StandInCampaign, StandInIms};
 use support::*;
+use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_imsbridge");
 
@@ -16,6 +19,101 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("imsbridge-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// `imsbridge run` in a process of its own, its log read line by line.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+    /// Every line read so far.
+    log: Vec<String>,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Running {
+    /// Starts the binary and waits for it to say where it listens.
+    fn start(config: &Path, rust_log: &str) -> Running {
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("MC_CLIENT_SECRET", CLIENT_SECRET)
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (lines_tx, lines) = mpsc::channel::<String>();
+        let stderr = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = lines_tx.send(line);
+            }
+        });
+        let mut running = Running {
+            child,
+            lines,
+            reader,
+            log: Vec::new(),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            admin: "0.0.0.0:0".parse().unwrap(),
+        };
+        let listening = running.wait_for(" proxy=");
+        let field = |name: &str| {
+            let at = listening.find(name).unwrap() + name.len();
+            listening[at..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        running.addr = field(" proxy=");
+        running.admin = field(" admin=");
+        running
+    }
+
+    /// Reads the log until a line holds `text`; returns that line.
+    fn wait_for(&mut self, text: &str) -> String {
+        tokio::task::block_in_place(|| {
+            loop {
+                let line = self
+                    .lines
+                    .recv_timeout(Duration::from_secs(20))
+                    .unwrap_or_else(|_| {
+                        panic!("no log line with `{text}`:\n{}", self.log.join("\n"))
+                    });
+                self.log.push(line.clone());
+                if line.contains(text) {
+                    return line;
+                }
+            }
+        })
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// SIGTERM, then waits for the exit; returns the status and the whole output.
+    fn stop(mut self) -> (ExitStatus, String) {
+        self.signal("TERM");
+        tokio::task::block_in_place(|| {
+            let status = self.child.wait().unwrap();
+            self.reader.join().unwrap();
+            self.log.extend(self.lines.try_iter());
+            let mut stdout = String::new();
+            std::io::Read::read_to_string(&mut self.child.stdout.take().unwrap(), &mut stdout)
+                .unwrap();
+            (status, format!("{}\n{stdout}", self.log.join("\n")))
+        })
+    }
 }
 
 /// The secrets of the run below: none may show in its output.
@@ -43,34 +141,8 @@ async fn no_secret_reaches_the_logs() {
     let path = dir.join("imsbridge.toml");
     std::fs::write(&path, config).unwrap();
 
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("MC_CLIENT_SECRET", CLIENT_SECRET)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut output = Vec::new();
-    let proxy_addr = loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the proxy logs where it listens");
-        output.push(line.clone());
-        if let Some(at) = line.find(" proxy=") {
-            let addr = line[at + 7..].split_whitespace().next().unwrap();
-            break addr.parse::<std::net::SocketAddr>().unwrap();
-        }
-    };
+    let running = Running::start(&path, "debug");
+    let proxy_addr = running.addr;
 
     let cookie = format!("a=1; __sessiontoken={}", credential());
     let good = post(
@@ -109,18 +181,8 @@ async fn no_secret_reaches_the_logs() {
     // Let the refresher of the broken profile fail and retry at least once.
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
-    let terminated = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(terminated.success());
-    let status = child.wait().unwrap();
+    let (status, log) = running.stop();
     assert!(status.success(), "exit status after SIGTERM: {status}");
-    reader.join().unwrap();
-    output.extend(lines.try_iter());
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
-    let log = format!("{}\n{stdout}", output.join("\n"));
 
     // The run logged what it should: requests, refusals, the IMS failure...
     for expected in [
@@ -513,4 +575,140 @@ async fn import_nlserver_gives_a_profile_that_check_accepts() {
         text(&bad.stderr)
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A config file for the binary: the test callers, listening on a free port.
+fn write_config(
+    dir: &Path,
+    ims: &str,
+    campaign: &str,
+    top: &str,
+    extra: &str,
+) -> std::path::PathBuf {
+    let config = with_server(
+        &config_text(ims, campaign, top, extra),
+        "listen = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"",
+    );
+    let path = dir.join("imsbridge.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_request_in_flight_finish() {
+    let ims = StandInIms::start().await.unwrap();
+    ims.add_client(CLIENT_ID, CLIENT_SECRET);
+    let campaign = StandInCampaign::start(Some(ims.token_check()))
+        .await
+        .unwrap();
+    campaign.set_delay(Duration::from_millis(1500));
+    let dir = temp_dir("sigterm");
+    let mut running = Running::start(
+        &write_config(&dir, &ims.url(), &campaign.url(), "", ""),
+        "info",
+    );
+    let addr = running.addr;
+    let in_flight = tokio::spawn(async move { post(addr, seed_002(&credential()), &[]).await });
+    // Campaign has the call (it answers in 1.5 s) when the signal comes.
+    while campaign.requests().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.signal("TERM");
+    running.wait_for("shutting down");
+    // No new connection is taken...
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+    // ... and the one in flight completes.
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let (status, _) = running.stop();
+    assert!(status.success(), "{status}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_a_good_config_and_keeps_the_old_one_over_a_bad_one() {
+    let ims = StandInIms::start().await.unwrap();
+    ims.add_client(CLIENT_ID, CLIENT_SECRET);
+    let campaign = StandInCampaign::start(Some(ims.token_check()))
+        .await
+        .unwrap();
+    let dir = temp_dir("sighup");
+    let secret_file = dir.join("client-secret");
+    std::fs::write(&secret_file, CLIENT_SECRET).unwrap();
+    let first = write_config(&dir, &ims.url(), &campaign.url(), "", "");
+    let from_file = |text: String| {
+        text.replace(
+            "{ env = \"MC_CLIENT_SECRET\" }",
+            &format!("{{ file = \"{}\" }}", secret_file.display()),
+        )
+    };
+    std::fs::write(&first, from_file(std::fs::read_to_string(&first).unwrap())).unwrap();
+    let mut running = Running::start(&first, "info");
+    let addr = running.addr;
+    let call = |credential: String| async move { post(addr, seed_002(&credential), &[]).await };
+    assert_eq!(call(credential()).await.status, 200);
+
+    // A good config: mc's password changed, a caller added, the client secret rotated.
+    const NEW_PASSWORD: &str = "mc-password-rotated-77ab";
+    const ROTATED_SECRET: &str = "client-secret-rotated-91fe";
+    ims.add_client(CLIENT_ID, ROTATED_SECRET);
+    std::fs::write(&secret_file, ROTATED_SECRET).unwrap();
+    let next = config_text(&ims.url(), &campaign.url(), "", "")
+        + &format!(
+            "\n[[callers]]\nname = \"newcomer\"\nlogin = \"newcomer\"\npassword = \"{}\"\nprofile = \"messagecenter\"\n",
+            cheap_hash("newcomer-password-3c5d")
+        );
+    let next = with_mc_password(&next, NEW_PASSWORD);
+    let next = with_server(&from_file(next), "listen = \"127.0.0.1:0\"");
+    std::fs::write(&first, next).unwrap();
+    let fetched = ims.token_requests();
+    running.signal("HUP");
+    running.wait_for("config reloaded");
+    assert!(
+        ims.token_requests() > fetched,
+        "the new config fetched its token with the new secret"
+    );
+    call(credential())
+        .await
+        .assert_fault(500, "Client", "Invalid login or password");
+    assert_eq!(call(format!("{LOGIN}/{NEW_PASSWORD}")).await.status, 200);
+    assert_eq!(
+        call("newcomer/newcomer-password-3c5d".to_owned())
+            .await
+            .status,
+        200
+    );
+    let ready = get(running.admin, "/readyz").await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+
+    // A bad config: refused with its reason; the running one stays.
+    std::fs::write(
+        &first,
+        "[upstream]\nurl = \"https://campaign.example.com\"\nretries = 3\n",
+    )
+    .unwrap();
+    running.signal("HUP");
+    let refused = running.wait_for("reload refused");
+    assert!(refused.contains("unknown field `retries`"), "{refused}");
+    assert_eq!(call(format!("{LOGIN}/{NEW_PASSWORD}")).await.status, 200);
+    let (status, log) = running.stop();
+    assert!(status.success());
+    assert!(!log.contains(ROTATED_SECRET) && !log.contains(NEW_PASSWORD));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `config_text` with the `mc` caller's password set to `password`.
+fn with_mc_password(config: &str, password: &str) -> String {
+    let at = config.find(&format!("login = \"{LOGIN}\"")).unwrap();
+    let start = at + config[at..].find("password = \"").unwrap() + "password = \"".len();
+    let end = start + config[start..].find('"').unwrap();
+    format!(
+        "{}{}{}",
+        &config[..start],
+        cheap_hash(password),
+        &config[end..]
+    )
 }

@@ -187,6 +187,18 @@ fn unknown_keys_are_named() {
 }
 
 #[test]
+fn syntax_errors_fit_on_one_line_and_never_quote_the_value() {
+    let text = config("").replace("url = \"https://campaign.example.com\"", "url = 42");
+    let message = error(&text);
+    assert!(!message.contains('\n'), "{message}");
+    assert!(message.starts_with("invalid config: line 3, `url`: invalid type: integer"), "{message}");
+    let secret = config("").replace("{ env = \"MC_SECRET\" }", "[\"very-secret-value\"]");
+    let message = error(&secret);
+    assert!(message.contains("`client_secret`"), "{message}");
+    assert!(!message.contains("very-secret-value"), "{message}");
+}
+
+#[test]
 fn invalid_values_are_named() {
     let cases = [
         (

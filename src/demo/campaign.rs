@@ -74,6 +74,8 @@ struct State {
     /// Time taken before answering.
     delay: Mutex<Duration>,
     refusal: Mutex<Refusal>,
+    /// Calls whose Bearer token was refused.
+    refused: std::sync::atomic::AtomicUsize,
     /// Every accepted call is answered with this fault.
     fault: Mutex<Option<String>>,
     /// Every accepted call gets its head and a first piece of body, then nothing.
@@ -118,6 +120,7 @@ impl StandInCampaign {
             requests: Mutex::default(),
             delay: Mutex::new(Duration::ZERO),
             refusal: Mutex::new(Refusal::Fault350114),
+            refused: std::sync::atomic::AtomicUsize::new(0),
             fault: Mutex::new(None),
             stall: Mutex::new(false),
         });
@@ -165,6 +168,11 @@ impl StandInCampaign {
     /// Time taken before each answer from now on.
     pub fn set_delay(&self, delay: Duration) {
         *lock(&self.state.delay) = delay;
+    }
+
+    /// Calls refused so far because of their Bearer token.
+    pub fn refused(&self) -> usize {
+        self.state.refused.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How tokens IMS does not vouch for are refused from now on.
@@ -278,6 +286,13 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Answe
         .and_then(|v| v.strip_prefix("Bearer "));
     let session = envelope.credential().map(|p| !p.value.is_empty());
     let refusal = *lock(&state.refusal);
+    let bad_token =
+        matches!((bearer, &state.tokens), (Some(token), Some(tokens)) if !tokens.is_valid(token));
+    if bad_token {
+        state
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
     let detail = match (bearer, &state.tokens) {
         (Some(token), Some(tokens)) if !tokens.is_valid(token) => match refusal {
             Refusal::Unauthorized => {

@@ -243,6 +243,11 @@ impl Body for UpstreamBody {
                     let data = data.clone();
                     this.sent(&data);
                 }
+                // hyper stops polling a body that says it has ended, so the end is noted
+                // here rather than on a `None` that may never be asked for.
+                if this.rest.as_ref().is_some_and(|rest| rest.is_end_stream()) {
+                    this.finished(true);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
         }

@@ -358,3 +358,8 @@ pub fn closed_port_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("http://{}", listener.local_addr().unwrap())
 }
+
+/// `config` with `lines` added to its `[server]` table.
+pub fn with_server(config: &str, lines: &str) -> String {
+    config.replacen("[server]\n", &format!("[server]\n{lines}\n"), 1)
+}

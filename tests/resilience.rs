@@ -1,0 +1,438 @@
+//! When IMS or Campaign misbehave, or a client is slow: every failure has its defined answer,
+//! and the proxy recovers. Stand-ins are told to fail, hang, answer garbage or revoke tokens.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use imsbridge::demo::{ImsFailure, Refusal, StandInCampaign, StandInIms};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Limits small enough to see them act in a test.
+const FAST: &str = "idle_timeout = \"500ms\"\nheader_read_timeout = \"500ms\"";
+
+/// The test config with `server` lines.
+fn config_with(ims: &str, campaign: &str, server: &str) -> String {
+    with_server(&config_text(ims, campaign, "", ""), server)
+}
+
+async fn warm(stack: &Stack) {
+    assert_eq!(
+        post(stack.url(), seed_002(&credential()), &[]).await.status,
+        200
+    );
+    assert_eq!(stack.ims.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn each_refusal_form_leads_to_one_refetch_and_a_replay() {
+    for refusal in [
+        Refusal::Unauthorized,
+        Refusal::Fault350114,
+        Refusal::Fault350008,
+    ] {
+        let stack = Stack::default().await;
+        warm(&stack).await;
+        stack.campaign.set_refusal(refusal);
+        stack.ims.revoke_all();
+        let body = push_events(&credential(), 20_000);
+        let answer = post(stack.url(), body, &[]).await;
+        assert_eq!(answer.status, 200, "{refusal:?}: {}", answer.body);
+        assert_eq!(stack.ims.token_requests(), 2, "{refusal:?}: one refetch");
+        let seen = stack.campaign.requests();
+        assert_eq!(
+            seen.len(),
+            3,
+            "{refusal:?}: the refused call, then its replay"
+        );
+        assert_eq!(
+            seen[1].body_sha256, seen[2].body_sha256,
+            "the same body, replayed"
+        );
+        assert_eq!(
+            seen[1].header("content-length"),
+            seen[2].header("content-length")
+        );
+        let issued = stack.ims.issued();
+        assert_eq!(
+            seen[2].header("authorization"),
+            Some(format!("Bearer {}", issued[1]).as_str())
+        );
+        assert_eq!(stack.campaign.refused(), 1);
+    }
+}
+
+#[tokio::test]
+async fn fifty_concurrent_refusals_cause_one_refetch() {
+    let stack = Stack::default().await;
+    warm(&stack).await;
+    stack.ims.revoke_all();
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let addr = stack.url();
+            tokio::spawn(async move { post(addr, seed_002(&credential()), &[]).await.status })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+    assert_eq!(stack.ims.token_requests(), 2);
+    assert_eq!(stack.campaign.refused(), 50);
+}
+
+#[tokio::test]
+async fn a_body_over_the_retry_buffer_is_not_replayed() {
+    let stack = Stack::default().await;
+    let small = Proxy::start(
+        &config_text(&stack.ims.url(), &stack.campaign.url(), "", "")
+            .replace("[upstream]", "[upstream]\nretry_buffer_bytes = 4096"),
+    )
+    .await;
+    let fine = || async {
+        assert_eq!(
+            post(small.addr, seed_002(&credential()), &[]).await.status,
+            200
+        )
+    };
+    fine().await;
+    let fetched = stack.ims.token_requests();
+    // 10 KB, declared: Campaign's refusal is relayed.
+    stack.ims.revoke_all();
+    let answer = post(small.addr, push_events(&credential(), 10_000), &[]).await;
+    answer.assert_fault(500, "Client", "XSV-350114");
+    // The refused token was dropped all the same: the next call has a new one.
+    fine().await;
+    // 10 KB again, chunked: it outgrows the buffer while it streams.
+    stack.ims.revoke_all();
+    let body = Bytes::from(push_events(&credential(), 10_000));
+    let chunks = (0..body.len())
+        .step_by(1000)
+        .map(|i| body.slice(i..(i + 1000).min(body.len())));
+    let request = Request::post(SOAP_PATH)
+        .header("host", "x")
+        .body(Chunks::new(chunks))
+        .unwrap();
+    send(small.addr, request)
+        .await
+        .assert_fault(500, "Client", "XSV-350114");
+    fine().await;
+    assert_eq!(stack.ims.token_requests(), fetched + 2);
+    let to_small = stack.campaign.requests().len();
+    assert_eq!(to_small, 5, "no call was sent twice");
+}
+
+#[tokio::test]
+async fn never_more_than_one_retry_and_never_on_other_faults() {
+    // Campaign trusts another IMS: every token is refused, every time.
+    let ims = StandInIms::start().await.unwrap();
+    ims.add_client(CLIENT_ID, CLIENT_SECRET);
+    let elsewhere = StandInIms::start().await.unwrap();
+    let campaign = StandInCampaign::start(Some(elsewhere.token_check()))
+        .await
+        .unwrap();
+    let proxy = Proxy::start(&config_text(&ims.url(), &campaign.url(), "", "")).await;
+    post(proxy.addr, seed_002(&credential()), &[])
+        .await
+        .assert_fault(500, "Client", "XSV-350114");
+    assert_eq!(
+        campaign.requests().len(),
+        2,
+        "one call, one replay, no more"
+    );
+    assert_eq!(ims.token_requests(), 2);
+
+    // Campaign's other faults are its own business: relayed, no retry, no refetch.
+    let stack = Stack::default().await;
+    warm(&stack).await;
+    stack
+        .campaign
+        .set_fault(Some("XSV-350122 Duplicate key in table nms:rtEvent."));
+    post(stack.url(), seed_002(&credential()), &[])
+        .await
+        .assert_fault(500, "Client", "XSV-350122");
+    assert_eq!(stack.campaign.requests().len(), 2);
+    assert_eq!(stack.ims.token_requests(), 1);
+}
+
+/// Polls `/readyz` until it answers `status` with `text` in its body.
+async fn wait_ready(admin: std::net::SocketAddr, status: u16, text: &str) -> Answer {
+    let mut last = None;
+    for _ in 0..200 {
+        let ready = get(admin, "/readyz").await;
+        if ready.status == status && ready.body.contains(text) {
+            return ready;
+        }
+        last = Some(ready);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("/readyz never answered {status} with `{text}`: {last:?}");
+}
+
+#[tokio::test]
+async fn ims_failures_are_retried_and_the_proxy_recovers_by_itself() {
+    let failures = [
+        (
+            ImsFailure::Status(503),
+            "IMS refused the request (HTTP 503)",
+        ),
+        (
+            ImsFailure::Garbage,
+            "IMS answer is unusable: not a JSON object",
+        ),
+        (ImsFailure::EmptyOk, "IMS answer is unusable: empty answer"),
+        (ImsFailure::Hang, "IMS did not answer within 500ms"),
+    ];
+    let runs = failures.map(|(failure, reason)| async move {
+        let ims = StandInIms::start().await.unwrap();
+        ims.add_client(CLIENT_ID, CLIENT_SECRET);
+        ims.set_failure(Some(failure));
+        let campaign = StandInCampaign::start(Some(ims.token_check()))
+            .await
+            .unwrap();
+        let config = config_text(&ims.url(), &campaign.url(), "", "")
+            .replace("[ims]\n", "[ims]\ntimeout = \"500ms\"\n")
+            .replace("timeout = \"5s\"\n\n[profiles", "\n[profiles");
+        let proxy = Proxy::start(&config).await;
+        let ready = wait_ready(proxy.admin, 503, reason).await;
+        assert!(
+            ready.body.contains("profile messagecenter: not ready"),
+            "{failure:?}: {}",
+            ready.body
+        );
+        let answer = post(proxy.addr, seed_002(&credential()), &[]).await;
+        answer.assert_fault(503, "Server", "not available");
+        assert!(campaign.requests().is_empty());
+        // IMS comes back: the refresher's next retry gets a token, with nobody's help.
+        ims.set_failure(None);
+        wait_ready(proxy.admin, 200, "ready").await;
+        assert_eq!(
+            post(proxy.addr, seed_002(&credential()), &[]).await.status,
+            200,
+            "{failure:?}"
+        );
+        assert!(ims.token_requests() >= 2);
+    });
+    let runs: Vec<_> = runs.into_iter().map(tokio::spawn).collect();
+    for run in runs {
+        run.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_missing_expires_in_falls_back_to_the_tokens_claims() {
+    let ims = StandInIms::start().await.unwrap();
+    ims.add_client(CLIENT_ID, CLIENT_SECRET);
+    ims.set_failure(Some(ImsFailure::NoExpiresIn));
+    let campaign = StandInCampaign::start(Some(ims.token_check()))
+        .await
+        .unwrap();
+    let proxy = Proxy::start(&config_text(&ims.url(), &campaign.url(), "", "")).await;
+    assert_eq!(
+        post(proxy.addr, seed_002(&credential()), &[]).await.status,
+        200
+    );
+    let ready = wait_ready(proxy.admin, 200, "ready").await;
+    // The claims say 24 hours; the conservative default would have said 5 minutes.
+    assert!(ready.body.contains("token valid for 863"), "{}", ready.body);
+}
+
+#[tokio::test]
+async fn the_current_token_serves_while_ims_is_down_and_never_once_it_expired() {
+    let ims = StandInIms::start().await.unwrap();
+    ims.add_client(CLIENT_ID, CLIENT_SECRET);
+    ims.set_lifetime(Duration::from_secs(3));
+    let campaign = StandInCampaign::start(Some(ims.token_check()))
+        .await
+        .unwrap();
+    let proxy = Proxy::start(&config_text(&ims.url(), &campaign.url(), "", "")).await;
+    assert_eq!(
+        post(proxy.addr, seed_002(&credential()), &[]).await.status,
+        200
+    );
+    ims.set_failure(Some(ImsFailure::Status(502)));
+    let started = tokio::time::Instant::now();
+    let mut served = 0;
+    let mut refused = 0;
+    while started.elapsed() < Duration::from_millis(4500) {
+        match post(proxy.addr, seed_002(&credential()), &[]).await.status {
+            200 => served += 1,
+            503 => refused += 1,
+            other => panic!("{other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        served > 5,
+        "served with the current token while IMS was down: {served}"
+    );
+    assert!(refused > 5, "503 once it expired: {refused}");
+    assert_eq!(campaign.refused(), 0, "Campaign never saw an expired token");
+    ims.set_failure(None);
+    wait_ready(proxy.admin, 200, "ready").await;
+    assert_eq!(
+        post(proxy.addr, seed_002(&credential()), &[]).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn campaign_failures_get_502_or_504_and_stalls_are_cut() {
+    let ims = StandInIms::start().await.unwrap();
+    ims.add_client(CLIENT_ID, CLIENT_SECRET);
+
+    // A Campaign whose accept queue is full: the connection attempt times out.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let full = socket.listen(1).unwrap();
+    let full_addr = full.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        if let Ok(Ok(stream)) =
+            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(full_addr)).await
+        {
+            fillers.push(stream);
+        }
+    }
+    let config = config_with(&ims.url(), &format!("http://{full_addr}"), FAST)
+        .replace("connect_timeout = \"2s\"", "connect_timeout = \"300ms\"");
+    let proxy = Proxy::start(&config).await;
+    post(proxy.addr, seed_002(&credential()), &[])
+        .await
+        .assert_fault(502, "Server", "could not be reached");
+
+    // A Campaign that closes the connection without answering.
+    let closing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closing_addr = closing.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = closing.accept().await {
+            let mut buffer = [0u8; 1024];
+            let _ = stream.read(&mut buffer).await;
+            drop(stream);
+        }
+    });
+    let proxy = Proxy::start(&config_with(
+        &ims.url(),
+        &format!("http://{closing_addr}"),
+        FAST,
+    ))
+    .await;
+    post(proxy.addr, seed_002(&credential()), &[])
+        .await
+        .assert_fault(502, "Server", "could not be reached");
+
+    // A Campaign that stalls in the middle of its answer: the caller's connection is cut
+    // after the idle timeout instead of hanging.
+    let campaign = StandInCampaign::start(Some(ims.token_check()))
+        .await
+        .unwrap();
+    campaign.set_stall(true);
+    let proxy = Proxy::start(&config_with(&ims.url(), &campaign.url(), FAST)).await;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(soap_request(seed_002(&credential()), &[]))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "the head came before the stall");
+    let body = tokio::time::timeout(
+        Duration::from_secs(10),
+        http_body_util::BodyExt::collect(response.into_body()),
+    )
+    .await
+    .expect("cut, not hanging");
+    assert!(body.is_err(), "the answer is cut short");
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut() {
+    let stack = Stack::default().await;
+    let proxy = Proxy::start(&config_with(&stack.ims.url(), &stack.campaign.url(), FAST)).await;
+    let answered = |answer: &str| answer.is_empty() || answer.starts_with("HTTP/1.1 408");
+    // Headers that never end.
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"POST /nl/jsp/soaprouter.jsp HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection is closed");
+    // An idle keep-alive connection is closed too.
+    let mut idle = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut said = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut said)).await;
+    assert!(read.is_ok(), "the idle connection is closed");
+    assert!(
+        answered(&String::from_utf8_lossy(&said)),
+        "{}",
+        String::from_utf8_lossy(&said)
+    );
+    // A body that stops coming before the session token: 408.
+    let body = seed_002(&credential());
+    let head = format!(
+        "POST {SOAP_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..100]).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("The request body stopped coming."));
+    // A body that stops after the token, while it streams to Campaign: cut as well.
+    let big = push_events(&credential(), 200_000);
+    let head = format!(
+        "POST {SOAP_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    );
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&big[..50_000]).await.unwrap();
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        stack.campaign.requests().is_empty(),
+        "Campaign never got a whole request"
+    );
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_wait_for_a_free_slot() {
+    let stack = Stack::default().await;
+    let proxy = Proxy::start(&config_with(
+        &stack.ims.url(),
+        &stack.campaign.url(),
+        "max_connections = 2",
+    ))
+    .await;
+    let first = TcpStream::connect(proxy.addr).await.unwrap();
+    let _second = TcpStream::connect(proxy.addr).await.unwrap();
+    // The third is accepted by the kernel, not served by the proxy.
+    let third = tokio::spawn({
+        let addr = proxy.addr;
+        async move { post(addr, seed_002(&credential()), &[]).await.status }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "served beyond max_connections");
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+}
