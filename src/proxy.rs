@@ -345,7 +345,7 @@ impl Proxy {
             })?;
 
         // 7. Every copy of the credential out of the prefix and the headers.
-        let edits = edits_for_ims(&prefix.envelope, prefix.bytes());
+        let edits = edits_for_ims(&prefix.envelope);
         let length = declared.map(|length| prefix::length_after(length, &edits));
         let parts = self.prepare(parts, Some(token.bearer()), peer, length);
         // A body that may fit the replay buffer is kept as it is sent.

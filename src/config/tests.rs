@@ -191,7 +191,10 @@ fn syntax_errors_fit_on_one_line_and_never_quote_the_value() {
     let text = config("").replace("url = \"https://campaign.example.com\"", "url = 42");
     let message = error(&text);
     assert!(!message.contains('\n'), "{message}");
-    assert!(message.starts_with("invalid config: line 3, `url`: invalid type: integer"), "{message}");
+    assert!(
+        message.starts_with("invalid config: line 3, `url`: invalid type: integer"),
+        "{message}"
+    );
     let secret = config("").replace("{ env = \"MC_SECRET\" }", "[\"very-secret-value\"]");
     let message = error(&secret);
     assert!(message.contains("`client_secret`"), "{message}");

@@ -46,11 +46,6 @@ impl<B> Prefix<B> {
         chunks.extend(self.spill.clone());
         chunks
     }
-
-    /// The prefix as received.
-    pub fn bytes(&self) -> &[u8] {
-        &self.head[..self.envelope.end]
-    }
 }
 
 /// How much `edits` change the body's length.
@@ -186,7 +181,7 @@ mod tests {
             prefix.envelope.credential().unwrap().value.expose(),
             "mc/pass"
         );
-        let edits = crate::soap::edits_for_ims(&prefix.envelope, prefix.bytes());
+        let edits = crate::soap::edits_for_ims(&prefix.envelope);
         let mut out = prefix.chunks(&edits).concat();
         while let Some(frame) = prefix.rest.frame().await {
             out.extend_from_slice(&frame.unwrap().into_data().unwrap());

@@ -522,4 +522,6 @@ fn describe(e: &XmlError) -> ScanError {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;

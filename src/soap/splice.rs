@@ -9,7 +9,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::scan::{CarrierKind, Envelope};
-use crate::carriers::strip_session_cookie;
+use crate::carriers::session_cookie;
 
 /// The bytes of `range` in the prefix become `replacement`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,21 +19,26 @@ pub struct Edit {
 }
 
 /// The edits of `ims` mode (design.md, "Where the session token travels"): the first
-/// parameter's content is emptied (the element stays, as in seed 002), `<X-Security-Token>`
-/// copies in the SOAP Header are emptied, and `<Cookie>` copies lose their `__sessiontoken`
-/// pair. Sorted by position.
-pub fn edits_for_ims(envelope: &Envelope, prefix: &[u8]) -> Vec<Edit> {
+/// parameter's content is emptied (the element stays, as in seed 002), and so are the SOAP
+/// Header's `<X-Security-Token>` copies and its `<Cookie>` copies that carry
+/// `__sessiontoken`. A `<Cookie>` is emptied whole rather than picked apart: its raw text
+/// holds entity references (`&amp;` has a `;`, the cookie separator), and a credential with a
+/// `;` in it would leave a piece behind. Sorted by position.
+pub fn edits_for_ims(envelope: &Envelope) -> Vec<Edit> {
     let mut edits = Vec::new();
     for carrier in &envelope.carriers {
-        let range = carrier.param.content.clone();
-        let replacement = match carrier.kind {
-            CarrierKind::SecurityToken => Bytes::new(),
-            CarrierKind::Cookie => match strip_session_cookie(&prefix[range.clone()]) {
-                Some(kept) => Bytes::from(kept),
-                None => continue,
-            },
+        let carries_session = match carrier.kind {
+            CarrierKind::SecurityToken => true,
+            CarrierKind::Cookie => {
+                session_cookie(carrier.param.value.expose().as_bytes()).is_some()
+            }
         };
-        edits.push(Edit { range, replacement });
+        if carries_session {
+            edits.push(Edit {
+                range: carrier.param.content.clone(),
+                replacement: Bytes::new(),
+            });
+        }
     }
     if let Some(param) = envelope.credential() {
         edits.push(Edit {

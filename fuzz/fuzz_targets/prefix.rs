@@ -1,0 +1,68 @@
+//! Fuzzes the body-prefix scanner and the splice: any bytes, cut into chunks where the input
+//! says, must give the same verdict as the whole body, and a spliced prefix must be the input
+//! with exactly the reported credential ranges replaced.
+//!
+//! RUSTC_BOOTSTRAP=1 cargo fuzz run prefix -- -max_total_time=600
+
+#![no_main]
+
+use bytes::Bytes;
+use imsbridge::soap::{Scanner, edits_for_ims, splice};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|input: &[u8]| {
+    // The first byte chooses the chunk size, the rest is the body.
+    let Some((&step, body)) = input.split_first() else {
+        return;
+    };
+    let step = usize::from(step % 64) + 1;
+
+    let whole = Scanner::new().feed(body, true);
+
+    let mut scanner = Scanner::new();
+    let mut chunked = None;
+    let mut at = 0;
+    while at < body.len() {
+        at = (at + step).min(body.len());
+        match scanner.feed(&body[..at], at == body.len()) {
+            Ok(None) if at < body.len() => continue,
+            other => {
+                chunked = Some(other);
+                break;
+            }
+        }
+    }
+    let chunked = chunked.unwrap_or_else(|| scanner.feed(body, true));
+    match (&whole, &chunked) {
+        (Ok(Some(a)), Ok(Some(b))) => {
+            assert_eq!(a.end, b.end, "chunked and whole end differently");
+            assert_eq!(a.params.len(), b.params.len());
+            for (x, y) in a.params.iter().zip(&b.params) {
+                assert_eq!(x.content, y.content);
+                assert_eq!(x.value.expose(), y.value.expose());
+            }
+        }
+        (Err(a), Err(b)) => assert_eq!(a, b, "chunked and whole fail differently"),
+        (a, b) => panic!("whole {:?} but chunked {:?}", a.as_ref().map(|_| ()), b.as_ref().map(|_| ())),
+    }
+
+    let Ok(Some(envelope)) = whole else {
+        return;
+    };
+    assert!(envelope.end <= body.len());
+    let prefix = Bytes::copy_from_slice(&body[..envelope.end]);
+    let edits = edits_for_ims(&envelope);
+    let mut expected = Vec::with_capacity(prefix.len());
+    let mut from = 0;
+    for edit in &edits {
+        assert!(edit.range.start >= from && edit.range.end <= prefix.len(), "edits overlap or overrun");
+        expected.extend_from_slice(&prefix[from..edit.range.start]);
+        expected.extend_from_slice(&edit.replacement);
+        from = edit.range.end;
+    }
+    expected.extend_from_slice(&prefix[from..]);
+    assert_eq!(splice(&prefix, &edits).concat(), expected);
+    if let Some(credential) = envelope.credential() {
+        assert!(credential.content.end <= envelope.end);
+    }
+});
