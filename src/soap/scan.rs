@@ -201,8 +201,9 @@ impl Scanner {
         }
         loop {
             // quick-xml drops a leading UTF-8 BOM without counting it in its positions, so we
-            // step over one ourselves (at the start of a document, or U+FEFF in text).
-            if data[self.pos..].starts_with(UTF8_BOM) {
+            // step over them ourselves (at the start of a document, or U+FEFF in text), every
+            // one: a second would shift every position after it.
+            while data[self.pos..].starts_with(UTF8_BOM) {
                 self.pos += UTF8_BOM.len();
             }
             let base = self.pos;
@@ -239,7 +240,7 @@ impl Scanner {
                 if let Some(envelope) = done {
                     return Ok(Some(envelope));
                 }
-                if data[self.pos..].starts_with(UTF8_BOM) {
+                while data[self.pos..].starts_with(UTF8_BOM) {
                     break; // restart the reader past it
                 }
             }

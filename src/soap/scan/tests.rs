@@ -216,6 +216,34 @@ fn utf16_and_invalid_utf8_are_refused() {
     );
 }
 
+/// Found by the fuzzer: quick-xml strips a BOM at the start of its input without counting it,
+/// so a second one shifted every position by three bytes.
+#[test]
+fn any_number_of_byte_order_marks_keeps_positions_exact() {
+    for marks in 1..4 {
+        let body = format!(
+            "{}{}",
+            "\u{feff}".repeat(marks),
+            crate::demo::SEED_002_BEFORE
+        );
+        assert_eq!(credential(&body), "SESSION_TOKEN", "{marks} marks");
+        assert_eq!(
+            spliced(&body),
+            body.replace("SESSION_TOKEN", ""),
+            "{marks} marks"
+        );
+    }
+    // The fuzzer's own input: whole or in chunks, the same verdict.
+    let crash = include_bytes!("../../../fuzz/regressions/prefix-double-bom");
+    let (&step, body) = crash.split_first().unwrap();
+    let whole = Scanner::new().feed(body, true).map(|e| e.map(|e| e.end));
+    let cuts: Vec<usize> = (1..body.len())
+        .step_by(usize::from(step % 64) + 1)
+        .collect();
+    let chunked = scan_in_pieces(body, &cuts).map(|e| Some(e.end));
+    assert_eq!(whole, chunked);
+}
+
 #[test]
 fn a_utf8_bom_is_skipped() {
     let body = format!("\u{feff}{}", crate::demo::SEED_002_BEFORE);
