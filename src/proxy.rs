@@ -35,7 +35,7 @@ pub use error::ProxyError;
 use crate::callers::{AuthError, Caller, Callers, LogonWay, Presented, Route};
 use crate::carriers;
 use crate::config::{Config, UnknownCallers};
-use crate::ims::{ImsClient, Readiness, Source, TokenCache};
+use crate::ims::{ImsClient, Readiness, Source, Token, TokenCache};
 use crate::soap::{Action, edits_for_ims, logoff_response, logon_response};
 use crate::upstream::{
     Forwarding, TlsSetupError, Upstream, forward_headers, https_connector, strip_hop_by_hop,
@@ -51,6 +51,19 @@ pub const SOAP_ROUTER_PATH: &str = "/nl/jsp/soaprouter.jsp";
 struct Profile {
     name: Arc<str>,
     tokens: TokenCache,
+}
+
+impl Profile {
+    /// A valid token, waiting up to `wait` when there is none (a cold start, a refetch).
+    async fn token(&self, wait: Duration) -> Result<Arc<Token>, ProxyError> {
+        self.tokens
+            .get(wait)
+            .await
+            .map_err(|reason| ProxyError::TokenUnavailable {
+                profile: self.name.to_string(),
+                reason,
+            })
+    }
 }
 
 /// The proxy: what every request needs, built once from the config.
@@ -335,14 +348,7 @@ impl Proxy {
         record.profile = Some(profile.name.clone());
 
         // 6. The technical account's token: no wait while a valid one exists.
-        let token = profile
-            .tokens
-            .get(self.token_wait)
-            .await
-            .map_err(|reason| ProxyError::TokenUnavailable {
-                profile: profile.name.to_string(),
-                reason,
-            })?;
+        let token = profile.token(self.token_wait).await?;
 
         // 7. Every copy of the credential out of the prefix and the headers.
         let edits = edits_for_ims(&prefix.envelope);
@@ -382,14 +388,7 @@ impl Proxy {
             tracing::warn!(caller = %caller.name, "token refused by Campaign; the body was not kept whole, so the refusal goes back to the caller");
             return Ok(finish(judged.response));
         };
-        let token = profile
-            .tokens
-            .get(self.token_wait)
-            .await
-            .map_err(|reason| ProxyError::TokenUnavailable {
-                profile: profile.name.to_string(),
-                reason,
-            })?;
+        let token = profile.token(self.token_wait).await?;
         parts
             .headers
             .insert(header::AUTHORIZATION, token.bearer().clone());

@@ -119,14 +119,7 @@ async fn twenty_megabytes_pass_intact_with_or_without_a_length() {
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     // The same body in 64 KiB chunks, without a Content-Length.
-    let chunks = (0..body.len())
-        .step_by(65536)
-        .map(|i| body.slice(i..(i + 65536).min(body.len())));
-    let request = Request::post(SOAP_PATH)
-        .header("host", "x")
-        .header("content-type", "text/xml; charset=utf-8")
-        .body(Chunks::new(chunks))
-        .unwrap();
+    let request = chunked_request(&body, 65536);
     let answer = send(stack.url(), request).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 
@@ -322,13 +315,7 @@ async fn bodies_over_the_limit_get_413() {
         .await
         .assert_fault(413, "Client", "too large");
     // Chunked: refused once the count passes the limit, while streaming.
-    let chunks = (0..body.len())
-        .step_by(1000)
-        .map(|i| body.slice(i..(i + 1000).min(body.len())));
-    let request = Request::post(SOAP_PATH)
-        .header("host", "x")
-        .body(Chunks::new(chunks))
-        .unwrap();
+    let request = chunked_request(&body, 1000);
     send(small.addr, request)
         .await
         .assert_fault(413, "Client", "too large");

@@ -6,7 +6,6 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Request;
 use imsbridge::demo::{ImsFailure, Refusal, StandInCampaign, StandInIms};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -109,13 +108,7 @@ async fn a_body_over_the_retry_buffer_is_not_replayed() {
     // 10 KB again, chunked: it outgrows the buffer while it streams.
     stack.ims.revoke_all();
     let body = Bytes::from(push_events(&credential(), 10_000));
-    let chunks = (0..body.len())
-        .step_by(1000)
-        .map(|i| body.slice(i..(i + 1000).min(body.len())));
-    let request = Request::post(SOAP_PATH)
-        .header("host", "x")
-        .body(Chunks::new(chunks))
-        .unwrap();
+    let request = chunked_request(&body, 1000);
     send(small.addr, request)
         .await
         .assert_fault(500, "Client", "XSV-350114");
@@ -161,7 +154,7 @@ async fn never_more_than_one_retry_and_never_on_other_faults() {
 /// Polls `/readyz` until it answers `status` with `text` in its body.
 async fn wait_ready(admin: std::net::SocketAddr, status: u16, text: &str) -> Answer {
     let mut last = None;
-    for _ in 0..200 {
+    for _ in 0..600 {
         let ready = get(admin, "/readyz").await;
         if ready.status == status && ready.body.contains(text) {
             return ready;

@@ -240,7 +240,7 @@ impl Scanner {
                 if let Some(envelope) = done {
                     return Ok(Some(envelope));
                 }
-                while data[self.pos..].starts_with(UTF8_BOM) {
+                if data[self.pos..].starts_with(UTF8_BOM) {
                     break; // restart the reader past it
                 }
             }

@@ -216,6 +216,18 @@ impl Body for Chunks {
     }
 }
 
+/// A SOAP POST of `body` in pieces of `piece` bytes, without a length: sent chunked.
+pub fn chunked_request(body: &Bytes, piece: usize) -> Request<Chunks> {
+    let chunks = (0..body.len())
+        .step_by(piece)
+        .map(|i| body.slice(i..(i + piece).min(body.len())));
+    Request::post(SOAP_PATH)
+        .header("host", "x")
+        .header("content-type", "text/xml; charset=utf-8")
+        .body(Chunks::new(chunks))
+        .unwrap()
+}
+
 /// Sends one request over HTTP/1.1 on a new connection.
 pub async fn send<B>(addr: SocketAddr, request: Request<B>) -> Answer
 where
