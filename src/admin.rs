@@ -1,5 +1,6 @@
-//! The admin listener: `GET /healthz` (the process serves) and `GET /readyz` (every profile
-//! holds a valid token; otherwise 503 naming the profiles that do not).
+//! The admin listener: `GET /healthz` (the process serves), `GET /readyz` (every profile
+//! holds a valid token; otherwise 503 naming the profiles that do not), `GET /metrics`
+//! (Prometheus text, see `metrics.rs`).
 
 use std::fmt::Write;
 
@@ -8,13 +9,29 @@ use http::{Method, Request, Response, StatusCode, header};
 use crate::ims::Readiness;
 use crate::proxy::Proxy;
 use crate::proxy::body::ResponseBody;
+use crate::server::Connections;
 
-pub fn handle<B>(proxy: &Proxy, request: &Request<B>) -> Response<ResponseBody> {
+pub fn handle<B>(
+    proxy: &Proxy,
+    connections: &Connections,
+    request: &Request<B>,
+) -> Response<ResponseBody> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".to_owned());
     }
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
+        "/metrics" => {
+            let body = proxy.metrics().render(proxy.readiness(), connections);
+            let mut response = text(StatusCode::OK, body);
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
         "/readyz" => {
             let mut not_ready = String::new();
             let mut ready = String::new();

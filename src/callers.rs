@@ -46,6 +46,8 @@ pub struct Caller {
     pub profile: usize,
     pub mode: Mode,
     allow_from: Vec<IpNet>,
+    /// Subject its client certificate must have.
+    cert_subject: Option<String>,
 }
 
 impl Caller {
@@ -72,6 +74,8 @@ pub struct Presented<'a> {
     pub security: Option<&'a str>,
     /// The TCP peer.
     pub peer: IpAddr,
+    /// The subject of the client certificate (mTLS).
+    pub cert_subject: Option<&'a str>,
 }
 
 /// What a Logon leads to.
@@ -105,6 +109,8 @@ pub enum AuthError {
     WrongPassword(Arc<str>),
     #[error("caller {caller} may not call from {peer} (allow_from)")]
     NotAllowed { caller: Arc<str>, peer: IpAddr },
+    #[error("caller {0} presented no client certificate, or another's")]
+    WrongCertificate(Arc<str>),
     #[error("{0}")]
     Session(SessionError),
     #[error("session issued to {0}, which is not in ims mode (or not configured) any more")]
@@ -137,6 +143,7 @@ impl Callers {
                 profile: c.profile,
                 mode: c.mode,
                 allow_from: c.allow_from.clone(),
+                cert_subject: c.client_cert_subject.clone(),
             })
             .collect();
         let by_login = callers
@@ -172,7 +179,7 @@ impl Callers {
                 .iter()
                 .find(|c| *c.name == *name && c.mode == Mode::Ims)
                 .ok_or(AuthError::SessionOfNoImsCaller(name))?;
-            self.check_network(caller, presented.peer)?;
+            self.check_origin(caller, presented)?;
             return Ok(Route::Ims(caller));
         }
         let owner = token
@@ -186,7 +193,7 @@ impl Callers {
             };
         };
         let caller = &self.callers[index];
-        self.check_network(caller, presented.peer)?;
+        self.check_origin(caller, presented)?;
         let ims = match caller.mode {
             Mode::Legacy => false,
             Mode::Ims => true,
@@ -210,7 +217,7 @@ impl Callers {
         &self,
         login: &str,
         password: &str,
-        peer: IpAddr,
+        presented: Presented<'_>,
     ) -> Result<LogonWay<'_>, AuthError> {
         let Some(&index) = self.by_login.get(login) else {
             return match (self.unknown, login.is_empty()) {
@@ -220,7 +227,7 @@ impl Callers {
             };
         };
         let caller = &self.callers[index];
-        self.check_network(caller, peer)?;
+        self.check_origin(caller, presented)?;
         if caller.mode != Mode::Ims {
             return Ok(LogonWay::Forward(Some(caller)));
         }
@@ -262,15 +269,24 @@ impl Callers {
         self.sessions.as_ref().map(Sessions::ttl)
     }
 
-    fn check_network(&self, caller: &Caller, peer: IpAddr) -> Result<(), AuthError> {
-        if caller.allows(peer) {
-            Ok(())
-        } else {
-            Err(AuthError::NotAllowed {
+    /// The network (`allow_from`) and the client certificate (`client_cert_subject`) a
+    /// caller's requests must come with.
+    fn check_origin(&self, caller: &Caller, presented: Presented<'_>) -> Result<(), AuthError> {
+        if !caller.allows(presented.peer) {
+            return Err(AuthError::NotAllowed {
                 caller: caller.name.clone(),
-                peer,
-            })
+                peer: presented.peer,
+            });
         }
+        if let Some(subject) = &caller.cert_subject {
+            let matches = presented
+                .cert_subject
+                .is_some_and(|presented| crate::tls::subjects_match(subject, presented));
+            if !matches {
+                return Err(AuthError::WrongCertificate(caller.name.clone()));
+            }
+        }
+        Ok(())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Caller> {
@@ -397,6 +413,7 @@ mod tests {
             mode,
             allow_from: Vec::new(),
             logon: false,
+            client_cert_subject: None,
         }
     }
 
@@ -427,6 +444,7 @@ mod tests {
             session: None,
             security: None,
             peer: LOCAL,
+            cert_subject: None,
         }
     }
 
@@ -537,6 +555,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_caller_bound_to_a_certificate_needs_it() {
+        let mut bound = caller("crm-events", "mc", "pw", Mode::Ims);
+        bound.client_cert_subject = Some("CN=crm-pusher,O=Example".into());
+        let callers = with(&[bound], UnknownCallers::Reject);
+        let with_cert = |subject| Presented {
+            cert_subject: subject,
+            ..cred("mc/pw")
+        };
+        assert!(
+            callers
+                .route(with_cert(Some("O=Example,CN=crm-pusher")))
+                .await
+                .is_ok()
+        );
+        for wrong in [None, Some("CN=intruder,O=Example")] {
+            assert_eq!(
+                callers.route(with_cert(wrong)).await.unwrap_err(),
+                AuthError::WrongCertificate("crm-events".into())
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn canary_sends_its_share_the_ims_way() {
         let settings = [caller(
             "crm-events",
@@ -596,9 +637,7 @@ mod tests {
             Err(AuthError::NotAllowed { .. })
         ));
         assert!(matches!(
-            callers
-                .logon("mc", "pw", "10.99.0.1".parse().unwrap())
-                .await,
+            callers.logon("mc", "pw", from("10.99.0.1", "")).await,
             Err(AuthError::NotAllowed { .. })
         ));
     }
@@ -607,7 +646,7 @@ mod tests {
     async fn logon_issues_sessions_that_route_the_ims_way() {
         let callers = callers(UnknownCallers::Reject);
         let LogonWay::Answer(caller, issued) = callers
-            .logon("mc", "s3cret/with/slashes", LOCAL)
+            .logon("mc", "s3cret/with/slashes", cred(""))
             .await
             .unwrap()
         else {
@@ -637,7 +676,7 @@ mod tests {
             );
         }
         let other = callers
-            .logon("mc", "s3cret/with/slashes", LOCAL)
+            .logon("mc", "s3cret/with/slashes", cred(""))
             .await
             .unwrap();
         let LogonWay::Answer(_, other) = other else {
@@ -656,16 +695,16 @@ mod tests {
         assert!(callers.logoff(cred(session)).unwrap());
         assert!(!callers.logoff(cred("mc/s3cret/with/slashes")).unwrap());
         assert_eq!(
-            callers.logon("mc", "wrong", LOCAL).await.err(),
+            callers.logon("mc", "wrong", cred("")).await.err(),
             Some(AuthError::WrongPassword("crm-events".into()))
         );
         // A legacy caller's Logon is Campaign's; an unknown login is refused.
         assert!(matches!(
-            callers.logon("crm", "x", LOCAL).await,
+            callers.logon("crm", "x", cred("")).await,
             Ok(LogonWay::Forward(Some(_)))
         ));
         assert_eq!(
-            callers.logon("nobody", "x", LOCAL).await.err(),
+            callers.logon("nobody", "x", cred("")).await.err(),
             Some(AuthError::Unknown)
         );
         // Tokens of another proxy's secret are refused.
@@ -687,7 +726,7 @@ mod tests {
     async fn sessions_end_when_the_caller_leaves_ims_mode() {
         let settings = [caller("crm-events", "mc", "pw", Mode::Ims)];
         let before = with(&settings, UnknownCallers::Reject);
-        let LogonWay::Answer(_, issued) = before.logon("mc", "pw", LOCAL).await.unwrap() else {
+        let LogonWay::Answer(_, issued) = before.logon("mc", "pw", cred("")).await.unwrap() else {
             panic!()
         };
         let after = with(
@@ -700,7 +739,7 @@ mod tests {
         ));
         // Its next Logon goes to Campaign.
         assert!(matches!(
-            after.logon("mc", "pw", LOCAL).await,
+            after.logon("mc", "pw", cred("")).await,
             Ok(LogonWay::Forward(Some(_)))
         ));
     }

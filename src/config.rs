@@ -1,9 +1,9 @@
 //! The configuration: the TOML file of design.md, read into raw serde structs
 //! (`config/raw.rs`), then checked and turned into the typed [`Config`] the proxy runs on.
 //!
-//! Every problem is reported with the key it concerns. Settings whose behaviour is not built
-//! yet are refused with "not supported yet" rather than ignored: a proxy that silently skips
-//! `tls` or `mode = "canary"` would do something other than what its operator wrote.
+//! Every problem is reported with the key it concerns, and unknown keys are refused: a proxy
+//! that silently skipped a misspelt setting would do something other than what its operator
+//! wrote.
 
 mod duration;
 mod raw;
@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use argon2::password_hash::phc::PasswordHash;
@@ -86,13 +87,6 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
-fn not_supported(key: impl Into<String>) -> ConfigError {
-    invalid(
-        key,
-        "not supported yet by this version of imsbridge; remove it",
-    )
-}
-
 /// The validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -133,6 +127,23 @@ pub struct ServerSettings {
     /// Runtime worker threads; `None`: one per core.
     pub workers: Option<usize>,
     pub limits: Limits,
+    /// TLS on the listener; `None`: plain HTTP.
+    pub tls: Option<TlsSettings>,
+}
+
+#[derive(Clone)]
+pub struct TlsSettings {
+    pub config: Arc<rustls::ServerConfig>,
+    /// Client certificates are required (`client_ca` is set).
+    pub mutual: bool,
+}
+
+impl fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("mutual", &self.mutual)
+            .finish()
+    }
 }
 
 /// How much a client may take of the proxy, and how long.
@@ -254,6 +265,8 @@ pub struct CallerSettings {
     pub allow_from: Vec<IpNet>,
     /// The caller logs on (`xtk:session#Logon`) and sends the session token it gets.
     pub logon: bool,
+    /// Subject its client certificate must have (mTLS).
+    pub client_cert_subject: Option<String>,
 }
 
 impl fmt::Debug for CallerSettings {
@@ -266,6 +279,7 @@ impl fmt::Debug for CallerSettings {
             .field("mode", &self.mode)
             .field("allow_from", &self.allow_from)
             .field("logon", &self.logon)
+            .field("client_cert_subject", &self.client_cert_subject)
             .finish()
     }
 }
@@ -317,7 +331,7 @@ fn validate(raw: RawConfig, base_dir: &Path, env: &dyn Env) -> Result<Config, Co
         None | Some(RawUnknownCallers::Reject) => UnknownCallers::Reject,
         Some(RawUnknownCallers::Legacy) => UnknownCallers::Legacy,
     };
-    let server = validate_server(raw.server.unwrap_or_default())?;
+    let server = validate_server(raw.server.unwrap_or_default(), base_dir, env)?;
     let upstream = validate_upstream(raw.upstream, base_dir)?;
     let ims = validate_ims(raw.ims.unwrap_or_default())?;
     let profiles = raw
@@ -352,6 +366,13 @@ fn validate(raw: RawConfig, base_dir: &Path, env: &dyn Env) -> Result<Config, Co
             validate_caller(&key, caller, &profiles, base_dir, env)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let mutual_tls = server.tls.as_ref().is_some_and(|tls| tls.mutual);
+    if !mutual_tls && let Some(i) = callers.iter().position(|c| c.client_cert_subject.is_some()) {
+        return Err(invalid(
+            format!("callers[{i}].client_cert_subject"),
+            "needs client certificates: set server.tls with a client_ca",
+        ));
+    }
     if sessions.is_none()
         && let Some(i) = callers.iter().position(|c| c.logon && c.mode == Mode::Ims)
     {
@@ -396,10 +417,28 @@ fn validate_sessions(
     })
 }
 
-fn validate_server(raw: raw::RawServer) -> Result<ServerSettings, ConfigError> {
-    if raw.tls.is_some() {
-        return Err(not_supported("server.tls"));
-    }
+fn validate_server(
+    raw: raw::RawServer,
+    base_dir: &Path,
+    env: &dyn Env,
+) -> Result<ServerSettings, ConfigError> {
+    let tls = match raw.tls {
+        None => None,
+        Some(tls) => {
+            let key = tls
+                .key
+                .resolve(base_dir, env)
+                .map_err(|message| invalid("server.tls.key", message))?;
+            let client_ca = tls.client_ca.map(|path| base_dir.join(path));
+            let config =
+                crate::tls::server_config(&base_dir.join(&tls.cert), &key, client_ca.as_deref())
+                    .map_err(|message| invalid("server.tls", message))?;
+            Some(TlsSettings {
+                config,
+                mutual: client_ca.is_some(),
+            })
+        }
+    };
     let address = |key: &str, value: Option<String>, default: &str| {
         let text = value.unwrap_or_else(|| default.to_owned());
         text.parse::<SocketAddr>().map_err(|_| {
@@ -463,6 +502,7 @@ fn validate_server(raw: raw::RawServer) -> Result<ServerSettings, ConfigError> {
         max_prefix_bytes: max_prefix_bytes as usize,
         workers,
         limits,
+        tls,
     })
 }
 
@@ -696,8 +736,13 @@ fn validate_caller(
             ));
         }
     };
-    if raw.client_cert_subject.is_some() {
-        return Err(not_supported(format!("{key}.client_cert_subject")));
+    if let Some(subject) = &raw.client_cert_subject
+        && !crate::tls::is_subject(subject)
+    {
+        return Err(invalid(
+            format!("{key}.client_cert_subject"),
+            "is not a subject such as \"CN=crm-pusher,O=Example\"",
+        ));
     }
     let allow_from = raw
         .allow_from
@@ -737,6 +782,7 @@ fn validate_caller(
         mode,
         allow_from,
         logon,
+        client_cert_subject: raw.client_cert_subject,
     })
 }
 

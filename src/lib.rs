@@ -20,7 +20,8 @@
 //! - `callers.rs`: who is calling, argon2 verification, modes;
 //! - `ims.rs` (+ `ims/`): token sources and the per-profile token cache;
 //! - `upstream.rs`: the pooled client to Campaign and the header policy;
-//! - `admin.rs`: `/healthz`, `/readyz`;
+//! - `admin.rs`: `/healthz`, `/readyz`, `/metrics`; `metrics.rs`: what they count;
+//! - `tls.rs`: TLS and mTLS on the listener, client certificate subjects;
 //! - `check.rs`: `imsbridge check`, a token per profile and a probe call before cutting over;
 //! - `import.rs`: `imsbridge import-nlserver`, seed 000's `-setimsjwtauth` string to a profile;
 //! - `config.rs` (+ `config/`): TOML → validated [`config::Config`]; secrets; durations;
@@ -38,11 +39,13 @@ pub mod config;
 pub mod demo;
 pub mod import;
 pub mod ims;
+pub mod metrics;
 pub mod proxy;
 pub mod secret;
 pub mod server;
 pub mod sessions;
 pub mod soap;
+pub mod tls;
 pub mod upstream;
 
 use std::future::Future;
@@ -50,9 +53,12 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 
 use config::{Config, ServerSettings};
+use metrics::Metrics;
 use proxy::Proxy;
+use server::Connections;
 
 /// The sockets `run` serves on, bound by the caller (tests bind port 0).
 pub struct Listeners {
@@ -82,15 +88,29 @@ pub async fn run_reloadable(
     mut reloads: mpsc::Receiver<Config>,
 ) -> Result<(), upstream::TlsSetupError> {
     let limits = config.server.limits;
-    let (current, proxy) = watch::channel(Arc::new(Proxy::new(&config)?));
+    let metrics = Arc::new(Metrics::new());
+    let (current, proxy) = watch::channel(Arc::new(Proxy::new(&config, metrics.clone())?));
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(|tls| watch::channel(TlsAcceptor::from(tls.config.clone())));
+    let (tls_now, tls) = match tls {
+        Some((now, receiver)) => (Some(now), Some(receiver)),
+        None => (None, None),
+    };
     let server = config.server;
     let reloader = tokio::spawn(async move {
         while let Some(config) = reloads.recv().await {
             warn_unapplied(&server, &config.server);
-            match Proxy::new(&config) {
+            match Proxy::new(&config, metrics.clone()) {
                 Ok(next) => {
                     next.warm_up(config.ims.timeout).await;
                     current.send_replace(Arc::new(next));
+                    // New connections get the reloaded certificates.
+                    if let (Some(now), Some(tls)) = (&tls_now, &config.server.tls) {
+                        now.send_replace(TlsAcceptor::from(tls.config.clone()));
+                    }
                     tracing::info!(
                         profiles = config.profiles.len(),
                         callers = config.callers.len(),
@@ -101,9 +121,11 @@ pub async fn run_reloadable(
             }
         }
     });
+    let connections = Arc::new(Connections::default());
     let (stop, stopped) = watch::channel(false);
     let admin = listeners.admin.map(|listener| {
         let proxy = proxy.clone();
+        let connections = connections.clone();
         let mut stopped = stopped.clone();
         tokio::spawn(server::serve(
             listener,
@@ -112,7 +134,7 @@ pub async fn run_reloadable(
             limits,
             move |_, request| {
                 let proxy = proxy.borrow().clone();
-                std::future::ready(admin::handle(&proxy, &request))
+                std::future::ready(admin::handle(&proxy, &connections, &request))
             },
             async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
@@ -125,8 +147,8 @@ pub async fn run_reloadable(
     };
     server::serve(
         listeners.proxy,
-        None,
-        Arc::default(),
+        tls,
+        connections,
         limits,
         handler,
         async move {

@@ -19,6 +19,15 @@ use imsbridge::config::{Config, ProcessEnv};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text (the default) or as JSON objects, one per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -69,7 +78,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config, probe } => check(config, probe),
@@ -84,23 +93,28 @@ fn main() -> ExitCode {
     }
 }
 
-/// Text logs on standard error; `RUST_LOG` filters (`info` by default, e.g.
+/// Logs on standard error, as text or JSON; `RUST_LOG` filters (`info` by default, e.g.
 /// `RUST_LOG=info,imsbridge=debug`).
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|text| text.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(false),
-        )
-        .with(filter)
-        .init();
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    match format {
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(layer)
+            .with(filter)
+            .init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(layer.json().flatten_event(true))
+            .with(filter)
+            .init(),
+    }
 }
 
 fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {

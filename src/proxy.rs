@@ -19,23 +19,26 @@
 pub mod body;
 mod error;
 mod prefix;
+mod record;
 mod refusal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version, request};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Version, request};
 use hyper::body::Incoming;
-use tokio::time::Instant;
 
 pub use error::ProxyError;
 
-use crate::callers::{AuthError, Caller, Callers, LogonWay, Presented, Route};
+use crate::callers::{Callers, LogonWay, Presented, Route};
 use crate::carriers;
 use crate::config::{Config, UnknownCallers};
 use crate::ims::{ImsClient, Readiness, Source, Token, TokenCache};
+use crate::metrics::Metrics;
+use crate::server::Peer;
 use crate::soap::{Action, edits_for_ims, logoff_response, logon_response};
 use crate::upstream::{
     Forwarding, TlsSetupError, Upstream, forward_headers, https_connector, strip_hop_by_hop,
@@ -43,6 +46,7 @@ use crate::upstream::{
 };
 use body::{Replay, ResponseBody, UpstreamBody};
 use prefix::Prefix;
+use record::{Completion, Record};
 
 /// The one path Campaign serves SOAP on.
 pub const SOAP_ROUTER_PATH: &str = "/nl/jsp/soaprouter.jsp";
@@ -82,44 +86,12 @@ pub struct Proxy {
     /// How long a request waits for a token when no valid one exists (a cold start): one IMS
     /// request's worth.
     token_wait: Duration,
-}
-
-/// What the log line of a request says.
-struct Record {
-    caller: Option<Arc<str>>,
-    profile: Option<Arc<str>>,
-    /// The caller's mode (`ims`, `legacy`, `canary`), or `transparent` for a credential no
-    /// caller owns.
-    mode: &'static str,
-    /// The way this request took: `ims`, `legacy`, or `local` (answered here).
-    route: &'static str,
-    action: Option<Action>,
-    upstream_status: Option<StatusCode>,
-    /// Campaign refused the token and the call was sent again.
-    retried: bool,
-}
-
-impl Record {
-    fn caller(&mut self, caller: &Caller, route: &'static str) {
-        self.caller = Some(caller.name.clone());
-        self.mode = caller.mode.as_str();
-        self.route = route;
-    }
-
-    /// The caller named by a refusal, if any.
-    fn refused(&mut self, error: &AuthError) {
-        if let AuthError::WrongPassword(caller)
-        | AuthError::NotAllowed { caller, .. }
-        | AuthError::LogonNotEnabled(caller) = error
-        {
-            self.caller = Some(caller.clone());
-        }
-    }
+    metrics: Arc<Metrics>,
 }
 
 impl Proxy {
     /// Builds the proxy and starts one token refresher per profile.
-    pub fn new(config: &Config) -> Result<Proxy, TlsSetupError> {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Proxy, TlsSetupError> {
         let system_roots = system_roots();
         let upstream = Upstream::new(&config.upstream, &system_roots)?;
         if config.ims.token_url.scheme() == Some(&http::uri::Scheme::HTTPS)
@@ -137,12 +109,19 @@ impl Proxy {
             .map(|profile| {
                 let name: Arc<str> = profile.name.as_str().into();
                 let source = Source::for_profile(profile, &config.ims, ims.clone());
+                let counters = metrics.fetches(&name);
                 Profile {
-                    tokens: TokenCache::spawn(name.clone(), source),
+                    tokens: TokenCache::spawn(name.clone(), source, counters),
                     name,
                 }
             })
             .collect();
+        metrics.set_callers(
+            config
+                .callers
+                .iter()
+                .map(|c| (c.name.as_str(), c.mode.as_str())),
+        );
         Ok(Proxy {
             callers: Callers::new(
                 &config.callers,
@@ -157,7 +136,12 @@ impl Proxy {
             idle_timeout: config.server.limits.idle_timeout,
             retry_buffer_bytes: config.upstream.retry_buffer_bytes,
             token_wait: config.ims.timeout,
+            metrics,
         })
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Waits, up to `wait`, for every profile to hold a token (after a reload, before the new
@@ -175,55 +159,51 @@ impl Proxy {
             .map(|p| (&*p.name, p.tokens.readiness()))
     }
 
-    /// Answers one request, and writes its log line.
+    /// Answers one request; its log line and counts follow when the answer is done with.
     pub async fn handle(
         &self,
-        peer: SocketAddr,
-        request: Request<Incoming>,
+        peer: Arc<Peer>,
+        mut request: Request<Incoming>,
     ) -> Response<ResponseBody> {
-        let started = Instant::now();
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
-        let mut record = Record {
-            caller: None,
-            profile: None,
-            mode: "-",
-            route: "-",
-            action: None,
-            upstream_status: None,
-            retried: false,
-        };
-        let (response, error) = match self.pipeline(peer, request, &mut record).await {
+        // The caller's request id, or a new one; Campaign and the caller see it too.
+        let request_id = request
+            .headers()
+            .get(&X_REQUEST_ID)
+            .filter(|id| id.len() <= 128 && !id.is_empty())
+            .cloned()
+            .unwrap_or_else(|| {
+                HeaderValue::try_from(format!("{:032x}", fastrand::u128(..)))
+                    .expect("hex is a header value")
+            });
+        request
+            .headers_mut()
+            .insert(&X_REQUEST_ID, request_id.clone());
+        let mut record = Record::new(
+            request_id.clone(),
+            peer.addr.ip(),
+            request.method().clone(),
+            request.uri().path().to_owned(),
+        );
+        let (mut response, error) = match self.pipeline(&peer, request, &mut record).await {
             Ok(response) => (response, None),
             Err(error) => (error.response(record.action.as_ref()), Some(error)),
         };
-        let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
-        let caller = record.caller.as_deref().unwrap_or("-");
-        let profile = record.profile.as_deref().unwrap_or("-");
-        let action = record.action.as_ref().map(ToString::to_string);
-        let action = action.as_deref().unwrap_or("-");
-        let upstream_status = record.upstream_status.map_or(0, |s| s.as_u16());
-        match &error {
-            None => tracing::info!(
-                target: "imsbridge::access",
-                peer = %peer.ip(), %method, path, caller, profile, action, mode = record.mode,
-                route = record.route, status = response.status().as_u16(), upstream_status,
-                retried = record.retried, latency_ms, "request"
-            ),
-            Some(error) => tracing::warn!(
-                target: "imsbridge::access",
-                peer = %peer.ip(), %method, path, caller, profile, action, mode = record.mode,
-                route = record.route, status = response.status().as_u16(), upstream_status,
-                retried = record.retried, latency_ms, outcome = error.kind(), error = %error,
-                "request refused"
-            ),
-        }
+        response.headers_mut().insert(&X_REQUEST_ID, request_id);
+        let completion = Completion {
+            status: response.status(),
+            outcome: error.as_ref().map_or("ok", ProxyError::kind),
+            error: error.map(|e| e.to_string()),
+            record,
+            metrics: self.metrics.clone(),
+            bytes_out: 0,
+        };
+        response.body_mut().complete_with(completion);
         response
     }
 
     async fn pipeline(
         &self,
-        peer: SocketAddr,
+        peer: &Peer,
         request: Request<Incoming>,
         record: &mut Record,
     ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -242,8 +222,9 @@ impl Proxy {
                     self.max_body_bytes,
                     length,
                     self.idle_timeout,
-                );
-                let parts = self.prepare(parts, None, peer, length);
+                )
+                .counting(record.bytes_in.clone());
+                let parts = self.prepare(parts, None, peer.addr, length);
                 return self.send(parts, body, record).await;
             }
             return Err(if soap_router {
@@ -268,6 +249,7 @@ impl Proxy {
             self.idle_timeout,
         )
         .await?;
+        record.bytes_in.store(prefix.received, Ordering::Relaxed);
         record.action = Some(Action::of_request(
             &parts.headers,
             parts.uri.query(),
@@ -284,14 +266,15 @@ impl Proxy {
                 .map_or("", |param| param.value.expose()),
             session: carried.session.as_deref(),
             security: carried.security.as_deref(),
-            peer: peer.ip(),
+            peer: peer.addr.ip(),
+            cert_subject: peer.cert_subject.as_deref(),
         };
         //    Logon of an `ims` caller, and Logoff of a session of ours, are answered here.
         if envelope.is_logon() {
             let param = |i: usize| envelope.params.get(i).map_or("", |p| p.value.expose());
             let way = self
                 .callers
-                .logon(param(1), param(2), peer.ip())
+                .logon(param(1), param(2), presented)
                 .await
                 .inspect_err(|error| record.refused(error))?;
             return match way {
@@ -353,7 +336,7 @@ impl Proxy {
         // 7. Every copy of the credential out of the prefix and the headers.
         let edits = edits_for_ims(&prefix.envelope);
         let length = declared.map(|length| prefix::length_after(length, &edits));
-        let parts = self.prepare(parts, Some(token.bearer()), peer, length);
+        let parts = self.prepare(parts, Some(token.bearer()), peer.addr, length);
         // A body that may fit the replay buffer is kept as it is sent.
         let replayable = length.is_none_or(|length| length <= self.retry_buffer_bytes);
         let replay = Replay::new(self.retry_buffer_bytes);
@@ -364,7 +347,8 @@ impl Proxy {
             self.max_body_bytes,
             length,
             self.idle_timeout,
-        );
+        )
+        .counting(record.bytes_in.clone());
         let mut retry_parts = None;
         if replayable {
             body = body.recording(replay.clone());
@@ -403,7 +387,7 @@ impl Proxy {
         parts: request::Parts,
         prefix: Prefix<Incoming>,
         declared: Option<u64>,
-        peer: SocketAddr,
+        peer: &Peer,
         record: &mut Record,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let body = UpstreamBody::new(
@@ -413,8 +397,9 @@ impl Proxy {
             self.max_body_bytes,
             declared,
             self.idle_timeout,
-        );
-        let parts = self.prepare(parts, None, peer, declared);
+        )
+        .counting(record.bytes_in.clone());
+        let parts = self.prepare(parts, None, peer.addr, declared);
         self.send(parts, body, record).await
     }
 
@@ -460,6 +445,8 @@ fn finish(mut response: Response<ResponseBody>) -> Response<ResponseBody> {
     strip_hop_by_hop(response.headers_mut());
     response
 }
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A SOAP answer of our own (Logon, Logoff).
 fn soap_answer(body: bytes::Bytes) -> Response<ResponseBody> {

@@ -7,7 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Limits;
@@ -32,6 +32,7 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 pub struct Connections {
     accepted: AtomicU64,
+    open: AtomicI64,
 }
 
 impl Connections {
@@ -39,22 +40,37 @@ impl Connections {
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
     }
+
+    /// Connections open now.
+    pub fn open(&self) -> i64 {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// Who is at the other end of a connection.
+#[derive(Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// Subject of the client certificate, when the listener asks for one (mTLS).
+    pub cert_subject: Option<Arc<str>>,
 }
 
 /// Serves HTTP/1.1 and HTTP/2 (h2c, or ALPN over TLS) on `listener` until `shutdown`
-/// completes, then stops accepting and lets open connections finish their requests for up to
+/// completes. With `tls`, every connection takes the acceptor current when it arrives (a
+/// reload swaps certificates without a restart).
+/// Then it stops accepting and lets open connections finish their requests for up to
 /// the shutdown grace of `limits`. At most `limits.max_connections` are served at once; an
 /// HTTP/1.1 client gets `limits.header_read_timeout` to send its headers, which also closes
 /// idle keep-alive connections.
 pub async fn serve<H, F, B>(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<watch::Receiver<TlsAcceptor>>,
     connections: Arc<Connections>,
     limits: Limits,
     handler: H,
     shutdown: impl Future<Output = ()>,
 ) where
-    H: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Arc<Peer>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -91,30 +107,50 @@ pub async fn serve<H, F, B>(
             () = &mut shutdown => break,
         };
         connections.accepted.fetch_add(1, Ordering::Relaxed);
+        connections.open.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         // hyper's own header timeout starts once a request begins; the wait for the very first
-        // byte (protocol detection) needs ours.
+        // byte (protocol detection, or the TLS hello) needs ours.
         let stream = FirstByteDeadline::new(stream, limits.header_read_timeout);
         let handler = handler.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let response = handler(peer, request);
-            async move { Ok::<_, Infallible>(response.await) }
-        });
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let tls = tls.clone();
+        let acceptor = tls.as_ref().map(|tls| tls.borrow().clone());
+        let connections = connections.clone();
         tokio::spawn(async move {
-            let result = match tls {
+            // Every request of the connection goes to the handler with its peer.
+            let service = |peer: Arc<Peer>| {
+                hyper::service::service_fn(move |request| {
+                    let response = handler(peer.clone(), request);
+                    async move { Ok::<_, Infallible>(response.await) }
+                })
+            };
+            let result = match acceptor {
                 None => {
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    let peer = Arc::new(Peer {
+                        addr: peer,
+                        cert_subject: None,
+                    });
+                    let connection = builder.serve_connection(TokioIo::new(stream), service(peer));
                     watcher.watch(connection.into_owned()).await
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
                         Ok(Ok(stream)) => {
+                            let cert_subject = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|certs| certs.first())
+                                .and_then(|cert| crate::tls::subject(cert))
+                                .map(Arc::from);
+                            let peer = Arc::new(Peer {
+                                addr: peer,
+                                cert_subject,
+                            });
                             let connection =
-                                builder.serve_connection(TokioIo::new(stream), service);
+                                builder.serve_connection(TokioIo::new(stream), service(peer));
                             watcher.watch(connection.into_owned()).await
                         }
                         Ok(Err(error)) => Err(error.into()),
@@ -123,8 +159,9 @@ pub async fn serve<H, F, B>(
                 }
             };
             if let Err(error) = result {
-                tracing::debug!(peer = %peer, %error, "connection ended with an error");
+                tracing::debug!(%peer, %error, "connection ended with an error");
             }
+            connections.open.fetch_sub(1, Ordering::Relaxed);
             drop(slot);
         });
     }

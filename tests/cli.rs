@@ -241,7 +241,7 @@ fn an_invalid_config_is_refused_with_the_key_named() {
         ),
         (
             "[upstream]\nurl = \"https://x\"\n[server]\ntls = { cert = \"a\", key = \"b\" }\n",
-            "server.tls: not supported yet",
+            "server.tls: cert: ",
         ),
         (
             "[upstream]\nurl = \"https://x\"\n[profiles.p]\ntype = \"oauth\"\nclient_id = \"c\"\nclient_secret = { env = \"IMSBRIDGE_TEST_UNSET\" }\nscopes = [\"openid\"]\n",

@@ -45,10 +45,8 @@ pub struct RawServer {
     pub shutdown_grace: Option<String>,
 }
 
-/// Parsed so that its keys are checked; refused as not supported yet in `config.rs`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[expect(dead_code, reason = "TLS on the listener is not built yet")]
 pub struct RawTls {
     pub cert: PathBuf,
     pub key: SecretSource,

@@ -291,22 +291,94 @@ fn invalid_values_are_named() {
     assert_refused(&cases);
 }
 
+/// A CA, a server certificate for 127.0.0.1 and its key, written as PEM files in `dir`.
+fn write_tls_files(dir: &Path) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("clients.pem"), ca.pem()).unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.join("other.key"), other.serialize_pem()).unwrap();
+}
+
 #[test]
-fn later_features_are_refused_not_ignored() {
-    let cases = [
-        (
-            config("client_cert_subject = \"CN=crm\""),
-            "callers[0].client_cert_subject: not supported yet",
+fn tls_and_client_certificates() {
+    let dir = std::env::temp_dir().join(format!("imsbridge-config-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    write_tls_files(&dir);
+    let tls = |table: &str, caller: &str| format!("[server]\ntls = {table}\n{}", config(caller));
+    let parse_in = |text: &str| Config::parse(text, &dir, &env());
+    let plain = parse_in(&tls(
+        r#"{ cert = "server.pem", key = { file = "server.key" } }"#,
+        "",
+    ))
+    .unwrap();
+    assert!(!plain.server.tls.unwrap().mutual);
+    let mutual = parse_in(&tls(
+        r#"{ cert = "server.pem", key = { file = "server.key" }, client_ca = "clients.pem" }"#,
+        "client_cert_subject = \"CN=crm-pusher,O=Example\"",
+    ))
+    .unwrap();
+    assert!(mutual.server.tls.unwrap().mutual);
+    assert_eq!(
+        mutual.callers[0].client_cert_subject.as_deref(),
+        Some("CN=crm-pusher,O=Example")
+    );
+
+    let refused = |text: String, expected: &str| {
+        let message = parse_in(&text).unwrap_err().to_string();
+        assert!(message.contains(expected), "`{expected}` not in: {message}");
+    };
+    refused(
+        tls(
+            r#"{ cert = "missing.pem", key = { file = "server.key" } }"#,
+            "",
         ),
-        (
-            format!(
-                "[server]\ntls = {{ cert = \"c.pem\", key = \"k.pem\" }}\n{}",
-                config("")
-            ),
-            "server.tls: not supported yet",
+        "server.tls: cert: ",
+    );
+    refused(
+        tls(
+            r#"{ cert = "server.pem", key = { file = "other.key" } }"#,
+            "",
         ),
-    ];
-    assert_refused(&cases);
+        "server.tls: key: does not go with the certificate",
+    );
+    refused(
+        tls(r#"{ cert = "server.pem", key = "not a key" }"#, ""),
+        "server.tls: key: not a PEM private key",
+    );
+    refused(
+        tls(
+            r#"{ cert = "server.pem", key = { file = "server.key" } }"#,
+            "client_cert_subject = \"CN=x\"",
+        ),
+        "callers[0].client_cert_subject: needs client certificates",
+    );
+    refused(
+        tls(
+            r#"{ cert = "server.pem", key = { file = "server.key" }, client_ca = "clients.pem" }"#,
+            "client_cert_subject = \"nonsense\"",
+        ),
+        "callers[0].client_cert_subject: is not a subject",
+    );
+    let debug = format!(
+        "{mutual:?}",
+        mutual = parse_in(&tls(
+            r#"{ cert = "server.pem", key = { file = "server.key" } }"#,
+            ""
+        ))
+        .unwrap()
+    );
+    assert!(!debug.contains("PRIVATE KEY"), "{debug}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 const SESSIONS: &str = "[sessions]\nsecret = \"0123456789abcdef0123456789abcdef\"\n";

@@ -127,6 +127,7 @@ impl StandInCampaign {
         let connections = Arc::new(Connections::default());
         let (stop, stopped) = oneshot::channel::<()>();
         let handler_state = state.clone();
+        let tls = tls.map(|acceptor| tokio::sync::watch::channel(acceptor).1);
         tokio::spawn(server::serve(
             listener,
             tls,

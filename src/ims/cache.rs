@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{ImsError, TokenSource};
+use crate::metrics::FetchCounters;
 
 /// A token is refreshed this long before it expires...
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
@@ -115,14 +116,18 @@ impl Drop for TokenCache {
 
 impl TokenCache {
     /// Starts the refresher, which fetches a first token at once.
-    pub fn spawn<S: TokenSource>(profile: Arc<str>, source: S) -> TokenCache {
+    pub fn spawn<S: TokenSource>(
+        profile: Arc<str>,
+        source: S,
+        counters: FetchCounters,
+    ) -> TokenCache {
         let (tx, rx) = watch::channel(State {
             token: None,
             fetching: true,
             last_error: None,
         });
         let wake = Arc::new(Notify::new());
-        let refresher = tokio::spawn(refresh(profile, source, tx.clone(), wake.clone()));
+        let refresher = tokio::spawn(refresh(profile, source, tx.clone(), wake.clone(), counters));
         TokenCache {
             state: rx,
             publish: tx,
@@ -202,6 +207,7 @@ async fn refresh<S: TokenSource>(
     source: S,
     tx: watch::Sender<State>,
     wake: Arc<Notify>,
+    counters: FetchCounters,
 ) {
     let mut backoff = BACKOFF_START;
     loop {
@@ -214,6 +220,7 @@ async fn refresh<S: TokenSource>(
         });
         match fetched {
             Ok((token, lifetime)) => {
+                counters.ok.inc();
                 tracing::info!(profile = %profile, expires_in_s = lifetime.as_secs(), "IMS token fetched");
                 tx.send_replace(State {
                     token: Some(Arc::new(token)),
@@ -237,6 +244,7 @@ async fn refresh<S: TokenSource>(
                 }
             }
             Err(error) => {
+                counters.failed.inc();
                 let wait = jitter(backoff);
                 tracing::warn!(profile = %profile, error = %error, retry_in_ms = wait.as_millis() as u64, "IMS token request failed");
                 tx.send_modify(|s| {

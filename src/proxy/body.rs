@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -16,6 +17,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
+
+use super::record::Completion;
 
 /// Why the caller's body could not be forwarded to the end.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -137,6 +140,8 @@ pub struct UpstreamBody {
     idle: IdleTimer,
     /// Where sent chunks are kept for a replay, if one may be needed.
     replay: Option<Arc<Mutex<Replay>>>,
+    /// Counts the bytes that come from the caller (the `ready` ones were counted already).
+    received: Option<Arc<AtomicU64>>,
 }
 
 impl UpstreamBody {
@@ -161,7 +166,14 @@ impl UpstreamBody {
             remaining: length,
             idle: IdleTimer::new(idle),
             replay: None,
+            received: None,
         }
+    }
+
+    /// Adds the bytes that come from the caller to `received`.
+    pub fn counting(mut self, received: Arc<AtomicU64>) -> UpstreamBody {
+        self.received = Some(received);
+        self
     }
 
     /// Keeps what is sent in `replay`.
@@ -240,6 +252,9 @@ impl Body for UpstreamBody {
                         return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
                     }
                     this.allowance -= n;
+                    if let Some(received) = &this.received {
+                        received.fetch_add(n, Ordering::Relaxed);
+                    }
                     let data = data.clone();
                     this.sent(&data);
                 }
@@ -269,8 +284,12 @@ impl Body for UpstreamBody {
     }
 }
 
-/// The answer to the caller.
-pub struct ResponseBody(Answer);
+/// The answer to the caller; it carries the request's [`Completion`], written when it is
+/// dropped.
+pub struct ResponseBody {
+    answer: Answer,
+    completion: Option<Box<Completion>>,
+}
 
 enum Answer {
     /// A fault or page of our own.
@@ -286,17 +305,28 @@ enum Answer {
 
 impl ResponseBody {
     pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
-        ResponseBody(Answer::Full(Some(bytes.into())))
+        ResponseBody {
+            answer: Answer::Full(Some(bytes.into())),
+            completion: None,
+        }
+    }
+
+    /// Has `completion` written when the answer is done with.
+    pub fn complete_with(&mut self, completion: Completion) {
+        self.completion = Some(Box::new(completion));
     }
 
     /// Campaign's answer: `read` (already taken from it), then `rest`; Campaign may pause
     /// `idle` at most.
     pub fn upstream(read: Option<Bytes>, rest: Incoming, idle: Duration) -> ResponseBody {
-        ResponseBody(Answer::Upstream {
-            read: read.filter(|r| !r.is_empty()),
-            rest,
-            idle: Box::new(IdleTimer::new(idle)),
-        })
+        ResponseBody {
+            answer: Answer::Upstream {
+                read: read.filter(|r| !r.is_empty()),
+                rest,
+                idle: Box::new(IdleTimer::new(idle)),
+            },
+            completion: None,
+        }
     }
 }
 
@@ -308,7 +338,47 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, AnswerError>>> {
-        match &mut self.0 {
+        let frame = self.as_mut().poll_answer(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(completion)) = (&frame, &mut self.completion)
+            && let Some(data) = frame.data_ref()
+        {
+            completion.bytes_out += data.len() as u64;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.answer {
+            Answer::Full(bytes) => bytes.is_none(),
+            Answer::Upstream { read, rest, .. } => read.is_none() && rest.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.answer {
+            Answer::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Answer::Upstream { read, rest, .. } => {
+                let read = read.as_ref().map_or(0, |r| r.len() as u64);
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + read);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + read);
+                }
+                hint
+            }
+        }
+    }
+}
+
+impl ResponseBody {
+    fn poll_answer(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, AnswerError>>> {
+        match &mut self.answer {
             Answer::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Answer::Upstream { read, rest, idle } => {
                 if let Some(read) = read.take() {
@@ -324,31 +394,6 @@ impl Body for ResponseBody {
                         Poll::Ready(frame.map(|f| f.map_err(AnswerError::from)))
                     }
                 }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.0 {
-            Answer::Full(bytes) => bytes.is_none(),
-            Answer::Upstream { read, rest, .. } => read.is_none() && rest.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.0 {
-            Answer::Full(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
-            Answer::Upstream { read, rest, .. } => {
-                let read = read.as_ref().map_or(0, |r| r.len() as u64);
-                let rest = rest.size_hint();
-                let mut hint = SizeHint::new();
-                hint.set_lower(rest.lower() + read);
-                if let Some(upper) = rest.upper() {
-                    hint.set_upper(upper + read);
-                }
-                hint
             }
         }
     }

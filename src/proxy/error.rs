@@ -82,6 +82,7 @@ impl ProxyError {
             ProxyError::Auth(AuthError::Unknown) => "unknown_caller",
             ProxyError::Auth(AuthError::WrongPassword(_)) => "wrong_password",
             ProxyError::Auth(AuthError::NotAllowed { .. }) => "not_allowed_from",
+            ProxyError::Auth(AuthError::WrongCertificate(_)) => "wrong_certificate",
             ProxyError::Auth(AuthError::Session(_) | AuthError::SessionOfNoImsCaller(_)) => {
                 "session_invalid"
             }
@@ -136,7 +137,10 @@ impl ProxyError {
                 AuthError::Missing | AuthError::Session(_) | AuthError::SessionOfNoImsCaller(_),
             ) => (StatusCode::INTERNAL_SERVER_ERROR, Client, SESSION_INVALID),
             ProxyError::Auth(
-                AuthError::Unknown | AuthError::WrongPassword(_) | AuthError::NotAllowed { .. },
+                AuthError::Unknown
+                | AuthError::WrongPassword(_)
+                | AuthError::NotAllowed { .. }
+                | AuthError::WrongCertificate(_),
             ) => (StatusCode::INTERNAL_SERVER_ERROR, Client, INVALID_LOGIN),
             ProxyError::Auth(AuthError::LogonNotEnabled(_)) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::ims::Fetched;
+use crate::metrics::FetchCounters;
 use crate::secret::Secret;
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -61,7 +62,11 @@ const HOUR: Duration = Duration::from_secs(3600);
 #[tokio::test(start_paused = true)]
 async fn a_thousand_callers_on_a_cold_start_cause_one_fetch() {
     let source = Scripted::new(Duration::from_secs(2), [Ok(HOUR)]);
-    let cache = Arc::new(TokenCache::spawn("p".into(), source.clone()));
+    let cache = Arc::new(TokenCache::spawn(
+        "p".into(),
+        source.clone(),
+        FetchCounters::default(),
+    ));
     let callers: Vec<_> = (0..1000)
         .map(|_| {
             let cache = cache.clone();
@@ -78,7 +83,7 @@ async fn a_thousand_callers_on_a_cold_start_cause_one_fetch() {
 #[tokio::test(start_paused = true)]
 async fn refreshed_ahead_of_expiry_without_making_callers_wait() {
     let source = Scripted::new(Duration::from_secs(1), [Ok(HOUR), Ok(HOUR)]);
-    let cache = TokenCache::spawn("p".into(), source.clone());
+    let cache = TokenCache::spawn("p".into(), source.clone(), FetchCounters::default());
     let first = cache.get(Duration::from_secs(10)).await.unwrap();
     assert_eq!(bearer(&first), "Bearer token-1");
     // Asked at t=0, valid for an hour: refreshed REFRESH_MARGIN before the end.
@@ -101,7 +106,7 @@ async fn refreshed_ahead_of_expiry_without_making_callers_wait() {
 async fn short_lived_tokens_are_refreshed_at_nine_tenths() {
     let three = Duration::from_secs(3);
     let source = Scripted::new(Duration::ZERO, [Ok(three), Ok(three), Ok(three)]);
-    let cache = TokenCache::spawn("p".into(), source.clone());
+    let cache = TokenCache::spawn("p".into(), source.clone(), FetchCounters::default());
     cache.get(Duration::from_secs(1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2600)).await;
     assert_eq!(source.fetches(), 1);
@@ -115,7 +120,7 @@ async fn malformed_answers_are_retried_with_backoff() {
         Duration::ZERO,
         [Err(malformed()), Err(malformed()), Ok(HOUR)],
     );
-    let cache = TokenCache::spawn("p".into(), source.clone());
+    let cache = TokenCache::spawn("p".into(), source.clone(), FetchCounters::default());
     tokio::task::yield_now().await;
     assert_eq!(source.fetches(), 1);
     // IMS failing and no token: callers are told at once, with IMS's reason.
@@ -137,7 +142,7 @@ async fn the_current_token_serves_until_it_really_expires() {
     let ten = Duration::from_secs(100);
     let failures = (0..50).map(|_| Err(ImsError::Timeout(Duration::from_secs(10))));
     let source = Scripted::new(Duration::ZERO, std::iter::once(Ok(ten)).chain(failures));
-    let cache = TokenCache::spawn("p".into(), source.clone());
+    let cache = TokenCache::spawn("p".into(), source.clone(), FetchCounters::default());
     let token = cache.get(Duration::from_secs(1)).await.unwrap();
     // Refresh starts at 90 s and fails; the token is still used until 100 s.
     tokio::time::sleep(Duration::from_secs(99)).await;
@@ -156,7 +161,7 @@ async fn the_current_token_serves_until_it_really_expires() {
 async fn backoff_is_capped() {
     let failures: Vec<_> = (0..100).map(|_| Err(malformed())).collect();
     let source = Scripted::new(Duration::ZERO, failures);
-    let _cache = TokenCache::spawn("p".into(), source.clone());
+    let _cache = TokenCache::spawn("p".into(), source.clone(), FetchCounters::default());
     // 0.5 + 1 + 2 + ... reaches the 60 s cap after 8 retries; then one retry a minute at most.
     tokio::time::sleep(Duration::from_secs(600)).await;
     let after_ten_minutes = source.fetches();
@@ -205,7 +210,11 @@ fn debug_hides_the_token() {
 #[tokio::test(start_paused = true)]
 async fn fifty_refusals_of_a_token_cause_one_fetch() {
     let source = Scripted::new(Duration::from_millis(200), [Ok(HOUR), Ok(HOUR), Ok(HOUR)]);
-    let cache = Arc::new(TokenCache::spawn("p".into(), source.clone()));
+    let cache = Arc::new(TokenCache::spawn(
+        "p".into(),
+        source.clone(),
+        FetchCounters::default(),
+    ));
     let refused = cache.get(Duration::from_secs(10)).await.unwrap();
     let callers: Vec<_> = (0..50)
         .map(|_| {
@@ -239,7 +248,7 @@ async fn a_drop_during_an_ims_outage_waits_for_the_backoff() {
         Duration::ZERO,
         [Ok(HOUR), Err(malformed()), Err(malformed()), Ok(HOUR)],
     );
-    let cache = TokenCache::spawn("p".into(), source.clone());
+    let cache = TokenCache::spawn("p".into(), source.clone(), FetchCounters::default());
     let first = cache.get(Duration::from_secs(1)).await.unwrap();
     cache.invalidate(&first);
     tokio::time::sleep(Duration::from_millis(1)).await;

@@ -1,0 +1,263 @@
+//! What `/metrics` shows, in the Prometheus text format (OpenMetrics), with the
+//! `prometheus-client` crate: requests by caller, mode, route and outcome; latency; Campaign's
+//! status classes; retries; token fetches and failures by profile; seconds until each token
+//! expires; bytes in and out; connections; and one series per caller naming its mode, so that a
+//! dashboard can follow a migration.
+//!
+//! One [`Metrics`] lives for the whole process: a reload makes a new proxy, not new counters.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::ims::Readiness;
+use crate::server::Connections;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The caller's name; `-` when no caller owns the credential.
+    pub caller: String,
+    /// Its configured mode: `ims`, `legacy`, `canary`; `transparent`; `-` when refused early.
+    pub mode: String,
+    /// The way taken: `ims`, `legacy`, `local`, `-`.
+    pub route: String,
+    /// `ok`, or why the proxy answered itself (`wrong_password`, `no_token`, …).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    /// `2xx`, `4xx`, `5xx`…
+    class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FetchLabels {
+    profile: String,
+    /// `ok` or `failed`.
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProfileLabels {
+    profile: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallerLabels {
+    caller: String,
+    mode: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The counters a token cache updates.
+#[derive(Clone, Default)]
+pub struct FetchCounters {
+    pub ok: Counter,
+    pub failed: Counter,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    upstream: Family<ClassLabels, Counter>,
+    retries: Counter,
+    fetches: Family<FetchLabels, Counter>,
+    expiry: Family<ProfileLabels, Gauge<f64, AtomicU64>>,
+    callers: Family<CallerLabels, Gauge>,
+    /// Body bytes received from callers, and sent to them.
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    connections_open: Gauge,
+    connections_accepted: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("imsbridge");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests, by caller, mode, route taken and outcome",
+            requests.clone(),
+        );
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's arrival to the last byte of its answer, by route",
+            latency.clone(),
+        );
+        let upstream = Family::<ClassLabels, Counter>::default();
+        registry.register(
+            "upstream_responses",
+            "Campaign's answers, by status class",
+            upstream.clone(),
+        );
+        let retries = Counter::default();
+        registry.register(
+            "retries",
+            "Calls sent again with a new token after Campaign refused the first",
+            retries.clone(),
+        );
+        let fetches = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "token_fetches",
+            "IMS token requests, by profile and result",
+            fetches.clone(),
+        );
+        let expiry = Family::<ProfileLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "token_expiry_seconds",
+            "Seconds until the profile's token expires (0: no valid token)",
+            expiry.clone(),
+        );
+        let callers = Family::<CallerLabels, Gauge>::default();
+        registry.register(
+            "caller",
+            "One series per configured caller, naming its mode (value 1)",
+            callers.clone(),
+        );
+        let bytes_in = Counter::default();
+        registry.register(
+            "request_bytes",
+            "Body bytes received from callers",
+            bytes_in.clone(),
+        );
+        let bytes_out = Counter::default();
+        registry.register(
+            "response_bytes",
+            "Body bytes sent to callers",
+            bytes_out.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Connections from callers open now",
+            connections_open.clone(),
+        );
+        let connections_accepted = Counter::default();
+        registry.register(
+            "connections_accepted",
+            "Connections from callers accepted",
+            connections_accepted.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            upstream,
+            retries,
+            fetches,
+            expiry,
+            callers,
+            bytes_in,
+            bytes_out,
+            connections_open,
+            connections_accepted,
+        }
+    }
+
+    /// Counts a finished request.
+    pub fn request(
+        &self,
+        labels: &RequestLabels,
+        seconds: f64,
+        upstream_status: Option<u16>,
+        retried: bool,
+    ) {
+        self.requests.get_or_create(labels).inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: labels.route.clone(),
+            })
+            .observe(seconds);
+        if let Some(status) = upstream_status {
+            let class = format!("{}xx", status / 100);
+            self.upstream.get_or_create(&ClassLabels { class }).inc();
+        }
+        if retried {
+            self.retries.inc();
+        }
+    }
+
+    /// The counters of a profile's token fetches.
+    pub fn fetches(&self, profile: &str) -> FetchCounters {
+        let counter = |result: &str| {
+            self.fetches
+                .get_or_create(&FetchLabels {
+                    profile: profile.to_owned(),
+                    result: result.to_owned(),
+                })
+                .clone()
+        };
+        FetchCounters {
+            ok: counter("ok"),
+            failed: counter("failed"),
+        }
+    }
+
+    /// Names the callers of the running config and their modes (after a start or a reload).
+    pub fn set_callers<'a>(&self, callers: impl Iterator<Item = (&'a str, &'a str)>) {
+        self.callers.clear();
+        for (caller, mode) in callers {
+            self.callers
+                .get_or_create(&CallerLabels {
+                    caller: caller.to_owned(),
+                    mode: mode.to_owned(),
+                })
+                .set(1);
+        }
+    }
+
+    /// The text exposition; gauges read at this moment.
+    pub fn render<'a>(
+        &self,
+        profiles: impl Iterator<Item = (&'a str, Readiness)>,
+        connections: &Connections,
+    ) -> String {
+        self.expiry.clear();
+        for (profile, readiness) in profiles {
+            let seconds = match readiness {
+                Readiness::Ready { expires_in } => expires_in.as_secs_f64(),
+                Readiness::NotReady(_) => 0.0,
+            };
+            self.expiry
+                .get_or_create(&ProfileLabels {
+                    profile: profile.to_owned(),
+                })
+                .set(seconds);
+        }
+        self.connections_open.set(connections.open());
+        let accepted = connections.accepted();
+        let counted = self.connections_accepted.get();
+        self.connections_accepted
+            .inc_by(accepted.saturating_sub(counted));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}

@@ -1,0 +1,251 @@
+//! TLS on the listener, with rustls: the server certificate and key, and with `client_ca`,
+//! mutual TLS (a client certificate signed by that CA is required), and the subject of a
+//! client certificate, which a caller can be bound to.
+//!
+//! The subject is read with a small DER walker (RFC 5280 §4.1: Certificate → TBSCertificate
+//! → subject Name → RDNs) rather than a full X.509 parser: only the names are needed, and
+//! rustls has already verified the certificate.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::secret::Secret;
+
+/// The listener's rustls config. Errors say which file and why, never what a key holds.
+pub fn server_config(
+    cert: &Path,
+    key: &Secret,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cert: {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("cert: {} holds no PEM certificate", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key.expose().as_bytes())
+        .map_err(|_| "key: not a PEM private key (PKCS#8, PKCS#1 or SEC1)".to_owned())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("client_ca: {}: {e}", path.display()))?;
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("client_ca: {}: {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!(
+                    "client_ca: {} holds no PEM certificate",
+                    path.display()
+                ));
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("client_ca: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("key: does not go with the certificate ({e})"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A DER element: its tag and its content.
+fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (length, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let bytes = usize::from(first & 0x7f);
+        if bytes == 0 || bytes > 4 || rest.len() < bytes {
+            return None;
+        }
+        let length = rest[..bytes]
+            .iter()
+            .fold(0usize, |n, &b| n << 8 | usize::from(b));
+        (length, &rest[bytes..])
+    };
+    (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
+}
+
+const SEQUENCE: u8 = 0x30;
+const SET: u8 = 0x31;
+const OID: u8 = 0x06;
+
+/// Short names of the usual attribute types (RFC 4514 §3).
+fn attribute_name(oid: &[u8]) -> String {
+    match oid {
+        [0x55, 0x04, 0x03] => "CN".to_owned(),
+        [0x55, 0x04, 0x06] => "C".to_owned(),
+        [0x55, 0x04, 0x07] => "L".to_owned(),
+        [0x55, 0x04, 0x08] => "ST".to_owned(),
+        [0x55, 0x04, 0x0a] => "O".to_owned(),
+        [0x55, 0x04, 0x0b] => "OU".to_owned(),
+        [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19] => "DC".to_owned(),
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01] => "emailAddress".to_owned(),
+        other => {
+            // Dotted form: the first byte holds two arcs, then base-128 numbers.
+            let Some((&first, rest)) = other.split_first() else {
+                return "?".to_owned();
+            };
+            let mut arcs = vec![u64::from(first / 40), u64::from(first % 40)];
+            let mut n = 0u64;
+            for &b in rest {
+                n = n << 7 | u64::from(b & 0x7f);
+                if b & 0x80 == 0 {
+                    arcs.push(n);
+                    n = 0;
+                }
+            }
+            arcs.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(".")
+        }
+    }
+}
+
+/// The subject of a DER certificate, `CN=crm-pusher,O=Example` in the certificate's order.
+pub fn subject(cert: &[u8]) -> Option<String> {
+    let (SEQUENCE, certificate, _) = element(cert)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _) = element(certificate)? else {
+        return None;
+    };
+    let mut rest = tbs;
+    // [0] version, when present.
+    if rest.first() == Some(&0xa0) {
+        rest = element(rest)?.2;
+    }
+    // serialNumber, signature, issuer, validity, then subject.
+    for _ in 0..4 {
+        rest = element(rest)?.2;
+    }
+    let (SEQUENCE, mut name, _) = element(rest)? else {
+        return None;
+    };
+    let mut parts = Vec::new();
+    while !name.is_empty() {
+        let (SET, mut rdn, after) = element(name)? else {
+            return None;
+        };
+        name = after;
+        while !rdn.is_empty() {
+            let (SEQUENCE, pair, after) = element(rdn)? else {
+                return None;
+            };
+            rdn = after;
+            let (OID, oid, value) = element(pair)? else {
+                return None;
+            };
+            let (_, text, _) = element(value)?;
+            let text = String::from_utf8_lossy(text).replace(',', "\\,");
+            parts.push(format!("{}={text}", attribute_name(oid)));
+        }
+    }
+    Some(parts.join(","))
+}
+
+/// The attribute=value pairs of a subject, whatever their order and spacing, `\,` unescaped.
+fn pairs(subject: &str) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut current = String::new();
+    let mut chars = subject.chars().peekable();
+    let mut push = |text: &str| {
+        if let Some((name, value)) = text.split_once('=') {
+            pairs.push((name.trim().to_ascii_uppercase(), value.trim().to_owned()));
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.extend(chars.next()),
+            ',' | '/' => {
+                push(&current);
+                current.clear();
+            }
+            c => current.push(c),
+        }
+    }
+    push(&current);
+    pairs.sort();
+    pairs
+}
+
+/// Whether a certificate's subject is the one a caller is bound to: the same attributes and
+/// values, in any order (OpenSSL and RFC 4514 print them in opposite orders).
+pub fn subjects_match(configured: &str, presented: &str) -> bool {
+    let configured = pairs(configured);
+    !configured.is_empty() && configured == pairs(presented)
+}
+
+/// Whether a configured subject can be read at all.
+pub fn is_subject(text: &str) -> bool {
+    !pairs(text).is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_subject_of_a_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["crm.example.com".to_owned()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CountryName, "FR");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Example, Inc.");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "crm-pusher");
+        let cert = params.self_signed(&key).unwrap();
+        let subject = subject(cert.der()).unwrap();
+        assert_eq!(subject, "C=FR,O=Example\\, Inc.,CN=crm-pusher");
+        for configured in [
+            "CN=crm-pusher,O=Example\\, Inc.,C=FR",
+            "C = FR, O = Example\\, Inc., CN = crm-pusher",
+            "/C=FR/O=Example\\, Inc./CN=crm-pusher",
+        ] {
+            assert!(subjects_match(configured, &subject), "{configured}");
+        }
+        for other in [
+            "CN=crm-pusher",
+            "CN=intruder,O=Example\\, Inc.,C=FR",
+            "",
+            "nonsense",
+        ] {
+            assert!(!subjects_match(other, &subject), "{other}");
+        }
+        assert!(subject_of_garbage_is_none());
+    }
+
+    fn subject_of_garbage_is_none() -> bool {
+        [
+            &b""[..],
+            b"\x30",
+            b"\x30\x82\xff\xff",
+            b"\x30\x03\x30\x01\x02",
+        ]
+        .iter()
+        .all(|bytes| subject(bytes).is_none())
+    }
+}
