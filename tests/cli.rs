@@ -35,9 +35,15 @@ struct Running {
 impl Running {
     /// Starts the binary and waits for it to say where it listens.
     fn start(config: &Path, rust_log: &str) -> Running {
+        Running::start_with(config, rust_log, &[])
+    }
+
+    /// [`Running::start`], with more arguments.
+    fn start_with(config: &Path, rust_log: &str, args: &[&str]) -> Running {
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(config)
+            .args(args)
             .env("MC_CLIENT_SECRET", CLIENT_SECRET)
             .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
@@ -60,18 +66,27 @@ impl Running {
             addr: "0.0.0.0:0".parse().unwrap(),
             admin: "0.0.0.0:0".parse().unwrap(),
         };
-        let listening = running.wait_for(" proxy=");
+        let listening = running.wait_for("listening");
+        // `proxy=ADDR` in text, `"proxy":"ADDR"` in JSON.
         let field = |name: &str| {
-            let at = listening.find(name).unwrap() + name.len();
+            let at = listening
+                .find(&format!(" {name}="))
+                .map(|at| at + name.len() + 2)
+                .or_else(|| {
+                    listening
+                        .find(&format!("\"{name}\":\""))
+                        .map(|at| at + name.len() + 4)
+                })
+                .unwrap_or_else(|| panic!("no {name} in {listening}"));
             listening[at..]
-                .split_whitespace()
+                .split(|c: char| c.is_whitespace() || c == '"')
                 .next()
                 .unwrap()
                 .parse()
                 .unwrap()
         };
-        running.addr = field(" proxy=");
-        running.admin = field(" admin=");
+        running.addr = field("proxy");
+        running.admin = field("admin");
         running
     }
 
@@ -125,23 +140,48 @@ const SECURITY_TOKEN: &str = "sec-tok-5z1k";
 const BASIC: &str = "c2VjcmV0LWJhc2ljLWF1dGg=";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_secret_reaches_the_logs() {
+async fn no_secret_reaches_the_logs_in_text() {
+    every_path_with_known_secrets("text").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_logs_in_json() {
+    every_path_with_known_secrets("json").await;
+}
+
+const SESSION_SECRET: &str = "session-secret-for-the-log-test-0123456789";
+
+/// Runs the binary through every path (good calls, each refusal, Logon and issued sessions, a
+/// JWT profile, IMS failing, a token Campaign refuses and its replay) with known secrets, then
+/// searches the whole output for them.
+async fn every_path_with_known_secrets(format: &str) {
     let ims = StandInIms::start().await.unwrap();
     ims.add_client(CLIENT_ID, CLIENT_SECRET);
     ims.add_client("broken-client", "what-ims-expects");
+    add_jwt_client(&ims, &["ent_campaign_sdk"]);
     let campaign = StandInCampaign::start(Some(ims.token_check()))
         .await
         .unwrap();
-    let dir = temp_dir("logs");
-    let config = config_text(&ims.url(), &campaign.url(), "", "")
-        .replace("[server]", "[server]\nlisten = \"127.0.0.1:0\"")
-        + &format!(
-            "\n[profiles.broken]\ntype = \"oauth\"\nclient_id = \"broken-client\"\nclient_secret = \"{BROKEN_SECRET}\"\nscopes = [\"openid\"]\n"
-        );
+    let dir = temp_dir(&format!("logs-{format}"));
+    let config = with_server(
+        &config_text(
+            &ims.url(),
+            &campaign.url(),
+            &format!("[sessions]\nsecret = \"{SESSION_SECRET}\"\n"),
+            "logon = true",
+        ),
+        "listen = \"127.0.0.1:0\"",
+    ) + &format!(
+        "\n[profiles.broken]\ntype = \"oauth\"\nclient_id = \"broken-client\"\nclient_secret = \"{BROKEN_SECRET}\"\nscopes = [\"openid\"]\n\n[profiles.analytics]\n{}\n",
+        jwt_profile(
+            &format!("{{ file = \"{TEST_KEY}\" }}"),
+            "[\"ent_campaign_sdk\"]"
+        )
+    );
     let path = dir.join("imsbridge.toml");
     std::fs::write(&path, config).unwrap();
 
-    let running = Running::start(&path, "debug");
+    let running = Running::start_with(&path, "debug", &["--log-format", format]);
     let proxy_addr = running.addr;
 
     let cookie = format!("a=1; __sessiontoken={}", credential());
@@ -178,6 +218,47 @@ async fn no_secret_reaches_the_logs() {
     )
     .await;
     assert_eq!(legacy.status, 200);
+    // Logon, a call with the session, a wrong password at Logon.
+    let logon = |password: &str| {
+        format!(
+            r#"<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"><SOAP-ENV:Body><m:Logon xmlns:m="urn:xtk:session"><sessiontoken/><login>{LOGIN}</login><password>{password}</password></m:Logon></SOAP-ENV:Body></SOAP-ENV:Envelope>"#
+        )
+    };
+    let answer = post(proxy_addr, logon(PASSWORD), &[]).await;
+    let session = answer
+        .body
+        .split("<pstrSessionToken xsi:type='xsd:string'>")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    let security = answer
+        .body
+        .split("<pstrSecurityToken xsi:type='xsd:string'>")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    let with_session = post(
+        proxy_addr,
+        seed_002(&session),
+        &[("x-security-token", &security)],
+    )
+    .await;
+    assert_eq!(with_session.status, 200, "{}", with_session.body);
+    post(proxy_addr, logon(WRONG_PASSWORD), &[])
+        .await
+        .assert_fault(500, "Client", "Invalid login");
+    // Campaign refuses the token: the call is replayed with a new one.
+    ims.revoke_all();
+    assert_eq!(
+        post(proxy_addr, seed_002(&credential()), &[]).await.status,
+        200
+    );
     // Let the refresher of the broken profile fail and retry at least once.
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
@@ -185,34 +266,68 @@ async fn no_secret_reaches_the_logs() {
     assert!(status.success(), "exit status after SIGTERM: {status}");
 
     // The run logged what it should: requests, refusals, the IMS failure...
-    for expected in [
-        "caller=\"crm-events\" profile=\"messagecenter\" action=\"nms:rtEvent#PushEvent\" mode=\"ims\" route=\"ims\" status=200",
-        "outcome=\"wrong_password\"",
-        "outcome=\"unknown_caller\"",
-        "outcome=\"missing_credential\"",
-        "outcome=\"bad_request\"",
-        "caller=\"old-crm\"",
-        "profile=broken error=IMS refused the request (HTTP 401): invalid_client: invalid client_secret parameter",
-        "shutting down",
-    ] {
+    let expected: &[&str] = if format == "json" {
+        &[
+            r#""caller":"crm-events","profile":"messagecenter","action":"nms:rtEvent#PushEvent","mode":"ims","route":"ims","status":200"#,
+            r#""outcome":"wrong_password""#,
+            r#""route":"local""#,
+            r#""retried":true"#,
+            r#""profile":"broken""#,
+        ]
+    } else {
+        &[
+            "caller=\"crm-events\" profile=\"messagecenter\" action=\"nms:rtEvent#PushEvent\" mode=\"ims\" route=\"ims\" status=200",
+            "outcome=\"wrong_password\"",
+            "outcome=\"unknown_caller\"",
+            "outcome=\"missing_credential\"",
+            "outcome=\"bad_request\"",
+            "caller=\"old-crm\"",
+            "route=\"local\"",
+            "retried=true",
+            "profile=broken error=IMS refused the request (HTTP 401): invalid_client: invalid client_secret parameter",
+            "shutting down",
+        ]
+    };
+    for expected in expected {
         assert!(
             log.contains(expected),
             "`{expected}` missing from the log:\n{log}"
         );
     }
+    if format == "json" {
+        for line in log.lines().filter(|l| l.starts_with('{')) {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{e}: {line}"));
+        }
+    }
     // ... and no secret.
+    let key_line = std::fs::read_to_string(TEST_KEY)
+        .unwrap()
+        .lines()
+        .nth(3)
+        .unwrap()
+        .to_owned();
     let mut secrets = vec![
         CLIENT_SECRET.to_owned(),
         BROKEN_SECRET.to_owned(),
+        JWT_CLIENT_SECRET.to_owned(),
+        SESSION_SECRET.to_owned(),
         PASSWORD.to_owned(),
         WRONG_PASSWORD.to_owned(),
         GHOST_PASSWORD.to_owned(),
         LEGACY_PASSWORD.to_owned(),
         SECURITY_TOKEN.to_owned(),
         BASIC.to_owned(),
+        session.clone(),
+        session.rsplit('.').next().unwrap().to_owned(),
+        security.clone(),
+        key_line,
     ];
     let issued = ims.issued();
-    assert!(!issued.is_empty());
+    assert!(
+        issued.len() >= 3,
+        "messagecenter, analytics, and the refetch"
+    );
     for token in issued {
         secrets.push(token.rsplit('.').next().unwrap().to_owned()); // the signature part is unique
         secrets.push(token);

@@ -1,0 +1,447 @@
+//! What operators see and run: `/metrics`, request ids, TLS and mTLS on the listener, and
+//! certificates reloaded without a restart.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use imsbridge::config::Config;
+use imsbridge::demo::{ImsFailure, StandInCampaign, StandInIms};
+use rustls_pki_types::{PrivateKeyDer, ServerName};
+use support::*;
+use tokio::net::{TcpListener, TcpStream};
+
+/// The value of the first series of `/metrics` whose line starts with `series`.
+fn value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(series))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no `{series}` in:\n{metrics}"))
+}
+
+#[tokio::test]
+async fn metrics_follow_requests_and_token_fetches() {
+    let stack = Stack::start("", "").await;
+    for _ in 0..3 {
+        assert_eq!(
+            post(stack.url(), seed_002(&credential()), &[]).await.status,
+            200
+        );
+    }
+    post(stack.url(), seed_002(&format!("{LOGIN}/wrong")), &[])
+        .await
+        .assert_fault(500, "Client", "Invalid");
+    post(stack.url(), seed_002("crm/whatever"), &[]).await;
+    let metrics = get(stack.proxy.admin, "/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = &metrics.body;
+    assert_eq!(
+        value(
+            text,
+            r#"imsbridge_requests_total{caller="crm-events",mode="ims",route="ims",outcome="ok"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            text,
+            r#"imsbridge_requests_total{caller="crm-events",mode="-",route="-",outcome="wrong_password"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            text,
+            r#"imsbridge_requests_total{caller="old-crm",mode="legacy",route="legacy",outcome="ok"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(text, r#"imsbridge_upstream_responses_total{class="2xx"}"#),
+        4.0
+    );
+    assert_eq!(
+        value(
+            text,
+            r#"imsbridge_token_fetches_total{profile="messagecenter",result="ok"}"#
+        ),
+        1.0
+    );
+    assert!(
+        value(
+            text,
+            r#"imsbridge_token_expiry_seconds{profile="messagecenter"}"#
+        ) > 86_000.0
+    );
+    assert_eq!(
+        value(text, r#"imsbridge_caller{caller="crm-events",mode="ims"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(text, r#"imsbridge_caller{caller="old-crm",mode="legacy"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(
+            text,
+            r#"imsbridge_request_duration_seconds_count{route="ims"}"#
+        ),
+        3.0
+    );
+    let sent = (seed_002(&credential()).len() * 3
+        + seed_002(&format!("{LOGIN}/wrong")).len()
+        + seed_002("crm/whatever").len()) as f64;
+    assert_eq!(value(text, "imsbridge_request_bytes_total"), sent);
+    assert!(value(text, "imsbridge_response_bytes_total") > 1000.0);
+    assert!(value(text, "imsbridge_connections_accepted_total") >= 5.0);
+    assert!(text.trim_end().ends_with("# EOF"));
+
+    // A refused token: one retry, one more fetch.
+    stack.ims.revoke_all();
+    assert_eq!(
+        post(stack.url(), seed_002(&credential()), &[]).await.status,
+        200
+    );
+    let text = get(stack.proxy.admin, "/metrics").await.body;
+    assert_eq!(value(&text, "imsbridge_retries_total"), 1.0);
+    assert_eq!(
+        value(
+            &text,
+            r#"imsbridge_token_fetches_total{profile="messagecenter",result="ok"}"#
+        ),
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn failing_fetches_are_counted_and_expiry_drops_to_zero() {
+    let ims = StandInIms::start().await.unwrap();
+    ims.add_client(CLIENT_ID, CLIENT_SECRET);
+    ims.set_failure(Some(ImsFailure::Status(503)));
+    let campaign = StandInCampaign::start(Some(ims.token_check()))
+        .await
+        .unwrap();
+    let proxy = Proxy::start(&config_text(&ims.url(), &campaign.url(), "", "")).await;
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = get(proxy.admin, "/metrics").await.body;
+        if text.contains(r#"result="failed"} 2"#) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        value(
+            &text,
+            r#"imsbridge_token_fetches_total{profile="messagecenter",result="failed"}"#
+        ) >= 2.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"imsbridge_token_expiry_seconds{profile="messagecenter"}"#
+        ),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_or_made_and_passed_on() {
+    let stack = Stack::default().await;
+    let given = post(
+        stack.url(),
+        seed_002(&credential()),
+        &[("x-request-id", "caller-chosen-42")],
+    )
+    .await;
+    assert_eq!(given.headers["x-request-id"], "caller-chosen-42");
+    let made = post(stack.url(), seed_002(&credential()), &[]).await;
+    let id = made.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32);
+    let seen = stack.campaign.requests();
+    assert_eq!(seen[0].header("x-request-id"), Some("caller-chosen-42"));
+    assert_eq!(seen[1].header("x-request-id"), Some(id.as_str()));
+    // Refusals carry one too.
+    let refused = post(stack.url(), seed_002("nobody/x"), &[]).await;
+    assert_eq!(refused.headers["x-request-id"].len(), 32);
+}
+
+/// A test PKI: a CA for servers, a CA for callers, and their certificates.
+struct Pki {
+    server_ca: String,
+    client_ca: String,
+    server: rcgen::KeyPair,
+    server_cert: String,
+    clients: Vec<(String, rcgen::KeyPair, String)>,
+    stranger: (String, rcgen::KeyPair),
+}
+
+fn ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+}
+
+fn leaf(
+    sans: &[&str],
+    cn: &str,
+    issuer: &rcgen::CertifiedIssuer<'_, rcgen::KeyPair>,
+) -> (String, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "Example");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    (params.signed_by(&key, issuer).unwrap().pem(), key)
+}
+
+impl Pki {
+    fn new(server_cn: &str) -> Pki {
+        let servers = ca("servers");
+        let callers = ca("callers");
+        let (server_cert, server) = leaf(&["127.0.0.1"], server_cn, &servers);
+        let clients = ["crm-pusher", "intruder"]
+            .iter()
+            .map(|cn| {
+                let (cert, key) = leaf(&[], cn, &callers);
+                (cn.to_string(), key, cert)
+            })
+            .collect();
+        let (stranger_cert, stranger_key) = leaf(&[], "crm-pusher", &ca("somebody else"));
+        Pki {
+            server_ca: servers.pem(),
+            client_ca: callers.pem(),
+            server,
+            server_cert,
+            clients,
+            stranger: (stranger_cert, stranger_key),
+        }
+    }
+
+    fn write(&self, dir: &Path) {
+        std::fs::write(dir.join("server.pem"), &self.server_cert).unwrap();
+        std::fs::write(dir.join("server.key"), self.server.serialize_pem()).unwrap();
+        std::fs::write(dir.join("clients.pem"), &self.client_ca).unwrap();
+    }
+
+    /// A client trusting the server CA, with the given certificate and key.
+    fn client(&self, identity: Option<(&str, &rcgen::KeyPair)>) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(self.server_ca.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let mut config = match identity {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    vec![
+                        rustls_pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap(),
+                    ],
+                    PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+                )
+                .unwrap(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+
+    fn caller(&self, cn: &str) -> Arc<rustls::ClientConfig> {
+        let (_, key, cert) = self.clients.iter().find(|(name, ..)| name == cn).unwrap();
+        self.client(Some((cert, key)))
+    }
+}
+
+use rustls_pki_types::pem::PemObject;
+
+/// One SOAP POST over TLS (HTTP/2 when the server agrees to it); the status, and the subject
+/// of the server's certificate.
+async fn tls_post(
+    addr: std::net::SocketAddr,
+    client: Arc<rustls::ClientConfig>,
+) -> Result<(u16, String), String> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(client);
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let stream = connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let server_subject =
+        imsbridge::tls::subject(&stream.get_ref().1.peer_certificates().unwrap()[0]).unwrap();
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let body = Full::new(Bytes::from(seed_002(&credential())));
+    let request = |uri: &str| {
+        Request::post(uri)
+            .header("content-type", "text/xml")
+            .body(body.clone())
+            .unwrap()
+    };
+    let response = if h2 {
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        sender
+            .send_request(request(&format!("https://127.0.0.1{SOAP_PATH}")))
+            .await
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        sender.send_request(request(SOAP_PATH)).await
+    }
+    .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let _ = response.into_body().collect().await;
+    Ok((status, server_subject))
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("imsbridge-ops-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn tls_and_mutual_tls_on_the_listener() {
+    let stack = Stack::default().await;
+    let pki = Pki::new("imsbridge");
+    let dir = temp_dir("mtls");
+    pki.write(&dir);
+    let plain_tls = with_server(
+        &config_text(&stack.ims.url(), &stack.campaign.url(), "", ""),
+        &format!(
+            "tls = {{ cert = \"{0}/server.pem\", key = {{ file = \"{0}/server.key\" }} }}",
+            dir.display()
+        ),
+    );
+    let proxy = Proxy::start(&plain_tls).await;
+    assert_eq!(
+        tls_post(proxy.addr, pki.client(None)).await.unwrap().0,
+        200,
+        "TLS, no client certificate"
+    );
+
+    let mutual = with_server(
+        &config_text(
+            &stack.ims.url(),
+            &stack.campaign.url(),
+            "",
+            "client_cert_subject = \"CN=crm-pusher,O=Example\"",
+        ),
+        &format!(
+            "tls = {{ cert = \"{0}/server.pem\", key = {{ file = \"{0}/server.key\" }}, client_ca = \"{0}/clients.pem\" }}",
+            dir.display()
+        ),
+    );
+    let proxy = Proxy::start(&mutual).await;
+    // The bound caller with its certificate: through.
+    assert_eq!(
+        tls_post(proxy.addr, pki.caller("crm-pusher"))
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    // Another caller's certificate (same CA): the credential is refused.
+    assert_eq!(
+        tls_post(proxy.addr, pki.caller("intruder"))
+            .await
+            .unwrap()
+            .0,
+        500
+    );
+    // No certificate, or one from another CA: no connection at all.
+    assert!(tls_post(proxy.addr, pki.client(None)).await.is_err());
+    let (cert, key) = (&pki.stranger.0, &pki.stranger.1);
+    assert!(
+        tls_post(proxy.addr, pki.client(Some((cert, key))))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        stack.campaign.requests().len(),
+        2,
+        "only the good calls reached Campaign"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn certificates_are_reloaded_without_a_restart() {
+    let stack = Stack::default().await;
+    let dir = temp_dir("reload");
+    let first = Pki::new("first-certificate");
+    first.write(&dir);
+    let text = with_server(
+        &config_text(&stack.ims.url(), &stack.campaign.url(), "", ""),
+        &format!(
+            "tls = {{ cert = \"{0}/server.pem\", key = {{ file = \"{0}/server.key\" }} }}",
+            dir.display()
+        ),
+    );
+    let load = || Config::parse(&text, Path::new("."), &env()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (reload, reloads) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(imsbridge::run_reloadable(
+        imsbridge::Listeners {
+            proxy: listener,
+            admin: None,
+        },
+        load(),
+        std::future::pending(),
+        reloads,
+    ));
+    let (status, subject) = tls_post(addr, first.client(None)).await.unwrap();
+    assert_eq!(
+        (status, subject.as_str()),
+        (200, "O=Example,CN=first-certificate")
+    );
+
+    let second = Pki::new("second-certificate");
+    second.write(&dir);
+    reload.send(load()).await.unwrap();
+    let mut seen = String::new();
+    for _ in 0..100 {
+        if let Ok((_, subject)) = tls_post(addr, second.client(None)).await {
+            seen = subject;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, "O=Example,CN=second-certificate");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
