@@ -1,0 +1,310 @@
+//! The deployment files hold what they claim: Kubernetes manifests valid against the
+//! Kubernetes schemas (with `kubernetes-validate`, installed from PyPI by this test), probes and
+//! references that match the config they carry, a systemd unit that `systemd-analyze verify`
+//! accepts, a Grafana dashboard whose queries name metrics the proxy exports, and a container
+//! image without a shell that runs as non-root.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+const MANIFESTS: [&str; 7] = [
+    "configmap.yaml",
+    "secret.yaml",
+    "deployment.yaml",
+    "service.yaml",
+    "hpa.yaml",
+    "pdb.yaml",
+    "networkpolicy.yaml",
+];
+/// The validator and the Kubernetes version its schemas are checked against.
+const VALIDATOR: &str = "kubernetes-validate==1.37.0";
+const KUBERNETES: &str = "1.37.0";
+
+/// `kubernetes-validate` in a virtualenv under `target/`, installed once.
+fn validator() -> PathBuf {
+    let venv = repo("target/tools/kubernetes-validate");
+    let bin = venv.join("bin/kubernetes-validate");
+    if bin.exists() {
+        return bin;
+    }
+    let run = |command: &mut Command| {
+        let output = command
+            .output()
+            .expect("python3 (with venv and pip) is needed to check the manifests");
+        assert!(
+            output.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        VALIDATOR,
+    ]));
+    bin
+}
+
+fn validate(files: &[PathBuf]) -> (bool, String) {
+    let output = Command::new(validator())
+        .args(["--kubernetes-version", KUBERNETES, "--strict"])
+        .args(files)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn kubernetes_manifests_pass_the_kubernetes_schemas() {
+    let files: Vec<PathBuf> = MANIFESTS
+        .iter()
+        .map(|f| repo(&format!("deploy/kubernetes/{f}")))
+        .collect();
+    let (ok, text) = validate(&files);
+    assert!(ok, "{text}");
+    for file in MANIFESTS {
+        assert!(
+            text.contains(&format!("kubernetes/{file} passed")),
+            "{file}:\n{text}"
+        );
+    }
+    // The check can fail: a port that is not a number, an unknown field.
+    let dir = std::env::temp_dir().join(format!("imsbridge-k8s-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = dir.join("deployment.yaml");
+    std::fs::write(
+        &broken,
+        read("deploy/kubernetes/deployment.yaml")
+            .replace("containerPort: 8080", "containerPort: eighty")
+            .replace(
+                "readOnlyRootFilesystem: true",
+                "readOnlyRootFilesystem: true\n            readOnlyEverything: true",
+            ),
+    )
+    .unwrap();
+    let (ok, text) = validate(&[broken]);
+    assert!(!ok, "a broken manifest passed:\n{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_manifests_agree_with_the_config_they_carry() {
+    let configmap = read("deploy/kubernetes/configmap.yaml");
+    let deployment = read("deploy/kubernetes/deployment.yaml");
+    let secret = read("deploy/kubernetes/secret.yaml");
+    // The config inside the ConfigMap is a valid imsbridge config, secrets from the Secret.
+    let toml: String = configmap
+        .split("imsbridge.toml: |\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = std::env::temp_dir().join(format!("imsbridge-k8s-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = "/etc/imsbridge/secrets/";
+    for line in secret
+        .lines()
+        .filter(|l| l.starts_with("  ") && l.contains(": \""))
+    {
+        let name = line.trim().split(':').next().unwrap();
+        assert!(
+            toml.contains(&format!("{mounted}{name}")),
+            "{name} is not used by the config"
+        );
+        let value = match name {
+            "crm-events-password-hash" => cheap_hash("x"),
+            _ => "a-secret-of-more-than-thirty-two-characters".to_owned(),
+        };
+        std::fs::write(dir.join(name), value).unwrap();
+    }
+    let toml = toml.replace(mounted, &format!("{}/", dir.display()));
+    let config = imsbridge::config::Config::parse(&toml, &dir, &env()).unwrap();
+    // Probes reach the admin listener, callers the proxy listener.
+    assert_eq!(config.server.admin_listen.to_string(), "0.0.0.0:9090");
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:8080");
+    assert!(deployment.contains("name: admin\n              containerPort: 9090"));
+    assert!(deployment.contains("name: soap\n              containerPort: 8080"));
+    assert!(deployment.contains("path: /readyz\n              port: admin"));
+    assert!(deployment.contains("path: /healthz\n              port: admin"));
+    // References resolve.
+    assert!(
+        deployment.contains("secretName: imsbridge-credentials")
+            && secret.contains("name: imsbridge-credentials")
+    );
+    assert!(
+        deployment.contains("name: imsbridge-config")
+            && configmap.contains("name: imsbridge-config")
+    );
+    assert!(deployment.contains(&format!("mountPath: {}", mounted.trim_end_matches('/'))));
+    // The grace period outlasts the drain.
+    assert!(config.server.limits.shutdown_grace.as_secs() < 45);
+    assert!(deployment.contains("terminationGracePeriodSeconds: 45"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let verify = |unit: &str| {
+        let dir = std::env::temp_dir().join(format!(
+            "imsbridge-systemd-{}-{}",
+            std::process::id(),
+            unit.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("imsbridge.service");
+        // The unit as installed, the binary where this build put it.
+        std::fs::write(
+            &path,
+            unit.replace("/usr/local/bin/imsbridge", env!("CARGO_BIN_EXE_imsbridge")),
+        )
+        .unwrap();
+        let output = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze is needed to check the unit");
+        std::fs::remove_dir_all(&dir).unwrap();
+        // It only warns for what it ignores: silence is the verdict.
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success() && said.trim().is_empty(), said)
+    };
+    let unit = read("deploy/systemd/imsbridge.service");
+    let (ok, said) = verify(&unit);
+    assert!(ok, "{said}");
+    for setting in [
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "LoadCredential=",
+        "KillSignal=SIGTERM",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(unit.contains(setting), "{setting}");
+    }
+    let (ok, said) = verify(&unit.replace("ProtectSystem=strict", "ProtectSystem=sometimes"));
+    assert!(!ok, "a broken unit passed: {said}");
+}
+
+#[tokio::test]
+async fn the_dashboard_queries_metrics_the_proxy_exports() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/imsbridge.json")).unwrap();
+    let mut exprs = Vec::new();
+    fn walk(value: &serde_json::Value, exprs: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("expr", serde_json::Value::String(expr)) => exprs.push(expr.clone()),
+                        _ => walk(value, exprs),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, exprs)),
+            _ => {}
+        }
+    }
+    walk(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 10);
+    // A panel per caller: its mode, and its share of ims traffic.
+    let repeated: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["repeat"] == "caller")
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        repeated,
+        [
+            "$caller: mode",
+            "$caller: share of requests going the ims way"
+        ]
+    );
+
+    let stack = Stack::default().await;
+    assert_eq!(
+        post(stack.url(), seed_002(&credential()), &[]).await.status,
+        200
+    );
+    let metrics = get(stack.proxy.admin, "/metrics").await.body;
+    for expr in &exprs {
+        for (at, _) in expr.match_indices("imsbridge_") {
+            let name: String = expr[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let family = ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            assert!(
+                metrics.contains(&format!("# TYPE {family} ")),
+                "`{name}` in `{expr}` is not exported:\n{metrics}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_container_image_has_no_shell_and_runs_as_non_root() {
+    let dockerfile = read("deploy/container/Dockerfile");
+    let stages: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(stages.len(), 2, "a build stage, then the runtime stage");
+    assert!(
+        stages[1].contains("gcr.io/distroless/") && stages[1].contains(":nonroot"),
+        "{}",
+        stages[1]
+    );
+    assert!(dockerfile.contains("USER nonroot"));
+    assert!(dockerfile.contains("cargo build --release --locked"));
+    assert!(
+        dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/imsbridge\"]"),
+        "exec form: no shell needed"
+    );
+    // What the build copies exists.
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        for path in line
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .split_last()
+            .unwrap()
+            .1
+        {
+            assert!(repo(path).exists(), "{path}");
+        }
+    }
+}
