@@ -117,11 +117,19 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// The runtime: `workers` threads, one per core by default. With one worker, everything runs on
+/// the main thread (no work stealing, no cross-thread wake-ups); argon2 still runs on the
+/// blocking pool either way.
 fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = workers {
-        builder.worker_threads(workers);
-    }
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(workers) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all().build()
 }
 

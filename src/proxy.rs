@@ -22,7 +22,6 @@ mod prefix;
 mod record;
 mod refusal;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -171,10 +170,7 @@ impl Proxy {
             .get(&X_REQUEST_ID)
             .filter(|id| id.len() <= 128 && !id.is_empty())
             .cloned()
-            .unwrap_or_else(|| {
-                HeaderValue::try_from(format!("{:032x}", fastrand::u128(..)))
-                    .expect("hex is a header value")
-            });
+            .unwrap_or_else(new_request_id);
         request
             .headers_mut()
             .insert(&X_REQUEST_ID, request_id.clone());
@@ -182,7 +178,7 @@ impl Proxy {
             request_id.clone(),
             peer.addr.ip(),
             request.method().clone(),
-            request.uri().path().to_owned(),
+            request.uri().clone(),
         );
         let (mut response, error) = match self.pipeline(&peer, request, &mut record).await {
             Ok(response) => (response, None),
@@ -224,7 +220,7 @@ impl Proxy {
                     self.idle_timeout,
                 )
                 .counting(record.bytes_in.clone());
-                let parts = self.prepare(parts, None, peer.addr, length);
+                let parts = self.prepare(parts, None, peer, length);
                 return self.send(parts, body, record).await;
             }
             return Err(if soap_router {
@@ -336,7 +332,7 @@ impl Proxy {
         // 7. Every copy of the credential out of the prefix and the headers.
         let edits = edits_for_ims(&prefix.envelope);
         let length = declared.map(|length| prefix::length_after(length, &edits));
-        let parts = self.prepare(parts, Some(token.bearer()), peer.addr, length);
+        let parts = self.prepare(parts, Some(token.bearer()), peer, length);
         // A body that may fit the replay buffer is kept as it is sent.
         let replayable = length.is_none_or(|length| length <= self.retry_buffer_bytes);
         let replay = Replay::new(self.retry_buffer_bytes);
@@ -399,7 +395,7 @@ impl Proxy {
             self.idle_timeout,
         )
         .counting(record.bytes_in.clone());
-        let parts = self.prepare(parts, None, peer.addr, declared);
+        let parts = self.prepare(parts, None, peer, declared);
         self.send(parts, body, record).await
     }
 
@@ -408,7 +404,7 @@ impl Proxy {
         &self,
         mut parts: request::Parts,
         bearer: Option<&HeaderValue>,
-        peer: SocketAddr,
+        peer: &Peer,
         content_length: Option<u64>,
     ) -> request::Parts {
         parts.uri = self.upstream.uri(&parts.uri);
@@ -417,7 +413,7 @@ impl Proxy {
             &mut parts.headers,
             &Forwarding {
                 bearer,
-                peer: peer.ip(),
+                peer: &peer.forwarded_for,
                 host: self.upstream.host(),
                 content_length,
             },
@@ -447,6 +443,18 @@ fn finish(mut response: Response<ResponseBody>) -> Response<ResponseBody> {
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// 32 random hex digits.
+fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 32];
+    let mut bits = fastrand::u128(..);
+    for digit in &mut digits {
+        *digit = HEX[(bits & 0xf) as usize];
+        bits >>= 4;
+    }
+    HeaderValue::from_bytes(&digits).expect("hex is a header value")
+}
 
 /// A SOAP answer of our own (Logon, Logoff).
 fn soap_answer(body: bytes::Bytes) -> Response<ResponseBody> {

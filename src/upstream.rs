@@ -1,18 +1,14 @@
 //! Campaign: the pooled HTTP client that reaches it, and the header policy of what is sent to
 //! it and what comes back.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::CertificateDer;
 
 use crate::carriers::{
@@ -21,9 +17,11 @@ use crate::carriers::{
 use crate::config::UpstreamSettings;
 use crate::ims::error_chain;
 use crate::proxy::body::{BodyError, UpstreamBody};
+use pool::Pool;
 
-/// Idle pooled connections are closed after this; Campaign's own keep-alive is longer.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+mod pool;
+
+pub use pool::CampaignBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -34,6 +32,16 @@ pub enum UpstreamError {
     /// The caller's body broke off or grew too large while it was being forwarded.
     #[error(transparent)]
     Body(BodyError),
+}
+
+impl UpstreamError {
+    /// A failed exchange: the caller's own body, when that is what broke it.
+    fn from_hyper(error: &hyper::Error) -> UpstreamError {
+        match find_body_error(error) {
+            Some(body_error) => UpstreamError::Body(body_error),
+            None => UpstreamError::Unreachable(error_chain(error)),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,9 +83,7 @@ pub fn https_connector(
 
 /// The way to Campaign.
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
-    scheme: Scheme,
-    authority: Authority,
+    pool: Pool,
     base_path: String,
     /// `Host` sent upstream: Campaign (and the load balancer before it) route on it.
     host: HeaderValue,
@@ -99,17 +105,16 @@ impl Upstream {
             return Err(TlsSetupError::NoRoots("upstream.url"));
         }
         let connector = https_connector(&roots, settings.connect_timeout)?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let target = Uri::builder()
+            .scheme(settings.scheme.clone())
+            .authority(settings.authority.clone())
+            .path_and_query("/")
+            .build()
+            .expect("scheme and authority are valid");
         let host = HeaderValue::from_str(settings.authority.as_str())
             .expect("an authority is a valid header value");
         Ok(Upstream {
-            client,
-            scheme: settings.scheme.clone(),
-            authority: settings.authority.clone(),
+            pool: Pool::new(connector, target, crate::server::MAX_BUF_SIZE),
             base_path: settings.base_path.clone(),
             host,
             timeout: settings.timeout,
@@ -120,7 +125,8 @@ impl Upstream {
         &self.host
     }
 
-    /// Campaign's URL for a request: upstream scheme and host, the caller's path and query.
+    /// The request target Campaign gets (origin form): the base path of `upstream.url`, then
+    /// the caller's path and query.
     pub fn uri(&self, original: &Uri) -> Uri {
         let path_and_query = original
             .path_and_query()
@@ -133,27 +139,18 @@ impl Upstream {
                 .parse()
                 .unwrap_or(path_and_query)
         };
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .expect("scheme, authority and path are valid")
+        Uri::from(path_and_query)
     }
 
-    /// Sends a request; the timeout covers the wait for the head of the answer.
+    /// Sends a request; the timeout covers the connection and the wait for the head of the
+    /// answer.
     pub async fn send(
         &self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(match find_body_error(&error) {
-                Some(body_error) => UpstreamError::Body(body_error),
-                None => UpstreamError::Unreachable(error_chain(&error)),
-            }),
-        }
+    ) -> Result<Response<CampaignBody>, UpstreamError> {
+        tokio::time::timeout(self.timeout, self.pool.send(request))
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout(self.timeout)))
     }
 }
 
@@ -183,15 +180,28 @@ static HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Removes the hop-by-hop headers, and those the `Connection` header names (RFC 9110 §7.6.1).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
+    }
+    remove_all(headers, &HOP_BY_HOP);
+}
+
+/// Removes every field named in `names`. Most messages carry none of them: one pass over the
+/// names present finds out, and only then does anything get removed.
+fn remove_all(headers: &mut HeaderMap, names: &[HeaderName]) {
+    if headers.keys().any(|name| names.contains(name)) {
+        for name in names {
+            headers.remove(name);
+        }
     }
 }
 
@@ -199,8 +209,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub struct Forwarding<'a> {
     /// `ims` mode: the legacy credential goes, this `Authorization` comes.
     pub bearer: Option<&'a HeaderValue>,
-    /// The caller's address, appended to `X-Forwarded-For`.
-    pub peer: IpAddr,
+    /// The caller's address as a header value ([`crate::server::Peer`]), appended to
+    /// `X-Forwarded-For`.
+    pub peer: &'a HeaderValue,
     pub host: &'a HeaderValue,
     /// Length of the body as forwarded; `None`: unknown, sent chunked.
     pub content_length: Option<u64>,
@@ -212,7 +223,7 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub fn forward_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
     strip_hop_by_hop(headers);
     // hyper's client does not wait for `100 Continue`; the proxy already answered it.
-    headers.remove(header::EXPECT);
+    remove_all(headers, std::slice::from_ref(&header::EXPECT));
     headers.insert(header::HOST, forwarding.host.clone());
     match forwarding.content_length {
         Some(length) => {
@@ -233,9 +244,14 @@ pub fn forward_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
 /// cookies stay), `X-Session-Token`, `X-Security-Token`, and acc-js-sdk's `ACC-SDK-Auth`
 /// (which names the login).
 fn strip_credentials(headers: &mut HeaderMap) {
-    headers.remove(&SESSION_TOKEN_HEADER);
-    headers.remove(&SECURITY_TOKEN_HEADER);
-    headers.remove(&SDK_AUTH_HEADER);
+    remove_all(
+        headers,
+        &[
+            SESSION_TOKEN_HEADER.clone(),
+            SECURITY_TOKEN_HEADER.clone(),
+            SDK_AUTH_HEADER.clone(),
+        ],
+    );
     if !headers.contains_key(header::COOKIE) {
         return;
     }
@@ -256,7 +272,11 @@ fn strip_credentials(headers: &mut HeaderMap) {
 }
 
 /// `X-Forwarded-For: <what came>, <peer>`: Campaign's security zones find the real client there.
-fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
+fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        headers.insert(&X_FORWARDED_FOR, peer.clone());
+        return;
+    }
     let mut value = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
@@ -266,7 +286,7 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
     if !value.is_empty() {
         value.push_str(", ");
     }
-    value.push_str(&peer.to_string());
+    value.push_str(peer.to_str().unwrap_or_default());
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert(&X_FORWARDED_FOR, value);
     }
@@ -311,7 +331,7 @@ mod tests {
             &mut map,
             &Forwarding {
                 bearer: Some(&bearer),
-                peer: "10.0.0.7".parse().unwrap(),
+                peer: &HeaderValue::from_static("10.0.0.7"),
                 host: &host,
                 content_length: Some(42),
             },
@@ -343,7 +363,7 @@ mod tests {
             &mut map,
             &Forwarding {
                 bearer: None,
-                peer: "2001:db8::1".parse().unwrap(),
+                peer: &HeaderValue::from_static("2001:db8::1"),
                 host: &host,
                 content_length: None,
             },

@@ -25,7 +25,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
-    reader: std::thread::JoinHandle<()>,
+    reader: Option<std::thread::JoinHandle<()>>,
     /// Every line read so far.
     log: Vec<String>,
     addr: SocketAddr,
@@ -61,7 +61,7 @@ impl Running {
         let mut running = Running {
             child,
             lines,
-            reader,
+            reader: Some(reader),
             log: Vec::new(),
             addr: "0.0.0.0:0".parse().unwrap(),
             admin: "0.0.0.0:0".parse().unwrap(),
@@ -121,13 +121,25 @@ impl Running {
         self.signal("TERM");
         tokio::task::block_in_place(|| {
             let status = self.child.wait().unwrap();
-            self.reader.join().unwrap();
+            if let Some(reader) = self.reader.take() {
+                reader.join().unwrap();
+            }
             self.log.extend(self.lines.try_iter());
             let mut stdout = String::new();
             std::io::Read::read_to_string(&mut self.child.stdout.take().unwrap(), &mut stdout)
                 .unwrap();
             (status, format!("{}\n{stdout}", self.log.join("\n")))
         })
+    }
+}
+
+/// A test that fails half-way must not leave its proxy running.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

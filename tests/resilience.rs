@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -428,4 +430,119 @@ async fn connections_over_the_limit_wait_for_a_free_slot() {
         .unwrap()
         .unwrap();
     assert_eq!(status, 200);
+}
+
+/// A Campaign on a raw socket: it answers `answers_per_connection` requests on a connection,
+/// then closes it without a word (as a keep-alive timeout does). Counts its connections.
+async fn closing_campaign(answers_per_connection: usize) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                for _ in 0..answers_per_connection {
+                    // The head, then as many body bytes as it declares.
+                    let head_end = loop {
+                        if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&pending[..head_end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while pending.len() < head_end + length {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    pending.drain(..head_end + length);
+                    let body = "<ok/>";
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/xml\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                // Closed without `Connection: close`.
+            });
+        }
+    });
+    (url, connections)
+}
+
+#[tokio::test]
+async fn connections_campaign_closed_are_replaced_without_failing_a_call() {
+    let ims = StandInIms::start().await.unwrap();
+    ims.add_client(CLIENT_ID, CLIENT_SECRET);
+
+    // Closed right after each answer: the next call finds its pooled connection dead, either
+    // at checkout or when sending, and goes out on a new one.
+    let (url, connections) = closing_campaign(1).await;
+    let proxy = Proxy::start(&config_text(&ims.url(), &url, "", "")).await;
+    for round in 0..6 {
+        let answer = post(proxy.addr, seed_002(&credential()), &[]).await;
+        assert_eq!(answer.status, 200, "call {round}: {}", answer.body);
+        assert_eq!(answer.body, "<ok/>");
+        if round % 2 == 0 {
+            // Time for the proxy to see the close before the next call, every other round.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 6);
+    proxy.stop().await;
+
+    // Kept open: one connection serves every call, one after the other.
+    let (url, connections) = closing_campaign(usize::MAX).await;
+    let proxy = Proxy::start(&config_text(&ims.url(), &url, "", "")).await;
+    for _ in 0..5 {
+        assert_eq!(
+            post(proxy.addr, seed_002(&credential()), &[]).await.status,
+            200
+        );
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_call_abandoned_half_way_through_its_answer_does_not_break_the_next_ones() {
+    let stack = Stack::default().await;
+    warm(&stack).await;
+    let before = stack.campaign.connections();
+    // The caller reads the head of the answer and hangs up in the middle of the body.
+    stack.campaign.set_stall(true);
+    let mut stream = TcpStream::connect(stack.url()).await.unwrap();
+    let body = seed_002(&credential());
+    let head = format!(
+        "POST /nl/jsp/soaprouter.jsp HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut first = [0u8; 64];
+    let n = stream.read(&mut first).await.unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    drop(stream);
+    stack.campaign.set_stall(false);
+    // The next calls go through, on a connection that can take them.
+    for _ in 0..3 {
+        let answer = post(stack.url(), seed_002(&credential()), &[]).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    assert!(stack.campaign.connections() > before);
 }

@@ -360,7 +360,7 @@ fn method_response(method: &str, action: &Action, user: Option<&str>) -> Bytes {
          SOAP-ENV:encodingStyle='http://schemas.xmlsoap.org/soap/encoding/'>{result}</{method}Response>\n\
          </SOAP-ENV:Body>\n\
          </SOAP-ENV:Envelope>\n",
-        service = quick_xml::escape::escape(action.service.as_str()),
+        service = quick_xml::escape::escape(action.service()),
     ))
 }
 

@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::record::Completion;
+use crate::upstream::CampaignBody;
 
 /// Why the caller's body could not be forwarded to the end.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -297,7 +298,7 @@ enum Answer {
     /// Campaign's answer, streamed as it comes: what was already read of it, then the rest.
     Upstream {
         read: Option<Bytes>,
-        rest: Incoming,
+        rest: CampaignBody,
         /// Boxed: most answers never arm it.
         idle: Box<IdleTimer>,
     },
@@ -318,7 +319,7 @@ impl ResponseBody {
 
     /// Campaign's answer: `read` (already taken from it), then `rest`; Campaign may pause
     /// `idle` at most.
-    pub fn upstream(read: Option<Bytes>, rest: Incoming, idle: Duration) -> ResponseBody {
+    pub fn upstream(read: Option<Bytes>, rest: CampaignBody, idle: Duration) -> ResponseBody {
         ResponseBody {
             answer: Answer::Upstream {
                 read: read.filter(|r| !r.is_empty()),

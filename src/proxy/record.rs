@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::{HeaderValue, Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode, Uri};
 use tokio::time::Instant;
 
 use crate::callers::{AuthError, Caller};
@@ -18,7 +18,8 @@ pub struct Record {
     pub request_id: HeaderValue,
     pub peer: IpAddr,
     pub method: Method,
-    pub path: String,
+    /// The caller's URI (a shared copy: only its path is logged).
+    pub uri: Uri,
     pub caller: Option<Arc<str>>,
     pub profile: Option<Arc<str>>,
     /// The caller's mode (`ims`, `legacy`, `canary`), or `transparent` for a credential no
@@ -36,12 +37,12 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn new(request_id: HeaderValue, peer: IpAddr, method: Method, path: String) -> Record {
+    pub fn new(request_id: HeaderValue, peer: IpAddr, method: Method, uri: Uri) -> Record {
         Record {
             request_id,
             peer,
             method,
-            path,
+            uri,
             caller: None,
             profile: None,
             mode: "-",
@@ -72,6 +73,13 @@ impl Record {
     }
 }
 
+const NO_CALLER: &str = "-";
+
+thread_local! {
+    /// The caller label of requests no caller owns, made once per thread.
+    static NO_CALLER_LABEL: Arc<str> = Arc::from(NO_CALLER);
+}
+
 /// The end of a request: written when dropped, that is when its answer is done with.
 pub struct Completion {
     pub record: Record,
@@ -90,37 +98,40 @@ impl Drop for Completion {
         let elapsed = record.started.elapsed();
         let latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
         let bytes_in = record.bytes_in.load(Ordering::Relaxed);
-        let caller = record.caller.as_deref().unwrap_or("-");
+        let caller = record.caller.as_deref().unwrap_or(NO_CALLER);
         let profile = record.profile.as_deref().unwrap_or("-");
-        let action = record.action.as_ref().map(ToString::to_string);
-        let action = action.as_deref().unwrap_or("-");
+        let action = record.action.as_ref().map_or("-", Action::as_str);
         let request_id = record.request_id.to_str().unwrap_or("-");
         let upstream_status = record.upstream_status.map_or(0, |s| s.as_u16());
         let status = self.status.as_u16();
         match &self.error {
             None => tracing::info!(
                 target: "imsbridge::access",
-                request_id, peer = %record.peer, method = %record.method, path = record.path,
-                caller, profile, action, mode = record.mode, route = record.route, status,
-                upstream_status, retried = record.retried, bytes_in, bytes_out = self.bytes_out,
-                latency_ms, "request"
+                request_id, peer = %record.peer, method = %record.method, path = record.uri.path(),
+                caller, profile, action, mode = record.mode, route = record.route,
+                status, upstream_status, retried = record.retried, bytes_in,
+                bytes_out = self.bytes_out, latency_ms, "request"
             ),
             Some(error) => tracing::warn!(
                 target: "imsbridge::access",
-                request_id, peer = %record.peer, method = %record.method, path = record.path,
-                caller, profile, action, mode = record.mode, route = record.route, status,
-                upstream_status, retried = record.retried, bytes_in, bytes_out = self.bytes_out,
-                latency_ms, outcome = self.outcome, error = %error, "request refused"
+                request_id, peer = %record.peer, method = %record.method, path = record.uri.path(),
+                caller, profile, action, mode = record.mode, route = record.route,
+                status, upstream_status, retried = record.retried, bytes_in,
+                bytes_out = self.bytes_out, latency_ms, outcome = self.outcome, error = %error,
+                "request refused"
             ),
         }
         self.metrics.bytes_in.inc_by(bytes_in);
         self.metrics.bytes_out.inc_by(self.bytes_out);
         self.metrics.request(
             &RequestLabels {
-                caller: caller.to_owned(),
-                mode: record.mode.to_owned(),
-                route: record.route.to_owned(),
-                outcome: self.outcome.to_owned(),
+                caller: match &record.caller {
+                    Some(caller) => caller.clone(),
+                    None => NO_CALLER_LABEL.with(Arc::clone),
+                },
+                mode: record.mode,
+                route: record.route,
+                outcome: self.outcome,
             },
             elapsed.as_secs_f64(),
             record.upstream_status.map(|s| s.as_u16()),

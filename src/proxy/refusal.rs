@@ -11,9 +11,9 @@ use bytes::{Bytes, BytesMut};
 use http::{Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::body::ResponseBody;
+use crate::upstream::CampaignBody;
 
 /// Campaign's faults are small; a 500 answer is read this far to look for the codes.
 const PEEK_BYTES: usize = 64 * 1024;
@@ -27,7 +27,10 @@ pub struct Judged {
 
 /// Reads as much of the answer as the verdict needs (nothing, unless it is a 401 or a 500) and
 /// gives it back whole, ready to stream.
-pub async fn judge(response: Response<Incoming>, idle: Duration) -> Result<Judged, hyper::Error> {
+pub async fn judge(
+    response: Response<CampaignBody>,
+    idle: Duration,
+) -> Result<Judged, hyper::Error> {
     let status = response.status();
     let (parts, mut body) = response.into_parts();
     if status != StatusCode::UNAUTHORIZED && status != StatusCode::INTERNAL_SERVER_ERROR {

@@ -7,28 +7,53 @@
 use std::fmt;
 
 use http::HeaderMap;
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_TYPE, HeaderName};
 
 use super::scan::Method;
 
+static SOAP_ACTION: HeaderName = HeaderName::from_static("soapaction");
+
+/// `service#method`, kept as one string: it is logged with every request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action {
-    /// `nms:rtEvent`, or an interface with a pipe: `xtk:persist|xtk:session`.
-    pub service: String,
-    pub method: String,
+    text: String,
+    /// Where the `#` is.
+    hash: usize,
 }
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{}", self.service, self.method)
+        f.write_str(&self.text)
     }
 }
 
 impl Action {
+    fn new(service: &str, method: &str) -> Action {
+        Action {
+            text: format!("{service}#{method}"),
+            hash: service.len(),
+        }
+    }
+
+    /// `nms:rtEvent`, or an interface with a pipe: `xtk:persist|xtk:session`.
+    pub fn service(&self) -> &str {
+        &self.text[..self.hash]
+    }
+
+    /// `PushEvent`.
+    pub fn method(&self) -> &str {
+        &self.text[self.hash + 1..]
+    }
+
+    /// `nms:rtEvent#PushEvent`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
     /// The action a request names, falling back to its method element.
     pub fn of_request(headers: &HeaderMap, query: Option<&str>, method: &Method) -> Action {
         headers
-            .get("soapaction")
+            .get(&SOAP_ACTION)
             .and_then(|v| v.to_str().ok())
             .and_then(Action::parse)
             .or_else(|| {
@@ -55,22 +80,16 @@ impl Action {
         if method.is_empty() {
             return None;
         }
-        Some(Action {
-            service: service.to_owned(),
-            method: method.to_owned(),
-        })
+        Some(Action::new(service, method))
     }
 
     /// From the method element: namespace `urn:nms:rtEvent` and name `PushEvent`.
     pub fn of_method(method: &Method) -> Action {
         let namespace = method.namespace.as_deref().unwrap_or_default();
-        Action {
-            service: namespace
-                .strip_prefix("urn:")
-                .unwrap_or(namespace)
-                .to_owned(),
-            method: method.name.clone(),
-        }
+        Action::new(
+            namespace.strip_prefix("urn:").unwrap_or(namespace),
+            &method.name,
+        )
     }
 }
 
@@ -103,8 +122,8 @@ mod tests {
     #[test]
     fn interface_with_a_pipe() {
         let action = Action::parse("\"xtk:persist|xtk:session#Write\"").unwrap();
-        assert_eq!(action.service, "xtk:persist|xtk:session");
-        assert_eq!(action.method, "Write");
+        assert_eq!(action.service(), "xtk:persist|xtk:session");
+        assert_eq!(action.method(), "Write");
     }
 
     #[test]

@@ -36,7 +36,8 @@ impl Fault<'_> {
         let string = match self.action {
             Some(action) => format!(
                 "Error while executing the method '{}' of service '{}'.",
-                action.method, action.service
+                action.method(),
+                action.service()
             ),
             None => "Error while executing the request.".to_owned(),
         };

@@ -287,7 +287,7 @@ impl Scanner {
         let local = e.local_name().into_inner();
         match (self.stage, depth) {
             (Stage::Prolog, _) => {
-                self.version = match self.resolve(name).as_deref() {
+                self.version = match self.resolve(name) {
                     Some(SOAP11_NS) if local == "Envelope" => Some(SoapVersion::V11),
                     Some(SOAP12_NS) if local == "Envelope" => Some(SoapVersion::V12),
                     _ => return Err(ScanError::NotSoap),
@@ -298,7 +298,7 @@ impl Scanner {
                 self.stage = Stage::Envelope;
             }
             (Stage::Envelope, 1) => {
-                let soap = self.resolve(name).as_deref() == Some(self.envelope_ns());
+                let soap = self.resolve(name) == Some(self.envelope_ns());
                 match local {
                     "Header" if soap && !empty => self.stage = Stage::Header,
                     "Body" if soap && empty => return Err(ScanError::NoMethod),
@@ -316,7 +316,7 @@ impl Scanner {
             (Stage::Body, 2) => {
                 let method = Method {
                     name: local.to_owned(),
-                    namespace: self.resolve(name),
+                    namespace: self.resolve(name).map(str::to_owned),
                 };
                 // Logon: session token, login, password.
                 self.wanted = if method.is_session("Logon") { 3 } else { 1 };
@@ -434,13 +434,13 @@ impl Scanner {
     }
 
     /// The namespace URI of a qualified name, from the declarations in scope.
-    fn resolve(&self, qname: &str) -> Option<String> {
+    fn resolve(&self, qname: &str) -> Option<&str> {
         let prefix = qname.split_once(':').map(|(prefix, _)| prefix);
         self.bindings
             .iter()
             .rev()
             .find(|b| b.prefix.as_deref() == prefix)
-            .map(|b| b.uri.clone())
+            .map(|b| b.uri.as_str())
             .filter(|uri| !uri.is_empty())
     }
 

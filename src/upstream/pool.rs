@@ -1,0 +1,238 @@
+//! Campaign's keep-alive connections, on hyper's HTTP/1.1 client connection.
+//!
+//! A connection goes back to the pool when the body of Campaign's answer has been read to its
+//! end ([`CampaignBody`]); an answer abandoned half-way closes its connection with it. The pool
+//! hands out the most recently used connection first, keeps at most [`MAX_IDLE`], and forgets
+//! those idle for longer than [`IDLE_TIMEOUT`] (Campaign may have closed them by then).
+//!
+//! hyper-util's pooled client did the same with more machinery per request (a keyed map, a
+//! checkout future, a task spawned to wait for each connection to be ready again): about a
+//! tenth of the proxy's instructions on a small call (README, "Performance").
+
+use std::collections::VecDeque;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::sync::Notify;
+use tower_service::Service;
+
+use super::UpstreamError;
+use crate::ims::error_chain;
+use crate::proxy::body::UpstreamBody;
+
+/// Idle connections are closed after this; Campaign's own keep-alive is usually longer.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// At most this many idle connections are kept; more in use at once is fine.
+pub const MAX_IDLE: usize = 512;
+
+type Sender = http1::SendRequest<UpstreamBody>;
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// The connections to one Campaign address.
+pub struct Pool {
+    connector: HttpsConnector<HttpConnector>,
+    /// What the connector dials: Campaign's scheme and authority.
+    target: Uri,
+    /// The most at a time hyper buffers per connection, each way.
+    max_buf_size: usize,
+    shared: Arc<Shared>,
+}
+
+/// What the pool shares with the connections out of it.
+#[derive(Default)]
+struct Shared {
+    /// Oldest first: connections are taken from the back, and expire from the front.
+    idle: Mutex<VecDeque<Idle>>,
+    /// Told when a connection comes back.
+    released: Notify,
+}
+
+impl Pool {
+    pub fn new(connector: HttpsConnector<HttpConnector>, target: Uri, max_buf_size: usize) -> Pool {
+        Pool {
+            connector,
+            target,
+            max_buf_size,
+            shared: Arc::default(),
+        }
+    }
+
+    /// Sends `request` (its URI in origin form) on an idle connection, or a new one. A pooled
+    /// connection that turns out closed before the request went out is replaced, and the
+    /// request sent again: nothing of it reached Campaign.
+    pub async fn send(
+        &self,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<CampaignBody>, UpstreamError> {
+        loop {
+            let (mut sender, pooled) = match self.checkout() {
+                Some(sender) => (sender, true),
+                None => self.connect_or_wait().await?,
+            };
+            // A connection back from the pool may still be finishing its last answer.
+            if let Err(error) = sender.ready().await {
+                if pooled {
+                    continue;
+                }
+                return Err(UpstreamError::Unreachable(error_chain(&error)));
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let lease = Lease {
+                        sender,
+                        shared: self.shared.clone(),
+                    };
+                    return Ok(response.map(|body| CampaignBody::new(body, lease)));
+                }
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if pooled => request = unsent,
+                    _ => return Err(UpstreamError::from_hyper(&error.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The most recently returned connection that is still open and not too old.
+    fn checkout(&self) -> Option<Sender> {
+        let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(Idle { sender, since }) = idle.pop_back() {
+            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// A new connection, or one another request gives back first: in a burst, a connection
+    /// freed in a millisecond beats a handshake with a Campaign whose accept queue is full.
+    async fn connect_or_wait(&self) -> Result<(Sender, bool), UpstreamError> {
+        let connect = self.connect();
+        let mut connect = pin!(connect);
+        loop {
+            let released = self.shared.released.notified();
+            tokio::select! {
+                biased;
+                connected = &mut connect => return Ok((connected?, false)),
+                () = released => {
+                    if let Some(sender) = self.checkout() {
+                        return Ok((sender, true));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Sender, UpstreamError> {
+        let mut connector = self.connector.clone();
+        let io = connector
+            .call(self.target.clone())
+            .await
+            .map_err(|error| UpstreamError::Unreachable(error_chain(&*error)))?;
+        let (sender, connection) = http1::Builder::new()
+            .max_buf_size(self.max_buf_size)
+            .handshake(io)
+            .await
+            .map_err(|error| UpstreamError::Unreachable(error_chain(&error)))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection to Campaign ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// A connection in use, back to the pool when its answer has been read.
+struct Lease {
+    sender: Sender,
+    shared: Arc<Shared>,
+}
+
+impl Lease {
+    fn release(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while idle
+            .front()
+            .is_some_and(|oldest| oldest.since.elapsed() >= IDLE_TIMEOUT)
+            || idle.len() >= MAX_IDLE
+        {
+            idle.pop_front();
+        }
+        idle.push_back(Idle {
+            sender: self.sender,
+            since: Instant::now(),
+        });
+        drop(idle);
+        self.shared.released.notify_one();
+    }
+}
+
+/// The body of Campaign's answer. Read to its end, it gives its connection back to the pool;
+/// dropped before, it closes it (hyper cannot reuse a connection with an answer half-read).
+pub struct CampaignBody {
+    body: Incoming,
+    lease: Option<Lease>,
+    ended: bool,
+}
+
+impl CampaignBody {
+    fn new(body: Incoming, lease: Lease) -> CampaignBody {
+        CampaignBody {
+            ended: body.is_end_stream(),
+            body,
+            lease: Some(lease),
+        }
+    }
+}
+
+impl Drop for CampaignBody {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take()
+            && (self.ended || self.body.is_end_stream())
+        {
+            lease.release();
+        }
+    }
+}
+
+impl Body for CampaignBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        match &frame {
+            Poll::Ready(None) => self.ended = true,
+            Poll::Ready(Some(Err(_))) => self.lease = None,
+            _ => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
