@@ -221,7 +221,7 @@ impl Proxy {
                 )
                 .counting(record.bytes_in.clone());
                 let parts = self.prepare(parts, None, peer, length);
-                return self.send(parts, body, record).await;
+                return Box::pin(self.send(parts, body, record)).await;
             }
             return Err(if soap_router {
                 ProxyError::MethodNotAllowed
@@ -268,9 +268,7 @@ impl Proxy {
         //    Logon of an `ims` caller, and Logoff of a session of ours, are answered here.
         if envelope.is_logon() {
             let param = |i: usize| envelope.params.get(i).map_or("", |p| p.value.expose());
-            let way = self
-                .callers
-                .logon(param(1), param(2), presented)
+            let way = Box::pin(self.callers.logon(param(1), param(2), presented))
                 .await
                 .inspect_err(|error| record.refused(error))?;
             return match way {
@@ -285,8 +283,7 @@ impl Proxy {
                         Some(caller) => record.caller(caller, "legacy"),
                         None => record.mode = "transparent",
                     }
-                    self.forward_unchanged(parts, prefix, declared, peer, record)
-                        .await
+                    Box::pin(self.forward_unchanged(parts, prefix, declared, peer, record)).await
                 }
             };
         }
@@ -310,14 +307,12 @@ impl Proxy {
             Route::Transparent => {
                 record.mode = "transparent";
                 record.route = "legacy";
-                return self
-                    .forward_unchanged(parts, prefix, declared, peer, record)
+                return Box::pin(self.forward_unchanged(parts, prefix, declared, peer, record))
                     .await;
             }
             Route::Legacy(caller) => {
                 record.caller(caller, "legacy");
-                return self
-                    .forward_unchanged(parts, prefix, declared, peer, record)
+                return Box::pin(self.forward_unchanged(parts, prefix, declared, peer, record))
                     .await;
             }
             Route::Ims(caller) => caller,
@@ -374,7 +369,7 @@ impl Proxy {
             .insert(header::AUTHORIZATION, token.bearer().clone());
         record.retried = true;
         let body = UpstreamBody::new(kept, None, 0, u64::MAX, length, self.idle_timeout);
-        self.send(parts, body, record).await
+        Box::pin(self.send(parts, body, record)).await
     }
 
     /// Sends the request to Campaign as it came (the pre-migration path).

@@ -186,7 +186,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .map(str::trim)
+            // The usual options: `close` names no field, `keep-alive` goes below anyway.
+            .filter(|name| {
+                !name.eq_ignore_ascii_case("keep-alive") && !name.eq_ignore_ascii_case("close")
+            })
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .collect();
         for name in &named {
             headers.remove(name);
@@ -195,11 +200,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     remove_all(headers, &HOP_BY_HOP);
 }
 
-/// Removes every field named in `names`. Most messages carry none of them: one pass over the
-/// names present finds out, and only then does anything get removed.
+/// Removes every field named in `names` (16 at most). Most messages carry none of them: one
+/// pass over the names present finds those to remove.
 fn remove_all(headers: &mut HeaderMap, names: &[HeaderName]) {
-    if headers.keys().any(|name| names.contains(name)) {
-        for name in names {
+    debug_assert!(names.len() <= 16);
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(at) = names.iter().position(|n| n == name) {
+            present |= 1 << at;
+        }
+    }
+    for (at, name) in names.iter().enumerate() {
+        if present & (1 << at) != 0 {
             headers.remove(name);
         }
     }

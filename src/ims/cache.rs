@@ -15,6 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use http::HeaderValue;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -100,6 +101,9 @@ pub enum Readiness {
 
 /// The token cache of one profile; dropping it stops its refresher.
 pub struct TokenCache {
+    /// The token of `state`, for the request path: reading it is a lock-free clone of an
+    /// `Arc`. Written under the lock of `state`, so the two always agree.
+    current: Arc<ArcSwapOption<Token>>,
     state: watch::Receiver<State>,
     /// To drop a refused token.
     publish: watch::Sender<State>,
@@ -127,8 +131,19 @@ impl TokenCache {
             last_error: None,
         });
         let wake = Arc::new(Notify::new());
-        let refresher = tokio::spawn(refresh(profile, source, tx.clone(), wake.clone(), counters));
+        let current = Arc::new(ArcSwapOption::empty());
+        let refresher = tokio::spawn(refresh(
+            profile,
+            source,
+            Publisher {
+                state: tx.clone(),
+                current: current.clone(),
+            },
+            wake.clone(),
+            counters,
+        ));
         TokenCache {
+            current,
             state: rx,
             publish: tx,
             wake,
@@ -143,6 +158,7 @@ impl TokenCache {
         let dropped = self.publish.send_if_modified(|state| match &state.token {
             Some(current) if Arc::ptr_eq(current, token) => {
                 state.token = None;
+                self.current.store(None);
                 true
             }
             _ => false,
@@ -154,12 +170,15 @@ impl TokenCache {
 
     /// The current token if it is valid: never waits.
     pub fn current(&self) -> Option<Arc<Token>> {
-        self.state.borrow().token.clone().filter(|t| t.is_valid())
+        self.current.load_full().filter(|t| t.is_valid())
     }
 
     /// A valid token; without one, waits up to `wait` for the fetch in flight. Fails at once
     /// when IMS is failing and the last token has expired.
     pub async fn get(&self, wait: Duration) -> Result<Arc<Token>, NotReady> {
+        if let Some(token) = self.current() {
+            return Ok(token);
+        }
         let deadline = Instant::now() + wait;
         let mut state = self.state.clone();
         loop {
@@ -201,14 +220,21 @@ fn refresh_after(lifetime: Duration) -> Duration {
     lifetime - REFRESH_MARGIN.min(lifetime / SHORT_TOKEN_MARGIN_DIVISOR)
 }
 
+/// Where the refresher publishes.
+struct Publisher {
+    state: watch::Sender<State>,
+    current: Arc<ArcSwapOption<Token>>,
+}
+
 /// The refresher: the only code that calls the source.
 async fn refresh<S: TokenSource>(
     profile: Arc<str>,
     source: S,
-    tx: watch::Sender<State>,
+    publisher: Publisher,
     wake: Arc<Notify>,
     counters: FetchCounters,
 ) {
+    let tx = &publisher.state;
     let mut backoff = BACKOFF_START;
     loop {
         tx.send_modify(|s| s.fetching = true);
@@ -222,10 +248,14 @@ async fn refresh<S: TokenSource>(
             Ok((token, lifetime)) => {
                 counters.ok.inc();
                 tracing::info!(profile = %profile, expires_in_s = lifetime.as_secs(), "IMS token fetched");
-                tx.send_replace(State {
-                    token: Some(Arc::new(token)),
-                    fetching: false,
-                    last_error: None,
+                let token = Arc::new(token);
+                tx.send_modify(|state| {
+                    *state = State {
+                        token: Some(token.clone()),
+                        fetching: false,
+                        last_error: None,
+                    };
+                    publisher.current.store(Some(token));
                 });
                 backoff = BACKOFF_START;
                 let refresh_at = asked_at + refresh_after(lifetime);

@@ -80,7 +80,8 @@ impl Pool {
         loop {
             let (mut sender, pooled) = match self.checkout() {
                 Some(sender) => (sender, true),
-                None => self.connect_or_wait().await?,
+                // Boxed: the hot path keeps a small future.
+                None => Box::pin(self.connect_or_wait()).await?,
             };
             // A connection back from the pool may still be finishing its last answer.
             if let Err(error) = sender.ready().await {
