@@ -283,11 +283,10 @@ impl Scanner {
         after: usize,
         empty: bool,
     ) -> Result<Option<Envelope>, ScanError> {
-        let name = e.name().0;
-        let local = e.local_name().into_inner();
+        let (prefix, local) = split_qname(e.name().0);
         match (self.stage, depth) {
             (Stage::Prolog, _) => {
-                self.version = match self.resolve(name) {
+                self.version = match self.resolve(prefix) {
                     Some(SOAP11_NS) if local == "Envelope" => Some(SoapVersion::V11),
                     Some(SOAP12_NS) if local == "Envelope" => Some(SoapVersion::V12),
                     _ => return Err(ScanError::NotSoap),
@@ -298,7 +297,7 @@ impl Scanner {
                 self.stage = Stage::Envelope;
             }
             (Stage::Envelope, 1) => {
-                let soap = self.resolve(name) == Some(self.envelope_ns());
+                let soap = self.resolve(prefix) == Some(self.envelope_ns());
                 match local {
                     "Header" if soap && !empty => self.stage = Stage::Header,
                     "Body" if soap && empty => return Err(ScanError::NoMethod),
@@ -316,7 +315,7 @@ impl Scanner {
             (Stage::Body, 2) => {
                 let method = Method {
                     name: local.to_owned(),
-                    namespace: self.resolve(name).map(str::to_owned),
+                    namespace: self.resolve(prefix).map(str::to_owned),
                 };
                 // Logon: session token, login, password.
                 self.wanted = if method.is_session("Logon") { 3 } else { 1 };
@@ -433,9 +432,8 @@ impl Scanner {
         Ok(())
     }
 
-    /// The namespace URI of a qualified name, from the declarations in scope.
-    fn resolve(&self, qname: &str) -> Option<&str> {
-        let prefix = qname.split_once(':').map(|(prefix, _)| prefix);
+    /// The namespace URI a prefix (`None`: no prefix) is bound to by the declarations in scope.
+    fn resolve(&self, prefix: Option<&str>) -> Option<&str> {
         self.bindings
             .iter()
             .rev()
@@ -449,6 +447,15 @@ impl Scanner {
             Some(SoapVersion::V12) => SOAP12_NS,
             _ => SOAP11_NS,
         }
+    }
+}
+
+/// A qualified name's prefix and local name. Names are short: a plain loop over the bytes
+/// beats `str::split_once`'s general search. `:` is ASCII, so never part of a longer character.
+fn split_qname(qname: &str) -> (Option<&str>, &str) {
+    match qname.bytes().position(|b| b == b':') {
+        Some(at) => (Some(&qname[..at]), &qname[at + 1..]),
+        None => (None, qname),
     }
 }
 
