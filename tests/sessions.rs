@@ -190,8 +190,16 @@ async fn sessions_of_one_replica_are_accepted_by_the_others() {
 
 #[tokio::test]
 async fn expired_or_tampered_sessions_get_xsv_350008() {
-    let stack = logon_stack(SESSION_SECRET, "1s").await;
+    // Expiries are whole seconds (`floor(issued + ttl)`): a 3 s session is valid for at least
+    // 2 s after it was issued, and expired 3 s after.
+    let stack = logon_stack(SESSION_SECRET, "3s").await;
     let (session, security) = log_on(stack.url(), LOGIN, PASSWORD).await;
+    let issued_by = tokio::time::Instant::now();
+    assert_eq!(
+        push(stack.url(), &session, &security).await.status,
+        200,
+        "valid for two seconds at least"
+    );
     let (claims, mac) = session["ibs1.".len()..].split_once('.').unwrap();
     let mut forged = claims.to_owned().into_bytes();
     forged[3] ^= 0x01;
@@ -207,12 +215,7 @@ async fn expired_or_tampered_sessions_get_xsv_350008() {
             "XSV-350008 Session has expired or is invalid. Please reconnect.",
         );
     }
-    assert_eq!(
-        push(stack.url(), &session, &security).await.status,
-        200,
-        "valid for a second"
-    );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep_until(issued_by + Duration::from_millis(3100)).await;
     push(stack.url(), &session, &security)
         .await
         .assert_fault(500, "Client", "XSV-350008");
