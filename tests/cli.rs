@@ -723,11 +723,7 @@ fn write_config(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_request_in_flight_finish() {
-    let ims = StandInIms::start().await.unwrap();
-    ims.add_client(CLIENT_ID, CLIENT_SECRET);
-    let campaign = StandInCampaign::start(Some(ims.token_check()))
-        .await
-        .unwrap();
+    let (ims, campaign) = stand_ins().await;
     campaign.set_delay(Duration::from_millis(1500));
     let dir = temp_dir("sigterm");
     let mut running = Running::start(
@@ -762,11 +758,7 @@ async fn sigterm_lets_the_request_in_flight_finish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_a_good_config_and_keeps_the_old_one_over_a_bad_one() {
-    let ims = StandInIms::start().await.unwrap();
-    ims.add_client(CLIENT_ID, CLIENT_SECRET);
-    let campaign = StandInCampaign::start(Some(ims.token_check()))
-        .await
-        .unwrap();
+    let (ims, campaign) = stand_ins().await;
     let dir = temp_dir("sighup");
     let secret_file = dir.join("client-secret");
     std::fs::write(&secret_file, CLIENT_SECRET).unwrap();

@@ -7,7 +7,6 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use imsbridge::demo::{StandInCampaign, StandInIms};
 use support::*;
 
 // Logins and passwords long enough to search for in what Campaign received.
@@ -53,11 +52,7 @@ async fn acc_js_sdk_logs_on_pushes_events_and_logs_off_through_the_proxy() {
     .await
     .unwrap();
 
-    let ims = StandInIms::start().await.unwrap();
-    ims.add_client(CLIENT_ID, CLIENT_SECRET);
-    let campaign = StandInCampaign::start(Some(ims.token_check()))
-        .await
-        .unwrap();
+    let (ims, campaign) = stand_ins().await;
     let callers = format!(
         r#"logon = true
 

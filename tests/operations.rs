@@ -11,7 +11,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use imsbridge::config::Config;
-use imsbridge::demo::{ImsFailure, StandInCampaign, StandInIms};
+use imsbridge::demo::ImsFailure;
 use rustls_pki_types::{PrivateKeyDer, ServerName};
 use support::*;
 use tokio::net::{TcpListener, TcpStream};
@@ -128,12 +128,8 @@ async fn metrics_follow_requests_and_token_fetches() {
 
 #[tokio::test]
 async fn failing_fetches_are_counted_and_expiry_drops_to_zero() {
-    let ims = StandInIms::start().await.unwrap();
-    ims.add_client(CLIENT_ID, CLIENT_SECRET);
+    let (ims, campaign) = stand_ins().await;
     ims.set_failure(Some(ImsFailure::Status(503)));
-    let campaign = StandInCampaign::start(Some(ims.token_check()))
-        .await
-        .unwrap();
     let proxy = Proxy::start(&config_text(&ims.url(), &campaign.url(), "", "")).await;
     let mut text = String::new();
     for _ in 0..200 {

@@ -328,13 +328,9 @@ async fn bodies_over_the_limit_get_413() {
 
 #[tokio::test]
 async fn a_thousand_concurrent_requests_on_a_cold_start_cause_one_token_request() {
-    let ims = StandInIms::start().await.unwrap();
-    ims.add_client(CLIENT_ID, CLIENT_SECRET);
+    let (ims, campaign) = stand_ins().await;
     // IMS is slow: every request below arrives before the first token does.
     ims.set_delay(Duration::from_millis(1500));
-    let campaign = StandInCampaign::start(Some(ims.token_check()))
-        .await
-        .unwrap();
     let proxy = Proxy::start(&config_text(&ims.url(), &campaign.url(), "", "")).await;
     let body = Bytes::from(seed_002(&credential()));
     let requests: Vec<_> = (0..1000)

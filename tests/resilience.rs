@@ -182,12 +182,8 @@ async fn ims_failures_are_retried_and_the_proxy_recovers_by_itself() {
         (ImsFailure::Hang, "IMS did not answer within 500ms"),
     ];
     let runs = failures.map(|(failure, reason)| async move {
-        let ims = StandInIms::start().await.unwrap();
-        ims.add_client(CLIENT_ID, CLIENT_SECRET);
+        let (ims, campaign) = stand_ins().await;
         ims.set_failure(Some(failure));
-        let campaign = StandInCampaign::start(Some(ims.token_check()))
-            .await
-            .unwrap();
         let config = config_text(&ims.url(), &campaign.url(), "", "")
             .replace("[ims]\n", "[ims]\ntimeout = \"500ms\"\n")
             .replace("timeout = \"5s\"\n\n[profiles", "\n[profiles");
@@ -219,12 +215,8 @@ async fn ims_failures_are_retried_and_the_proxy_recovers_by_itself() {
 
 #[tokio::test]
 async fn a_missing_expires_in_falls_back_to_the_tokens_claims() {
-    let ims = StandInIms::start().await.unwrap();
-    ims.add_client(CLIENT_ID, CLIENT_SECRET);
+    let (ims, campaign) = stand_ins().await;
     ims.set_failure(Some(ImsFailure::NoExpiresIn));
-    let campaign = StandInCampaign::start(Some(ims.token_check()))
-        .await
-        .unwrap();
     let proxy = Proxy::start(&config_text(&ims.url(), &campaign.url(), "", "")).await;
     assert_eq!(
         post(proxy.addr, seed_002(&credential()), &[]).await.status,
@@ -237,12 +229,8 @@ async fn a_missing_expires_in_falls_back_to_the_tokens_claims() {
 
 #[tokio::test]
 async fn the_current_token_serves_while_ims_is_down_and_never_once_it_expired() {
-    let ims = StandInIms::start().await.unwrap();
-    ims.add_client(CLIENT_ID, CLIENT_SECRET);
+    let (ims, campaign) = stand_ins().await;
     ims.set_lifetime(Duration::from_secs(3));
-    let campaign = StandInCampaign::start(Some(ims.token_check()))
-        .await
-        .unwrap();
     let proxy = Proxy::start(&config_text(&ims.url(), &campaign.url(), "", "")).await;
     assert_eq!(
         post(proxy.addr, seed_002(&credential()), &[]).await.status,

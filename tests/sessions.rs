@@ -5,7 +5,6 @@ mod support;
 
 use std::time::Duration;
 
-use imsbridge::demo::{StandInCampaign, StandInIms};
 use support::*;
 
 const SESSION_SECRET: &str = "replicas-share-this-secret-0123456789abcdef";
@@ -303,11 +302,7 @@ async fn allow_from_refuses_other_networks() {
 #[tokio::test]
 async fn logon_without_sessions_is_refused_clearly() {
     // An ims caller not declared `logon = true` calls Logon on a proxy without [sessions].
-    let ims = StandInIms::start().await.unwrap();
-    ims.add_client(CLIENT_ID, CLIENT_SECRET);
-    let campaign = StandInCampaign::start(Some(ims.token_check()))
-        .await
-        .unwrap();
+    let (ims, campaign) = stand_ins().await;
     let proxy = Proxy::start(&config_text(&ims.url(), &campaign.url(), "", "")).await;
     post(proxy.addr, logon_body(LOGIN, PASSWORD), &[])
         .await

@@ -139,14 +139,21 @@ pub struct Stack {
     pub proxy: Proxy,
 }
 
+/// A stand-in IMS that knows the default client, and a stand-in Campaign that accepts only
+/// tokens that IMS issued.
+pub async fn stand_ins() -> (StandInIms, StandInCampaign) {
+    let ims = StandInIms::start().await.unwrap();
+    ims.add_client(CLIENT_ID, CLIENT_SECRET);
+    let campaign = StandInCampaign::start(Some(ims.token_check()))
+        .await
+        .unwrap();
+    (ims, campaign)
+}
+
 impl Stack {
     /// The default stack; `top` goes before the tables, `extra` after the `mc` caller.
     pub async fn start(top: &str, extra: &str) -> Stack {
-        let ims = StandInIms::start().await.unwrap();
-        ims.add_client(CLIENT_ID, CLIENT_SECRET);
-        let campaign = StandInCampaign::start(Some(ims.token_check()))
-            .await
-            .unwrap();
+        let (ims, campaign) = stand_ins().await;
         let proxy = Proxy::start(&config_text(&ims.url(), &campaign.url(), top, extra)).await;
         Stack {
             ims,
