@@ -6,9 +6,9 @@ use std::fmt::Write;
 
 use http::{Method, Request, Response, StatusCode, header};
 
+use crate::body::ResponseBody;
 use crate::ims::Readiness;
 use crate::proxy::Proxy;
-use crate::proxy::body::ResponseBody;
 use crate::server::Connections;
 
 pub fn handle<B>(

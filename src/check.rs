@@ -14,11 +14,13 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, header};
 use http_body_util::{BodyExt, Limited};
 
+use crate::body::UpstreamBody;
 use crate::config::{Config, Profile, ProfileKind};
+use crate::connect::{TlsSetupError, https_connector, system_roots};
+use crate::dates::utc;
 use crate::ims::{ImsClient, ImsError, Source, Token, TokenSource};
-use crate::proxy::SOAP_ROUTER_PATH;
-use crate::proxy::body::UpstreamBody;
-use crate::upstream::{TlsSetupError, Upstream, https_connector, system_roots};
+use crate::soap::SOAP_ROUTER_PATH;
+use crate::upstream::Upstream;
 
 /// The harmless call of `--probe`: who am I?
 const PROBE_ACTION: &str = "xtk:session#GetUserInfo";
@@ -269,27 +271,6 @@ fn human(duration: Duration) -> String {
     }
 }
 
-/// `2026-11-22 03:00:00 UTC`, from the civil-from-days algorithm (H. Hinnant).
-pub(crate) fn utc(time: SystemTime) -> String {
-    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,16 +278,7 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     #[test]
-    fn dates_and_durations() {
-        assert_eq!(utc(UNIX_EPOCH), "1970-01-01 00:00:00 UTC");
-        assert_eq!(
-            utc(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29 00:00:00 UTC"
-        );
-        assert_eq!(
-            utc(UNIX_EPOCH + Duration::from_secs(1_795_316_706)),
-            "2026-11-22 03:05:06 UTC"
-        );
+    fn durations() {
         assert_eq!(human(Duration::from_secs(86_399)), "23h 59m 59s");
         assert_eq!(human(Duration::from_secs(61)), "1m 1s");
         assert_eq!(human(Duration::from_millis(3000)), "3s");

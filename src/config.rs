@@ -1,5 +1,6 @@
-//! The configuration: the TOML file of design.md, read into raw serde structs
-//! (`config/raw.rs`), then checked and turned into the typed [`Config`] the proxy runs on.
+//! The configuration: the TOML file (`docs/architecture.md`, "Config"), read into raw serde
+//! structs (`config/raw.rs`), then checked and turned into the typed [`Config`] the proxy
+//! runs on (`config/validate.rs`). This file holds the typed settings.
 //!
 //! Every problem is reported with the key it concerns, and unknown keys are refused: a proxy
 //! that silently skipped a misspelt setting would do something other than what its operator
@@ -8,8 +9,8 @@
 mod duration;
 mod raw;
 mod source;
+mod validate;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,14 +21,13 @@ use argon2::password_hash::phc::PasswordHash;
 use http::uri::{Authority, Scheme};
 use ipnet::IpNet;
 use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 
 pub use duration::parse as parse_duration;
 pub use source::{Env, ProcessEnv, SecretSource};
 
-use crate::ims::SigningKey;
 use crate::secret::Secret;
-use raw::{RawCaller, RawConfig, RawMode, RawProfile, RawProfileType, RawUnknownCallers};
+use crate::secret::SigningKey;
+use raw::RawConfig;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
@@ -80,13 +80,6 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
-}
-
 /// The validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -100,6 +93,9 @@ pub struct Config {
     /// Session tokens issued for emulated `xtk:session#Logon`; `None`: Logon is not emulated.
     pub sessions: Option<SessionSettings>,
     pub callers: Vec<CallerSettings>,
+    /// Seed of the draws that send a `canary` caller's share of requests the `ims` way;
+    /// `None` (what the file gives): a random one. Set by tests, for splits they can predict.
+    pub canary_seed: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -297,493 +293,13 @@ impl Config {
 
     /// Validates config text; `base_dir` anchors relative paths.
     pub fn parse(text: &str, base_dir: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
-        validate(raw, base_dir, env)
+        let raw: RawConfig = toml::from_str(text).map_err(|e| validate::syntax_error(text, &e))?;
+        validate::config(raw, base_dir, env)
     }
 
     pub fn profile_names(&self) -> impl Iterator<Item = &str> {
         self.profiles.iter().map(|p| p.name.as_str())
     }
-}
-
-/// A toml error, located by line and key.
-fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
-    let start = error.span().map_or(0, |span| span.start.min(text.len()));
-    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-    let line_text = text[line_start..].lines().next().unwrap_or_default();
-    let key = line_text
-        .split_once('=')
-        .map(|(key, _)| key.trim().to_owned())
-        .filter(|key| !key.is_empty() && !key.starts_with('#'))
-        .or_else(|| {
-            let table = line_text.trim();
-            (table.starts_with('[')).then(|| table.to_owned())
-        });
-    ConfigError::Syntax {
-        line: text[..start].matches('\n').count() + 1,
-        key,
-        message: error.message().trim().replace('\n', " "),
-    }
-}
-
-fn validate(raw: RawConfig, base_dir: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
-    let unknown_callers = match raw.unknown_callers {
-        None | Some(RawUnknownCallers::Reject) => UnknownCallers::Reject,
-        Some(RawUnknownCallers::Legacy) => UnknownCallers::Legacy,
-    };
-    let server = validate_server(raw.server.unwrap_or_default(), base_dir, env)?;
-    let upstream = validate_upstream(raw.upstream, base_dir)?;
-    let ims = validate_ims(raw.ims.unwrap_or_default())?;
-    let profiles = raw
-        .profiles
-        .into_iter()
-        .map(|(name, profile)| validate_profile(name, profile, base_dir, env))
-        .collect::<Result<Vec<_>, _>>()?;
-    let sessions = raw
-        .sessions
-        .map(|raw| validate_sessions(raw, base_dir, env))
-        .transpose()?;
-    let mut names = HashSet::new();
-    let mut logins = HashSet::new();
-    let callers = raw
-        .callers
-        .into_iter()
-        .enumerate()
-        .map(|(i, caller)| {
-            let key = format!("callers[{i}]");
-            if !names.insert(caller.name.clone()) {
-                return Err(invalid(
-                    format!("{key}.name"),
-                    format!("`{}` names two callers", caller.name),
-                ));
-            }
-            if !logins.insert(caller.login.clone()) {
-                return Err(invalid(
-                    format!("{key}.login"),
-                    format!("`{}` is the login of two callers", caller.login),
-                ));
-            }
-            validate_caller(&key, caller, &profiles, base_dir, env)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mutual_tls = server.tls.as_ref().is_some_and(|tls| tls.mutual);
-    if !mutual_tls && let Some(i) = callers.iter().position(|c| c.client_cert_subject.is_some()) {
-        return Err(invalid(
-            format!("callers[{i}].client_cert_subject"),
-            "needs client certificates: set server.tls with a client_ca",
-        ));
-    }
-    if sessions.is_none()
-        && let Some(i) = callers.iter().position(|c| c.logon && c.mode == Mode::Ims)
-    {
-        return Err(invalid(
-            "sessions",
-            format!(
-                "missing: callers[{i}] logs on (logon = true), and answering its Logon takes a [sessions] secret to sign the session tokens"
-            ),
-        ));
-    }
-    Ok(Config {
-        unknown_callers,
-        server,
-        upstream,
-        ims,
-        profiles,
-        sessions,
-        callers,
-    })
-}
-
-fn validate_sessions(
-    raw: raw::RawSessions,
-    base_dir: &Path,
-    env: &dyn Env,
-) -> Result<SessionSettings, ConfigError> {
-    let secret = raw
-        .secret
-        .resolve(base_dir, env)
-        .map_err(|message| invalid("sessions.secret", message))?;
-    if secret.expose().len() < MIN_SESSION_SECRET_BYTES {
-        return Err(invalid(
-            "sessions.secret",
-            format!(
-                "must be at least {MIN_SESSION_SECRET_BYTES} characters (e.g. the output of `openssl rand -base64 48`)"
-            ),
-        ));
-    }
-    Ok(SessionSettings {
-        secret,
-        ttl: duration("sessions.ttl", raw.ttl.as_deref(), DEFAULT_SESSION_TTL)?,
-    })
-}
-
-fn validate_server(
-    raw: raw::RawServer,
-    base_dir: &Path,
-    env: &dyn Env,
-) -> Result<ServerSettings, ConfigError> {
-    let tls = match raw.tls {
-        None => None,
-        Some(tls) => {
-            let key = tls
-                .key
-                .resolve(base_dir, env)
-                .map_err(|message| invalid("server.tls.key", message))?;
-            let client_ca = tls.client_ca.map(|path| base_dir.join(path));
-            let config =
-                crate::tls::server_config(&base_dir.join(&tls.cert), &key, client_ca.as_deref())
-                    .map_err(|message| invalid("server.tls", message))?;
-            Some(TlsSettings {
-                config,
-                mutual: client_ca.is_some(),
-            })
-        }
-    };
-    let address = |key: &str, value: Option<String>, default: &str| {
-        let text = value.unwrap_or_else(|| default.to_owned());
-        text.parse::<SocketAddr>().map_err(|_| {
-            invalid(
-                key,
-                format!("`{text}` is not an address with a port, such as \"0.0.0.0:8080\""),
-            )
-        })
-    };
-    let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
-    if max_body_bytes == 0 {
-        return Err(invalid("server.max_body_bytes", "must be more than 0"));
-    }
-    let max_prefix_bytes = raw.max_prefix_bytes.unwrap_or(DEFAULT_MAX_PREFIX_BYTES);
-    if !(1024..=16 * 1024 * 1024).contains(&max_prefix_bytes) {
-        return Err(invalid(
-            "server.max_prefix_bytes",
-            "must be between 1024 and 16777216 bytes",
-        ));
-    }
-    let workers = match raw.workers {
-        None => None,
-        Some(n @ 1..=1024) => Some(n as usize),
-        Some(_) => return Err(invalid("server.workers", "must be between 1 and 1024")),
-    };
-    let max_connections = match raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS) {
-        n @ 1..=1_000_000 => n as usize,
-        _ => {
-            return Err(invalid(
-                "server.max_connections",
-                "must be between 1 and 1000000",
-            ));
-        }
-    };
-    let limits = Limits {
-        header_read_timeout: duration(
-            "server.header_read_timeout",
-            raw.header_read_timeout.as_deref(),
-            DEFAULT_HEADER_READ_TIMEOUT,
-        )?,
-        idle_timeout: duration(
-            "server.idle_timeout",
-            raw.idle_timeout.as_deref(),
-            DEFAULT_IDLE_TIMEOUT,
-        )?,
-        max_connections,
-        shutdown_grace: duration(
-            "server.shutdown_grace",
-            raw.shutdown_grace.as_deref(),
-            DEFAULT_SHUTDOWN_GRACE,
-        )?,
-    };
-    Ok(ServerSettings {
-        listen: address("server.listen", raw.listen, DEFAULT_LISTEN)?,
-        admin_listen: address(
-            "server.admin_listen",
-            raw.admin_listen,
-            DEFAULT_ADMIN_LISTEN,
-        )?,
-        max_body_bytes,
-        max_prefix_bytes: max_prefix_bytes as usize,
-        workers,
-        limits,
-        tls,
-    })
-}
-
-fn duration(key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
-    let Some(text) = value else {
-        return Ok(default);
-    };
-    let parsed = parse_duration(text).map_err(|message| invalid(key, message))?;
-    if parsed.is_zero() {
-        return Err(invalid(key, "must be more than 0"));
-    }
-    Ok(parsed)
-}
-
-/// An `http` or `https` URL with a host. Returns scheme, authority and path without its
-/// trailing slash.
-fn http_url(key: &str, text: &str) -> Result<(Scheme, Authority, String), ConfigError> {
-    let bad = |why: &str| invalid(key, format!("`{text}` {why}"));
-    let uri: http::Uri = text.parse().map_err(|_| bad("is not a URL"))?;
-    let parts = uri.into_parts();
-    let scheme = parts
-        .scheme
-        .ok_or_else(|| bad("has no scheme (http:// or https://)"))?;
-    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-        return Err(bad("must start with http:// or https://"));
-    }
-    let authority = parts.authority.ok_or_else(|| bad("has no host"))?;
-    if authority.as_str().contains('@') {
-        return Err(bad("must not carry a user or password"));
-    }
-    let path = match parts.path_and_query {
-        None => String::new(),
-        Some(pq) if pq.query().is_some() => return Err(bad("must not have a query")),
-        Some(pq) => pq.path().trim_end_matches('/').to_owned(),
-    };
-    Ok((scheme, authority, path))
-}
-
-fn validate_upstream(
-    raw: Option<raw::RawUpstream>,
-    base_dir: &Path,
-) -> Result<UpstreamSettings, ConfigError> {
-    let raw = raw.ok_or_else(|| invalid("upstream", "missing: say where Campaign is"))?;
-    let url = raw.url.ok_or_else(|| invalid("upstream.url", "missing"))?;
-    let (scheme, authority, base_path) = http_url("upstream.url", &url)?;
-    let extra_roots = match raw.ca_file {
-        None => Vec::new(),
-        Some(path) => {
-            let path = base_dir.join(path);
-            let certs = CertificateDer::pem_file_iter(&path)
-                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| invalid("upstream.ca_file", format!("{}: {e}", path.display())))?;
-            if certs.is_empty() {
-                return Err(invalid(
-                    "upstream.ca_file",
-                    format!("{} holds no PEM certificate", path.display()),
-                ));
-            }
-            certs
-        }
-    };
-    Ok(UpstreamSettings {
-        scheme,
-        authority,
-        base_path,
-        timeout: duration(
-            "upstream.timeout",
-            raw.timeout.as_deref(),
-            DEFAULT_UPSTREAM_TIMEOUT,
-        )?,
-        connect_timeout: duration(
-            "upstream.connect_timeout",
-            raw.connect_timeout.as_deref(),
-            DEFAULT_CONNECT_TIMEOUT,
-        )?,
-        extra_roots,
-        retry_buffer_bytes: raw.retry_buffer_bytes.unwrap_or(DEFAULT_RETRY_BUFFER_BYTES),
-    })
-}
-
-fn validate_ims(raw: raw::RawIms) -> Result<ImsSettings, ConfigError> {
-    let host_text = raw.host.unwrap_or_else(|| DEFAULT_IMS_HOST.to_owned());
-    let (scheme, authority, path) = http_url("ims.host", &host_text)?;
-    let host = format!("{scheme}://{authority}{path}");
-    let endpoint = |key: &str, value: Option<String>, default_path: &str| {
-        let url = value.unwrap_or_else(|| format!("{host}{default_path}"));
-        http_url(key, &url)?;
-        url.parse::<http::Uri>()
-            .map_err(|_| invalid(key, format!("`{url}` is not a URL")))
-    };
-    Ok(ImsSettings {
-        token_url: endpoint("ims.token_url", raw.token_url, IMS_TOKEN_PATH)?,
-        exchange_url: endpoint("ims.exchange_url", raw.exchange_url, IMS_EXCHANGE_PATH)?,
-        timeout: duration("ims.timeout", raw.timeout.as_deref(), DEFAULT_IMS_TIMEOUT)?,
-        host,
-    })
-}
-
-fn validate_profile(
-    name: String,
-    raw: RawProfile,
-    base_dir: &Path,
-    env: &dyn Env,
-) -> Result<Profile, ConfigError> {
-    let key = |field: &str| format!("profiles.{name}.{field}");
-    // Keys of the other kind are refused: they would be silently ignored.
-    let (kind_name, foreign) = match raw.kind {
-        RawProfileType::Oauth => (
-            "oauth",
-            vec![
-                ("org_id", raw.org_id.is_some()),
-                ("technical_account_id", raw.technical_account_id.is_some()),
-                ("private_key", raw.private_key.is_some()),
-                ("metascopes", raw.metascopes.is_some()),
-            ],
-        ),
-        RawProfileType::Jwt => ("jwt", vec![("scopes", raw.scopes.is_some())]),
-    };
-    for (field, present) in foreign {
-        if present {
-            return Err(invalid(
-                key(field),
-                format!("does not belong to `type = \"{kind_name}\"` profiles"),
-            ));
-        }
-    }
-    let required = |field: &str, value: Option<String>| {
-        value
-            .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| invalid(key(field), "missing"))
-    };
-    let secret = |field: &str, value: Option<SecretSource>| {
-        value
-            .ok_or_else(|| invalid(key(field), "missing"))?
-            .resolve(base_dir, env)
-            .map_err(|message| invalid(key(field), message))
-    };
-    let names = |field: &str, value: Option<Vec<String>>, example: &str| {
-        let list = value.unwrap_or_default();
-        if list.is_empty() || list.iter().any(|s| s.trim().is_empty() || s.contains(',')) {
-            return Err(invalid(
-                key(field),
-                format!("give a list of names, e.g. {example}"),
-            ));
-        }
-        Ok(list)
-    };
-    let client_id = required("client_id", raw.client_id)?;
-    let client_secret = secret("client_secret", raw.client_secret)?;
-    let kind = match raw.kind {
-        RawProfileType::Oauth => ProfileKind::OAuth {
-            client_id,
-            client_secret,
-            scopes: names("scopes", raw.scopes, r#"["openid", "AdobeID"]"#)?,
-        },
-        RawProfileType::Jwt => {
-            let private_key = secret("private_key", raw.private_key)?;
-            let private_key = SigningKey::read(private_key.expose().as_bytes())
-                .map_err(|error| invalid(key("private_key"), error.to_string()))?;
-            ProfileKind::Jwt {
-                client_id,
-                client_secret,
-                org_id: required("org_id", raw.org_id)?,
-                technical_account_id: required("technical_account_id", raw.technical_account_id)?,
-                private_key,
-                metascopes: names("metascopes", raw.metascopes, r#"["ent_campaign_sdk"]"#)?,
-            }
-        }
-    };
-    Ok(Profile { name, kind })
-}
-
-fn validate_caller(
-    key: &str,
-    raw: RawCaller,
-    profiles: &[Profile],
-    base_dir: &Path,
-    env: &dyn Env,
-) -> Result<CallerSettings, ConfigError> {
-    if raw.name.trim().is_empty() {
-        return Err(invalid(format!("{key}.name"), "is empty"));
-    }
-    // Campaign splits `login/password` at the first slash, so a login cannot hold one.
-    if raw.login.is_empty() || raw.login.contains('/') || raw.login.contains(char::is_whitespace) {
-        return Err(invalid(
-            format!("{key}.login"),
-            "must be a non-empty operator login without `/` or spaces",
-        ));
-    }
-    let profile = profiles
-        .iter()
-        .position(|p| p.name == raw.profile)
-        .ok_or_else(|| {
-            invalid(
-                format!("{key}.profile"),
-                format!(
-                    "no profile named `{}` ([profiles.{}] is missing)",
-                    raw.profile, raw.profile
-                ),
-            )
-        })?;
-    let logon = raw.logon.unwrap_or(false);
-    let mode = match (raw.mode, raw.canary_percent) {
-        (None | Some(RawMode::Ims), None) => Mode::Ims,
-        (Some(RawMode::Legacy), None) => Mode::Legacy,
-        (Some(RawMode::Canary), _) if logon => {
-            return Err(invalid(
-                format!("{key}.mode"),
-                "a caller that logs on (logon = true) sends session tokens imsbridge issued, which Campaign does not know, so its requests cannot be split: use mode = \"ims\" or \"legacy\"",
-            ));
-        }
-        (Some(RawMode::Canary), Some(percent)) if (0.0..=100.0).contains(&percent) => {
-            Mode::Canary { percent }
-        }
-        (Some(RawMode::Canary), Some(_)) => {
-            return Err(invalid(
-                format!("{key}.canary_percent"),
-                "must be between 0 and 100",
-            ));
-        }
-        (Some(RawMode::Canary), None) => {
-            return Err(invalid(
-                format!("{key}.canary_percent"),
-                "missing: mode = \"canary\" sends this share of requests (0 to 100) the ims way",
-            ));
-        }
-        (_, Some(_)) => {
-            return Err(invalid(
-                format!("{key}.canary_percent"),
-                "only goes with mode = \"canary\"",
-            ));
-        }
-    };
-    if let Some(subject) = &raw.client_cert_subject
-        && !crate::tls::is_subject(subject)
-    {
-        return Err(invalid(
-            format!("{key}.client_cert_subject"),
-            "is not a subject such as \"CN=crm-pusher,O=Example\"",
-        ));
-    }
-    let allow_from = raw
-        .allow_from
-        .unwrap_or_default()
-        .iter()
-        .map(|text| {
-            text.parse::<IpNet>()
-                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    invalid(
-                        format!("{key}.allow_from"),
-                        format!(
-                            "`{text}` is not an address or a CIDR network such as \"10.20.0.0/16\""
-                        ),
-                    )
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let hash_text = raw
-        .password
-        .resolve(base_dir, env)
-        .map_err(|message| invalid(format!("{key}.password"), message))?;
-    let password = PasswordHash::new(hash_text.expose())
-        .ok()
-        .filter(|hash| hash.algorithm.as_str().starts_with("argon2"))
-        .ok_or_else(|| {
-            invalid(
-                format!("{key}.password"),
-                "is not an argon2 hash; make one with `imsbridge hash-password`",
-            )
-        })?;
-    Ok(CallerSettings {
-        name: raw.name,
-        login: raw.login,
-        password,
-        profile,
-        mode,
-        allow_from,
-        logon,
-        client_cert_subject: raw.client_cert_subject,
-    })
 }
 
 #[cfg(test)]

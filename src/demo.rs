@@ -24,7 +24,7 @@ pub use campaign::{Recorded, Refusal, StandInCampaign};
 pub use ims::{ImsFailure, StandInIms, TokenCheck};
 
 use crate::config::Config;
-use crate::proxy::SOAP_ROUTER_PATH;
+use crate::soap::SOAP_ROUTER_PATH;
 
 /// The seed-002 `PushEvent` call before the migration, with `SESSION_TOKEN` in its token.
 pub const SEED_002_BEFORE: &str = include_str!("../fixtures/seed-002-before.xml");

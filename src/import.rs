@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 
-use crate::ims::SigningKey;
 use crate::secret::Secret;
+use crate::secret::SigningKey;
 
 /// The five parts, in order, as the seed names them.
 const PARTS: [&str; 5] = [

@@ -1,8 +1,8 @@
 //! Access tokens from Adobe IMS (design.md, "Token providers").
 //!
 //! - `ims/oauth.rs`: the OAuth Server-to-Server source (`/ims/token/v3`);
-//! - `ims/jwt.rs` and `ims/key.rs`: the Service Account (JWT) source (`/ims/exchange/jwt`) and
-//!   its private key;
+//! - `ims/jwt.rs`: the Service Account (JWT) source (`/ims/exchange/jwt`), signing with the
+//!   private key of `secret/key.rs`;
 //! - `ims/cache.rs`: one cache per profile, kept fresh by one refresher task.
 //!
 //! A source only fetches; the cache decides when.
@@ -10,7 +10,6 @@
 mod cache;
 pub mod claims;
 mod jwt;
-mod key;
 mod oauth;
 
 use std::future::Future;
@@ -22,12 +21,12 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use serde::Deserialize;
 
-pub use cache::{NotReady, REFRESH_MARGIN, Readiness, Token, TokenCache};
+pub use cache::{FetchCounters, NotReady, REFRESH_MARGIN, Readiness, Token, TokenCache};
 pub use jwt::{JWT_LIFETIME, JwtCredential, JwtSource};
-pub use key::{KeyError, SigningKey};
 pub use oauth::OAuthSource;
 
 use crate::config::{ImsSettings, Profile, ProfileKind};
+use crate::connect::error_chain;
 use crate::secret::Secret;
 
 /// IMS answers are small JSON objects; anything larger is not one.
@@ -177,21 +176,6 @@ impl ImsClient {
             .map_err(|_| ImsError::Timeout(self.timeout))??;
         read_answer(status, &body, unit).map_err(|e| redact(e, secrets))
     }
-}
-
-/// An error with its causes, `a: b: c`.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[derive(Deserialize)]

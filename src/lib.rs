@@ -4,39 +4,49 @@
 //! A legacy caller keeps sending what it sends today (`login/password` in the
 //! `<sessiontoken>`); imsbridge recognises it, refuses strangers before a byte goes upstream,
 //! empties every copy of the credential, adds `Authorization: Bearer <token>` of the caller's
-//! technical account, and streams the request to Campaign and the answer back. See
-//! `design.md` for the whole design.
+//! technical account, and streams the request to Campaign and the answer back.
+//! `docs/architecture.md` has the data path, the invariants, and what each module owns and may
+//! import.
 //!
 //! # Layout
 //!
 //! The data path reads off the file list, in request order:
 //!
 //! - `server.rs`: listeners, accept loop, graceful shutdown;
-//! - `proxy.rs` (+ `proxy/`): the request pipeline, stage by stage; the bodies; the one
-//!   mapping from error to answer;
-//! - `soap.rs` (+ `soap/`): finds the method and the session token in the body prefix,
-//!   splices it out, writes Campaign-shaped faults;
-//! - `carriers.rs`: the other places a session token travels (cookie, headers);
-//! - `callers.rs`: who is calling, argon2 verification, modes;
+//! - `proxy.rs` (+ `proxy/`): the request pipeline as a list of phases; the one mapping from
+//!   error to answer; the log record;
+//! - `soap.rs` (+ `soap/`): finds the method and the credential's places in the body prefix,
+//!   applies edits to it, writes Campaign-shaped faults and Logon answers;
+//! - `carriers.rs` (+ `carriers/`): where a legacy credential travels: every copy read, the one
+//!   Campaign authenticates on chosen, every copy taken out;
+//! - `callers.rs` (+ `callers/`): who is calling, modes; the argon2 verification;
+//! - `sessions.rs`: the session tokens imsbridge issues at Logon;
 //! - `ims.rs` (+ `ims/`): token sources and the per-profile token cache;
-//! - `upstream.rs`: the pooled client to Campaign and the header policy;
+//! - `upstream.rs` (+ `upstream/`): the pooled client to Campaign and the header policy;
+//! - `body.rs` (+ `body/`): the bodies both ways, their limits and timers, the replay buffer;
+//! - `headers.rs`: hop-by-hop fields; `connect.rs`: outgoing TCP and TLS, error chains;
 //! - `admin.rs`: `/healthz`, `/readyz`, `/metrics`; `metrics.rs`: what they count;
 //! - `tls.rs`: TLS and mTLS on the listener, client certificate subjects;
 //! - `check.rs`: `imsbridge check`, a token per profile and a probe call before cutting over;
-//! - `import.rs`: `imsbridge import-nlserver`, seed 000's `-setimsjwtauth` string to a profile;
+//! - `import.rs`: `imsbridge import-nlserver`, nlserver's `-setimsjwtauth` string to a profile;
 //! - `config.rs` (+ `config/`): TOML → validated [`config::Config`]; secrets; durations;
-//! - `secret.rs`: the wrapper that keeps secrets out of logs;
+//! - `secret.rs` (+ `secret/`): the wrappers that keep secrets out of logs;
+//! - `dates.rs`: UTC dates without a calendar crate;
 //! - `demo.rs` (+ `demo/`): the stand-in IMS and Campaign, used by `imsbridge demo` and by the
 //!   integration tests.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod body;
 pub mod callers;
 pub mod carriers;
 pub mod check;
 pub mod config;
+pub mod connect;
+pub mod dates;
 pub mod demo;
+pub mod headers;
 pub mod import;
 pub mod ims;
 pub mod metrics;
@@ -72,7 +82,7 @@ pub async fn run(
     listeners: Listeners,
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), upstream::TlsSetupError> {
+) -> Result<(), connect::TlsSetupError> {
     let (_keep, reloads) = mpsc::channel(1);
     run_reloadable(listeners, config, shutdown, reloads).await
 }
@@ -86,7 +96,7 @@ pub async fn run_reloadable(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
     mut reloads: mpsc::Receiver<Config>,
-) -> Result<(), upstream::TlsSetupError> {
+) -> Result<(), connect::TlsSetupError> {
     let limits = config.server.limits;
     let metrics = Arc::new(Metrics::new());
     let (current, proxy) = watch::channel(Arc::new(Proxy::new(&config, metrics.clone())?));
@@ -144,8 +154,7 @@ pub async fn run_reloadable(
     let handler = move |peer, request| {
         let proxy = proxy.borrow().clone();
         // Boxed: hyper keeps the request's future in its connection state, and a future of a
-        // few KB moved there by value was 10% of the proxy's instructions (README,
-        // "Performance").
+        // few KB moved there by value showed in the profile (README, "Performance").
         Box::pin(async move { proxy.handle(peer, request).await })
     };
     server::serve(

@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::ims::Readiness;
+use crate::ims::{FetchCounters, Readiness};
 use crate::server::Connections;
 
 /// The labels of a finished request. Counted on every request: nothing here allocates but the
@@ -65,13 +65,6 @@ struct CallerLabels {
 fn latency_histogram() -> Histogram {
     // 0.5 ms to about 16 s.
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-}
-
-/// The counters a token cache updates.
-#[derive(Clone, Default)]
-pub struct FetchCounters {
-    pub ok: Counter,
-    pub failed: Counter,
 }
 
 pub struct Metrics {

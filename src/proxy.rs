@@ -1,22 +1,22 @@
-//! The request pipeline of design.md ("Data path"), stage by stage in request order, in
-//! [`Proxy::pipeline`]:
+//! The request pipeline of `docs/architecture.md` ("Data path"): [`Proxy::pipeline`] is the
+//! list of its phases, in request order. Each phase is a method documented by when it runs and
+//! what its result means (as pingora documents its `ProxyHttp` phases):
 //!
-//! 1. only `POST /nl/jsp/soaprouter.jsp` is read (anything else passes through unchanged when
-//!    imsbridge stands transparently in front of Campaign, and is refused otherwise);
-//! 2. a declared body over `max_body_bytes` is refused before any of it is read;
-//! 3. the body prefix is read up to the end of the session token (`proxy/prefix.rs`);
-//! 4. the credentials name the caller, or the request is refused: nothing has gone upstream;
-//!    `xtk:session#Logon` of an `ims` caller, and `#Logoff` of a session imsbridge issued, are
-//!    answered here;
-//! 5. the caller's mode decides the way: `legacy` forwards unchanged, `ims` goes on, `canary`
-//!    decides per request;
-//! 6. the Bearer token of the caller's technical account comes from its cache;
-//! 7. the credential is spliced out of the prefix and the headers;
-//! 8. the request goes to Campaign; the answer streams back. A refused token is dropped, a
-//!    new one fetched, and the call sent once more when its body was small enough to keep
-//!    (`proxy/refusal.rs`).
+//! 1. [`Proxy::admit`], on every request: is the body read at all?
+//! 2. [`Proxy::read_prefix`], on a SOAP call: the body prefix, up to the end of the session
+//!    token (`proxy/prefix.rs`);
+//! 3. [`Proxy::identify`]: the caller, from every credential the request carries, and the
+//!    [`Way`] the request goes: answered here, to Campaign unchanged, or the `ims` way.
+//!    Refusals end here, before anything is sent upstream;
+//! 4. [`Proxy::forward_unchanged`], or [`Proxy::forward_ims`]: the Bearer token of the
+//!    caller's technical account, every copy of the credential out, the request to Campaign,
+//!    its answer judged (`proxy/refusal.rs`), and [`Proxy::replay`] once when Campaign refused
+//!    the token.
+//!
+//! Whatever stops a request is a [`ProxyError`], turned into an answer in one place
+//! (`proxy/error.rs`); what the request did is written once its answer is done with
+//! (`proxy/record.rs`).
 
-pub mod body;
 mod error;
 mod prefix;
 mod record;
@@ -26,29 +26,26 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Version, request};
 use hyper::body::Incoming;
 
 pub use error::ProxyError;
 
-use crate::callers::{Callers, LogonWay, Presented, Route};
+use crate::body::{BodyError, Replay, ResponseBody, UpstreamBody};
+use crate::callers::{AuthError, Caller, Callers, LogonWay, Presented, Route};
 use crate::carriers;
 use crate::config::{Config, UnknownCallers};
+use crate::connect::{TlsSetupError, https_connector, system_roots};
+use crate::headers::strip_hop_by_hop;
 use crate::ims::{ImsClient, Readiness, Source, Token, TokenCache};
 use crate::metrics::Metrics;
 use crate::server::Peer;
-use crate::soap::{Action, edits_for_ims, logoff_response, logon_response};
-use crate::upstream::{
-    Forwarding, TlsSetupError, Upstream, forward_headers, https_connector, strip_hop_by_hop,
-    system_roots,
-};
-use body::{Replay, ResponseBody, UpstreamBody};
+use crate::soap::{Action, SOAP_ROUTER_PATH, logoff_response, logon_response};
+use crate::upstream::{Forwarding, Upstream, UpstreamError, forward_headers};
 use prefix::Prefix;
-use record::{Completion, Record};
-
-/// The one path Campaign serves SOAP on.
-pub const SOAP_ROUTER_PATH: &str = "/nl/jsp/soaprouter.jsp";
+use record::{Completion, ModeLabel, Record};
 
 /// A technical account at run time.
 struct Profile {
@@ -86,6 +83,39 @@ pub struct Proxy {
     /// request's worth.
     token_wait: Duration,
     metrics: Arc<Metrics>,
+}
+
+/// What [`Proxy::admit`] lets in.
+enum Admitted {
+    /// A SOAP call, whose prefix is read; `declared` is its `Content-Length`.
+    Soap {
+        request: Request<Incoming>,
+        declared: Option<u64>,
+    },
+    /// Anything else, with `unknown_callers = "legacy"`: to Campaign as it came.
+    PassThrough(Request<Incoming>),
+}
+
+/// A SOAP call whose prefix has been read.
+struct Read {
+    parts: request::Parts,
+    prefix: Prefix<Incoming>,
+    /// The `Content-Length` the caller declared.
+    declared: Option<u64>,
+}
+
+/// The way a request goes, once its caller is known.
+enum Way<'a> {
+    /// Answered here: the Logon of an `ims` caller (named), or the Logoff of a session
+    /// imsbridge issued.
+    /// Boxed: the other ways carry a reference only.
+    Local(Box<Response<ResponseBody>>, Option<&'a Caller>),
+    /// To Campaign unchanged, which checks the credential itself: a `legacy` caller (or the
+    /// legacy share of a `canary` one), or a credential no caller owns (`None`) with
+    /// `unknown_callers = "legacy"`.
+    Forward(Option<&'a Caller>),
+    /// To Campaign as the caller's technical account: the credential out, its Bearer token in.
+    Ims(&'a Caller),
 }
 
 impl Proxy {
@@ -126,6 +156,7 @@ impl Proxy {
                 &config.callers,
                 config.unknown_callers,
                 config.sessions.as_ref(),
+                config.canary_seed,
             ),
             profiles,
             upstream,
@@ -191,52 +222,72 @@ impl Proxy {
             error: error.map(|e| e.to_string()),
             record,
             metrics: self.metrics.clone(),
-            bytes_out: 0,
         };
-        response.body_mut().complete_with(completion);
+        response.body_mut().finish_with(Box::new(completion));
         response
     }
 
+    /// The phases, in request order (see the module documentation).
     async fn pipeline(
         &self,
         peer: &Peer,
         request: Request<Incoming>,
         record: &mut Record,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        // 1. Only the SOAP router is read. Anything else passes through unchanged when
-        //    unknown callers do, as Campaign would see it without imsbridge.
+        let (request, declared) = match self.admit(request)? {
+            Admitted::Soap { request, declared } => (request, declared),
+            Admitted::PassThrough(request) => {
+                record.mode = ModeLabel::Transparent;
+                // Boxed, as every way but the `ims` one: their futures stay out of the state
+                // that the `ims` way, the busiest, moves on every request.
+                return Box::pin(self.pass_through(request, peer, record)).await;
+            }
+        };
+        let read = self.read_prefix(request, declared, record).await?;
+        let way = self
+            .identify(&read, peer)
+            .await
+            .inspect_err(|error| record.refused(error))?;
+        record.took(&way);
+        match way {
+            Way::Local(response, _) => Ok(*response),
+            // Boxed: not the `ims` way (see `PassThrough`).
+            Way::Forward(_) => Box::pin(self.forward_unchanged(read, peer, record)).await,
+            Way::Ims(caller) => self.forward_ims(caller, read, peer, record).await,
+        }
+    }
+
+    /// Phase 1, on every request: decides whether its body is read at all. Only a `POST` to
+    /// the SOAP router is ([`Admitted::Soap`]); anything else passes through unchanged when
+    /// unknown callers do, as Campaign would see it without imsbridge
+    /// ([`Admitted::PassThrough`]), and is refused otherwise. A SOAP call that declares a body
+    /// over `max_body_bytes` is refused here, before any of it is read.
+    fn admit(&self, request: Request<Incoming>) -> Result<Admitted, ProxyError> {
         let soap_router = request.uri().path() == SOAP_ROUTER_PATH;
         if !soap_router || request.method() != Method::POST {
-            if self.unknown_callers == UnknownCallers::Legacy {
-                record.mode = "transparent";
-                let (parts, body) = request.into_parts();
-                let length = declared_length(&parts.headers)?;
-                let body = UpstreamBody::new(
-                    [],
-                    Some(body),
-                    0,
-                    self.max_body_bytes,
-                    length,
-                    self.idle_timeout,
-                )
-                .counting(record.bytes_in.clone());
-                let parts = self.prepare(parts, None, peer, length);
-                return Box::pin(self.send(parts, body, record)).await;
-            }
-            return Err(if soap_router {
-                ProxyError::MethodNotAllowed
-            } else {
-                ProxyError::NotFound
-            });
+            return match self.unknown_callers {
+                UnknownCallers::Legacy => Ok(Admitted::PassThrough(request)),
+                UnknownCallers::Reject if soap_router => Err(ProxyError::MethodNotAllowed),
+                UnknownCallers::Reject => Err(ProxyError::NotFound),
+            };
         }
-
-        // 2. A body declared too large is refused before any of it is read.
         let declared = declared_length(request.headers())?;
         if declared.is_some_and(|length| length > self.max_body_bytes) {
-            return Err(ProxyError::BodyTooLarge(self.max_body_bytes));
+            return Err(BodyError::TooLarge(self.max_body_bytes).into());
         }
+        Ok(Admitted::Soap { request, declared })
+    }
 
-        // 3. The prefix, up to the end of the first parameter of the method element.
+    /// Phase 2, on a SOAP call: reads the body up to the end of the first parameter of the
+    /// method element, and no further (bounded by `max_prefix_bytes`, `max_body_bytes` and the
+    /// idle timeout), and names the called action for the log. An error means the body is
+    /// not an envelope imsbridge can read, or stopped coming: nothing has gone upstream.
+    async fn read_prefix(
+        &self,
+        request: Request<Incoming>,
+        declared: Option<u64>,
+        record: &mut Record,
+    ) -> Result<Read, ProxyError> {
         let (parts, body) = request.into_parts();
         let prefix = prefix::read(
             body,
@@ -251,147 +302,185 @@ impl Proxy {
             parts.uri.query(),
             &prefix.envelope.method,
         ));
+        Ok(Read {
+            parts,
+            prefix,
+            declared,
+        })
+    }
 
-        // 4. The caller, from the credentials presented. Refusals end here, before anything
-        //    is sent upstream.
-        let envelope = &prefix.envelope;
-        let carried = carriers::carried(&parts.headers, envelope);
+    /// Phase 3: the caller, from every credential the request carries (`carriers`), and its
+    /// [`Way`]. `xtk:session#Logon` of an `ims` caller, and `#Logoff` of a session imsbridge
+    /// issued, are answered here ([`Way::Local`]). An error is a refusal: nothing has gone
+    /// upstream.
+    async fn identify(&self, read: &Read, peer: &Peer) -> Result<Way<'_>, AuthError> {
+        let envelope = &read.prefix.envelope;
+        let carried = carriers::read(&read.parts.headers, envelope);
         let presented = Presented {
-            first: envelope
-                .credential()
-                .map_or("", |param| param.value.expose()),
-            session: carried.session.as_deref(),
-            security: carried.security.as_deref(),
+            credential: carried.credential(),
             peer: peer.addr.ip(),
             cert_subject: peer.cert_subject.as_deref(),
         };
-        //    Logon of an `ims` caller, and Logoff of a session of ours, are answered here.
         if envelope.is_logon() {
-            let param = |i: usize| envelope.params.get(i).map_or("", |p| p.value.expose());
-            let way = Box::pin(self.callers.logon(param(1), param(2), presented))
-                .await
-                .inspect_err(|error| record.refused(error))?;
-            return match way {
-                LogonWay::Answer(caller, issued) => {
-                    record.caller(caller, "local");
-                    let ttl = self.callers.session_ttl().unwrap_or_default();
-                    let body = logon_response(&caller.login, &issued, ttl, SystemTime::now());
-                    Ok(soap_answer(body))
-                }
-                LogonWay::Forward(caller) => {
-                    match caller {
-                        Some(caller) => record.caller(caller, "legacy"),
-                        None => record.mode = "transparent",
+            let (login, password) = carriers::logon(envelope);
+            // Boxed: a Logon is rare, and its future carries a password check.
+            return Ok(
+                match Box::pin(self.callers.logon(login, password, presented)).await? {
+                    LogonWay::Answer(caller, issued) => {
+                        let ttl = self.callers.session_ttl().unwrap_or_default();
+                        let body = logon_response(&caller.login, &issued, ttl, SystemTime::now());
+                        Way::Local(Box::new(soap_answer(body)), Some(caller))
                     }
-                    Box::pin(self.forward_unchanged(parts, prefix, declared, peer, record)).await
-                }
-            };
+                    LogonWay::Forward(caller) => Way::Forward(caller),
+                },
+            );
         }
-        if envelope.is_logoff()
-            && self
-                .callers
-                .logoff(presented)
-                .inspect_err(|error| record.refused(error))?
-        {
-            record.route = "local";
-            return Ok(soap_answer(logoff_response()));
+        if envelope.is_logoff() && self.callers.logoff(presented)? {
+            return Ok(Way::Local(Box::new(soap_answer(logoff_response())), None));
         }
-        let route = self
-            .callers
-            .route(presented)
-            .await
-            .inspect_err(|error| record.refused(error))?;
+        Ok(match self.callers.route(presented).await? {
+            Route::Ims(caller) => Way::Ims(caller),
+            Route::Legacy(caller) => Way::Forward(Some(caller)),
+            Route::Transparent => Way::Forward(None),
+        })
+    }
 
-        // 5. The caller's way.
-        let caller = match route {
-            Route::Transparent => {
-                record.mode = "transparent";
-                record.route = "legacy";
-                return Box::pin(self.forward_unchanged(parts, prefix, declared, peer, record))
-                    .await;
-            }
-            Route::Legacy(caller) => {
-                record.caller(caller, "legacy");
-                return Box::pin(self.forward_unchanged(parts, prefix, declared, peer, record))
-                    .await;
-            }
-            Route::Ims(caller) => caller,
-        };
-        record.caller(caller, "ims");
+    /// Phase 4 of [`Way::Forward`]: sends the request to Campaign as it came (the
+    /// pre-migration path), and streams the answer back.
+    async fn forward_unchanged(
+        &self,
+        read: Read,
+        peer: &Peer,
+        record: &mut Record,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let Read {
+            parts,
+            prefix,
+            declared,
+        } = read;
+        let body = self.upstream_body(
+            prefix.chunks(&[]),
+            prefix.rest,
+            prefix.received,
+            declared,
+            record,
+        );
+        let parts = self.prepare(parts, None, peer, declared);
+        self.send(parts, body, record).await
+    }
+
+    /// Phase 4 of [`Way::Ims`]: the token of the caller's technical account (no wait while a
+    /// valid one exists), every copy of the credential out of the prefix and the headers, the
+    /// Bearer in, the request to Campaign. Its answer streams back, unless it refuses the
+    /// token: then [`Proxy::replay`].
+    async fn forward_ims(
+        &self,
+        caller: &Caller,
+        read: Read,
+        peer: &Peer,
+        record: &mut Record,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         let profile = &self.profiles[caller.profile];
         record.profile = Some(profile.name.clone());
-
-        // 6. The technical account's token: no wait while a valid one exists.
         let token = profile.token(self.token_wait).await?;
 
-        // 7. Every copy of the credential out of the prefix and the headers.
-        let edits = edits_for_ims(&prefix.envelope);
+        let Read {
+            mut parts,
+            prefix,
+            declared,
+        } = read;
+        let edits = carriers::body_edits(&prefix.envelope);
         let length = declared.map(|length| prefix::length_after(length, &edits));
+        carriers::strip_headers(&mut parts.headers);
         let parts = self.prepare(parts, Some(token.bearer()), peer, length);
-        // A body that may fit the replay buffer is kept as it is sent.
-        let replayable = length.is_none_or(|length| length <= self.retry_buffer_bytes);
-        let replay = Replay::new(self.retry_buffer_bytes);
-        let mut body = UpstreamBody::new(
+        let mut body = self.upstream_body(
             prefix.chunks(&edits),
-            Some(prefix.rest),
+            prefix.rest,
             prefix.received,
-            self.max_body_bytes,
             length,
-            self.idle_timeout,
-        )
-        .counting(record.bytes_in.clone());
-        let mut retry_parts = None;
-        if replayable {
-            body = body.recording(replay.clone());
-            retry_parts = Some(parts.clone());
+            record,
+        );
+        // A body that may fit the replay buffer is kept as it is sent.
+        let replay = length
+            .is_none_or(|length| length <= self.retry_buffer_bytes)
+            .then(|| (Replay::new(self.retry_buffer_bytes), parts.clone()));
+        if let Some((kept, _)) = &replay {
+            body = body.recording(kept.clone());
         }
 
-        // 8. To Campaign. A refused token is dropped (one new fetch, however many requests
-        //    saw the refusal) and the call goes once more, with the body kept, if it was kept
-        //    whole; otherwise Campaign's refusal is relayed.
         let response = self.upstream.send(Request::from_parts(parts, body)).await?;
         record.upstream_status = Some(response.status());
         let judged = refusal::judge(response, self.idle_timeout)
             .await
-            .map_err(|e| ProxyError::UpstreamUnreachable(e.to_string()))?;
+            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
         if !judged.refused {
             return Ok(finish(judged.response));
         }
         profile.tokens.invalidate(&token);
-        let kept = replay.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let (Some(mut parts), Some(kept)) = (retry_parts, kept) else {
+        let kept = replay.and_then(|(kept, parts)| Some((Replay::lock(&kept).take()?, parts)));
+        let Some((kept, parts)) = kept else {
             tracing::warn!(caller = %caller.name, "token refused by Campaign; the body was not kept whole, so the refusal goes back to the caller");
             return Ok(finish(judged.response));
         };
+        // Boxed: a replay is rare.
+        Box::pin(self.replay(profile, parts, kept, length, record)).await
+    }
+
+    /// Phase 5, only when Campaign refused the token of an `ims` call whose body was kept
+    /// whole: the token has been dropped (one new fetch, however many requests saw the
+    /// refusal); the call goes once more with the new one, and that answer is the caller's.
+    async fn replay(
+        &self,
+        profile: &Profile,
+        mut parts: request::Parts,
+        kept: Vec<Bytes>,
+        length: Option<u64>,
+        record: &mut Record,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         let token = profile.token(self.token_wait).await?;
         parts
             .headers
             .insert(header::AUTHORIZATION, token.bearer().clone());
         record.retried = true;
+        // The kept body was counted and checked against the limits as it first came.
         let body = UpstreamBody::new(kept, None, 0, u64::MAX, length, self.idle_timeout);
-        Box::pin(self.send(parts, body, record)).await
+        self.send(parts, body, record).await
     }
 
-    /// Sends the request to Campaign as it came (the pre-migration path).
-    async fn forward_unchanged(
+    /// Phase 4 of [`Admitted::PassThrough`]: a request the proxy does not read, to Campaign
+    /// as it came.
+    async fn pass_through(
         &self,
-        parts: request::Parts,
-        prefix: Prefix<Incoming>,
-        declared: Option<u64>,
+        request: Request<Incoming>,
         peer: &Peer,
         record: &mut Record,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let body = UpstreamBody::new(
-            prefix.chunks(&[]),
-            Some(prefix.rest),
-            prefix.received,
+        let (parts, body) = request.into_parts();
+        let length = declared_length(&parts.headers)?;
+        let body = self.upstream_body(Vec::new(), body, 0, length, record);
+        let parts = self.prepare(parts, None, peer, length);
+        self.send(parts, body, record).await
+    }
+
+    /// The caller's body on its way to Campaign: `ready` (what was read of it, spliced), then
+    /// `rest` as it comes, counted in the record, within `max_body_bytes` and the idle timeout.
+    fn upstream_body(
+        &self,
+        ready: Vec<Bytes>,
+        rest: Incoming,
+        received: u64,
+        length: Option<u64>,
+        record: &Record,
+    ) -> UpstreamBody {
+        UpstreamBody::new(
+            ready,
+            Some(rest),
+            received,
             self.max_body_bytes,
-            declared,
+            length,
             self.idle_timeout,
         )
-        .counting(record.bytes_in.clone());
-        let parts = self.prepare(parts, None, peer, declared);
-        self.send(parts, body, record).await
+        .counting(record.bytes_in.clone())
     }
 
     /// The request as Campaign gets it: its URL, HTTP/1.1, the header policy applied.
@@ -452,7 +541,7 @@ fn new_request_id() -> HeaderValue {
 }
 
 /// A SOAP answer of our own (Logon, Logoff).
-fn soap_answer(body: bytes::Bytes) -> Response<ResponseBody> {
+fn soap_answer(body: Bytes) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::full(body));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,8 +1,14 @@
-//! A wrapper for credentials that never prints them.
+//! Credentials that never print themselves.
 //!
 //! Client secrets, passwords, session tokens and Bearer tokens travel through the proxy inside a
 //! [`Secret`]: its `Debug` and `Display` print `****`, so a secret that ends up in a log line or
-//! an error message by accident shows nothing.
+//! an error message by accident shows nothing. The one secret with a structure, the private key
+//! of a JWT service account, is a [`SigningKey`] (`secret/key.rs`), read and checked when the
+//! config is loaded.
+
+mod key;
+
+pub use key::{KeyError, SigningKey};
 
 use std::fmt;
 use std::sync::Arc;

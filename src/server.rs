@@ -23,17 +23,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::body::MAX_BUF_SIZE;
 use crate::config::Limits;
 
 /// A TLS client gets this long to finish its handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The most a connection buffers in hyper, each way (its default lets a fast upload grow the
-/// buffers to about 400 KiB, and a queue of chunks of older ones). 64 concurrent 10 MB uploads
-/// peak at about 52 MB with this, 62 MB with 256 KiB, 108 MB with hyper's default; reads larger
-/// than 64 KiB keep the CPU per megabyte forwarded low (README, "Performance"). Also the
-/// largest request head accepted.
-pub const MAX_BUF_SIZE: usize = 128 * 1024;
 
 /// Counts of a listener's connections.
 #[derive(Debug, Default)]

@@ -3,7 +3,8 @@
 //! - `soap/scan.rs` reads the start of a body, as it arrives, up to the end of the first
 //!   parameter of the method element (Campaign's authentication string), and says where every
 //!   copy of the session token is;
-//! - `soap/splice.rs` cuts those copies out of the prefix without copying the rest;
+//! - `soap/splice.rs` applies edits to the prefix (the copies of the token out, chosen by
+//!   `carriers`) without copying the rest;
 //! - `soap/action.rs` names the called method (`nms:rtEvent#PushEvent`);
 //! - `soap/fault.rs` writes faults shaped like Campaign's own;
 //! - `soap/logon.rs` writes the Logon and Logoff answers imsbridge gives itself.
@@ -18,4 +19,7 @@ pub use action::Action;
 pub use fault::{Fault, FaultCode, INVALID_LOGIN, SESSION_INVALID};
 pub use logon::{logoff_response, logon_response};
 pub use scan::{Carrier, CarrierKind, Envelope, Method, Param, ScanError, Scanner, SoapVersion};
-pub use splice::{Edit, edits_for_ims, splice};
+pub use splice::{Edit, splice};
+
+/// The one path Campaign serves SOAP on.
+pub const SOAP_ROUTER_PATH: &str = "/nl/jsp/soaprouter.jsp";

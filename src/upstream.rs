@@ -1,27 +1,20 @@
-//! Campaign: the pooled HTTP client that reaches it, and the header policy of what is sent to
-//! it and what comes back.
+//! Campaign: the pooled HTTP client that reaches it (`upstream/pool.rs`), and the header
+//! policy of what is sent to it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use rustls_pki_types::CertificateDer;
 
-use crate::carriers::{
-    SDK_AUTH_HEADER, SECURITY_TOKEN_HEADER, SESSION_TOKEN_HEADER, strip_session_cookie,
-};
+use crate::body::{BodyError, CampaignBody, MAX_BUF_SIZE, UpstreamBody};
 use crate::config::UpstreamSettings;
-use crate::ims::error_chain;
-use crate::proxy::body::{BodyError, UpstreamBody};
+use crate::connect::{TlsSetupError, error_chain, https_connector};
+use crate::headers::{remove_all, strip_hop_by_hop};
 use pool::Pool;
 
 mod pool;
-
-pub use pool::CampaignBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -42,43 +35,6 @@ impl UpstreamError {
             None => UpstreamError::Unreachable(error_chain(error)),
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
-    #[error("TLS setup: {0}")]
-    Rustls(#[from] rustls::Error),
-    #[error("no trusted root certificate for {0}: the system has none and no ca_file is set")]
-    NoRoots(&'static str),
-}
-
-/// The system's trusted roots, read once at start.
-pub fn system_roots() -> Vec<CertificateDer<'static>> {
-    rustls_native_certs::load_native_certs().certs
-}
-
-/// An HTTPS-or-HTTP connector over rustls (ring) trusting `roots`.
-pub fn https_connector(
-    roots: &[CertificateDer<'static>],
-    connect_timeout: Duration,
-) -> Result<HttpsConnector<HttpConnector>, TlsSetupError> {
-    let mut store = rustls::RootCertStore::empty();
-    let (_added, _unparsable) = store.add_parsable_certificates(roots.iter().cloned());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http))
 }
 
 /// The way to Campaign.
@@ -114,7 +70,7 @@ impl Upstream {
         let host = HeaderValue::from_str(settings.authority.as_str())
             .expect("an authority is a valid header value");
         Ok(Upstream {
-            pool: Pool::new(connector, target, crate::server::MAX_BUF_SIZE),
+            pool: Pool::new(connector, target, MAX_BUF_SIZE),
             base_path: settings.base_path.clone(),
             host,
             timeout: settings.timeout,
@@ -166,63 +122,12 @@ fn find_body_error(error: &(dyn std::error::Error + 'static)) -> Option<BodyErro
     None
 }
 
-/// Headers that concern one connection only (RFC 9110 §7.6.1), plus the proxy's own
-/// credential: never forwarded in either direction.
-static HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Removes the hop-by-hop headers, and those the `Connection` header names (RFC 9110 §7.6.1).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            // The usual options: `close` names no field, `keep-alive` goes below anyway.
-            .filter(|name| {
-                !name.eq_ignore_ascii_case("keep-alive") && !name.eq_ignore_ascii_case("close")
-            })
-            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-            .collect();
-        for name in &named {
-            headers.remove(name);
-        }
-    }
-    remove_all(headers, &HOP_BY_HOP);
-}
-
-/// Removes every field named in `names` (16 at most). Most messages carry none of them: one
-/// pass over the names present finds those to remove.
-fn remove_all(headers: &mut HeaderMap, names: &[HeaderName]) {
-    debug_assert!(names.len() <= 16);
-    let mut present = 0u16;
-    for name in headers.keys() {
-        if let Some(at) = names.iter().position(|n| n == name) {
-            present |= 1 << at;
-        }
-    }
-    for (at, name) in names.iter().enumerate() {
-        if present & (1 << at) != 0 {
-            headers.remove(name);
-        }
-    }
-}
-
 /// What to do to a request's headers on the way to Campaign.
 pub struct Forwarding<'a> {
-    /// `ims` mode: the legacy credential goes, this `Authorization` comes.
+    /// `ims` mode: this `Authorization` replaces any the caller sent (the legacy credential
+    /// is taken out beforehand, `carriers::strip_headers`).
     pub bearer: Option<&'a HeaderValue>,
-    /// The caller's address as a header value ([`crate::server::Peer`]), appended to
-    /// `X-Forwarded-For`.
+    /// The caller's address as a header value, appended to `X-Forwarded-For`.
     pub peer: &'a HeaderValue,
     pub host: &'a HeaderValue,
     /// Length of the body as forwarded; `None`: unknown, sent chunked.
@@ -246,41 +151,9 @@ pub fn forward_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
         }
     }
     if let Some(bearer) = forwarding.bearer {
-        strip_credentials(headers);
         headers.insert(header::AUTHORIZATION, bearer.clone());
     }
     append_forwarded_for(headers, forwarding.peer);
-}
-
-/// Drops every copy of the legacy credential in the headers: the `__sessiontoken` cookie (other
-/// cookies stay), `X-Session-Token`, `X-Security-Token`, and acc-js-sdk's `ACC-SDK-Auth`
-/// (which names the login).
-fn strip_credentials(headers: &mut HeaderMap) {
-    remove_all(
-        headers,
-        &[
-            SESSION_TOKEN_HEADER.clone(),
-            SECURITY_TOKEN_HEADER.clone(),
-            SDK_AUTH_HEADER.clone(),
-        ],
-    );
-    if !headers.contains_key(header::COOKIE) {
-        return;
-    }
-    // HTTP/2 clients may split cookies over several fields (RFC 9113 §8.2.3).
-    let cookies: Vec<HeaderValue> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| match strip_session_cookie(value.as_bytes()) {
-            None => Some(value.clone()),
-            Some(kept) if kept.is_empty() => None,
-            Some(kept) => HeaderValue::from_bytes(&kept).ok(),
-        })
-        .collect();
-    headers.remove(header::COOKIE);
-    for cookie in cookies {
-        headers.append(header::COOKIE, cookie);
-    }
 }
 
 /// `X-Forwarded-For: <what came>, <peer>`: Campaign's security zones find the real client there.
@@ -326,6 +199,8 @@ mod tests {
             .collect()
     }
 
+    /// What the `ims` way does to the headers: the credential out (`carriers`), then the
+    /// header policy with the Bearer token.
     #[test]
     fn ims_mode_strips_every_header_carrier() {
         let mut map = headers(&[
@@ -339,6 +214,7 @@ mod tests {
         ]);
         let bearer = HeaderValue::from_static("Bearer ims-token");
         let host = HeaderValue::from_static("campaign.example.com");
+        crate::carriers::strip_headers(&mut map);
         forward_headers(
             &mut map,
             &Forwarding {
@@ -389,22 +265,5 @@ mod tests {
         );
         assert!(map.get("content-length").is_none());
         assert!(map.get("transfer-encoding").is_none());
-    }
-
-    #[test]
-    fn hop_by_hop_headers_go() {
-        let mut map = headers(&[
-            ("connection", "keep-alive, X-Internal"),
-            ("keep-alive", "timeout=5"),
-            ("x-internal", "1"),
-            ("te", "trailers"),
-            ("upgrade", "h2c"),
-            ("proxy-authorization", "Basic x"),
-            ("proxy-connection", "keep-alive"),
-            ("x-kept", "1"),
-        ]);
-        strip_hop_by_hop(&mut map);
-        let names: Vec<_> = map.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["x-kept"]);
     }
 }

@@ -7,7 +7,8 @@
 #![no_main]
 
 use bytes::Bytes;
-use imsbridge::soap::{Scanner, edits_for_ims, splice};
+use imsbridge::carriers::body_edits;
+use imsbridge::soap::{Scanner, splice};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
@@ -51,7 +52,7 @@ fuzz_target!(|input: &[u8]| {
     };
     assert!(envelope.end <= body.len());
     let prefix = Bytes::copy_from_slice(&body[..envelope.end]);
-    let edits = edits_for_ims(&envelope);
+    let edits = body_edits(&envelope);
     let mut expected = Vec::with_capacity(prefix.len());
     let mut from = 0;
     for edit in &edits {

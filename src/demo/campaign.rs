@@ -23,10 +23,10 @@ use tokio_rustls::TlsAcceptor;
 
 use super::ims::TokenCheck;
 use crate::config::Limits;
-use crate::proxy::SOAP_ROUTER_PATH;
 use crate::secret::Secret;
 use crate::server::{self, Connections};
 use crate::sessions::Issued;
+use crate::soap::SOAP_ROUTER_PATH;
 use crate::soap::{
     Action, Fault, FaultCode, INVALID_LOGIN, SESSION_INVALID, Scanner, logon_response,
 };

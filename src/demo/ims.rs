@@ -22,8 +22,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::body::ResponseBody;
 use crate::config::Limits;
-use crate::proxy::body::ResponseBody;
 use crate::server;
 
 /// How the stand-in misbehaves, when told to.

@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{ImsError, TokenSource};
-use crate::metrics::FetchCounters;
 
 /// A token is refreshed this long before it expires...
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
@@ -31,6 +31,14 @@ const SHORT_TOKEN_MARGIN_DIVISOR: u32 = 10;
 /// First wait after a failed fetch; it doubles up to [`BACKOFF_MAX`].
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// What a cache counts of its fetches (shared handles on the `/metrics` counters of its
+/// profile).
+#[derive(Clone, Default)]
+pub struct FetchCounters {
+    pub ok: Counter,
+    pub failed: Counter,
+}
 
 /// An access token, ready to be sent.
 pub struct Token {

@@ -12,8 +12,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 
-use super::{ExpiresIn, Fetched, ImsClient, ImsError, SigningKey, TokenSource};
-use crate::secret::Secret;
+use super::{ExpiresIn, Fetched, ImsClient, ImsError, TokenSource};
+use crate::secret::{Secret, SigningKey};
 
 /// How long the JWT we sign is valid: it is used once, at once.
 pub const JWT_LIFETIME: Duration = Duration::from_secs(5 * 60);
@@ -120,7 +120,7 @@ mod tests {
             "ent_campaign_sdk".to_owned(),
             "ent_analytics_bulk_ingest_sdk".to_owned(),
         ];
-        let connector = crate::upstream::https_connector(&[], Duration::from_secs(1)).unwrap();
+        let connector = crate::connect::https_connector(&[], Duration::from_secs(1)).unwrap();
         let source = JwtSource::new(
             ImsClient::new(connector, Duration::from_secs(1)),
             "https://ims-na1.adobelogin.com/ims/exchange/jwt"

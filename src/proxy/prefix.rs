@@ -8,20 +8,19 @@ use bytes::{Bytes, BytesMut};
 use http_body::Body;
 use http_body_util::BodyExt;
 
+use crate::body::BodyError;
 use crate::soap::{Edit, Envelope, ScanError, Scanner, splice};
 
+/// Why a prefix could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum PrefixError {
     #[error(transparent)]
     Scan(#[from] ScanError),
     #[error("session token not within the first {0} bytes of the body")]
     TooLong(usize),
-    #[error("request body over {0} bytes")]
-    BodyTooLarge(u64),
-    #[error("reading the request body: {0}")]
-    Client(String),
-    #[error("the client paused for over {0:?} in its body")]
-    Idle(std::time::Duration),
+    /// The body itself: over its limit, broken off, or paused too long.
+    #[error(transparent)]
+    Body(#[from] BodyError),
 }
 
 /// The prefix and what came with it.
@@ -72,10 +71,10 @@ where
     loop {
         let frame = tokio::time::timeout(idle, body.frame())
             .await
-            .map_err(|_| PrefixError::Idle(idle))?;
+            .map_err(|_| BodyError::Idle(idle))?;
         let chunk = match frame {
             None => None,
-            Some(Err(error)) => return Err(PrefixError::Client(error.to_string())),
+            Some(Err(error)) => return Err(BodyError::Client(error.to_string()).into()),
             // Trailers end the data.
             Some(Ok(frame)) => frame.into_data().ok(),
         };
@@ -93,7 +92,7 @@ where
         };
         received += chunk.len() as u64;
         if received > max_body {
-            return Err(PrefixError::BodyTooLarge(max_body));
+            return Err(BodyError::TooLarge(max_body).into());
         }
         let at_eof = body.is_end_stream();
         // Only the first `max_prefix` bytes are ever scanned or copied.
@@ -181,7 +180,7 @@ mod tests {
             prefix.envelope.credential().unwrap().value.expose(),
             "mc/pass"
         );
-        let edits = crate::soap::edits_for_ims(&prefix.envelope);
+        let edits = crate::carriers::body_edits(&prefix.envelope);
         let mut out = prefix.chunks(&edits).concat();
         while let Some(frame) = prefix.rest.frame().await {
             out.extend_from_slice(&frame.unwrap().into_data().unwrap());
@@ -229,7 +228,7 @@ mod tests {
     #[tokio::test]
     async fn body_limit_and_truncation() {
         match read(chunks(ENVELOPE.as_bytes(), &[10]), 64 * 1024, 20, IDLE).await {
-            Err(PrefixError::BodyTooLarge(20)) => {}
+            Err(PrefixError::Body(BodyError::TooLarge(20))) => {}
             other => panic!("{:?}", other.err()),
         }
         let cut = &ENVELOPE[..ENVELOPE.find("pass").unwrap()];

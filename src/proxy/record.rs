@@ -9,9 +9,69 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::{HeaderValue, Method, StatusCode, Uri};
 use tokio::time::Instant;
 
+use super::Way;
+use crate::body::Finish;
 use crate::callers::{AuthError, Caller};
+use crate::config::Mode;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::soap::Action;
+
+/// The mode a request is logged and counted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeLabel {
+    /// Not known: refused before a caller was found, or not routed at all.
+    Unset,
+    /// The mode of the caller whose credential it was.
+    Ims,
+    Legacy,
+    Canary,
+    /// A credential no caller owns (or none), forwarded as it came.
+    Transparent,
+}
+
+impl ModeLabel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModeLabel::Unset => "-",
+            ModeLabel::Ims => "ims",
+            ModeLabel::Legacy => "legacy",
+            ModeLabel::Canary => "canary",
+            ModeLabel::Transparent => "transparent",
+        }
+    }
+}
+
+impl From<Mode> for ModeLabel {
+    fn from(mode: Mode) -> ModeLabel {
+        match mode {
+            Mode::Ims => ModeLabel::Ims,
+            Mode::Legacy => ModeLabel::Legacy,
+            Mode::Canary { .. } => ModeLabel::Canary,
+        }
+    }
+}
+
+/// The way a request took, as logged and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteLabel {
+    /// Refused, or passed through without being read.
+    Unset,
+    Ims,
+    Legacy,
+    /// Answered here (Logon, Logoff).
+    Local,
+}
+
+impl RouteLabel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteLabel::Unset => "-",
+            RouteLabel::Ims => "ims",
+            RouteLabel::Legacy => "legacy",
+            RouteLabel::Local => "local",
+        }
+    }
+}
 
 /// What the log line of a request says, filled in as the pipeline goes.
 pub struct Record {
@@ -22,11 +82,8 @@ pub struct Record {
     pub uri: Uri,
     pub caller: Option<Arc<str>>,
     pub profile: Option<Arc<str>>,
-    /// The caller's mode (`ims`, `legacy`, `canary`), or `transparent` for a credential no
-    /// caller owns.
-    pub mode: &'static str,
-    /// The way this request took: `ims`, `legacy`, or `local` (answered here).
-    pub route: &'static str,
+    pub mode: ModeLabel,
+    pub route: RouteLabel,
     pub action: Option<Action>,
     pub upstream_status: Option<StatusCode>,
     /// Campaign refused the token and the call was sent again.
@@ -45,8 +102,8 @@ impl Record {
             uri,
             caller: None,
             profile: None,
-            mode: "-",
-            route: "-",
+            mode: ModeLabel::Unset,
+            route: RouteLabel::Unset,
             action: None,
             upstream_status: None,
             retried: false,
@@ -55,21 +112,41 @@ impl Record {
         }
     }
 
-    pub fn caller(&mut self, caller: &Caller, route: &'static str) {
+    fn caller(&mut self, caller: &Caller, route: RouteLabel) {
         self.caller = Some(caller.name.clone());
-        self.mode = caller.mode.as_str();
+        self.mode = caller.mode.into();
         self.route = route;
+    }
+
+    /// The way the caller check chose.
+    pub fn took(&mut self, way: &Way<'_>) {
+        match way {
+            Way::Local(_, Some(caller)) => self.caller(caller, RouteLabel::Local),
+            Way::Local(_, None) => self.route = RouteLabel::Local,
+            Way::Forward(Some(caller)) => self.caller(caller, RouteLabel::Legacy),
+            Way::Forward(None) => {
+                self.mode = ModeLabel::Transparent;
+                self.route = RouteLabel::Legacy;
+            }
+            Way::Ims(caller) => self.caller(caller, RouteLabel::Ims),
+        }
     }
 
     /// The caller named by a refusal, if any.
     pub fn refused(&mut self, error: &AuthError) {
-        if let AuthError::WrongPassword(caller)
-        | AuthError::NotAllowed { caller, .. }
-        | AuthError::WrongCertificate(caller)
-        | AuthError::LogonNotEnabled(caller) = error
-        {
-            self.caller = Some(caller.clone());
-        }
+        let caller = match error {
+            AuthError::WrongPassword(caller)
+            | AuthError::NotAllowed { caller, .. }
+            | AuthError::WrongCertificate(caller)
+            | AuthError::LogonNotEnabled(caller) => caller,
+            // No caller, or (an issued session of a caller gone from `ims` mode) one that may
+            // not be configured any more: no caller label.
+            AuthError::Missing
+            | AuthError::Unknown
+            | AuthError::Session(_)
+            | AuthError::SessionOfNoImsCaller(_) => return,
+        };
+        self.caller = Some(caller.clone());
     }
 }
 
@@ -80,7 +157,7 @@ thread_local! {
     static NO_CALLER_LABEL: Arc<str> = Arc::from(NO_CALLER);
 }
 
-/// The end of a request: written when dropped, that is when its answer is done with.
+/// The end of a request, written when its answer is done with.
 pub struct Completion {
     pub record: Record,
     pub status: StatusCode,
@@ -88,12 +165,10 @@ pub struct Completion {
     pub outcome: &'static str,
     pub error: Option<String>,
     pub metrics: Arc<Metrics>,
-    /// Body bytes sent to the caller.
-    pub bytes_out: u64,
 }
 
-impl Drop for Completion {
-    fn drop(&mut self) {
+impl Finish for Completion {
+    fn finish(self: Box<Self>, bytes_out: u64) {
         let record = &self.record;
         let elapsed = record.started.elapsed();
         let latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
@@ -104,33 +179,34 @@ impl Drop for Completion {
         let request_id = record.request_id.to_str().unwrap_or("-");
         let upstream_status = record.upstream_status.map_or(0, |s| s.as_u16());
         let status = self.status.as_u16();
+        let (mode, route) = (record.mode.as_str(), record.route.as_str());
         match &self.error {
             None => tracing::info!(
                 target: "imsbridge::access",
                 request_id, peer = %record.peer, method = %record.method, path = record.uri.path(),
-                caller, profile, action, mode = record.mode, route = record.route,
+                caller, profile, action, mode, route,
                 status, upstream_status, retried = record.retried, bytes_in,
-                bytes_out = self.bytes_out, latency_ms, "request"
+                bytes_out, latency_ms, "request"
             ),
             Some(error) => tracing::warn!(
                 target: "imsbridge::access",
                 request_id, peer = %record.peer, method = %record.method, path = record.uri.path(),
-                caller, profile, action, mode = record.mode, route = record.route,
+                caller, profile, action, mode, route,
                 status, upstream_status, retried = record.retried, bytes_in,
-                bytes_out = self.bytes_out, latency_ms, outcome = self.outcome, error = %error,
+                bytes_out, latency_ms, outcome = self.outcome, error = %error,
                 "request refused"
             ),
         }
         self.metrics.bytes_in.inc_by(bytes_in);
-        self.metrics.bytes_out.inc_by(self.bytes_out);
+        self.metrics.bytes_out.inc_by(bytes_out);
         self.metrics.request(
             &RequestLabels {
                 caller: match &record.caller {
                     Some(caller) => caller.clone(),
                     None => NO_CALLER_LABEL.with(Arc::clone),
                 },
-                mode: record.mode,
-                route: record.route,
+                mode,
+                route,
                 outcome: self.outcome,
             },
             elapsed.as_secs_f64(),

@@ -12,8 +12,7 @@ use http::{Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 
-use super::body::ResponseBody;
-use crate::upstream::CampaignBody;
+use crate::body::{CampaignBody, ResponseBody};
 
 /// Campaign's faults are small; a 500 answer is read this far to look for the codes.
 const PEEK_BYTES: usize = 64 * 1024;
@@ -60,3 +59,6 @@ pub async fn judge(
         refused,
     })
 }
+
+#[cfg(test)]
+mod tests;

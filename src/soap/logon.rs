@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use quick_xml::escape::escape;
 
+use crate::dates::iso8601;
 use crate::sessions::Issued;
 
 const ENVELOPE_OPEN: &str = "<?xml version='1.0'?>\n\
@@ -50,13 +51,6 @@ pub fn logoff_response() -> Bytes {
         "{ENVELOPE_OPEN}<LogoffResponse xmlns='urn:xtk:session' \
          SOAP-ENV:encodingStyle='http://schemas.xmlsoap.org/soap/encoding/'/>\n{ENVELOPE_CLOSE}"
     ))
-}
-
-/// `2026-11-22T03:05:06.000Z`.
-fn iso8601(time: SystemTime) -> String {
-    let utc = crate::check::utc(time);
-    // "YYYY-MM-DD HH:MM:SS UTC" → "YYYY-MM-DDTHH:MM:SS.000Z"
-    format!("{}T{}.000Z", &utc[..10], &utc[11..19])
 }
 
 #[cfg(test)]

@@ -530,6 +530,4 @@ fn describe(e: &XmlError) -> ScanError {
 }
 
 #[cfg(test)]
-mod props;
-#[cfg(test)]
 mod tests;

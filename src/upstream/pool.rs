@@ -5,36 +5,31 @@
 //! hands out the most recently used connection first, keeps at most [`MAX_IDLE`], and forgets
 //! those idle for longer than [`IDLE_TIMEOUT`] (Campaign may have closed them by then).
 //!
-//! hyper-util's pooled client did the same with more machinery per request (a keyed map, a
-//! checkout future, a task spawned to wait for each connection to be ready again): about a
-//! tenth of the proxy's instructions on a small call (README, "Performance").
+//! hyper-util's pooled client does the same with more machinery per request (a keyed map, a
+//! checkout future, a task spawned to wait for each connection to be ready again), which
+//! showed in the profile of a small call (README, "Performance").
 
 use std::collections::VecDeque;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response, Uri};
-use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tower_service::Service;
 
 use super::UpstreamError;
-use crate::ims::error_chain;
-use crate::proxy::body::UpstreamBody;
+use crate::body::{CampaignBody, Lease, Reuse, Sender, UpstreamBody};
+use crate::connect::error_chain;
 
 /// Idle connections are closed after this; Campaign's own keep-alive is usually longer.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// At most this many idle connections are kept; more in use at once is fine.
 pub const MAX_IDLE: usize = 512;
-
-type Sender = http1::SendRequest<UpstreamBody>;
 
 struct Idle {
     sender: Sender,
@@ -60,6 +55,28 @@ struct Shared {
     released: Notify,
 }
 
+impl Reuse for Shared {
+    fn give_back(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while idle
+            .front()
+            .is_some_and(|oldest| oldest.since.elapsed() >= IDLE_TIMEOUT)
+            || idle.len() >= MAX_IDLE
+        {
+            idle.pop_front();
+        }
+        idle.push_back(Idle {
+            sender,
+            since: Instant::now(),
+        });
+        drop(idle);
+        self.released.notify_one();
+    }
+}
+
 impl Pool {
     pub fn new(connector: HttpsConnector<HttpConnector>, target: Uri, max_buf_size: usize) -> Pool {
         Pool {
@@ -75,31 +92,39 @@ impl Pool {
     /// request sent again: nothing of it reached Campaign.
     pub async fn send(
         &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<CampaignBody>, UpstreamError> {
+        self.send_from(self.checkout(), request).await
+    }
+
+    /// [`Pool::send`], trying `pooled` first (a connection already taken from the pool).
+    async fn send_from(
+        &self,
+        mut pooled: Option<Sender>,
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<CampaignBody>, UpstreamError> {
         loop {
-            let (mut sender, pooled) = match self.checkout() {
+            let (mut sender, reused) = match pooled.take().or_else(|| self.checkout()) {
                 Some(sender) => (sender, true),
-                // Boxed: the hot path keeps a small future.
+                // Boxed: connecting is the rare case, and its future would double the size of
+                // every request's.
                 None => Box::pin(self.connect_or_wait()).await?,
             };
             // A connection back from the pool may still be finishing its last answer.
             if let Err(error) = sender.ready().await {
-                if pooled {
+                if reused {
                     continue;
                 }
                 return Err(UpstreamError::Unreachable(error_chain(&error)));
             }
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    let lease = Lease {
-                        sender,
-                        shared: self.shared.clone(),
-                    };
+                    let lease = Lease::new(sender, self.shared.clone());
                     return Ok(response.map(|body| CampaignBody::new(body, lease)));
                 }
                 Err(mut error) => match error.take_message() {
-                    Some(unsent) if pooled => request = unsent,
+                    // Closed before the request went out: nothing reached Campaign.
+                    Some(unsent) if reused => request = unsent,
                     _ => return Err(UpstreamError::from_hyper(&error.into_error())),
                 },
             }
@@ -154,86 +179,13 @@ impl Pool {
         });
         Ok(sender)
     }
-}
 
-/// A connection in use, back to the pool when its answer has been read.
-struct Lease {
-    sender: Sender,
-    shared: Arc<Shared>,
-}
-
-impl Lease {
-    fn release(self) {
-        if self.sender.is_closed() {
-            return;
-        }
-        let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while idle
-            .front()
-            .is_some_and(|oldest| oldest.since.elapsed() >= IDLE_TIMEOUT)
-            || idle.len() >= MAX_IDLE
-        {
-            idle.pop_front();
-        }
-        idle.push_back(Idle {
-            sender: self.sender,
-            since: Instant::now(),
-        });
-        drop(idle);
-        self.shared.released.notify_one();
+    /// Connections idle in the pool now.
+    #[cfg(test)]
+    fn idle(&self) -> usize {
+        self.shared.idle.lock().unwrap().len()
     }
 }
 
-/// The body of Campaign's answer. Read to its end, it gives its connection back to the pool;
-/// dropped before, it closes it (hyper cannot reuse a connection with an answer half-read).
-pub struct CampaignBody {
-    body: Incoming,
-    lease: Option<Lease>,
-    ended: bool,
-}
-
-impl CampaignBody {
-    fn new(body: Incoming, lease: Lease) -> CampaignBody {
-        CampaignBody {
-            ended: body.is_end_stream(),
-            body,
-            lease: Some(lease),
-        }
-    }
-}
-
-impl Drop for CampaignBody {
-    fn drop(&mut self) {
-        if let Some(lease) = self.lease.take()
-            && (self.ended || self.body.is_end_stream())
-        {
-            lease.release();
-        }
-    }
-}
-
-impl Body for CampaignBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = Pin::new(&mut self.body).poll_frame(cx);
-        match &frame {
-            Poll::Ready(None) => self.ended = true,
-            Poll::Ready(Some(Err(_))) => self.lease = None,
-            _ => {}
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.ended || self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -347,7 +347,7 @@ pub const OTHER_KEY: &str = concat!(
 
 /// Registers the test service account at the stand-in IMS, with the public key of `TEST_KEY`.
 pub fn add_jwt_client(ims: &StandInIms, metascopes: &[&str]) {
-    let key = imsbridge::ims::SigningKey::read(&std::fs::read(TEST_KEY).unwrap()).unwrap();
+    let key = imsbridge::secret::SigningKey::read(&std::fs::read(TEST_KEY).unwrap()).unwrap();
     ims.add_jwt_client(
         JWT_CLIENT_ID,
         JWT_CLIENT_SECRET,

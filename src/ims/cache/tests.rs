@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::ims::Fetched;
-use crate::metrics::FetchCounters;
 use crate::secret::Secret;
 use std::collections::VecDeque;
 use std::sync::Mutex;

@@ -1,6 +1,10 @@
 use super::*;
-use crate::soap::{edits_for_ims, splice};
+use crate::carriers::body_edits;
+use crate::soap::splice;
 use bytes::Bytes;
+
+/// Property tests: generated and mutated envelopes.
+mod props;
 
 fn scan(body: &str) -> Result<Envelope, ScanError> {
     Scanner::new()
@@ -12,7 +16,7 @@ fn scan(body: &str) -> Result<Envelope, ScanError> {
 fn spliced(body: &str) -> String {
     let envelope = scan(body).unwrap();
     let bytes = Bytes::copy_from_slice(body.as_bytes());
-    let edits = edits_for_ims(&envelope);
+    let edits = body_edits(&envelope);
     let mut out = splice(&bytes.slice(..envelope.end), &edits).concat();
     out.extend_from_slice(&bytes[envelope.end..]);
     String::from_utf8(out).unwrap()

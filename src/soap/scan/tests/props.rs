@@ -8,7 +8,8 @@
 use bytes::Bytes;
 use fastrand::Rng;
 
-use crate::soap::{Scanner, edits_for_ims, splice};
+use crate::carriers::body_edits;
+use crate::soap::{Scanner, splice};
 
 /// An envelope being built: the body bytes, and what the proxy must forward.
 #[derive(Default)]
@@ -235,7 +236,7 @@ fn forward(
         assert!(at < body.len(), "at EOF the scanner must decide");
     };
     let bytes = Bytes::copy_from_slice(body);
-    let edits = edits_for_ims(&envelope);
+    let edits = body_edits(&envelope);
     let mut out = splice(&bytes.slice(..envelope.end), &edits).concat();
     out.extend_from_slice(&body[envelope.end..]);
     let credential = envelope.credential().map(|p| p.value.expose().to_owned());
@@ -290,7 +291,7 @@ fn mutated_envelopes_fault_or_lose_exactly_the_reported_ranges() {
             (Ok(Some(envelope)), Ok((out, _, end))) => {
                 assert_eq!(envelope.end, end, "seed {seed}");
                 // Exactly the reported ranges changed; every other byte is as it came.
-                let edits = edits_for_ims(&envelope);
+                let edits = body_edits(&envelope);
                 let mut expected = Vec::new();
                 let mut from = 0;
                 for edit in &edits {

@@ -1,0 +1,366 @@
+//! Routing by credential: callers, modes, sessions, origins, and the verification behind them.
+
+use super::*;
+use crate::config::CallerSettings;
+use crate::secret::Secret;
+use argon2::{Argon2, PasswordHasher};
+use tokio::time::Instant;
+
+/// A cheap hash (m=64 KiB, t=1) so tests stay fast; the cost is part of the PHC string.
+fn cheap_hash(password: &str) -> PasswordHash {
+    let params = argon2::Params::new(64, 1, 1, None).unwrap();
+    let argon2 = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    argon2.hash_password(password.as_bytes()).unwrap()
+}
+
+fn caller(name: &str, login: &str, password: &str, mode: Mode) -> CallerSettings {
+    CallerSettings {
+        name: name.into(),
+        login: login.into(),
+        password: cheap_hash(password),
+        profile: 0,
+        mode,
+        allow_from: Vec::new(),
+        logon: false,
+        client_cert_subject: None,
+    }
+}
+
+const SESSION_SECRET: &str = "a-session-secret-of-thirty-two-bytes-or-more";
+
+fn with(settings: &[CallerSettings], unknown: UnknownCallers) -> Callers {
+    let sessions = SessionSettings {
+        secret: Secret::from(SESSION_SECRET),
+        ttl: Duration::from_secs(3600),
+    };
+    Callers::new(settings, unknown, Some(&sessions), Some(CANARY_SEED))
+}
+
+fn callers(unknown: UnknownCallers) -> Callers {
+    let settings = [
+        caller("crm-events", "mc", "s3cret/with/slashes", Mode::Ims),
+        caller("old-crm", "crm", "whatever", Mode::Legacy),
+    ];
+    with(&settings, unknown)
+}
+
+const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// The seed of the canary draws in these tests.
+const CANARY_SEED: u64 = 0x5eed;
+
+/// The credential in the first parameter, from loopback.
+fn cred(first: &str) -> Presented<'_> {
+    copies(first, None, None)
+}
+
+/// A credential in the first parameter and the session and security copies, from loopback.
+fn copies<'a>(
+    first: &'a str,
+    session: Option<&'a str>,
+    security: Option<&'a str>,
+) -> Presented<'a> {
+    Presented {
+        credential: Credential {
+            first,
+            session,
+            security,
+        },
+        peer: LOCAL,
+        cert_subject: None,
+    }
+}
+
+#[tokio::test]
+async fn routes_by_credential() {
+    let callers = callers(UnknownCallers::Reject);
+    // The password is everything after the first slash.
+    match callers.route(cred("mc/s3cret/with/slashes")).await {
+        Ok(Route::Ims(c)) => assert_eq!(&*c.name, "crm-events"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        callers.route(cred("mc/wrong")).await.unwrap_err(),
+        AuthError::WrongPassword("crm-events".into())
+    );
+    // A legacy caller is not checked here: Campaign checks it.
+    assert!(matches!(
+        callers.route(cred("crm/anything")).await,
+        Ok(Route::Legacy(_))
+    ));
+    assert_eq!(
+        callers.route(cred("")).await.unwrap_err(),
+        AuthError::Missing
+    );
+    assert_eq!(
+        callers.route(cred("nobody/x")).await.unwrap_err(),
+        AuthError::Unknown
+    );
+    assert_eq!(
+        callers
+            .route(cred("a-campaign-session-token"))
+            .await
+            .unwrap_err(),
+        AuthError::Unknown
+    );
+}
+
+#[tokio::test]
+async fn unknown_credentials_pass_through_in_legacy() {
+    let callers = callers(UnknownCallers::Legacy);
+    assert!(matches!(
+        callers.route(cred("")).await,
+        Ok(Route::Transparent)
+    ));
+    assert!(matches!(
+        callers.route(cred("nobody/x")).await,
+        Ok(Route::Transparent)
+    ));
+    // A known caller with a wrong password is still refused: the login is one we own.
+    assert!(callers.route(cred("mc/wrong")).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_one_verification() {
+    let callers = Arc::new(callers(UnknownCallers::Reject));
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let callers = callers.clone();
+            tokio::spawn(async move {
+                matches!(
+                    callers.route(cred("mc/s3cret/with/slashes")).await,
+                    Ok(Route::Ims(_))
+                )
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap());
+    }
+    assert_eq!(
+        callers.verifier.runs(),
+        1,
+        "argon2 ran once for 200 requests"
+    );
+    let remembered = callers.verifier.remembered();
+    assert_eq!(remembered.len(), 1);
+    assert_eq!(remembered[0].1, Some(true));
+    // A wrong password is a verification of its own, remembered too.
+    assert!(callers.route(cred("mc/wrong")).await.is_err());
+    assert!(callers.route(cred("mc/wrong")).await.is_err());
+    assert_eq!(callers.verifier.runs(), 2);
+}
+
+/// When the one remembered verdict was made.
+fn remembered_at(callers: &Callers) -> Instant {
+    let remembered = callers.verifier.remembered();
+    assert_eq!(remembered.len(), 1);
+    remembered[0].0
+}
+
+#[tokio::test(start_paused = true)]
+async fn verdicts_expire() {
+    let callers = callers(UnknownCallers::Reject);
+    let good = "mc/s3cret/with/slashes";
+    assert!(callers.route(cred(good)).await.is_ok());
+    let first = remembered_at(&callers);
+    tokio::time::advance(REMEMBER_VERIFIED - Duration::from_secs(1)).await;
+    assert!(callers.route(cred(good)).await.is_ok());
+    let same = remembered_at(&callers);
+    assert_eq!(first, same, "still remembered");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(callers.route(cred(good)).await.is_ok());
+    let renewed = remembered_at(&callers);
+    assert!(
+        renewed > first,
+        "verified again after {REMEMBER_VERIFIED:?}"
+    );
+}
+
+#[test]
+fn hashes_verify() {
+    let hash = hash_password("correct horse");
+    assert!(hash.starts_with("$argon2id$v=19$"));
+    let parsed = PasswordHash::new(&hash).unwrap();
+    assert!(check_password("correct horse", &parsed));
+    assert!(!check_password("correct horse battery", &parsed));
+}
+
+#[tokio::test]
+async fn a_caller_bound_to_a_certificate_needs_it() {
+    let mut bound = caller("crm-events", "mc", "pw", Mode::Ims);
+    bound.client_cert_subject = Some("CN=crm-pusher,O=Example".into());
+    let callers = with(&[bound], UnknownCallers::Reject);
+    let with_cert = |subject| Presented {
+        cert_subject: subject,
+        ..cred("mc/pw")
+    };
+    assert!(
+        callers
+            .route(with_cert(Some("O=Example,CN=crm-pusher")))
+            .await
+            .is_ok()
+    );
+    for wrong in [None, Some("CN=intruder,O=Example")] {
+        assert_eq!(
+            callers.route(with_cert(wrong)).await.unwrap_err(),
+            AuthError::WrongCertificate("crm-events".into())
+        );
+    }
+}
+
+#[tokio::test]
+async fn canary_sends_its_share_the_ims_way() {
+    let settings = [caller(
+        "crm-events",
+        "mc",
+        "pw",
+        Mode::Canary { percent: 30.0 },
+    )];
+    let callers = with(&settings, UnknownCallers::Reject);
+    // The same seed draws the same requests: request i goes the ims way when its draw is under
+    // the share.
+    let mut draws = fastrand::Rng::with_seed(CANARY_SEED);
+    let mut expected = || draws.f64() * 100.0 < 30.0;
+    let mut ims = 0;
+    for i in 0..2000 {
+        let way = callers.route(cred("mc/pw")).await;
+        match (expected(), way) {
+            (true, Ok(Route::Ims(_))) => ims += 1,
+            (false, Ok(Route::Legacy(_))) => {}
+            (went_ims, other) => panic!("request {i}: expected ims = {went_ims}, got {other:?}"),
+        }
+    }
+    // Near 30 %: the seed is not a lucky one.
+    assert!((550..=650).contains(&ims), "{ims} of 2000 went the ims way");
+    // The legacy share is not checked here (Campaign checks it); the ims share is.
+    for i in 0..200 {
+        let refused = callers.route(cred("mc/wrong")).await.is_err();
+        assert_eq!(refused, expected(), "request {i} with a wrong password");
+    }
+}
+
+#[tokio::test]
+async fn allow_from_is_checked_on_every_way() {
+    let mut ims = caller("crm-events", "mc", "pw", Mode::Ims);
+    ims.allow_from = vec![
+        "10.20.0.0/16".parse().unwrap(),
+        "192.0.2.7/32".parse().unwrap(),
+    ];
+    let mut legacy = caller("old-crm", "crm", "pw", Mode::Legacy);
+    legacy.allow_from = vec!["10.20.0.0/16".parse().unwrap()];
+    let callers = with(&[ims, legacy], UnknownCallers::Reject);
+    let from = |peer: &str, first| Presented {
+        peer: peer.parse().unwrap(),
+        ..cred(first)
+    };
+    assert!(callers.route(from("10.20.3.4", "mc/pw")).await.is_ok());
+    assert!(callers.route(from("192.0.2.7", "mc/pw")).await.is_ok());
+    assert!(
+        callers
+            .route(from("::ffff:10.20.3.4", "mc/pw"))
+            .await
+            .is_ok()
+    );
+    assert!(matches!(
+        callers.route(from("10.21.0.1", "mc/pw")).await,
+        Err(AuthError::NotAllowed { .. })
+    ));
+    assert!(matches!(
+        callers.route(from("127.0.0.1", "crm/pw")).await,
+        Err(AuthError::NotAllowed { .. })
+    ));
+    assert!(matches!(
+        callers.logon("mc", "pw", from("10.99.0.1", "")).await,
+        Err(AuthError::NotAllowed { .. })
+    ));
+}
+
+#[tokio::test]
+async fn logon_issues_sessions_that_route_the_ims_way() {
+    let callers = callers(UnknownCallers::Reject);
+    let LogonWay::Answer(caller, issued) = callers
+        .logon("mc", "s3cret/with/slashes", cred(""))
+        .await
+        .unwrap()
+    else {
+        panic!("an ims caller's Logon is answered here");
+    };
+    assert_eq!(&*caller.name, "crm-events");
+    let session = issued.session.expose();
+    let security = issued.security.expose();
+    // In the first parameter, or only in the cookie / header copies.
+    for presented in [
+        copies(session, None, Some(security)),
+        copies("", Some(session), Some(security)),
+        copies("", Some(session), None),
+    ] {
+        assert!(
+            matches!(callers.route(presented).await, Ok(Route::Ims(c)) if &*c.name == "crm-events")
+        );
+    }
+    let other = callers
+        .logon("mc", "s3cret/with/slashes", cred(""))
+        .await
+        .unwrap();
+    let LogonWay::Answer(_, other) = other else {
+        panic!()
+    };
+    assert_eq!(
+        callers
+            .route(copies(session, None, Some(other.security.expose())))
+            .await
+            .unwrap_err(),
+        AuthError::Session(SessionError::SecurityMismatch)
+    );
+    assert!(callers.logoff(cred(session)).unwrap());
+    assert!(!callers.logoff(cred("mc/s3cret/with/slashes")).unwrap());
+    assert_eq!(
+        callers.logon("mc", "wrong", cred("")).await.err(),
+        Some(AuthError::WrongPassword("crm-events".into()))
+    );
+    // A legacy caller's Logon is Campaign's; an unknown login is refused.
+    assert!(matches!(
+        callers.logon("crm", "x", cred("")).await,
+        Ok(LogonWay::Forward(Some(_)))
+    ));
+    assert_eq!(
+        callers.logon("nobody", "x", cred("")).await.err(),
+        Some(AuthError::Unknown)
+    );
+    // Tokens of another proxy's secret are refused.
+    let stranger = Sessions::new(&SessionSettings {
+        secret: Secret::from("another-session-secret-of-thirty-two-bytes"),
+        ttl: Duration::from_secs(60),
+    })
+    .issue("crm-events", SystemTime::now());
+    assert_eq!(
+        callers
+            .route(cred(stranger.session.expose()))
+            .await
+            .unwrap_err(),
+        AuthError::Session(SessionError::BadSignature)
+    );
+}
+
+#[tokio::test]
+async fn sessions_end_when_the_caller_leaves_ims_mode() {
+    let settings = [caller("crm-events", "mc", "pw", Mode::Ims)];
+    let before = with(&settings, UnknownCallers::Reject);
+    let LogonWay::Answer(_, issued) = before.logon("mc", "pw", cred("")).await.unwrap() else {
+        panic!()
+    };
+    let after = with(
+        &[caller("crm-events", "mc", "pw", Mode::Legacy)],
+        UnknownCallers::Reject,
+    );
+    assert!(matches!(
+        after.route(cred(issued.session.expose())).await,
+        Err(AuthError::SessionOfNoImsCaller(_))
+    ));
+    // Its next Logon goes to Campaign.
+    assert!(matches!(
+        after.logon("mc", "pw", cred("")).await,
+        Ok(LogonWay::Forward(Some(_)))
+    ));
+}
