@@ -108,6 +108,18 @@ impl Running {
         })
     }
 
+    /// Waits for `count` lines, seen so far or to come, that hold every one of `texts`.
+    fn wait_for_lines(&mut self, texts: &[&str], count: usize) {
+        let matches = |line: &str| texts.iter().all(|text| line.contains(text));
+        let mut seen = self.log.iter().filter(|line| matches(line)).count();
+        while seen < count {
+            let line = self.wait_for(texts[0]);
+            if matches(&line) {
+                seen += 1;
+            }
+        }
+    }
+
     fn signal(&self, signal: &str) {
         let sent = Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])
@@ -193,7 +205,7 @@ async fn every_path_with_known_secrets(format: &str) {
     let path = dir.join("imsbridge.toml");
     std::fs::write(&path, config).unwrap();
 
-    let running = Running::start_with(&path, "debug", &["--log-format", format]);
+    let mut running = Running::start_with(&path, "debug", &["--log-format", format]);
     let proxy_addr = running.addr;
 
     let cookie = format!("a=1; __sessiontoken={}", credential());
@@ -271,8 +283,8 @@ async fn every_path_with_known_secrets(format: &str) {
         post(proxy_addr, seed_002(&credential()), &[]).await.status,
         200
     );
-    // Let the refresher of the broken profile fail and retry at least once.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The refresher of the broken profile fails, and retries at least once.
+    running.wait_for_lines(&["IMS token request failed", "broken"], 2);
 
     let (status, log) = running.stop();
     assert!(status.success(), "exit status after SIGTERM: {status}");
@@ -595,7 +607,7 @@ async fn check_fails_with_the_ims_error_and_a_failed_probe() {
     let ims = StandInIms::start().await.unwrap();
     ims.add_client(CLIENT_ID, "a-rotated-secret");
     add_jwt_client(&ims, &["ent_campaign_sdk"]);
-    let nowhere = closed_port_url();
+    let (nowhere, _refusing) = closed_port_url();
     let dir = temp_dir("check-fails");
     let path = two_profiles(&dir, &ims.url(), &nowhere, OTHER_KEY);
     let output = check_command(path.display().to_string(), true).await;

@@ -18,12 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The value of the first series of `/metrics` whose line starts with `series`.
 fn value(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|line| line.starts_with(series))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no `{series}` in:\n{metrics}"))
+    metric(metrics, series).unwrap_or_else(|| panic!("no `{series}` in:\n{metrics}"))
 }
 
 #[tokio::test]

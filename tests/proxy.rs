@@ -485,7 +485,7 @@ async fn other_paths_and_methods_are_refused_in_reject_mode() {
 async fn campaign_unreachable_or_slow() {
     let ims = StandInIms::start().await.unwrap();
     ims.add_client(CLIENT_ID, CLIENT_SECRET);
-    let closed_url = closed_port_url();
+    let (closed_url, _refusing) = closed_port_url();
     let proxy = Proxy::start(&config_text(&ims.url(), &closed_url, "", "")).await;
     post(proxy.addr, seed_002(&credential()), &[])
         .await

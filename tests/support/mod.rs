@@ -153,8 +153,17 @@ pub async fn stand_ins() -> (StandInIms, StandInCampaign) {
 impl Stack {
     /// The default stack; `top` goes before the tables, `extra` after the `mc` caller.
     pub async fn start(top: &str, extra: &str) -> Stack {
+        Stack::start_with(top, extra, |_| {}).await
+    }
+
+    /// [`Stack::start`], with `edit` applied to the parsed config (settings the file has no key
+    /// for, such as the canary seed).
+    pub async fn start_with(top: &str, extra: &str, edit: impl FnOnce(&mut Config)) -> Stack {
         let (ims, campaign) = stand_ins().await;
-        let proxy = Proxy::start(&config_text(&ims.url(), &campaign.url(), top, extra)).await;
+        let text = config_text(&ims.url(), &campaign.url(), top, extra);
+        let mut config = Config::parse(&text, Path::new("."), &env()).expect("valid config");
+        edit(&mut config);
+        let proxy = Proxy::start_config(config).await;
         Stack {
             ims,
             campaign,
@@ -282,15 +291,15 @@ pub async fn get(addr: SocketAddr, path: &str) -> Answer {
     send(addr, request).await
 }
 
-/// Writes raw bytes in separate writes (a pause between them, so each arrives in its own
-/// read), then reads the whole answer of a `Connection: close` request.
+/// Writes raw bytes, a write per piece, then reads the whole answer of a `Connection: close`
+/// request. (Where the pieces are chunks of a chunked body, hyper hands each chunk over as a
+/// frame of its own however the reads fall.)
 pub async fn raw_exchange(addr: SocketAddr, pieces: &[&[u8]]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
     for piece in pieces {
         stream.write_all(piece).await.unwrap();
         stream.flush().await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
     }
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.unwrap();
@@ -372,13 +381,87 @@ pub fn with_profile(config: &str, profile: &str) -> String {
     format!("{}{profile}{}", &config[..start], &config[end..])
 }
 
-/// `http://127.0.0.1:PORT` where nobody listens.
-pub fn closed_port_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", listener.local_addr().unwrap())
+/// `http://127.0.0.1:PORT` where connections are refused, and what keeps it so: a socket
+/// bound to the port and never listening, so that no other test can take the port while the
+/// guard lives.
+pub fn closed_port_url() -> (String, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (format!("http://{addr}"), socket)
+}
+
+/// Polls `probe` every 20 ms until it gives a value, for at most `deadline`; then fails,
+/// saying what never came.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: std::time::Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let give_up = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "{what}: not within {deadline:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of the first sample of `name` (with its labels, if any) in a Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 /// `config` with `lines` added to its `[server]` table.
 pub fn with_server(config: &str, lines: &str) -> String {
     config.replacen("[server]\n", &format!("[server]\n{lines}\n"), 1)
+}
+
+/// Set by `.ci/run`: a test that needs a tool from outside the Rust toolchain (Node.js and npm,
+/// Python with pip, systemd-analyze, a package registry) fails without it instead of skipping.
+pub const REQUIRE_ALL_TESTS: &str = "IMSBRIDGE_REQUIRE_ALL_TESTS";
+
+/// A test that cannot run here. Under `IMSBRIDGE_REQUIRE_ALL_TESTS=1` (CI) it fails; otherwise it
+/// says why on the terminal (written to stderr directly, past the test harness's capture, so a
+/// plain `cargo test` shows it) and returns, and the test passes having checked nothing.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var_os(REQUIRE_ALL_TESTS).is_some_and(|v| v == "1") {
+        panic!("{test} cannot run: {why} ({REQUIRE_ALL_TESTS}=1 requires every test)");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\nSKIPPED {test}: {why}");
+}
+
+/// Runs `command args` to see that the tool is there: `Err` says why not.
+pub fn tool(command: &str, args: &[&str]) -> Result<(), String> {
+    match std::process::Command::new(command).args(args).output() {
+        Ok(output) if output.status.success() => Ok(()),
+        Ok(output) => Err(format!(
+            "`{command} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+        Err(error) => Err(format!("`{command}` is not installed ({error})")),
+    }
+}
+
+/// Runs a command that installs what a test needs: `Err` has what it said.
+pub fn install(command: &mut std::process::Command) -> Result<(), String> {
+    let output = command
+        .output()
+        .map_err(|error| format!("{command:?} could not start: {error}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{command:?} failed (no network to the package registry?):\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    ))
 }
