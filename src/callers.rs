@@ -1,5 +1,5 @@
 //! Who is calling: the legacy credential a request presents, the caller it belongs to, and the
-//! way the request goes (design.md, "Callers").
+//! way the request goes (`docs/architecture.md`, "Callers").
 //!
 //! Campaign's `login/password` form of the session token is checked against the caller's argon2
 //! hash (`callers/verifier.rs`): argon2 is slow on purpose, so a verdict is remembered for a

@@ -1,11 +1,12 @@
-//! `imsbridge check`: before cutting over (seed 002, step 7), show that the config is valid,
+//! `imsbridge check`: before cutting over (step 7 of Adobe's "Migration of technical users to
+//! Adobe Developer console"), show that the config is valid,
 //! that IMS gives every profile a token, and, with `--probe`, that Campaign accepts it.
 //!
 //! For each profile it prints a table: the kind, the result, the expiry, and the access token's
 //! own claims decoded without verification (client id, technical account, scopes, created,
 //! expires): never the token itself. IMS's `error` and `error_description` are shown when it
 //! refuses. The probe sends one harmless authenticated call, `xtk:session#GetUserInfo`; that
-//! first call is also what makes the technical operator appear in Campaign (seed 002, step 9).
+//! first call is also what makes the technical operator appear in Campaign (step 9 there).
 
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

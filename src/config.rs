@@ -52,7 +52,8 @@ pub const DEFAULT_RETRY_BUFFER_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IMS_HOST: &str = "https://ims-na1.adobelogin.com";
 pub const DEFAULT_IMS_TIMEOUT: Duration = Duration::from_secs(10);
-/// The IMS paths of design.md, appended to `ims.host` unless overridden.
+/// The IMS paths (`docs/architecture.md`, "Token providers"), appended to `ims.host` unless
+/// overridden.
 pub const IMS_TOKEN_PATH: &str = "/ims/token/v3";
 pub const IMS_EXCHANGE_PATH: &str = "/ims/exchange/jwt";
 /// Life of the session tokens imsbridge issues at `xtk:session#Logon`, as Campaign's default.

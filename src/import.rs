@@ -1,4 +1,5 @@
-//! `imsbridge import-nlserver`: turns the string of seed 000,
+//! `imsbridge import-nlserver`: turns the string of Adobe's "Adobe Analytics connector
+//! provisioning",
 //! `nlserver config -setimsjwtauth:Organization_Id/Client_Id/Technical_Account_ID/<Client_Secret>/<Base64_encoded_Private_Key>`,
 //! into a `jwt` profile for the config. The client secret and the decoded private key go to
 //! files readable by their owner only, which the profile references; they are never printed.

@@ -1,4 +1,4 @@
-//! Access tokens from Adobe IMS (design.md, "Token providers").
+//! Access tokens from Adobe IMS (`docs/architecture.md`, "Token providers").
 //!
 //! - `ims/oauth.rs`: the OAuth Server-to-Server source (`/ims/token/v3`);
 //! - `ims/jwt.rs`: the Service Account (JWT) source (`/ims/exchange/jwt`), signing with the

@@ -196,6 +196,7 @@ impl<I> FirstByteDeadline<I> {
     fn new(io: I, limit: Duration) -> FirstByteDeadline<I> {
         FirstByteDeadline {
             io,
+            // Boxed: a `Sleep` cannot move once polled, and the connection must.
             deadline: Some(Box::pin(tokio::time::sleep(limit))),
         }
     }

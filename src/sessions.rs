@@ -1,5 +1,5 @@
 //! The session and security tokens imsbridge issues when it answers `xtk:session#Logon`
-//! (design.md, "Callers").
+//! (`docs/architecture.md`, "Callers").
 //!
 //! They are stateless: each carries the caller and an expiry, signed with HMAC-SHA256 under
 //! `[sessions].secret`, so every replica that shares the secret accepts the tokens any other

@@ -32,6 +32,7 @@ impl IdleTimer {
     /// True once the silence has lasted the limit (arms the timer on the first call).
     pub fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         let deadline = Instant::now() + self.limit;
+        // Boxed: a `Sleep` cannot move once polled, and the bodies holding this timer must.
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));

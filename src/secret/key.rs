@@ -1,6 +1,7 @@
 //! The private key of a JWT service account, read in the forms operators have it: a PEM file
 //! (`-----BEGIN PRIVATE KEY-----`, PKCS#8 as the Developer Console generates it, or
-//! `-----BEGIN RSA PRIVATE KEY-----`, PKCS#1), or base64 of that PEM (seed 000 stores it so:
+//! `-----BEGIN RSA PRIVATE KEY-----`, PKCS#1), or base64 of that PEM (Adobe's
+//! "Adobe Analytics connector provisioning" stores it so:
 //! `base64 ./private.key > private.key.base64`), with stray blank lines, CRLF line ends and
 //! wrapped base64 tolerated. Errors say what is wrong, never what the key holds.
 
