@@ -55,25 +55,26 @@ pub fn remove_all(headers: &mut HeaderMap, names: &[HeaderName]) {
     }
 }
 
+/// A header map of `(name, value)` pairs, in order, for tests.
+#[cfg(test)]
+pub fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
 
     #[test]
     fn hop_by_hop_headers_go() {
-        let mut map = headers(&[
+        let mut map = map(&[
             ("connection", "keep-alive, X-Internal"),
             ("keep-alive", "timeout=5"),
             ("x-internal", "1"),
@@ -90,7 +91,7 @@ mod tests {
 
     #[test]
     fn remove_all_takes_every_value_of_the_named_fields_only() {
-        let mut map = headers(&[("a", "1"), ("b", "2"), ("a", "3"), ("c", "4")]);
+        let mut map = map(&[("a", "1"), ("b", "2"), ("a", "3"), ("c", "4")]);
         remove_all(
             &mut map,
             &[HeaderName::from_static("a"), HeaderName::from_static("z")],

@@ -85,23 +85,12 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
 }
 
-/// What [`Proxy::admit`] lets in.
+/// What [`Proxy::admit`] decides of a request.
 enum Admitted {
     /// A SOAP call, whose prefix is read; `declared` is its `Content-Length`.
-    Soap {
-        request: Request<Incoming>,
-        declared: Option<u64>,
-    },
+    Soap { declared: Option<u64> },
     /// Anything else, with `unknown_callers = "legacy"`: to Campaign as it came.
-    PassThrough(Request<Incoming>),
-}
-
-/// A SOAP call whose prefix has been read.
-struct Read {
-    parts: request::Parts,
-    prefix: Prefix<Incoming>,
-    /// The `Content-Length` the caller declared.
-    declared: Option<u64>,
+    PassThrough,
 }
 
 /// The way a request goes, once its caller is known.
@@ -227,33 +216,40 @@ impl Proxy {
         response
     }
 
-    /// The phases, in request order (see the module documentation).
+    /// The phases, in request order (see the module documentation). The request's parts and
+    /// prefix are handed from phase to phase, never copied.
     async fn pipeline(
         &self,
         peer: &Peer,
         request: Request<Incoming>,
         record: &mut Record,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let (request, declared) = match self.admit(request)? {
-            Admitted::Soap { request, declared } => (request, declared),
-            Admitted::PassThrough(request) => {
+        let declared = match self.admit(&request)? {
+            Admitted::Soap { declared } => declared,
+            Admitted::PassThrough => {
                 record.mode = ModeLabel::Transparent;
                 // Boxed, as every way but the `ims` one: their futures stay out of the state
                 // that the `ims` way, the busiest, moves on every request.
                 return Box::pin(self.pass_through(request, peer, record)).await;
             }
         };
-        let read = self.read_prefix(request, declared, record).await?;
+        let (parts, body) = request.into_parts();
+        let prefix = self.read_prefix(&parts, body, record).await?;
         let way = self
-            .identify(&read, peer)
+            .identify(&parts, &prefix, peer)
             .await
             .inspect_err(|error| record.refused(error))?;
         record.took(&way);
         match way {
             Way::Local(response, _) => Ok(*response),
             // Boxed: not the `ims` way (see `PassThrough`).
-            Way::Forward(_) => Box::pin(self.forward_unchanged(read, peer, record)).await,
-            Way::Ims(caller) => self.forward_ims(caller, read, peer, record).await,
+            Way::Forward(_) => {
+                Box::pin(self.forward_unchanged(parts, prefix, declared, peer, record)).await
+            }
+            Way::Ims(caller) => {
+                self.forward_ims(caller, parts, prefix, declared, peer, record)
+                    .await
+            }
         }
     }
 
@@ -262,11 +258,11 @@ impl Proxy {
     /// unknown callers do, as Campaign would see it without imsbridge
     /// ([`Admitted::PassThrough`]), and is refused otherwise. A SOAP call that declares a body
     /// over `max_body_bytes` is refused here, before any of it is read.
-    fn admit(&self, request: Request<Incoming>) -> Result<Admitted, ProxyError> {
+    fn admit(&self, request: &Request<Incoming>) -> Result<Admitted, ProxyError> {
         let soap_router = request.uri().path() == SOAP_ROUTER_PATH;
         if !soap_router || request.method() != Method::POST {
             return match self.unknown_callers {
-                UnknownCallers::Legacy => Ok(Admitted::PassThrough(request)),
+                UnknownCallers::Legacy => Ok(Admitted::PassThrough),
                 UnknownCallers::Reject if soap_router => Err(ProxyError::MethodNotAllowed),
                 UnknownCallers::Reject => Err(ProxyError::NotFound),
             };
@@ -275,7 +271,7 @@ impl Proxy {
         if declared.is_some_and(|length| length > self.max_body_bytes) {
             return Err(BodyError::TooLarge(self.max_body_bytes).into());
         }
-        Ok(Admitted::Soap { request, declared })
+        Ok(Admitted::Soap { declared })
     }
 
     /// Phase 2, on a SOAP call: reads the body up to the end of the first parameter of the
@@ -284,11 +280,10 @@ impl Proxy {
     /// not an envelope imsbridge can read, or stopped coming: nothing has gone upstream.
     async fn read_prefix(
         &self,
-        request: Request<Incoming>,
-        declared: Option<u64>,
+        parts: &request::Parts,
+        body: Incoming,
         record: &mut Record,
-    ) -> Result<Read, ProxyError> {
-        let (parts, body) = request.into_parts();
+    ) -> Result<Prefix<Incoming>, ProxyError> {
         let prefix = prefix::read(
             body,
             self.max_prefix_bytes,
@@ -302,20 +297,21 @@ impl Proxy {
             parts.uri.query(),
             &prefix.envelope.method,
         ));
-        Ok(Read {
-            parts,
-            prefix,
-            declared,
-        })
+        Ok(prefix)
     }
 
     /// Phase 3: the caller, from every credential the request carries (`carriers`), and its
     /// [`Way`]. `xtk:session#Logon` of an `ims` caller, and `#Logoff` of a session imsbridge
     /// issued, are answered here ([`Way::Local`]). An error is a refusal: nothing has gone
     /// upstream.
-    async fn identify(&self, read: &Read, peer: &Peer) -> Result<Way<'_>, AuthError> {
-        let envelope = &read.prefix.envelope;
-        let carried = carriers::read(&read.parts.headers, envelope);
+    async fn identify(
+        &self,
+        parts: &request::Parts,
+        prefix: &Prefix<Incoming>,
+        peer: &Peer,
+    ) -> Result<Way<'_>, AuthError> {
+        let envelope = &prefix.envelope;
+        let carried = carriers::read(&parts.headers, envelope);
         let presented = Presented {
             credential: carried.credential(),
             peer: peer.addr.ip(),
@@ -349,15 +345,12 @@ impl Proxy {
     /// pre-migration path), and streams the answer back.
     async fn forward_unchanged(
         &self,
-        read: Read,
+        parts: request::Parts,
+        prefix: Prefix<Incoming>,
+        declared: Option<u64>,
         peer: &Peer,
         record: &mut Record,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let Read {
-            parts,
-            prefix,
-            declared,
-        } = read;
         let body = self.upstream_body(
             prefix.chunks(&[]),
             prefix.rest,
@@ -376,7 +369,9 @@ impl Proxy {
     async fn forward_ims(
         &self,
         caller: &Caller,
-        read: Read,
+        mut parts: request::Parts,
+        prefix: Prefix<Incoming>,
+        declared: Option<u64>,
         peer: &Peer,
         record: &mut Record,
     ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -384,11 +379,6 @@ impl Proxy {
         record.profile = Some(profile.name.clone());
         let token = profile.token(self.token_wait).await?;
 
-        let Read {
-            mut parts,
-            prefix,
-            declared,
-        } = read;
         let edits = carriers::body_edits(&prefix.envelope);
         let length = declared.map(|length| prefix::length_after(length, &edits));
         carriers::strip_headers(&mut parts.headers);

@@ -181,17 +181,6 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
-
     fn values(map: &HeaderMap, name: &str) -> Vec<String> {
         map.get_all(name)
             .iter()
@@ -203,7 +192,7 @@ mod tests {
     /// header policy with the Bearer token.
     #[test]
     fn ims_mode_strips_every_header_carrier() {
-        let mut map = headers(&[
+        let mut map = crate::headers::map(&[
             ("cookie", "a=1; __sessiontoken=abc; b=2"),
             ("cookie", "__sessiontoken=abc"),
             ("x-session-token", "abc"),
@@ -237,7 +226,7 @@ mod tests {
 
     #[test]
     fn legacy_mode_keeps_credentials() {
-        let mut map = headers(&[
+        let mut map = crate::headers::map(&[
             ("cookie", "__sessiontoken=abc"),
             ("x-security-token", "def"),
             ("authorization", "Basic x"),

@@ -130,11 +130,14 @@ async fn expires_in_is_read_in_milliseconds() {
         200
     );
     assert_eq!(ims.token_requests(), 1);
-    // Refreshed ahead of a three-second expiry: fifty minutes would mean no second fetch.
-    eventually("a second token fetch", Duration::from_secs(20), || async {
-        (ims.token_requests() >= 2).then_some(())
+    // Refreshed ahead of a three-second expiry (fifty minutes would mean no second fetch),
+    // once: no stampede of fetches when it comes.
+    let fetched = eventually("a second token fetch", Duration::from_secs(20), || async {
+        let fetched = ims.token_requests();
+        (fetched >= 2).then_some(fetched)
     })
     .await;
+    assert_eq!(fetched, 2, "{fetched} token requests at the first refresh");
     // The call still goes through, with the newest token.
     assert_eq!(
         post(proxy.addr, seed_002(&credential()), &[]).await.status,

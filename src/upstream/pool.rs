@@ -90,11 +90,13 @@ impl Pool {
     /// Sends `request` (its URI in origin form) on an idle connection, or a new one. A pooled
     /// connection that turns out closed before the request went out is replaced, and the
     /// request sent again: nothing of it reached Campaign.
-    pub async fn send(
+    pub fn send(
         &self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<CampaignBody>, UpstreamError> {
-        self.send_from(self.checkout(), request).await
+    ) -> impl Future<Output = Result<Response<CampaignBody>, UpstreamError>> + '_ {
+        // Not an `async fn` of its own: a future around the one below would be one more move
+        // of the request on every call.
+        self.send_from(None, request)
     }
 
     /// [`Pool::send`], trying `pooled` first (a connection already taken from the pool).
