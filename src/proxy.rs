@@ -23,7 +23,6 @@ mod record;
 mod refusal;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -42,9 +41,9 @@ use crate::headers::strip_hop_by_hop;
 use crate::ims::{ImsClient, Readiness, Source, Token, TokenCache};
 use crate::metrics::Metrics;
 use crate::server::Peer;
-use crate::soap::{Action, SOAP_ROUTER_PATH, logoff_response, logon_response};
+use crate::soap::{SOAP_ROUTER_PATH, logoff_response, logon_response};
 use crate::upstream::{Forwarding, Upstream, UpstreamError, forward_headers};
-use prefix::Prefix;
+use prefix::{Prefix, PrefixError};
 use record::{Completion, ModeLabel, Record};
 
 /// A technical account at run time.
@@ -234,7 +233,8 @@ impl Proxy {
             }
         };
         let (parts, body) = request.into_parts();
-        let prefix = self.read_prefix(&parts, body, record).await?;
+        let prefix = self.read_prefix(body).await?;
+        record.read(&parts, &prefix);
         let way = self
             .identify(&parts, &prefix, peer)
             .await
@@ -276,28 +276,19 @@ impl Proxy {
 
     /// Phase 2, on a SOAP call: reads the body up to the end of the first parameter of the
     /// method element, and no further (bounded by `max_prefix_bytes`, `max_body_bytes` and the
-    /// idle timeout), and names the called action for the log. An error means the body is
-    /// not an envelope imsbridge can read, or stopped coming: nothing has gone upstream.
-    async fn read_prefix(
+    /// idle timeout). An error means the body is not an envelope imsbridge can read, or
+    /// stopped coming: nothing has gone upstream. (Not an `async fn`: a future around
+    /// `prefix::read`'s would be one more move of the prefix on every request.)
+    fn read_prefix(
         &self,
-        parts: &request::Parts,
         body: Incoming,
-        record: &mut Record,
-    ) -> Result<Prefix<Incoming>, ProxyError> {
-        let prefix = prefix::read(
+    ) -> impl Future<Output = Result<Prefix<Incoming>, PrefixError>> + '_ {
+        prefix::read(
             body,
             self.max_prefix_bytes,
             self.max_body_bytes,
             self.idle_timeout,
         )
-        .await?;
-        record.bytes_in.store(prefix.received, Ordering::Relaxed);
-        record.action = Some(Action::of_request(
-            &parts.headers,
-            parts.uri.query(),
-            &prefix.envelope.method,
-        ));
-        Ok(prefix)
     }
 
     /// Phase 3: the caller, from every credential the request carries (`carriers`), and its

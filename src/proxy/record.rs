@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::{HeaderValue, Method, StatusCode, Uri};
 use tokio::time::Instant;
 
+use hyper::body::Incoming;
+
 use super::Way;
+use super::prefix::Prefix;
 use crate::body::Finish;
 use crate::callers::{AuthError, Caller};
 use crate::config::Mode;
@@ -116,6 +119,16 @@ impl Record {
         self.caller = Some(caller.name.clone());
         self.mode = caller.mode.into();
         self.route = route;
+    }
+
+    /// The body prefix was read: the bytes so far, and the action it calls.
+    pub fn read(&mut self, parts: &http::request::Parts, prefix: &Prefix<Incoming>) {
+        self.bytes_in.store(prefix.received, Ordering::Relaxed);
+        self.action = Some(Action::of_request(
+            &parts.headers,
+            parts.uri.query(),
+            &prefix.envelope.method,
+        ));
     }
 
     /// The way the caller check chose.
