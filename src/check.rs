@@ -60,10 +60,10 @@ pub async fn run(
     };
     writeln!(
         out,
-        "config: valid ({} profiles, {} callers, unknown callers: {:?})\n",
-        config.profiles.len(),
-        config.callers.len(),
-        config.unknown_callers
+        "config: valid ({}, {}, unknown_callers = \"{}\")\n",
+        count(config.profiles.len(), "profile"),
+        count(config.callers.len(), "caller"),
+        config.unknown_callers.as_str()
     )?;
     let mut failed = 0;
     for profile in &config.profiles {
@@ -78,9 +78,16 @@ pub async fn run(
         writeln!(out)?;
     }
     if failed == 0 {
-        writeln!(out, "all {} profiles passed", config.profiles.len())?;
+        match config.profiles.len() {
+            1 => writeln!(out, "the profile passed")?,
+            n => writeln!(out, "all {n} profiles passed")?,
+        }
     } else {
-        writeln!(out, "{failed} of {} profiles FAILED", config.profiles.len())?;
+        writeln!(
+            out,
+            "{failed} of {} FAILED",
+            count(config.profiles.len(), "profile")
+        )?;
     }
     Ok(failed == 0)
 }
@@ -224,24 +231,63 @@ async fn probe_campaign(upstream: &Upstream, bearer: &HeaderValue) -> Result<Str
         .map_err(|e| e.to_string())?;
     let response = upstream.send(request).await.map_err(|e| e.to_string())?;
     let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("no content type")
+        .to_owned();
     let answer = Limited::new(response.into_body(), MAX_PROBE_ANSWER)
         .collect()
         .await
         .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
         .unwrap_or_default();
-    if status.is_success() {
-        Ok(match attribute(&answer, "userInfo", "login") {
-            Some(login) => format!(
-                "Campaign answered {PROBE_ACTION} (HTTP {status}): the call ran as operator \"{login}\""
-            ),
-            None => format!("Campaign answered {PROBE_ACTION} (HTTP {status})"),
-        })
-    } else {
+    if !status.is_success() {
         let detail = element_text(&answer, "detail")
             .or_else(|| element_text(&answer, "faultstring"))
             .unwrap_or_else(|| "no SOAP fault in the answer".to_owned());
-        Err(format!("Campaign answered HTTP {status}: {detail}"))
+        return Err(format!("Campaign answered HTTP {status}: {detail}"));
     }
+    // Any server says 200: Campaign says who the call ran as.
+    match attribute(&answer, "userInfo", "login").filter(|_| answer.contains("GetUserInfoResponse"))
+    {
+        Some(login) => Ok(format!(
+            "Campaign answered {PROBE_ACTION} (HTTP {status}): the call ran as operator \"{login}\""
+        )),
+        None => Err(format!(
+            "HTTP {status}, but not Campaign's answer to {PROBE_ACTION} (no GetUserInfoResponse naming an operator): {}",
+            glimpse(&content_type, &answer, bearer)
+        )),
+    }
+}
+
+/// What came back instead, in a line: its type, its size and its start, never the token (a
+/// server that echoes requests would show it).
+fn glimpse(content_type: &str, answer: &str, bearer: &HeaderValue) -> String {
+    let token = bearer
+        .to_str()
+        .ok()
+        .and_then(|b| b.strip_prefix("Bearer "))
+        .filter(|t| !t.is_empty());
+    let shown = match token {
+        Some(token) => answer.replace(token, "****"),
+        None => answer.to_owned(),
+    };
+    let start: String = shown
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(120)
+        .collect();
+    format!(
+        "{content_type}, {} bytes: `{}`{}",
+        answer.len(),
+        start.trim(),
+        if shown.chars().count() > 120 {
+            "…"
+        } else {
+            ""
+        }
+    )
 }
 
 /// The value of `attribute` on the first `<element …>` of a small answer.
@@ -260,6 +306,14 @@ fn element_text(xml: &str, element: &str) -> Option<String> {
     let open_end = start + xml[start..].find('>')? + 1;
     let close = open_end + xml[open_end..].find(&format!("</{element}>"))?;
     Some(xml[open_end..close].trim().to_owned())
+}
+
+/// `1 profile`, `2 profiles`.
+fn count(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
 }
 
 /// `23h 59m 59s`.

@@ -114,6 +114,16 @@ pub enum UnknownCallers {
     Legacy,
 }
 
+impl UnknownCallers {
+    /// As the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownCallers::Reject => "reject",
+            UnknownCallers::Legacy => "legacy",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
@@ -295,7 +305,7 @@ impl Config {
     /// Validates config text; `base_dir` anchors relative paths.
     pub fn parse(text: &str, base_dir: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| validate::syntax_error(text, &e))?;
-        validate::config(raw, base_dir, env)
+        validate::config(raw, text, base_dir, env)
     }
 
     pub fn profile_names(&self) -> impl Iterator<Item = &str> {

@@ -233,7 +233,7 @@ impl Proxy {
             }
         };
         let (parts, body) = request.into_parts();
-        let prefix = self.read_prefix(body).await?;
+        let prefix = self.read_prefix(body, record).await?;
         record.read(&parts, &prefix);
         let way = self
             .identify(&parts, &prefix, peer)
@@ -276,18 +276,20 @@ impl Proxy {
 
     /// Phase 2, on a SOAP call: reads the body up to the end of the first parameter of the
     /// method element, and no further (bounded by `max_prefix_bytes`, `max_body_bytes` and the
-    /// idle timeout). An error means the body is not an envelope imsbridge can read, or
+    /// idle timeout), counting the bytes in the record as they come. An error means the body is not an envelope imsbridge can read, or
     /// stopped coming: nothing has gone upstream. (Not an `async fn`: a future around
     /// `prefix::read`'s would be one more move of the prefix on every request.)
-    fn read_prefix(
-        &self,
+    fn read_prefix<'a>(
+        &'a self,
         body: Incoming,
-    ) -> impl Future<Output = Result<Prefix<Incoming>, PrefixError>> + '_ {
+        record: &'a Record,
+    ) -> impl Future<Output = Result<Prefix<Incoming>, PrefixError>> + 'a {
         prefix::read(
             body,
             self.max_prefix_bytes,
             self.max_body_bytes,
             self.idle_timeout,
+            &record.bytes_in,
         )
     }
 

@@ -542,6 +542,69 @@ fn two_profiles(
     path
 }
 
+/// A web server that is not Campaign: it answers any request `200 OK` with a page that echoes
+/// the request's `Authorization`.
+async fn not_campaign() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let echoed = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("authorization: "))
+                    .unwrap_or("-");
+                let page = format!("<html><body>It works! You sent: {echoed}</body></html>");
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+                    page.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_probe_fails_against_a_server_that_is_not_campaign() {
+    let ims = StandInIms::start().await.unwrap();
+    ims.add_client(CLIENT_ID, CLIENT_SECRET);
+    let dir = temp_dir("check-not-campaign");
+    let path = dir.join("imsbridge.toml");
+    std::fs::write(
+        &path,
+        config_text(&ims.url(), &not_campaign().await, "", ""),
+    )
+    .unwrap();
+    let output = check_command(path.display(), true).await;
+    let shown = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("  FAILED      probe: HTTP 200 OK, but not Campaign's answer to xtk:session#GetUserInfo (no GetUserInfoResponse naming an operator): text/html, "),
+        "{shown}"
+    );
+    assert!(shown.contains("It works! You sent: Bearer ****"), "{shown}");
+    assert!(shown.contains("1 of 1 profile FAILED"), "{shown}");
+    let issued = ims.issued();
+    assert!(!issued.is_empty());
+    for token in issued {
+        assert!(!shown.contains(&token), "the token was shown:\n{shown}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_shows_every_profile_and_probes_campaign() {
     let ims = StandInIms::start().await.unwrap();

@@ -273,7 +273,10 @@ async fn bad_requests_get_a_400_fault_and_nothing_reaches_campaign() {
         credential()
     );
     let cases = [
-        ("this is not XML".to_owned(), "body ended inside the envelope"),
+        (
+            "this is not XML".to_owned(),
+            "body is not well-formed XML (text before the root element)",
+        ),
         ("<a><b></c></a>".to_owned(), "not a SOAP 1.1 or 1.2 Envelope"),
         (
             format!(r#"<!DOCTYPE s [<!ENTITY x "{}">]>{}"#, "y".repeat(10), seed_002("&x;")),
@@ -297,6 +300,24 @@ async fn bad_requests_get_a_400_fault_and_nothing_reaches_campaign() {
     post(stack.url(), utf16, &[])
         .await
         .assert_fault(400, "Client", "not UTF-8");
+    assert!(stack.campaign.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_xml_is_named_so_and_its_bytes_are_counted() {
+    let stack = Stack::default().await;
+    post(stack.url(), "hello", &[]).await.assert_fault(
+        400,
+        "Client",
+        "Invalid SOAP request: body is not well-formed XML (text before the root element).",
+    );
+    // Counted though refused: the log line and the metrics say what came.
+    let metrics = get(stack.proxy.admin, "/metrics").await.body;
+    assert_eq!(
+        metric(&metrics, "imsbridge_request_bytes_total"),
+        Some(5.0),
+        "{metrics}"
+    );
     assert!(stack.campaign.requests().is_empty());
 }
 

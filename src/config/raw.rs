@@ -111,7 +111,8 @@ pub enum RawMode {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCaller {
-    pub name: String,
+    /// Spanned: errors about the caller name its line.
+    pub name: toml::Spanned<String>,
     pub login: String,
     pub password: SecretSource,
     pub profile: String,

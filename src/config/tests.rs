@@ -596,3 +596,82 @@ fn jwt_profiles_are_checked() {
     ];
     assert_refused(&cases);
 }
+
+#[test]
+fn a_hash_that_cannot_verify_anything_is_refused_naming_its_caller() {
+    // The hash part cut off: it parses as PHC, and would refuse every password.
+    let salt_only = "$argon2id$v=19$m=64,t=1,p=1$c29tZXNhbHQ";
+    let bad_cost =
+        "$argon2id$v=19$m=1,t=1,p=1$c29tZXNhbHQ$Yh3lC1/lPE0Fl8f+FEybn+lCBjgnG1H5Bx1RERCWxRw";
+    let bad_version =
+        "$argon2id$v=7$m=64,t=1,p=1$c29tZXNhbHQ$Yh3lC1/lPE0Fl8f+FEybn+lCBjgnG1H5Bx1RERCWxRw";
+    for (hash, why) in [
+        (
+            salt_only,
+            "it has no hash after the salt (it looks cut short)",
+        ),
+        (
+            bad_cost,
+            "its cost parameters (m=, t=, p=) are out of range",
+        ),
+        (bad_version, "the version (v=) is not one argon2 knows"),
+    ] {
+        let text = config("").replace(HASH, hash);
+        let message = error(&text);
+        assert!(
+            message.contains(&format!(
+                "callers[0].password: is an argon2 hash that cannot verify any password: {why}"
+            )),
+            "{hash}: {message}"
+        );
+        let line = text
+            .lines()
+            .position(|l| l == "name = \"crm-events\"")
+            .unwrap()
+            + 1;
+        assert!(
+            message.ends_with(&format!("(caller `crm-events`, line {line})")),
+            "{message}"
+        );
+    }
+    // A salt too short for argon2 is refused as PHC already.
+    let short_salt =
+        "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$Yh3lC1/lPE0Fl8f+FEybn+lCBjgnG1H5Bx1RERCWxRw";
+    assert!(
+        error(&config("").replace(HASH, short_salt))
+            .contains("callers[0].password: is not an argon2 hash")
+    );
+    // The full hash passes.
+    assert!(parse(&config("")).is_ok());
+}
+
+#[test]
+fn errors_about_a_caller_name_it_and_its_line() {
+    let text = format!(
+        "{}\n[[callers]]\nname = \"second\"\nlogin = \"mc\"\npassword = \"{HASH}\"\nprofile = \"marketing\"\n",
+        config("")
+    );
+    let message = error(&text);
+    assert!(
+        message.contains("callers[1].login: `mc` is the login of two callers"),
+        "{message}"
+    );
+    let line = text.lines().position(|l| l == "name = \"second\"").unwrap() + 1;
+    assert!(
+        message.ends_with(&format!("(caller `second`, line {line})")),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_duration_written_as_a_number_gets_the_form_to_use() {
+    let message = error(&format!("[ims]\ntimeout = 60\n{}", config("")));
+    assert!(message.contains("line 2, `timeout`"), "{message}");
+    assert!(
+        message.contains("durations are strings with a unit, such as \"60s\""),
+        "{message}"
+    );
+    // Other numbers keep toml's own message.
+    let message = error(&format!("[server]\nworkers = \"two\"\n{}", config("")));
+    assert!(!message.contains("durations"), "{message}");
+}

@@ -38,16 +38,39 @@ pub(super) fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
             let table = line_text.trim();
             (table.starts_with('[')).then(|| table.to_owned())
         });
+    let mut message = error.message().trim().replace('\n', " ");
+    // A number where a duration goes: say how durations are written.
+    if key
+        .as_deref()
+        .is_some_and(|key| DURATION_KEYS.contains(&key))
+        && message.contains("expected a string")
+    {
+        message.push_str(
+            "; durations are strings with a unit, such as \"60s\", \"250ms\", \"10m\" or \"24h\"",
+        );
+    }
     ConfigError::Syntax {
         line: text[..start].matches('\n').count() + 1,
         key,
-        message: error.message().trim().replace('\n', " "),
+        message,
     }
 }
 
+/// The keys whose values are durations (`"30s"`).
+const DURATION_KEYS: [&str; 6] = [
+    "timeout",
+    "connect_timeout",
+    "ttl",
+    "header_read_timeout",
+    "idle_timeout",
+    "shutdown_grace",
+];
+
 /// The whole config.
+/// The whole config; `text` is the file it was read from (to name lines).
 pub(super) fn config(
     raw: RawConfig,
+    text: &str,
     base_dir: &Path,
     env: &dyn Env,
 ) -> Result<Config, ConfigError> {
@@ -69,41 +92,57 @@ pub(super) fn config(
         .transpose()?;
     let mut names = HashSet::new();
     let mut logins = HashSet::new();
+    // Where each caller is in the file: `(name, line)`, for the errors that concern it.
+    let mut places = Vec::new();
     let callers = raw
         .callers
         .into_iter()
         .enumerate()
         .map(|(i, caller)| {
             let key = format!("callers[{i}]");
-            if !names.insert(caller.name.clone()) {
-                return Err(invalid(
-                    format!("{key}.name"),
-                    format!("`{}` names two callers", caller.name),
-                ));
-            }
-            if !logins.insert(caller.login.clone()) {
-                return Err(invalid(
-                    format!("{key}.login"),
-                    format!("`{}` is the login of two callers", caller.login),
-                ));
-            }
-            validate_caller(&key, caller, &profiles, base_dir, env)
+            let line = text[..caller.name.span().start.min(text.len())]
+                .matches('\n')
+                .count()
+                + 1;
+            let place = (caller.name.get_ref().clone(), line);
+            let result = (|| {
+                if !names.insert(caller.name.get_ref().clone()) {
+                    return Err(invalid(
+                        format!("{key}.name"),
+                        format!("`{}` names two callers", caller.name.get_ref()),
+                    ));
+                }
+                if !logins.insert(caller.login.clone()) {
+                    return Err(invalid(
+                        format!("{key}.login"),
+                        format!("`{}` is the login of two callers", caller.login),
+                    ));
+                }
+                validate_caller(&key, caller, &profiles, base_dir, env)
+            })();
+            let result = result.map_err(|error| about_caller(error, &place));
+            places.push(place);
+            result
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mutual_tls = server.tls.as_ref().is_some_and(|tls| tls.mutual);
     if !mutual_tls && let Some(i) = callers.iter().position(|c| c.client_cert_subject.is_some()) {
-        return Err(invalid(
-            format!("callers[{i}].client_cert_subject"),
-            "needs client certificates: set server.tls with a client_ca",
+        return Err(about_caller(
+            invalid(
+                format!("callers[{i}].client_cert_subject"),
+                "needs client certificates: set server.tls with a client_ca",
+            ),
+            &places[i],
         ));
     }
     if sessions.is_none()
         && let Some(i) = callers.iter().position(|c| c.logon && c.mode == Mode::Ims)
     {
+        let (name, line) = &places[i];
         return Err(invalid(
             "sessions",
             format!(
-                "missing: callers[{i}] logs on (logon = true), and answering its Logon takes a [sessions] secret to sign the session tokens"
+                "missing: callers[{i}] logs on (logon = true), and answering its Logon takes a [sessions] secret to sign the session tokens (caller `{name}`, line {line})"
             ),
         ));
     }
@@ -400,6 +439,17 @@ fn validate_profile(
     Ok(Profile { name, kind })
 }
 
+/// Names the caller an error is about, and its line, after the message.
+fn about_caller(error: ConfigError, (name, line): &(String, usize)) -> ConfigError {
+    match error {
+        ConfigError::Invalid { key, message } => ConfigError::Invalid {
+            key,
+            message: format!("{message} (caller `{name}`, line {line})"),
+        },
+        other => other,
+    }
+}
+
 /// One `[[callers]]` entry, `key` being `callers[i]`.
 fn validate_caller(
     key: &str,
@@ -408,7 +458,7 @@ fn validate_caller(
     base_dir: &Path,
     env: &dyn Env,
 ) -> Result<CallerSettings, ConfigError> {
-    if raw.name.trim().is_empty() {
+    if raw.name.get_ref().trim().is_empty() {
         return Err(invalid(format!("{key}.name"), "is empty"));
     }
     // Campaign splits `login/password` at the first slash, so a login cannot hold one.
@@ -443,7 +493,7 @@ fn validate_caller(
     let allow_from = allow_from(key, raw.allow_from.unwrap_or_default())?;
     let password = password_hash(key, raw.password, base_dir, env)?;
     Ok(CallerSettings {
-        name: raw.name,
+        name: raw.name.into_inner(),
         login: raw.login,
         password,
         profile,
@@ -514,13 +564,45 @@ fn password_hash(
     let text = source
         .resolve(base_dir, env)
         .map_err(|message| invalid(format!("{key}.password"), message))?;
-    PasswordHash::new(text.expose())
+    let not_argon2 = || {
+        invalid(
+            format!("{key}.password"),
+            "is not an argon2 hash; make one with `imsbridge hash-password`",
+        )
+    };
+    let hash = PasswordHash::new(text.expose())
         .ok()
         .filter(|hash| hash.algorithm.as_str().starts_with("argon2"))
-        .ok_or_else(|| {
-            invalid(
-                format!("{key}.password"),
-                "is not an argon2 hash; make one with `imsbridge hash-password`",
-            )
-        })
+        .ok_or_else(not_argon2)?;
+    unusable(&hash).map_or(Ok(hash), |why| {
+        Err(invalid(
+            format!("{key}.password"),
+            format!(
+                "is an argon2 hash that cannot verify any password: {why}; paste the whole line `imsbridge hash-password` printed"
+            ),
+        ))
+    })
+}
+
+/// Why an argon2 hash in PHC form could never verify a password (every call of its caller
+/// would be refused as a wrong password), if it could not.
+fn unusable(hash: &PasswordHash) -> Option<&'static str> {
+    if argon2::Algorithm::try_from(hash.algorithm.as_str()).is_err() {
+        return Some("the algorithm is not argon2id, argon2i or argon2d");
+    }
+    if hash
+        .version
+        .is_some_and(|version| argon2::Version::try_from(version).is_err())
+    {
+        return Some("the version (v=) is not one argon2 knows");
+    }
+    if argon2::Params::try_from(hash).is_err() {
+        return Some("its cost parameters (m=, t=, p=) are out of range");
+    }
+    match (&hash.salt, &hash.hash) {
+        (None, _) => Some("it has no salt (it looks cut short)"),
+        (_, None) => Some("it has no hash after the salt (it looks cut short)"),
+        (_, Some(output)) if output.len() < 4 => Some("its hash part is too short"),
+        _ => None,
+    }
 }

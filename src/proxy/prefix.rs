@@ -4,6 +4,8 @@
 //! where it lies. Otherwise chunks are copied into one buffer, never more than
 //! `max_prefix_bytes` of them; the part of the last chunk beyond that stays a slice of it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::{Bytes, BytesMut};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -54,12 +56,14 @@ pub fn length_after(length: u64, edits: &[Edit]) -> u64 {
     length - removed + added
 }
 
-/// Reads chunks of `body` until the scanner has the envelope's first parameter.
+/// Reads chunks of `body` until the scanner has the envelope's first parameter. Every byte
+/// received is added to `counted` as it comes, whether the prefix is read or refused.
 pub async fn read<B>(
     mut body: B,
     max_prefix: usize,
     max_body: u64,
     idle: std::time::Duration,
+    counted: &AtomicU64,
 ) -> Result<Prefix<B>, PrefixError>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -91,6 +95,7 @@ where
             };
         };
         received += chunk.len() as u64;
+        counted.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         if received > max_body {
             return Err(BodyError::TooLarge(max_body).into());
         }
@@ -175,7 +180,9 @@ mod tests {
     const ENVELOPE: &str = r#"<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><m:PushEvent xmlns:m="urn:nms:rtEvent"><m:sessiontoken>mc/pass</m:sessiontoken><m:domEvent><rtEvent/></m:domEvent></m:PushEvent></s:Body></s:Envelope>"#;
 
     async fn forwarded(body: Chunks) -> Vec<u8> {
-        let mut prefix = read(body, 64 * 1024, u64::MAX, IDLE).await.unwrap();
+        let mut prefix = read(body, 64 * 1024, u64::MAX, IDLE, &AtomicU64::new(0))
+            .await
+            .unwrap();
         assert_eq!(
             prefix.envelope.credential().unwrap().value.expose(),
             "mc/pass"
@@ -213,7 +220,15 @@ mod tests {
         let body = ENVELOPE.replace("<s:Body>", &format!("{padding}<s:Body>"));
         // Whole body in one chunk, or in pieces: the limit holds either way.
         for cuts in [vec![], vec![100, 2000, 3000]] {
-            match read(chunks(body.as_bytes(), &cuts), 2048, u64::MAX, IDLE).await {
+            match read(
+                chunks(body.as_bytes(), &cuts),
+                2048,
+                u64::MAX,
+                IDLE,
+                &AtomicU64::new(0),
+            )
+            .await
+            {
                 Err(PrefixError::TooLong(2048)) => {}
                 Err(other) => panic!("{other}"),
                 Ok(_) => panic!("accepted a prefix over the limit"),
@@ -227,16 +242,40 @@ mod tests {
 
     #[tokio::test]
     async fn body_limit_and_truncation() {
-        match read(chunks(ENVELOPE.as_bytes(), &[10]), 64 * 1024, 20, IDLE).await {
+        match read(
+            chunks(ENVELOPE.as_bytes(), &[10]),
+            64 * 1024,
+            20,
+            IDLE,
+            &AtomicU64::new(0),
+        )
+        .await
+        {
             Err(PrefixError::Body(BodyError::TooLarge(20))) => {}
             other => panic!("{:?}", other.err()),
         }
         let cut = &ENVELOPE[..ENVELOPE.find("pass").unwrap()];
-        match read(chunks(cut.as_bytes(), &[5]), 64 * 1024, u64::MAX, IDLE).await {
+        match read(
+            chunks(cut.as_bytes(), &[5]),
+            64 * 1024,
+            u64::MAX,
+            IDLE,
+            &AtomicU64::new(0),
+        )
+        .await
+        {
             Err(PrefixError::Scan(ScanError::Truncated)) => {}
             other => panic!("{:?}", other.err()),
         }
-        match read(chunks(b"", &[]), 64 * 1024, u64::MAX, IDLE).await {
+        match read(
+            chunks(b"", &[]),
+            64 * 1024,
+            u64::MAX,
+            IDLE,
+            &AtomicU64::new(0),
+        )
+        .await
+        {
             Err(PrefixError::Scan(ScanError::Truncated)) => {}
             other => panic!("{:?}", other.err()),
         }

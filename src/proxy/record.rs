@@ -121,9 +121,8 @@ impl Record {
         self.route = route;
     }
 
-    /// The body prefix was read: the bytes so far, and the action it calls.
+    /// The body prefix was read: the action it calls.
     pub fn read(&mut self, parts: &http::request::Parts, prefix: &Prefix<Incoming>) {
-        self.bytes_in.store(prefix.received, Ordering::Relaxed);
         self.action = Some(Action::of_request(
             &parts.headers,
             parts.uri.query(),

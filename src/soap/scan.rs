@@ -229,6 +229,17 @@ impl Scanner {
                     Event::Start(e) => self.open_element(&e, before, after, false)?,
                     Event::Empty(e) => self.open_element(&e, before, after, true)?,
                     Event::End(e) => self.close_element(data, e.name().0, before, after)?,
+                    // XML allows nothing but markup and white space around the root
+                    // element: `hello` is not a document whose end is missing.
+                    Event::Text(text)
+                        if self.stage == Stage::Prolog
+                            && text.as_ref().bytes().any(|b| !b.is_ascii_whitespace()) =>
+                    {
+                        return Err(ScanError::NotXml("text before the root element"));
+                    }
+                    Event::CData(_) | Event::GeneralRef(_) if self.stage == Stage::Prolog => {
+                        return Err(ScanError::NotXml("text before the root element"));
+                    }
                     Event::Text(_)
                     | Event::CData(_)
                     | Event::GeneralRef(_)

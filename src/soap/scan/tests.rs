@@ -137,7 +137,16 @@ fn method_without_parameters() {
 #[test]
 fn refusals() {
     let cases: &[(&str, ScanError)] = &[
-        ("not xml at all", ScanError::Truncated),
+        // Not a document cut short: no document at all.
+        (
+            "not xml at all",
+            ScanError::NotXml("text before the root element"),
+        ),
+        (
+            "hello<s:Envelope/>",
+            ScanError::NotXml("text before the root element"),
+        ),
+        ("  \n<a/>", ScanError::NotSoap),
         ("<a><b></a>", ScanError::NotSoap),
         (
             r#"<!DOCTYPE x [<!ENTITY e "boom">]><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"/>"#,
