@@ -1,5 +1,7 @@
 //! `imsbridge demo`: the proxy on loopback with a stand-in IMS and a stand-in Campaign, and the
-//! seed-002 call going through it, shown as the caller sent it and as Campaign received it.
+//! seed-002 call (Adobe's before/after example) going through it, shown as the caller sent it and
+//! as Campaign received it. `imsbridge demo --stand-ins` starts the two stand-ins alone, with a
+//! config for them, to try `check` and `run` by hand.
 //!
 //! The stand-ins (`demo/ims.rs`, `demo/campaign.rs`) are the ones the integration tests use:
 //! the project has one fake IMS and one fake Campaign.
@@ -68,7 +70,12 @@ pub async fn run(
     let proxy_addr = proxy.local_addr()?;
     let admin_addr = admin.local_addr()?;
 
-    let config_text = demo_config(&ims.url(), &campaign.url());
+    let config_text = demo_config(
+        &ims.url(),
+        &campaign.url(),
+        "",
+        "{ env = \"DEMO_CLIENT_SECRET\" }",
+    );
     let env = HashMap::from([(
         "DEMO_CLIENT_SECRET".to_owned(),
         DEMO_CLIENT_SECRET.to_owned(),
@@ -151,10 +158,86 @@ pub async fn run(
     Ok(())
 }
 
-fn demo_config(ims_url: &str, campaign_url: &str) -> String {
+/// Starts the stand-in IMS and Campaign alone and says how to try imsbridge against them: their
+/// URLs, a config (written to `write_config` too, when given) whose proxy listens on `listen`,
+/// and the commands. Serves until Ctrl-C, or stops at once with `once`.
+pub async fn stand_ins(
+    listen: SocketAddr,
+    write_config: Option<&Path>,
+    once: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<(), DemoError> {
+    let ims = StandInIms::start().await?;
+    ims.add_client(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET);
+    let campaign = StandInCampaign::start(Some(ims.token_check())).await?;
+    // Beside the proxy: a fixed port to type, or any free one when the proxy takes any.
+    let admin = match listen.port() {
+        0 => SocketAddr::new(listen.ip(), 0),
+        _ => SocketAddr::from(([127, 0, 0, 1], 9090)),
+    };
+    let server = format!("[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n");
+    let config = demo_config(
+        &ims.url(),
+        &campaign.url(),
+        &server,
+        &format!(
+            "\"{DEMO_CLIENT_SECRET}\"   # the stand-in's; a real one goes in {{ env = \"…\" }} or {{ file = \"…\" }}"
+        ),
+    );
+    let file = match write_config {
+        Some(path) => {
+            std::fs::write(path, &config)?;
+            path.display().to_string()
+        }
+        None => "imsbridge-try.toml".to_owned(),
+    };
+    writeln!(
+        out,
+        "imsbridge stand-ins: a stand-in IMS and a stand-in Campaign on loopback\n"
+    )?;
+    writeln!(
+        out,
+        "  stand-in IMS       {}   (OAuth client `{DEMO_CLIENT_ID}`)",
+        ims.url()
+    )?;
+    writeln!(
+        out,
+        "  stand-in Campaign  {}   (accepts the stand-in IMS's tokens only)\n",
+        campaign.url()
+    )?;
+    match write_config {
+        Some(_) => writeln!(out, "The config, written to {file}:\n")?,
+        None => writeln!(out, "A config for them; save it as {file}:\n")?,
+    }
+    writeln!(out, "{}", indent(&config))?;
+    writeln!(out, "In another terminal, check it, then run the proxy:\n")?;
+    writeln!(out, "  imsbridge check --config {file} --probe")?;
+    writeln!(out, "  imsbridge run --config {file}\n")?;
+    writeln!(
+        out,
+        "and call it as the legacy caller `{DEMO_LOGIN}` (password `{DEMO_PASSWORD}`) would:\n"
+    )?;
+    writeln!(
+        out,
+        "  curl -sS http://{listen}{SOAP_ROUTER_PATH} \\\n    -H 'Content-Type: text/xml; charset=utf-8' \\\n    -H 'SOAPAction: \"nms:rtEvent#PushEvent\"' \\\n    --data-binary @- <<'EOF'\n{}EOF\n",
+        SEED_002_BEFORE.replace("SESSION_TOKEN", &format!("{DEMO_LOGIN}/{DEMO_PASSWORD}"))
+    )?;
+    if !once {
+        writeln!(out, "Serving until Ctrl-C.")?;
+        out.flush()?;
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The demo's config: `server` (a `[server]` table, or nothing), the stand-ins, one `ims`
+/// caller; `secret` is the value of the profile's `client_secret`.
+fn demo_config(ims_url: &str, campaign_url: &str, server: &str, secret: &str) -> String {
     format!(
         r#"unknown_callers = "reject"
 
+{server}
 [upstream]
 url = "{campaign_url}"
 timeout = "10s"
@@ -165,7 +248,7 @@ host = "{ims_url}"
 [profiles.messagecenter]
 type = "oauth"
 client_id = "{DEMO_CLIENT_ID}"
-client_secret = {{ env = "DEMO_CLIENT_SECRET" }}
+client_secret = {secret}
 scopes = ["openid", "AdobeID", "additional_info.projectedProductContext"]
 
 [[callers]]

@@ -14,7 +14,7 @@ use imsbridge::config::{Config, ProcessEnv};
 #[command(
     name = "imsbridge",
     version,
-    about = "Authenticating SOAP reverse proxy: legacy Adobe Campaign callers in, IMS technical-account Bearer tokens out"
+    about = "Authenticating SOAP reverse proxy in front of Adobe Campaign: legacy callers keep their session tokens, Campaign gets IMS technical-account Bearer tokens"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -33,7 +33,13 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Serve, with the config in FILE.
+    ///
+    /// SIGHUP reloads FILE (a config with an error is refused and the running one stays);
+    /// SIGTERM or Ctrl-C stops accepting, lets requests in flight finish (server.shutdown_grace)
+    /// and exits.
     Run {
+        /// The TOML config (see fixtures/imsbridge.toml for every key); `imsbridge check`
+        /// validates it and fetches a token per profile.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
@@ -65,14 +71,23 @@ enum Command {
         #[arg(long = "metascope", default_value = "ent_campaign_sdk")]
         metascopes: Vec<String>,
     },
-    /// Run the proxy with a stand-in IMS and Campaign on loopback, and show a seed-002 call.
+    /// Run the proxy with a stand-in IMS and Campaign on loopback, and show Adobe's
+    /// before/after PushEvent call going through it.
     Demo {
-        /// Where the proxy listens (another port is taken if this one is busy).
+        /// Where the proxy listens (another port is taken if this one is busy); with
+        /// --stand-ins, the address written into the config.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         /// Stop after showing the call instead of serving until Ctrl-C.
         #[arg(long)]
         once: bool,
+        /// Start only the stand-in IMS and Campaign, print a config for them and the commands
+        /// to try (`check --probe`, then `run`), and keep them up until Ctrl-C.
+        #[arg(long)]
+        stand_ins: bool,
+        /// With --stand-ins: also write the config to FILE.
+        #[arg(long, value_name = "FILE", requires = "stand_ins")]
+        write_config: Option<PathBuf>,
     },
 }
 
@@ -89,7 +104,12 @@ fn main() -> ExitCode {
             dir,
             metascopes,
         } => import_nlserver(credential, &name, &dir, &metascopes),
-        Command::Demo { listen, once } => demo(listen, once),
+        Command::Demo {
+            listen,
+            once,
+            stand_ins,
+            write_config,
+        } => demo(listen, once, stand_ins, write_config),
     }
 }
 
@@ -315,12 +335,26 @@ fn hash_password() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn demo(listen: SocketAddr, once: bool) -> ExitCode {
+fn demo(
+    listen: SocketAddr,
+    once: bool,
+    stand_ins: bool,
+    write_config: Option<PathBuf>,
+) -> ExitCode {
     let result = runtime(None)
         .map_err(|e| e.to_string())
         .and_then(|runtime| {
+            let out = &mut std::io::stdout();
             runtime
-                .block_on(imsbridge::demo::run(listen, once, &mut std::io::stdout()))
+                .block_on(async {
+                    match stand_ins {
+                        true => {
+                            imsbridge::demo::stand_ins(listen, write_config.as_deref(), once, out)
+                                .await
+                        }
+                        false => imsbridge::demo::run(listen, once, out).await,
+                    }
+                })
                 .map_err(|e| e.to_string())
         });
     match result {

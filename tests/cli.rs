@@ -911,3 +911,58 @@ fn with_mc_password(config: &str, password: &str) -> String {
         &config[end..]
     )
 }
+
+/// The README's "Try it against stand-ins", step by step: the stand-ins up with a config
+/// written for them, `check --probe` passes, `run` serves, and the legacy caller's call goes
+/// through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_try_out_path_works_with_the_stand_ins_alone() {
+    let dir = temp_dir("try-out");
+    let config = dir.join("imsbridge-try.toml");
+    let mut stand_ins = Command::new(BIN)
+        .args([
+            "demo",
+            "--stand-ins",
+            "--listen",
+            "127.0.0.1:0",
+            "--write-config",
+        ])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = stand_ins.stdout.take().unwrap();
+    let said = tokio::task::spawn_blocking(move || {
+        let mut said = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            said.push_str(&line);
+            said.push('\n');
+            if line == "Serving until Ctrl-C." {
+                break;
+            }
+        }
+        said
+    })
+    .await
+    .unwrap();
+    assert!(said.contains("imsbridge check --config"), "{said}");
+
+    let output = check_command(config.display(), true).await;
+    let shown = text(&output.stdout);
+    assert!(output.status.success(), "{shown}{}", text(&output.stderr));
+    assert!(shown.contains("the call ran as operator"), "{shown}");
+
+    let running = Running::start(&config, "info");
+    let answer = post(running.addr, seed_002("mc/demo-password"), &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.contains("PushEventResponse"), "{}", answer.body);
+    post(running.addr, seed_002("mc/not-the-password"), &[])
+        .await
+        .assert_fault(500, "Client", "Invalid login or password");
+    let (status, _) = running.stop();
+    assert!(status.success());
+    drop(stand_ins);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
