@@ -675,3 +675,71 @@ fn a_duration_written_as_a_number_gets_the_form_to_use() {
     let message = error(&format!("[server]\nworkers = \"two\"\n{}", config("")));
     assert!(!message.contains("durations"), "{message}");
 }
+
+/// The keys a raw table accepts, as serde lists them when it refuses an unknown one: taken
+/// from the types the parser reads, so a key added there cannot be forgotten here.
+fn keys_of<T: serde::de::DeserializeOwned>() -> Vec<String> {
+    let message = match toml::from_str::<T>("imsbridge_no_such_key = 1\n") {
+        Ok(_) => panic!("an unknown key was accepted"),
+        Err(error) => error.message().to_owned(),
+    };
+    let expected = message
+        .split_once("expected ")
+        .unwrap_or_else(|| panic!("{message}"))
+        .1;
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_documented_example_names_every_key() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/imsbridge.toml"
+    ))
+    .unwrap();
+    // A key is there when a line (maybe commented out) sets it, or opens its table.
+    let named = |key: &str| {
+        text.lines().any(|line| {
+            let line = line.trim_start_matches(['#', ' ']);
+            // Without a comment after it.
+            let line = line.split('#').next().unwrap_or_default().trim();
+            line.split('=').next().is_some_and(|k| k.trim() == key)
+                || (line.starts_with('[')
+                    && line
+                        .trim_matches(|c| c == '[' || c == ']')
+                        .split('.')
+                        .any(|part| part == key))
+        })
+    };
+    let tables = [
+        ("", keys_of::<raw::RawConfig>()),
+        ("server.", keys_of::<raw::RawServer>()),
+        ("server.tls.", keys_of::<raw::RawTls>()),
+        ("upstream.", keys_of::<raw::RawUpstream>()),
+        ("ims.", keys_of::<raw::RawIms>()),
+        ("profiles.NAME.", keys_of::<raw::RawProfile>()),
+        ("sessions.", keys_of::<raw::RawSessions>()),
+        ("callers.", keys_of::<raw::RawCaller>()),
+    ];
+    let mut missing = Vec::new();
+    for (table, keys) in &tables {
+        assert!(!keys.is_empty(), "no keys read for {table}");
+        missing.extend(
+            keys.iter()
+                .filter(|key| !named(key))
+                .map(|key| format!("{table}{key}")),
+        );
+    }
+    assert!(
+        missing.is_empty(),
+        "fixtures/imsbridge.toml does not name: {missing:?}"
+    );
+    // The check can fail.
+    assert!(!named("imsbridge_no_such_key"));
+    assert!(keys_of::<raw::RawServer>().contains(&"shutdown_grace".to_owned()));
+}
