@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # User-space instructions per request of imsbridge under valgrind's callgrind, for the 357-byte
-# PushEvent: the figure README.md, "Performance", follows from change to change.
+# PushEvent: the figure bench/README.md follows from change to change.
 #
 # Usage:  bench/profile.sh [requests]      (default 4000; about 2 minutes)
 #

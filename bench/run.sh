@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # imsbridge side by side with nginx and haproxy, forwarding SOAP POSTs to a
-# mock Adobe Campaign (README.md, "Performance"):
+# mock Adobe Campaign (bench/README.md):
 #
 #   direct     wrk -> mock Campaign                    (the physical limit)
 #   nginx      wrk -> nginx          -> mock Campaign  (sets Authorization only)

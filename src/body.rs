@@ -29,8 +29,8 @@ pub use upstream::UpstreamBody;
 /// The most a connection buffers in hyper, each way, on the listener and towards Campaign; also
 /// the largest request head accepted. hyper's default lets a fast upload grow its buffers to
 /// about 400 KiB and queue older chunks besides; this bound keeps the memory of many concurrent
-/// uploads low, and reads this large keep the CPU per forwarded megabyte low (README,
-/// "Performance", has the measurements).
+/// uploads low, and reads this large keep the CPU per forwarded megabyte low
+/// (`bench/README.md` has the measurements).
 pub const MAX_BUF_SIZE: usize = 128 * 1024;
 
 /// Why the caller's body could not be read or forwarded to its end.

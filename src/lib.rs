@@ -154,7 +154,7 @@ pub async fn run_reloadable(
     let handler = move |peer, request| {
         let proxy = proxy.borrow().clone();
         // Boxed: hyper keeps the request's future in its connection state, and a future of a
-        // few KB moved there by value showed in the profile (README, "Performance").
+        // few KB moved there by value showed in the profile (`bench/README.md`).
         Box::pin(async move { proxy.handle(peer, request).await })
     };
     server::serve(

@@ -953,6 +953,11 @@ async fn the_try_out_path_works_with_the_stand_ins_alone() {
     let shown = text(&output.stdout);
     assert!(output.status.success(), "{shown}{}", text(&output.stderr));
     assert!(shown.contains("the call ran as operator"), "{shown}");
+    assert!(
+        shown.contains("config: valid (1 profile, 1 caller, unknown_callers = \"reject\")"),
+        "{shown}"
+    );
+    assert!(shown.contains("the profile passed"), "{shown}");
 
     let running = Running::start(&config, "info");
     let answer = post(running.addr, seed_002("mc/demo-password"), &[]).await;
@@ -965,4 +970,25 @@ async fn the_try_out_path_works_with_the_stand_ins_alone() {
     assert!(status.success());
     drop(stand_ins);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn run_help_says_what_the_config_and_the_signals_do() {
+    let output = Command::new(BIN).args(["run", "--help"]).output().unwrap();
+    let help = text(&output.stdout);
+    assert!(output.status.success(), "{help}");
+    for expected in [
+        "--config <FILE>",
+        "The TOML config",
+        "SIGHUP reloads FILE",
+        "SIGTERM or Ctrl-C stops accepting",
+    ] {
+        assert!(help.contains(expected), "`{expected}` missing:\n{help}");
+    }
+    let output = Command::new(BIN).arg("--help").output().unwrap();
+    let help = text(&output.stdout);
+    assert!(
+        help.contains("legacy callers keep their session tokens, Campaign gets IMS technical-account Bearer tokens"),
+        "{help}"
+    );
 }

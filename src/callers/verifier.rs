@@ -76,7 +76,7 @@ impl std::hash::Hasher for TagHasher {
 /// The remembered verdicts, and the argon2 runs behind them.
 pub struct Verifier {
     /// The MAC key. SipHash rather than HMAC-SHA256: a tag is computed on every request, and
-    /// SipHash is much cheaper on a short credential (README, "Performance"), with the same
+    /// SipHash is much cheaper on a short credential (`bench/README.md`), with the same
     /// use: without the key, nobody can find two credentials with one tag.
     key: [u8; 16],
     verdicts: Mutex<HashMap<[u8; 16], Verdict, TagHash>>,

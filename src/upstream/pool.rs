@@ -7,7 +7,7 @@
 //!
 //! hyper-util's pooled client does the same with more machinery per request (a keyed map, a
 //! checkout future, a task spawned to wait for each connection to be ready again), which
-//! showed in the profile of a small call (README, "Performance").
+//! showed in the profile of a small call (`bench/README.md`).
 
 use std::collections::VecDeque;
 use std::pin::pin;
