@@ -138,19 +138,30 @@ async fn expires_in_is_read_in_milliseconds() {
     })
     .await;
     assert_eq!(fetched, 2, "{fetched} token requests at the first refresh");
-    // The call still goes through, with the newest token.
-    assert_eq!(
-        post(proxy.addr, seed_002(&credential()), &[]).await.status,
-        200
-    );
-    let last = campaign
-        .requests()
-        .last()
-        .unwrap()
-        .header("authorization")
-        .unwrap()
-        .to_owned();
-    assert_eq!(last, format!("Bearer {}", ims.issued().last().unwrap()));
+    // Calls go through, and once the new token is in (its answer may still be on its way),
+    // with it.
+    let newest = eventually(
+        "the second token issued",
+        Duration::from_secs(20),
+        || async {
+            let issued = ims.issued();
+            (issued.len() >= 2).then(|| format!("Bearer {}", issued.last().unwrap()))
+        },
+    )
+    .await;
+    eventually(
+        "a call with the new token",
+        Duration::from_secs(20),
+        || async {
+            assert_eq!(
+                post(proxy.addr, seed_002(&credential()), &[]).await.status,
+                200
+            );
+            let last = campaign.requests().last().unwrap().clone();
+            (last.header("authorization") == Some(newest.as_str())).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
