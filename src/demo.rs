@@ -28,7 +28,8 @@ pub use ims::{ImsFailure, StandInIms, TokenCheck};
 use crate::config::Config;
 use crate::soap::SOAP_ROUTER_PATH;
 
-/// The seed-002 `PushEvent` call before the migration, with `SESSION_TOKEN` in its token.
+/// The `PushEvent` call of Adobe's migration guide ("seed 002", `docs/architecture.md`)
+/// before the migration, with `SESSION_TOKEN` in its token.
 pub const SEED_002_BEFORE: &str = include_str!("../fixtures/seed-002-before.xml");
 /// The same call after the migration: the token element is empty.
 pub const SEED_002_AFTER: &str = include_str!("../fixtures/seed-002-after.xml");
@@ -114,7 +115,7 @@ pub async fn run(
     let request = seed_request(&body);
     writeln!(
         out,
-        "── 1. The seed-002 call, as the legacy caller sends it ──\n"
+        "── 1. Adobe's example call (the migration guide's \"before\"), as the legacy caller sends it ──\n"
     )?;
     writeln!(out, "{}", indent(&show_request(&request, &body)))?;
     let (status, answer) = exchange(proxy_addr, request).await?;

@@ -450,7 +450,7 @@ fn demo_shows_the_seed_002_call_going_through() {
     );
     let shown = String::from_utf8(output.stdout).unwrap();
     for expected in [
-        "── 1. The seed-002 call, as the legacy caller sends it ──",
+        "── 1. Adobe's example call (the migration guide's \"before\"), as the legacy caller sends it ──",
         "<urn:sessiontoken>mc/demo-password</urn:sessiontoken>",
         "── 2. As Campaign received it (credential gone, Bearer token added) ──",
         "<urn:sessiontoken></urn:sessiontoken>",
