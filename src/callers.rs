@@ -23,7 +23,7 @@ pub use verifier::{
     MAX_REMEMBERED, REMEMBER_REFUSED, REMEMBER_VERIFIED, check_password, hash_password,
 };
 
-use crate::carriers::Credential;
+use crate::carriers::{Conflict, Credential};
 use crate::config::{CallerSettings, Mode, SessionSettings, UnknownCallers};
 use crate::sessions::{Issued, SessionError, Sessions};
 use verifier::Verifier;
@@ -103,6 +103,8 @@ pub enum AuthError {
     SessionOfNoImsCaller(String),
     #[error("caller {0} logs on, but [sessions] is not configured")]
     LogonNotEnabled(Arc<str>),
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
 }
 
 pub struct Callers {

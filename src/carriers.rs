@@ -21,8 +21,8 @@ use std::fmt;
 
 use http::{HeaderMap, HeaderName, header};
 
-pub use cookie::{session_cookie, strip_session_cookie};
-pub use strip::{body_edits, strip_headers};
+pub use cookie::{session_cookie, session_cookies, strip_session_cookie};
+pub use strip::{body_edits, strip_headers, strip_query};
 
 use crate::secret::Secret;
 use crate::soap::{CarrierKind, Envelope};
@@ -71,7 +71,17 @@ impl fmt::Debug for Credential<'_> {
     }
 }
 
-/// Every copy of the credential a request carries outside the first parameter, read once.
+/// Why the copies of a request's credential cannot be taken as one: readers of the request
+/// (imsbridge, Campaign, a load balancer) could each take another for the credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    #[error("the copies of the session token name different credentials")]
+    Session,
+    #[error("the copies of the security token differ")]
+    Security,
+}
+
+/// Every copy of the credential a request carries, read once and found to agree.
 #[derive(Debug, Default)]
 pub struct Carried<'a> {
     first: &'a str,
@@ -89,44 +99,92 @@ impl Carried<'_> {
     }
 }
 
-/// Reads the copies: the first parameter; the session token of `X-Session-Token`, the
-/// `__sessiontoken` cookie, the SOAP Header's `<Cookie>`; the security token of
-/// `X-Security-Token`, the header or the SOAP Header element. The first non-empty copy wins.
-pub fn read<'a>(headers: &HeaderMap, envelope: &'a Envelope) -> Carried<'a> {
-    let text = |bytes: &[u8]| {
-        std::str::from_utf8(bytes)
-            .ok()
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(Secret::from)
-    };
-    let header = |name: &HeaderName| headers.get(name).and_then(|v| text(v.as_bytes()));
-    let carrier = |kind: CarrierKind| {
-        envelope
-            .carriers
-            .iter()
-            .filter(move |c| c.kind == kind)
-            .map(|c| c.param.value.expose())
-    };
-    let session = header(&SESSION_TOKEN_HEADER)
-        .or_else(|| {
-            headers
-                .get_all(header::COOKIE)
-                .iter()
-                .find_map(|v| session_cookie(v.as_bytes()).and_then(text))
-        })
-        .or_else(|| {
-            carrier(CarrierKind::Cookie).find_map(|c| session_cookie(c.as_bytes()).and_then(text))
-        });
-    let security = header(&SECURITY_TOKEN_HEADER)
-        .or_else(|| carrier(CarrierKind::SecurityToken).find_map(|s| text(s.as_bytes())));
-    Carried {
-        first: envelope
-            .credential()
-            .map_or("", |param| param.value.expose()),
-        session,
-        security,
+/// The one value that copies must all have; empty copies say nothing.
+#[derive(Default)]
+struct Agreed(Option<Secret>);
+
+impl Agreed {
+    fn add(&mut self, copy: &[u8], conflict: Conflict) -> Result<(), Conflict> {
+        // A copy that is not UTF-8 cannot be compared as text: it names nobody we know, so it
+        // disagrees with any other.
+        let text = std::str::from_utf8(copy).map_err(|_| conflict)?.trim();
+        if text.is_empty() {
+            return Ok(());
+        }
+        match &self.0 {
+            None => self.0 = Some(Secret::from(text)),
+            Some(agreed) if agreed.expose() == text => {}
+            Some(_) => return Err(conflict),
+        }
+        Ok(())
     }
+}
+
+/// Reads every copy: the first parameter; the session token of each `X-Session-Token` header,
+/// each `__sessiontoken` cookie, the SOAP Header's `<Cookie>` and `<X-Session-Token>`, and a
+/// `__sessiontoken` query parameter; the security token of each `X-Security-Token` header and
+/// SOAP Header element. All copies of a token must be the same, and the session copies the
+/// same as a non-empty first parameter: what imsbridge routes on is then what Campaign sees,
+/// wherever it looks.
+pub fn read<'a>(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    envelope: &'a Envelope,
+) -> Result<Carried<'a>, Conflict> {
+    let first = envelope
+        .credential()
+        .map_or("", |param| param.value.expose());
+    let mut session = Agreed::default();
+    for value in headers.get_all(&SESSION_TOKEN_HEADER) {
+        session.add(value.as_bytes(), Conflict::Session)?;
+    }
+    for value in headers.get_all(header::COOKIE) {
+        for copy in session_cookies(value.as_bytes()) {
+            session.add(copy, Conflict::Session)?;
+        }
+    }
+    for carrier in &envelope.carriers {
+        let value = carrier.param.value.expose().as_bytes();
+        match carrier.kind {
+            CarrierKind::Cookie => {
+                for copy in session_cookies(value) {
+                    session.add(copy, Conflict::Session)?;
+                }
+            }
+            CarrierKind::SessionToken => session.add(value, Conflict::Session)?,
+            CarrierKind::SecurityToken => {}
+        }
+    }
+    for copy in query_sessions(query) {
+        session.add(copy.as_bytes(), Conflict::Session)?;
+    }
+    if let Some(agreed) = &session.0
+        && !first.is_empty()
+        && agreed.expose() != first
+    {
+        return Err(Conflict::Session);
+    }
+    let mut security = Agreed::default();
+    for value in headers.get_all(&SECURITY_TOKEN_HEADER) {
+        security.add(value.as_bytes(), Conflict::Security)?;
+    }
+    for carrier in &envelope.carriers {
+        if carrier.kind == CarrierKind::SecurityToken {
+            security.add(carrier.param.value.expose().as_bytes(), Conflict::Security)?;
+        }
+    }
+    Ok(Carried {
+        first,
+        session: session.0,
+        security: security.0,
+    })
+}
+
+/// The values of the `__sessiontoken` query parameters (name in any case), decoded.
+fn query_sessions(query: Option<&str>) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(name, _)| name.eq_ignore_ascii_case(SESSION_COOKIE))
+        .map(|(_, value)| value)
 }
 
 /// The login and password of `xtk:session#Logon`: its second and third parameters (the first
@@ -157,48 +215,112 @@ mod tests {
     }
 
     #[test]
-    fn the_first_parameter_wins_over_the_session_copies() {
-        let envelope = envelope("", "mc/pass");
-        let carried = read(&headers(&[("x-session-token", "ibs1.abc")]), &envelope);
-        let credential = carried.credential();
-        assert_eq!(credential.token(), "mc/pass");
-        assert_eq!(credential.session, Some("ibs1.abc"));
+    fn copies_that_agree_are_one_credential() {
+        let envelope = envelope("<Cookie>a=1; __sessiontoken=mc/pass</Cookie>", "mc/pass");
+        let pairs = [
+            ("x-session-token", "mc/pass"),
+            ("x-session-token", " mc/pass "),
+            ("cookie", "b=2, __SessionToken=mc/pass"),
+        ];
+        let carried = read(
+            &headers(&pairs),
+            Some("__sessiontoken=mc%2Fpass&x=1"),
+            &envelope,
+        )
+        .unwrap();
+        assert_eq!(carried.credential().token(), "mc/pass");
     }
 
     #[test]
-    fn an_empty_first_parameter_takes_the_first_copy_found() {
+    fn an_empty_first_parameter_takes_the_session_copies() {
         let envelope = envelope(
-            "<Cookie>a=1; __sessiontoken=from-soap-header</Cookie><X-Security-Token>sec-soap</X-Security-Token>",
+            "<Cookie>__sessiontoken=ibs1.abc</Cookie><X-Session-Token>ibs1.abc</X-Session-Token><X-Security-Token>sec</X-Security-Token>",
             "",
         );
-        // The header first, then the cookie, then the SOAP Header.
-        for (pairs, session) in [
+        let carried = read(&headers(&[("x-security-token", "sec")]), None, &envelope).unwrap();
+        let credential = carried.credential();
+        assert_eq!(credential.token(), "ibs1.abc");
+        assert_eq!(credential.security, Some("sec"));
+        // Empty copies say nothing.
+        let carried = read(
+            &headers(&[("x-session-token", "  ")]),
+            Some("__sessiontoken="),
+            &envelope,
+        )
+        .unwrap();
+        assert_eq!(carried.credential().token(), "ibs1.abc");
+    }
+
+    #[test]
+    fn copies_that_disagree_are_a_conflict() {
+        let with_first = envelope("", "crm/WRONG");
+        let empty_first = envelope("", "");
+        let soap_cookie = envelope("<Cookie>__sessiontoken=oldop/pw</Cookie>", "crm/pw");
+        let soap_session = envelope("<X-Session-Token>oldop/pw</X-Session-Token>", "");
+        let soap_security = envelope("<X-Security-Token>one</X-Security-Token>", "");
+        for (envelope, pairs, query, conflict) in [
             (
+                &with_first,
+                &[("cookie", "__sessiontoken=oldop/pw")][..],
+                None,
+                Conflict::Session,
+            ),
+            (
+                &empty_first,
                 &[
-                    ("x-session-token", "from-header"),
-                    ("cookie", "__sessiontoken=from-cookie"),
+                    ("x-session-token", "crm/WRONG"),
+                    ("cookie", "__sessiontoken=oldop/pw"),
                 ][..],
-                "from-header",
+                None,
+                Conflict::Session,
             ),
             (
-                &[("cookie", "b=2; __sessiontoken=from-cookie ")][..],
-                "from-cookie",
+                &empty_first,
+                &[
+                    ("x-session-token", "crm/pw"),
+                    ("x-session-token", "oldop/pw"),
+                ][..],
+                None,
+                Conflict::Session,
             ),
-            (&[("x-session-token", "  ")][..], "from-soap-header"),
+            (
+                &empty_first,
+                &[("cookie", "__SESSIONTOKEN=a, __sessiontoken=b")][..],
+                None,
+                Conflict::Session,
+            ),
+            (&soap_cookie, &[][..], None, Conflict::Session),
+            (
+                &soap_session,
+                &[("x-session-token", "crm/pw")][..],
+                None,
+                Conflict::Session,
+            ),
+            (
+                &with_first,
+                &[][..],
+                Some("__sessiontoken=oldop%2Fpw"),
+                Conflict::Session,
+            ),
+            (
+                &soap_security,
+                &[("x-security-token", "two")][..],
+                None,
+                Conflict::Security,
+            ),
         ] {
-            let carried = read(&headers(pairs), &envelope);
-            let credential = carried.credential();
-            assert_eq!(credential.token(), session, "{pairs:?}");
-            assert_eq!(credential.security, Some("sec-soap"));
+            assert_eq!(
+                read(&headers(pairs), query, envelope).unwrap_err(),
+                conflict,
+                "{pairs:?} {query:?}"
+            );
         }
-        let carried = read(&headers(&[("x-security-token", "sec-header")]), &envelope);
-        assert_eq!(carried.credential().security, Some("sec-header"));
     }
 
     #[test]
     fn nothing_anywhere_is_an_empty_token() {
         let envelope = envelope("", "");
-        let carried = read(&HeaderMap::new(), &envelope);
+        let carried = read(&HeaderMap::new(), None, &envelope).unwrap();
         assert_eq!(carried.credential().token(), "");
         assert_eq!(carried.credential().security, None);
     }

@@ -304,7 +304,7 @@ impl Proxy {
         peer: &Peer,
     ) -> Result<Way<'_>, AuthError> {
         let envelope = &prefix.envelope;
-        let carried = carriers::read(&parts.headers, envelope);
+        let carried = carriers::read(&parts.headers, parts.uri.query(), envelope)?;
         let presented = Presented {
             credential: carried.credential(),
             peer: peer.addr.ip(),
@@ -375,6 +375,9 @@ impl Proxy {
         let edits = carriers::body_edits(&prefix.envelope);
         let length = declared.map(|length| prefix::length_after(length, &edits));
         carriers::strip_headers(&mut parts.headers);
+        if let Some(uri) = carriers::strip_query(&parts.uri) {
+            parts.uri = uri;
+        }
         let parts = self.prepare(parts, Some(token.bearer()), peer, length);
         let mut body = self.upstream_body(
             prefix.chunks(&edits),

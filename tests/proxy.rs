@@ -202,10 +202,6 @@ async fn refused_credentials_get_a_fault_and_nothing_reaches_campaign() {
             ),
             "XSV-350008",
         ),
-        (
-            seed_002("").replace("<urn:sessiontoken></urn:sessiontoken>", ""),
-            "XSV-350008",
-        ),
     ];
     for (body, detail) in &cases {
         let answer = post(
@@ -223,6 +219,15 @@ async fn refused_credentials_get_a_fault_and_nothing_reaches_campaign() {
             answer.body
         );
     }
+    // Without the token element, the first parameter is the event itself: markup where the
+    // credential is read (one credential per request).
+    post(
+        stack.url(),
+        seed_002("").replace("<urn:sessiontoken></urn:sessiontoken>", ""),
+        &[],
+    )
+    .await
+    .assert_fault(400, "Client", "markup inside the first parameter");
     // With the first parameter empty, the cookie and header copies are the credential (as
     // Campaign reads them): a wrong password there is refused as well.
     let answer = post(
@@ -448,7 +453,10 @@ async fn legacy_callers_are_forwarded_unchanged() {
         stack.url(),
         body.clone(),
         &[
-            ("cookie", "__sessiontoken=x"),
+            (
+                "cookie",
+                "a=1; __sessiontoken=crm/legacy-or-not-we-do-not-check",
+            ),
             ("authorization", "Basic eA=="),
         ],
     )
@@ -457,7 +465,10 @@ async fn legacy_callers_are_forwarded_unchanged() {
     let seen = &stack.campaign.requests()[0];
     assert_eq!(seen.text(), body);
     assert_eq!(seen.header("authorization"), Some("Basic eA=="));
-    assert_eq!(seen.header("cookie"), Some("__sessiontoken=x"));
+    assert_eq!(
+        seen.header("cookie"),
+        Some("a=1; __sessiontoken=crm/legacy-or-not-we-do-not-check")
+    );
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(stack.ims.token_requests(), 1, "only the start-up fetch");
 }

@@ -1,18 +1,21 @@
-//! The `__sessiontoken` pair of a cookie string (RFC 6265 §4.2.1: `name=value; name=value`),
-//! read and removed; the other pairs are left as they are.
+//! The `__sessiontoken` pairs of a cookie string (RFC 6265 §4.2.1: `name=value; name=value`),
+//! read and removed; the other pairs are left as they are. The name is matched whatever its case,
+//! and pairs are split on `,` too (the separator of RFC 2965, which some servers still read):
+//! whatever a reader of the cookie could take for the session token counts as a copy.
 
 use super::SESSION_COOKIE;
 
 /// Splits a cookie string into its pairs, each with its leading whitespace removed.
 fn pairs(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
-        .split(|&b| b == b';')
+        .split(|&b| b == b';' || b == b',')
         .map(|pair| pair.trim_ascii_start())
 }
 
 fn is_session_pair(pair: &[u8]) -> bool {
     let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
-    name.trim_ascii() == SESSION_COOKIE.as_bytes()
+    name.trim_ascii()
+        .eq_ignore_ascii_case(SESSION_COOKIE.as_bytes())
 }
 
 /// The cookie string without its `__sessiontoken` pairs; `None` when it has none (leave it as
@@ -31,14 +34,19 @@ pub fn strip_session_cookie(value: &[u8]) -> Option<Vec<u8>> {
     Some(kept)
 }
 
-/// The value of the first `__sessiontoken` cookie in a cookie string.
-pub fn session_cookie(value: &[u8]) -> Option<&[u8]> {
-    pairs(value).find(|pair| is_session_pair(pair)).map(|pair| {
-        match pair.iter().position(|&b| b == b'=') {
+/// The values of every `__sessiontoken` cookie in a cookie string.
+pub fn session_cookies(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    pairs(value)
+        .filter(|pair| is_session_pair(pair))
+        .map(|pair| match pair.iter().position(|&b| b == b'=') {
             Some(i) => pair[i + 1..].trim_ascii(),
             None => &[],
-        }
-    })
+        })
+}
+
+/// The value of the first `__sessiontoken` cookie in a cookie string.
+pub fn session_cookie(value: &[u8]) -> Option<&[u8]> {
+    session_cookies(value).next()
 }
 
 #[cfg(test)]
@@ -69,6 +77,15 @@ mod tests {
         assert_eq!(strip("a=1; b=2"), None);
         assert_eq!(strip("x__sessiontoken=1; __sessiontokens=2"), None);
         assert_eq!(strip(""), None);
+    }
+
+    #[test]
+    fn any_case_and_comma_separated_pairs_are_session_cookies() {
+        assert_eq!(strip("a=1, __SessionToken=x"), Some("a=1".into()));
+        assert_eq!(strip("__SESSIONTOKEN=x;b=2"), Some("b=2".into()));
+        let found: Vec<&[u8]> =
+            session_cookies(b"__sessiontoken=a, b=2; __SessionToken=c").collect();
+        assert_eq!(found, [&b"a"[..], &b"c"[..]]);
     }
 
     #[test]

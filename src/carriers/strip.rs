@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 
-use super::{SDK_AUTH_HEADER, SECURITY_TOKEN_HEADER, SESSION_TOKEN_HEADER};
+use super::{SDK_AUTH_HEADER, SECURITY_TOKEN_HEADER, SESSION_COOKIE, SESSION_TOKEN_HEADER};
 use super::{session_cookie, strip_session_cookie};
 use crate::headers::remove_all;
 use crate::soap::{CarrierKind, Edit, Envelope};
@@ -40,6 +40,33 @@ pub fn strip_headers(headers: &mut HeaderMap) {
     }
 }
 
+/// The request target without its `__sessiontoken` query parameters (name in any case); the
+/// other parameters stay as they came, encoding included. `None`: there were none.
+pub fn strip_query(uri: &http::Uri) -> Option<http::Uri> {
+    let query = uri.query()?;
+    let is_session = |pair: &&str| {
+        let name = pair.split('=').next().unwrap_or_default();
+        form_urlencoded::parse(name.as_bytes())
+            .next()
+            .is_some_and(|(name, _)| name.eq_ignore_ascii_case(SESSION_COOKIE))
+    };
+    if !query.split('&').any(|pair| is_session(&pair)) {
+        return None;
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !is_session(pair))
+        .collect();
+    let path = uri.path();
+    let target = match kept.is_empty() {
+        true => path.to_owned(),
+        false => format!("{path}?{}", kept.join("&")),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = target.parse().ok();
+    http::Uri::from_parts(parts).ok()
+}
+
 /// The edits of the `ims` way (`docs/architecture.md`, "Where the credential travels"): the
 /// first parameter's content is emptied (the element stays, as in Adobe's own before/after
 /// example: `<urn:sessiontoken></urn:sessiontoken>`), and so are the SOAP Header's
@@ -51,7 +78,7 @@ pub fn body_edits(envelope: &Envelope) -> Vec<Edit> {
     let mut edits = Vec::new();
     for carrier in &envelope.carriers {
         let carries_session = match carrier.kind {
-            CarrierKind::SecurityToken => true,
+            CarrierKind::SecurityToken | CarrierKind::SessionToken => true,
             CarrierKind::Cookie => {
                 session_cookie(carrier.param.value.expose().as_bytes()).is_some()
             }

@@ -161,6 +161,10 @@ impl ProxyError {
                     AuthError::WrongCertificate(_) => {
                         answer("wrong_certificate", status, Client, INVALID_LOGIN)
                     }
+                    // Copies that disagree: as Campaign answers a credential it refuses.
+                    AuthError::Conflict(_) => {
+                        answer("conflicting_credentials", status, Client, INVALID_LOGIN)
+                    }
                     AuthError::LogonNotEnabled(_) => answer(
                         "logon_not_enabled",
                         status,

@@ -156,7 +156,8 @@ impl Record {
             AuthError::Missing
             | AuthError::Unknown
             | AuthError::Session(_)
-            | AuthError::SessionOfNoImsCaller(_) => return,
+            | AuthError::SessionOfNoImsCaller(_)
+            | AuthError::Conflict(_) => return,
         };
         self.caller = Some(caller.clone());
     }

@@ -47,6 +47,9 @@ pub enum ScanError {
     NoMethod,
     #[error("body ended inside the envelope")]
     Truncated,
+    /// Readers could disagree on where the credential is.
+    #[error("the envelope is ambiguous about where the credential is: {0}")]
+    Ambiguous(&'static str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +119,8 @@ pub enum CarrierKind {
     Cookie,
     /// `<X-Security-Token>…</X-Security-Token>`
     SecurityToken,
+    /// `<X-Session-Token>…</X-Session-Token>`
+    SessionToken,
 }
 
 #[derive(Debug)]
@@ -235,6 +240,11 @@ impl Scanner {
                         if self.stage == Stage::Prolog
                             && text.as_ref().bytes().any(|b| !b.is_ascii_whitespace()) =>
                     {
+                        // Text that runs to the end of the data so far is judged once it is
+                        // whole: its next bytes may not be UTF-8, and that error comes first.
+                        if !at_eof && after == data.len() {
+                            return Ok(None);
+                        }
                         return Err(ScanError::NotXml("text before the root element"));
                     }
                     Event::CData(_) | Event::GeneralRef(_) if self.stage == Stage::Prolog => {
@@ -313,6 +323,12 @@ impl Scanner {
                     "Header" if soap && !empty => self.stage = Stage::Header,
                     "Body" if soap && empty => return Err(ScanError::NoMethod),
                     "Body" if soap => self.stage = Stage::Body,
+                    // A reader that ignores namespaces takes this one for the SOAP Body.
+                    "Body" => {
+                        return Err(ScanError::Ambiguous(
+                            "a Body outside the SOAP envelope namespace",
+                        ));
+                    }
                     _ => {}
                 }
             }
@@ -320,6 +336,7 @@ impl Scanner {
                 self.carrier = match local {
                     "Cookie" => Some((CarrierKind::Cookie, after)),
                     "X-Security-Token" => Some((CarrierKind::SecurityToken, after)),
+                    "X-Session-Token" => Some((CarrierKind::SessionToken, after)),
                     _ => None,
                 };
             }
@@ -350,7 +367,12 @@ impl Scanner {
                     self.stage = Stage::Param;
                 }
             }
-            // A parameter holding elements (`<domEvent>`) is no authentication string: the
+            // The first parameter is the authentication string: text, never markup (a reader
+            // could take the text before the markup, or after it, or all of it).
+            (Stage::Param, _) if self.params.is_empty() => {
+                return Err(ScanError::Ambiguous("markup inside the first parameter"));
+            }
+            // A later parameter holding elements (`<domEvent>`) is no credential: the
             // parameters end before it. Nothing past here needs reading.
             (Stage::Param, _) => return Ok(Some(self.finish(self.param_start))),
             // Nor is a header copy holding elements.

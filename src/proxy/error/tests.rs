@@ -138,6 +138,20 @@ fn cases() -> Vec<(ProxyError, &'static str, u16, FaultCode, &'static str)> {
             "XSV-350008",
         ),
         (
+            AuthError::Conflict(crate::carriers::Conflict::Session).into(),
+            "conflicting_credentials",
+            500,
+            Client,
+            INVALID_LOGIN,
+        ),
+        (
+            PrefixError::Scan(ScanError::Ambiguous("markup inside the first parameter")).into(),
+            "bad_request",
+            400,
+            Client,
+            "ambiguous about where the credential is",
+        ),
+        (
             AuthError::LogonNotEnabled("crm".into()).into(),
             "logon_not_enabled",
             500,

@@ -196,12 +196,13 @@ fn refusals() {
             &envelope("<m:X xmlns:m='urn:a' a='1' a='2'><t>x/y</t></m:X>"),
             ScanError::NotXml("malformed attribute"),
         ),
-        // A Body in another namespace is not the SOAP Body.
+        // A Body in another namespace is not the SOAP Body, but a reader that ignores
+        // namespaces would take it for one.
         (
             &format!(
                 r#"<s:Envelope xmlns:s="{SOAP11}"><Body><m:X xmlns:m="urn:a"><t>a/b</t></m:X></Body></s:Envelope>"#
             ),
-            ScanError::NoBody,
+            ScanError::Ambiguous("a Body outside the SOAP envelope namespace"),
         ),
     ];
     for (body, expected) in cases {
@@ -255,6 +256,25 @@ fn any_number_of_byte_order_marks_keeps_positions_exact() {
         .collect();
     let chunked = scan_in_pieces(body, &cuts).map(|e| Some(e.end));
     assert_eq!(whole, chunked);
+}
+
+#[test]
+fn text_before_the_root_gets_one_verdict_whatever_the_chunks() {
+    // The fuzzer's find: `K` then a byte that is not UTF-8. Whole, the text is not UTF-8; in
+    // one-byte chunks, `K` alone looked like text before the root.
+    let crash = include_bytes!("../../../fuzz/regressions/prefix-text-before-root-then-not-utf8");
+    let body = &crash[1..];
+    assert_eq!(
+        Scanner::new().feed(body, true).unwrap_err(),
+        ScanError::NotUtf8
+    );
+    assert_eq!(scan_in_pieces(body, &[1]).unwrap_err(), ScanError::NotUtf8);
+    // Text that is whole is refused as such, at once.
+    let mut scanner = Scanner::new();
+    assert_eq!(
+        scanner.feed(b"hello <", false).unwrap_err(),
+        ScanError::NotXml("text before the root element")
+    );
 }
 
 #[test]
@@ -328,17 +348,21 @@ fn errors_never_quote_the_body() {
 }
 
 #[test]
-fn a_first_parameter_holding_elements_is_no_credential() {
+fn a_first_parameter_holding_elements_is_ambiguous() {
+    // Campaign reads the first parameter as the credential: with markup in it, readers could
+    // take the text before, after, or all of it (one credential per request).
+    let ambiguous = ScanError::Ambiguous("markup inside the first parameter");
     let body =
         envelope("<m:PushEvent xmlns:m='urn:a'><m:domEvent><rtEvent/></m:domEvent></m:PushEvent>");
-    let found = scan(&body).unwrap();
-    assert!(found.credential().is_none());
-    assert!(
-        body[..found.end].ends_with("<m:domEvent>"),
-        "stops at its first child"
+    assert_eq!(scan(&body).unwrap_err(), ambiguous);
+    let body = envelope("<m:X xmlns:m='urn:a'><t>oldop/pw<b/></t></m:X>");
+    assert_eq!(scan(&body).unwrap_err(), ambiguous);
+    // A later parameter of Logon holding elements ends the parameters, as before.
+    let body = envelope(
+        "<m:Logon xmlns:m='urn:xtk:session'><t/><login>mc</login><password><x/></password></m:Logon>",
     );
-    let body = envelope("<m:X xmlns:m='urn:a'><t>mc/pw<b/></t></m:X>");
-    assert!(scan(&body).unwrap().credential().is_none());
+    let found = scan(&body).unwrap();
+    assert_eq!(found.params.len(), 2);
     // A header copy holding elements is not one either.
     let body = format!(
         r#"<s:Envelope xmlns:s="{SOAP11}"><s:Header><Cookie><c>__sessiontoken=x</c></Cookie></s:Header><s:Body><m:X xmlns:m="urn:a"><t>a/b</t></m:X></s:Body></s:Envelope>"#
