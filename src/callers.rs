@@ -162,6 +162,7 @@ impl Callers {
         if Sessions::looks_issued(token)
             && let Some(sessions) = &self.sessions
         {
+            Self::check_security_copy(presented)?;
             let name = sessions
                 .verify(token, presented.credential.security, SystemTime::now())
                 .map_err(AuthError::Session)?;
@@ -251,10 +252,26 @@ impl Callers {
         else {
             return Ok(false);
         };
-        match sessions.verify(token, presented.credential.security, SystemTime::now()) {
-            Ok(_) | Err(SessionError::Expired) => Ok(true),
+        Self::check_security_copy(presented)?;
+        let now = SystemTime::now();
+        match sessions.verify(token, presented.credential.security, now) {
+            Ok(_) => {
+                sessions.revoke(token, now);
+                Ok(true)
+            }
+            Err(SessionError::Expired | SessionError::Revoked) => Ok(true),
             Err(error) => Err(AuthError::Session(error)),
         }
+    }
+
+    /// A session token that came in a cookie or a header, not in the first parameter, must
+    /// come with its security token (as Campaign asks, against cross-site requests).
+    fn check_security_copy(presented: Presented<'_>) -> Result<(), AuthError> {
+        let credential = presented.credential;
+        if credential.first.is_empty() && credential.security.is_none() {
+            return Err(AuthError::Session(SessionError::SecurityMissing));
+        }
+        Ok(())
     }
 
     /// How long issued sessions last, when Logon is emulated.

@@ -396,17 +396,15 @@ impl Proxy {
 
         let response = self.upstream.send(Request::from_parts(parts, body)).await?;
         record.upstream_status = Some(response.status());
-        let judged = refusal::judge(response, self.idle_timeout)
-            .await
-            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        let judged = self.judge(response, &token).await?;
         if !judged.refused {
-            return Ok(finish(judged.response));
+            return Ok(judged.response);
         }
         profile.tokens.invalidate(&token);
         let kept = replay.and_then(|(kept, parts)| Some((Replay::lock(&kept).take()?, parts)));
         let Some((kept, parts)) = kept else {
             tracing::warn!(caller = %caller.name, "token refused by Campaign; the body was not kept whole, so the refusal goes back to the caller");
-            return Ok(finish(judged.response));
+            return Ok(judged.response);
         };
         // Boxed: a replay is rare.
         Box::pin(self.replay(profile, parts, kept, length, record)).await
@@ -430,7 +428,41 @@ impl Proxy {
         record.retried = true;
         // The kept body was counted and checked against the limits as it first came.
         let body = UpstreamBody::new(kept, None, 0, u64::MAX, length, self.idle_timeout);
-        self.send(parts, body, record).await
+        let response = self.upstream.send(Request::from_parts(parts, body)).await?;
+        record.upstream_status = Some(response.status());
+        // A second refusal is relayed: one replay per call.
+        Ok(self.judge(response, &token).await?.response)
+    }
+
+    /// Campaign's answer to a call that carried `token`: whether it refuses the token, and
+    /// the answer ready for the caller, without its hop-by-hop headers and without any header
+    /// that echoes the token. An answer whose fault echoes it is not relayed at all.
+    async fn judge(
+        &self,
+        response: Response<crate::body::CampaignBody>,
+        token: &Token,
+    ) -> Result<refusal::Judged, ProxyError> {
+        let secret = token.access_token();
+        let mut judged = refusal::judge(response, self.idle_timeout, secret)
+            .await
+            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        if judged.echoes {
+            return Err(UpstreamError::EchoedToken.into());
+        }
+        let headers = judged.response.headers_mut();
+        strip_hop_by_hop(headers);
+        let echoing: Vec<HeaderName> = headers
+            .iter()
+            .filter(|(_, value)| {
+                !secret.is_empty() && value.as_bytes().windows(secret.len()).any(|w| w == secret)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in echoing {
+            tracing::warn!(header = %name, "Campaign's answer echoes the access token in a header; dropped");
+            headers.remove(&name);
+        }
+        Ok(judged)
     }
 
     /// Phase 4 of [`Admitted::PassThrough`]: a request the proxy does not read, to Campaign

@@ -3,11 +3,14 @@
 //!
 //! They are stateless: each carries the caller and an expiry, signed with HMAC-SHA256 under
 //! `[sessions].secret`, so every replica that shares the secret accepts the tokens any other
-//! issued, and nothing is stored. The security token is a second MAC over the same claims:
-//! it belongs to its session token and to no other.
+//! issued. The security token is a second MAC over the same claims: it belongs to its session
+//! token and to no other. A Logoff revokes its session on the replica that answers it: the
+//! session's nonce is kept, bounded, until the session would have expired anyway.
 //!
 //! `ibs1.<claims>.<mac>` and `ibx1.<mac>`, base64url: safe in a cookie, a header and XML.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -33,6 +36,10 @@ pub enum SessionError {
     Expired,
     #[error("security token does not belong to the session token")]
     SecurityMismatch,
+    #[error("a session token in a cookie or header comes without its security token")]
+    SecurityMissing,
+    #[error("session ended by a Logoff")]
+    Revoked,
 }
 
 /// What a session token says.
@@ -52,10 +59,17 @@ pub struct Issued {
     pub security: Secret,
 }
 
+/// At most this many sessions are remembered as revoked; past it, those that expire soonest are
+/// forgotten first (a revoked session that is forgotten still expires at its time).
+pub const MAX_REVOKED: usize = 100_000;
+
 /// Issues and checks session tokens.
 pub struct Sessions {
     key: hmac::Key,
     ttl: Duration,
+    /// Nonces of the sessions ended by a Logoff here, with their expiry (seconds since the
+    /// epoch).
+    revoked: Mutex<HashMap<String, u64>>,
 }
 
 impl Sessions {
@@ -63,6 +77,7 @@ impl Sessions {
         Sessions {
             key: hmac::Key::new(hmac::HMAC_SHA256, settings.secret.expose().as_bytes()),
             ttl: settings.ttl,
+            revoked: Mutex::default(),
         }
     }
 
@@ -124,7 +139,44 @@ impl Sessions {
         if now >= claims.e {
             return Err(SessionError::Expired);
         }
+        if self.revoked().contains_key(&claims.n) {
+            return Err(SessionError::Revoked);
+        }
         Ok(claims.c)
+    }
+
+    /// Ends an issued session (a Logoff): `verify` refuses it from now on, on this replica.
+    /// Only a session token that is ours and intact is remembered.
+    pub fn revoke(&self, session: &str, now: SystemTime) {
+        let Some(claims) = session
+            .strip_prefix(SESSION_PREFIX)
+            .and_then(|rest| rest.split_once('.'))
+            .filter(|(claims, mac)| self.check("session", claims, mac).is_ok())
+            .and_then(|(claims, _)| URL_SAFE_NO_PAD.decode(claims).ok())
+            .and_then(|json| serde_json::from_slice::<Claims>(&json).ok())
+        else {
+            return;
+        };
+        let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut revoked = self.revoked();
+        if revoked.len() >= MAX_REVOKED {
+            revoked.retain(|_, expiry| *expiry > now);
+        }
+        while revoked.len() >= MAX_REVOKED {
+            let soonest = revoked
+                .iter()
+                .min_by_key(|(_, expiry)| **expiry)
+                .map(|(nonce, _)| nonce.clone());
+            match soonest {
+                Some(nonce) => revoked.remove(&nonce),
+                None => break,
+            };
+        }
+        revoked.insert(claims.n, claims.e);
+    }
+
+    fn revoked(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.revoked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn mac(&self, purpose: &str, claims: &str) -> String {
@@ -237,5 +289,34 @@ mod tests {
         assert!(Sessions::looks_issued(a.session.expose()));
         assert!(!Sessions::looks_issued("___D5E1C3A2"));
         assert!(a.security.expose().starts_with(SECURITY_PREFIX));
+    }
+
+    #[test]
+    fn a_revoked_session_is_refused_here_until_it_would_expire() {
+        let now = SystemTime::now();
+        let here = sessions(SECRET, HOUR);
+        let issued = here.issue("crm-events", now);
+        let other = here.issue("crm-events", now);
+        here.revoke(issued.session.expose(), now);
+        assert_eq!(
+            here.verify(issued.session.expose(), None, now),
+            Err(SessionError::Revoked)
+        );
+        // Another session of the caller, and the same one on another replica, go on.
+        assert!(here.verify(other.session.expose(), None, now).is_ok());
+        assert!(
+            sessions(SECRET, HOUR)
+                .verify(issued.session.expose(), None, now)
+                .is_ok()
+        );
+        // After its expiry it is expired, revoked or not; a forged token is never stored.
+        let later = now + HOUR + Duration::from_secs(1);
+        assert_eq!(
+            here.verify(issued.session.expose(), None, later),
+            Err(SessionError::Expired)
+        );
+        let forged = format!("{}x", other.session.expose());
+        here.revoke(&forged, now);
+        assert_eq!(here.revoked().len(), 1);
     }
 }

@@ -22,6 +22,10 @@ pub enum UpstreamError {
     Unreachable(String),
     #[error("Campaign did not answer within {0:?}")]
     Timeout(Duration),
+    /// Campaign's answer (or that of something before it) holds the access token it was
+    /// sent: never relayed.
+    #[error("Campaign's answer echoes the access token; not relayed")]
+    EchoedToken,
     /// The caller's body broke off or grew too large while it was being forwarded.
     #[error(transparent)]
     Body(BodyError),

@@ -188,3 +188,109 @@ async fn copies_that_agree_go_through_and_all_go_on_the_ims_way() {
     assert_eq!(seen.header("cookie"), Some("a=1"));
     assert!(seen.text().contains("<X-Session-Token></X-Session-Token>"));
 }
+
+#[tokio::test]
+async fn a_declared_encoding_not_read_as_ascii_is_refused() {
+    let stack = Stack::default().await;
+    for encoding in ["UTF-16", "UTF-7", "IBM037"] {
+        let body = seed_002(LEGACY_CREDENTIAL).replacen(
+            "encoding=\"utf-8\"",
+            &format!("encoding=\"{encoding}\""),
+            1,
+        );
+        post(stack.url(), body, &[]).await.assert_fault(
+            400,
+            "Client",
+            "the declared encoding is not supported",
+        );
+    }
+    assert!(stack.campaign.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_fault_that_echoes_the_bearer_token_never_reaches_the_caller() {
+    let stack = Stack::default().await;
+    assert_eq!(
+        post(stack.url(), seed_002(&credential()), &[]).await.status,
+        200
+    );
+    let token = stack.ims.issued()[0].clone();
+    stack.campaign.set_fault(Some(&format!(
+        "Unexpected header: Authorization: Bearer {token}"
+    )));
+    let answer = post(stack.url(), seed_002(&credential()), &[]).await;
+    answer.assert_fault(
+        502,
+        "Server",
+        "Adobe Campaign's answer could not be relayed.",
+    );
+    assert!(!answer.body.contains(&token));
+    assert!(!format!("{:?}", answer.headers).contains(&token));
+}
+
+/// A Campaign (or a load balancer before it) that answers `<ok/>` and echoes the request's
+/// `Authorization` in a response header.
+async fn echoing_campaign() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut read = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&read[..end]).to_string();
+                    let field = |name: &str| {
+                        head.lines()
+                            .find_map(|l| l.strip_prefix(name))
+                            .unwrap_or_default()
+                            .trim()
+                            .to_owned()
+                    };
+                    let length: usize = field("content-length:").parse().unwrap_or(0);
+                    while read.len() < end + 4 + length {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    read.drain(..end + 4 + length);
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nx-seen-authorization: {}\r\nx-kept: 1\r\ncontent-length: 5\r\n\r\n<ok/>",
+                        field("authorization:")
+                    );
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_header_that_echoes_the_bearer_token_is_dropped() {
+    let (ims, _) = stand_ins().await;
+    let proxy = Proxy::start(&config_text(&ims.url(), &echoing_campaign().await, "", "")).await;
+    let answer = post(proxy.addr, seed_002(&credential()), &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body, "<ok/>");
+    let token = ims.issued()[0].clone();
+    assert!(
+        !format!("{:?}", answer.headers).contains(&token),
+        "{:?}",
+        answer.headers
+    );
+    assert!(answer.headers.get("x-seen-authorization").is_none());
+    assert_eq!(answer.headers.get("x-kept").unwrap(), "1");
+}

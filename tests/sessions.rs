@@ -323,3 +323,31 @@ async fn logon_without_sessions_is_refused_clearly() {
         .assert_fault(500, "Server", "Logon is not enabled on this proxy.");
     assert!(campaign.requests().is_empty());
 }
+
+#[tokio::test]
+async fn a_logoff_ends_the_session_and_a_copy_needs_its_security_token() {
+    let stack = logon_stack(SESSION_SECRET, "1h").await;
+    let (session, security) = log_on(stack.url(), LOGIN, PASSWORD).await;
+    assert_eq!(push(stack.url(), &session, &security).await.status, 200);
+    // In a header alone, without the security token: refused (Campaign asks for it too).
+    let bare = seed_002("");
+    post(stack.url(), bare, &[("x-session-token", &session)])
+        .await
+        .assert_fault(500, "Client", "XSV-350008");
+    // Logoff, then the same session is refused here.
+    let logoff = post(
+        stack.url(),
+        session_call("Logoff", "xtk:session", &session, &security),
+        &[],
+    )
+    .await;
+    assert_eq!(logoff.status, 200, "{}", logoff.body);
+    push(stack.url(), &session, &security)
+        .await
+        .assert_fault(500, "Client", "XSV-350008");
+    assert_eq!(
+        stack.campaign.requests().len(),
+        1,
+        "only the call before the Logoff reached Campaign"
+    );
+}

@@ -292,8 +292,8 @@ async fn logon_issues_sessions_that_route_the_ims_way() {
     // In the first parameter, or only in the cookie / header copies.
     for presented in [
         copies(session, None, Some(security)),
+        copies(session, None, None),
         copies("", Some(session), Some(security)),
-        copies("", Some(session), None),
     ] {
         assert!(
             matches!(callers.route(presented).await, Ok(Route::Ims(c)) if &*c.name == "crm-events")
@@ -313,8 +313,25 @@ async fn logon_issues_sessions_that_route_the_ims_way() {
             .unwrap_err(),
         AuthError::Session(SessionError::SecurityMismatch)
     );
-    assert!(callers.logoff(cred(session)).unwrap());
+    // In a cookie or header only, the session needs its security token.
+    assert_eq!(
+        callers
+            .route(copies("", Some(session), None))
+            .await
+            .unwrap_err(),
+        AuthError::Session(SessionError::SecurityMissing)
+    );
     assert!(!callers.logoff(cred("mc/s3cret/with/slashes")).unwrap());
+    // A Logoff ends the session here: refused after it, and a second Logoff is harmless.
+    assert!(callers.logoff(cred(session)).unwrap());
+    assert_eq!(
+        callers
+            .route(copies(session, None, Some(security)))
+            .await
+            .unwrap_err(),
+        AuthError::Session(SessionError::Revoked)
+    );
+    assert!(callers.logoff(cred(session)).unwrap());
     assert_eq!(
         callers.logon("mc", "wrong", cred("")).await.err(),
         Some(AuthError::WrongPassword("crm-events".into()))

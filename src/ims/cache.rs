@@ -61,6 +61,12 @@ impl Token {
         &self.bearer
     }
 
+    /// The access token alone (the bearer value without `Bearer `): to recognise it where it
+    /// must never be, such as an answer going back to a caller.
+    pub fn access_token(&self) -> &[u8] {
+        &self.bearer.as_bytes()["Bearer ".len()..]
+    }
+
     pub fn expires_at(&self) -> Instant {
         self.expires_at
     }

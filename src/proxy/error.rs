@@ -185,6 +185,12 @@ impl ProxyError {
                 Server,
                 "Adobe Campaign could not be reached.",
             ),
+            ProxyError::Upstream(UpstreamError::EchoedToken) => answer(
+                "upstream_echoed_token",
+                StatusCode::BAD_GATEWAY,
+                Server,
+                "Adobe Campaign's answer could not be relayed.",
+            ),
             ProxyError::Upstream(UpstreamError::Timeout(_)) => answer(
                 "upstream_timeout",
                 StatusCode::GATEWAY_TIMEOUT,

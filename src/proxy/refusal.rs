@@ -22,13 +22,17 @@ const REFUSAL_CODES: [&[u8]; 2] = [b"XSV-350114", b"XSV-350008"];
 pub struct Judged {
     pub response: Response<ResponseBody>,
     pub refused: bool,
+    /// The fault read for the verdict holds `secret` (Campaign, or something before it,
+    /// echoed the token): it must not reach the caller.
+    pub echoes: bool,
 }
 
 /// Reads as much of the answer as the verdict needs (nothing, unless it is a 401 or a 500) and
-/// gives it back whole, ready to stream.
+/// gives it back whole, ready to stream. `secret` is the access token the call carried.
 pub async fn judge(
     response: Response<CampaignBody>,
     idle: Duration,
+    secret: &[u8],
 ) -> Result<Judged, hyper::Error> {
     let status = response.status();
     let (parts, mut body) = response.into_parts();
@@ -36,6 +40,7 @@ pub async fn judge(
         return Ok(Judged {
             response: Response::from_parts(parts, ResponseBody::upstream(None, body, idle)),
             refused: false,
+            echoes: false,
         });
     }
     let mut read = BytesMut::new();
@@ -50,13 +55,15 @@ pub async fn judge(
         }
     }
     let read: Bytes = read.freeze();
-    let refused = status == StatusCode::UNAUTHORIZED
-        || REFUSAL_CODES
-            .iter()
-            .any(|code| read.windows(code.len()).any(|w| w == *code));
+    let holds =
+        |needle: &[u8]| !needle.is_empty() && read.windows(needle.len()).any(|w| w == needle);
+    let refused =
+        status == StatusCode::UNAUTHORIZED || REFUSAL_CODES.iter().any(|code| holds(code));
+    let echoes = holds(secret);
     Ok(Judged {
         response: Response::from_parts(parts, ResponseBody::upstream(Some(read), body, idle)),
         refused,
+        echoes,
     })
 }
 

@@ -37,6 +37,9 @@ pub enum ScanError {
     NotXml(&'static str),
     #[error("body is not UTF-8")]
     NotUtf8,
+    /// A declared encoding that is not read byte for byte as ASCII (UTF-16, UTF-7, EBCDIC).
+    #[error("the declared encoding is not supported")]
+    Encoding,
     #[error("DOCTYPE and entity declarations are refused")]
     Doctype,
     #[error("root element is not a SOAP 1.1 or 1.2 Envelope")]
@@ -238,7 +241,10 @@ impl Scanner {
                     // element: `hello` is not a document whose end is missing.
                     Event::Text(text)
                         if self.stage == Stage::Prolog
-                            && text.as_ref().bytes().any(|b| !b.is_ascii_whitespace()) =>
+                            && text
+                                .as_ref()
+                                .chars()
+                                .any(|c| !c.is_ascii_whitespace() && c != '\u{feff}') =>
                     {
                         // Text that runs to the end of the data so far is judged once it is
                         // whole: its next bytes may not be UTF-8, and that error comes first.
@@ -250,11 +256,14 @@ impl Scanner {
                     Event::CData(_) | Event::GeneralRef(_) if self.stage == Stage::Prolog => {
                         return Err(ScanError::NotXml("text before the root element"));
                     }
+                    Event::Decl(declaration) => {
+                        check_encoding(&declaration)?;
+                        None
+                    }
                     Event::Text(_)
                     | Event::CData(_)
                     | Event::GeneralRef(_)
                     | Event::Comment(_)
-                    | Event::Decl(_)
                     | Event::PI(_) => None,
                 };
                 self.pos = after;
@@ -481,6 +490,60 @@ impl Scanner {
             _ => SOAP11_NS,
         }
     }
+}
+
+/// Refuses a declared encoding whose bytes are not read as ASCII is: the body would be scanned
+/// as UTF-8 and the credential found in the wrong place, or not at all. UTF-8 and the 8-bit
+/// encodings that share ASCII's bytes (ISO-8859-*, windows-125*) pass as they always have.
+fn check_encoding(declaration: &quick_xml::events::BytesDecl<'_>) -> Result<(), ScanError> {
+    let Some(encoding) = declaration.encoding() else {
+        return Ok(());
+    };
+    let encoding = encoding.map_err(|_| ScanError::NotXml("bad XML declaration"))?;
+    let name = encoding.to_ascii_lowercase();
+    // IBM code pages by number: the EBCDIC ones (IBM437, IBM850… share ASCII's bytes).
+    let code_page = ["ibm-", "ibm", "cp", "csibm"]
+        .iter()
+        .find_map(|prefix| name.strip_prefix(prefix)?.parse::<u32>().ok());
+    let ebcdic = name.contains("ebcdic")
+        || code_page.is_some_and(|page| {
+            matches!(
+                page,
+                37 | 273
+                    | 277
+                    | 278
+                    | 280
+                    | 284
+                    | 285
+                    | 290
+                    | 297
+                    | 420
+                    | 423
+                    | 424
+                    | 500
+                    | 870
+                    | 871
+                    | 875
+                    | 880
+                    | 905
+                    | 918
+                    | 1025
+                    | 1026
+                    | 1047
+                    | 1140..=1149
+            )
+        });
+    let not_ascii = ebcdic
+        || name.starts_with("utf-16")
+        || name.starts_with("utf-32")
+        || name.starts_with("ucs-")
+        || name.starts_with("iso-10646")
+        || name == "utf-7"
+        || name == "unicode-1-1-utf-7";
+    if not_ascii {
+        return Err(ScanError::Encoding);
+    }
+    Ok(())
 }
 
 /// A qualified name's prefix and local name. Names are short: a plain loop over the bytes

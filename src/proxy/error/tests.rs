@@ -176,6 +176,13 @@ fn cases() -> Vec<(ProxyError, &'static str, u16, FaultCode, &'static str)> {
             "could not be reached",
         ),
         (
+            UpstreamError::EchoedToken.into(),
+            "upstream_echoed_token",
+            502,
+            Server,
+            "could not be relayed",
+        ),
+        (
             UpstreamError::Timeout(Duration::from_secs(5)).into(),
             "upstream_timeout",
             504,

@@ -77,7 +77,10 @@ async fn answer(raw: Vec<u8>) -> Response<CampaignBody> {
 
 /// The verdict, and the answer's body as the caller gets it.
 async fn judged(raw: Vec<u8>) -> (bool, u16, String) {
-    let judged = judge(answer(raw).await, IDLE).await.unwrap();
+    let judged = judge(answer(raw).await, IDLE, b"the-access-token")
+        .await
+        .unwrap();
+    assert!(!judged.echoes);
     let status = judged.response.status().as_u16();
     let body = judged
         .response
@@ -147,4 +150,18 @@ async fn a_code_far_past_the_peek_is_not_looked_for_and_nothing_is_lost() {
     );
     assert_eq!((status, sent.len()), (500, body.len()));
     assert_eq!(sent, body);
+}
+
+#[tokio::test]
+async fn a_fault_that_echoes_the_token_is_seen() {
+    let body = fault("XSV-350122 Bearer the-access-token", 0);
+    let judged = judge(
+        answer(with_length("500 Internal Server Error", &body)).await,
+        IDLE,
+        b"the-access-token",
+    )
+    .await
+    .unwrap();
+    assert!(judged.echoes);
+    assert!(!judged.refused);
 }

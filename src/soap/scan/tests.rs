@@ -269,6 +269,16 @@ fn text_before_the_root_gets_one_verdict_whatever_the_chunks() {
         ScanError::NotUtf8
     );
     assert_eq!(scan_in_pieces(body, &[1]).unwrap_err(), ScanError::NotUtf8);
+    // Another find: white space and a byte order mark before the root, in one-byte chunks.
+    let crash = include_bytes!("../../../fuzz/regressions/prefix-bom-in-prolog-text");
+    let (&step, body) = crash.split_first().unwrap();
+    let cuts: Vec<usize> = (1..body.len())
+        .step_by(usize::from(step % 64) + 1)
+        .collect();
+    assert_eq!(
+        Scanner::new().feed(body, true).map(|e| e.map(|e| e.end)),
+        scan_in_pieces(body, &cuts).map(|e| Some(e.end))
+    );
     // Text that is whole is refused as such, at once.
     let mut scanner = Scanner::new();
     assert_eq!(
@@ -376,4 +386,42 @@ fn nothing_after_the_token_is_parsed() {
     let body = envelope("<m:X xmlns:m='urn:a'><t>x/y</t><u a=b/></m:X>");
     let found = scan(&body).unwrap();
     assert!(body[..found.end].ends_with("<t>x/y</t>"));
+}
+
+#[test]
+fn declared_encodings_not_read_as_ascii_are_refused() {
+    for encoding in [
+        "UTF-16",
+        "utf-16le",
+        "UTF-32",
+        "UTF-7",
+        "IBM037",
+        "ibm-1047",
+        "CP500",
+        "EBCDIC-US",
+    ] {
+        let body = crate::demo::SEED_002_BEFORE.replacen(
+            "encoding=\"utf-8\"",
+            &format!("encoding=\"{encoding}\""),
+            1,
+        );
+        assert!(body.contains(encoding), "{body}");
+        assert_eq!(scan(&body).unwrap_err(), ScanError::Encoding, "{encoding}");
+    }
+    // UTF-8, ASCII and the 8-bit encodings that share ASCII's bytes go on as before.
+    for encoding in [
+        "utf-8",
+        "US-ASCII",
+        "ISO-8859-1",
+        "windows-1252",
+        "IBM437",
+        "cp850",
+    ] {
+        let body = crate::demo::SEED_002_BEFORE.replacen(
+            "encoding=\"utf-8\"",
+            &format!("encoding=\"{encoding}\""),
+            1,
+        );
+        assert_eq!(credential(&body), "SESSION_TOKEN", "{encoding}");
+    }
 }
