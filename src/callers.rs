@@ -24,9 +24,9 @@ pub use verifier::{
 };
 
 use crate::carriers::{Conflict, Credential};
-use crate::config::{CallerSettings, Mode, SessionSettings, UnknownCallers};
+use crate::config::{CallerSettings, Mode, PasswordLimits, SessionSettings, UnknownCallers};
 use crate::sessions::{Issued, SessionError, Sessions};
-use verifier::Verifier;
+use verifier::{Busy, Verifier};
 
 /// A configured legacy integration.
 #[derive(Debug)]
@@ -105,6 +105,14 @@ pub enum AuthError {
     LogonNotEnabled(Arc<str>),
     #[error(transparent)]
     Conflict(#[from] Conflict),
+    #[error("too many password checks in progress (server.max_pending_password_checks)")]
+    Busy,
+}
+
+impl From<Busy> for AuthError {
+    fn from(_: Busy) -> AuthError {
+        AuthError::Busy
+    }
 }
 
 pub struct Callers {
@@ -126,6 +134,7 @@ impl Callers {
         unknown: UnknownCallers,
         sessions: Option<&SessionSettings>,
         canary_seed: Option<u64>,
+        limits: PasswordLimits,
     ) -> Callers {
         let callers: Vec<Caller> = settings
             .iter()
@@ -148,7 +157,7 @@ impl Callers {
             callers,
             by_login,
             unknown,
-            verifier: Verifier::new(),
+            verifier: Verifier::new(limits),
             sessions: sessions.map(Sessions::new),
             canary: Mutex::new(
                 canary_seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
@@ -176,14 +185,22 @@ impl Callers {
             self.check_origin(caller, presented)?;
             return Ok(Route::Ims(caller));
         }
-        let owner = token
-            .split_once('/')
-            .and_then(|(login, password)| Some((*self.by_login.get(login)?, password)));
+        let split = token.split_once('/');
+        let owner =
+            split.and_then(|(login, password)| Some((*self.by_login.get(login)?, password)));
         let Some((index, password)) = owner else {
             return match (self.unknown, token.is_empty()) {
                 (UnknownCallers::Legacy, _) => Ok(Route::Transparent),
                 (UnknownCallers::Reject, true) => Err(AuthError::Missing),
-                (UnknownCallers::Reject, false) => Err(AuthError::Unknown),
+                (UnknownCallers::Reject, false) => {
+                    // A `login/password` of no caller costs what a wrong password does.
+                    if let Some((login, password)) = split {
+                        self.verifier
+                            .verify_unknown(login, password, presented.peer)
+                            .await?;
+                    }
+                    Err(AuthError::Unknown)
+                }
             };
         };
         let caller = &self.callers[index];
@@ -201,7 +218,11 @@ impl Callers {
             // Campaign checks the credential on the legacy way.
             return Ok(Route::Legacy(caller));
         }
-        if self.verifier.verify(index, caller, password).await {
+        if self
+            .verifier
+            .verify(index, caller, password, presented.peer)
+            .await?
+        {
             Ok(Route::Ims(caller))
         } else {
             Err(AuthError::WrongPassword(caller.name.clone()))
@@ -220,7 +241,12 @@ impl Callers {
             return match (self.unknown, login.is_empty()) {
                 (UnknownCallers::Legacy, _) => Ok(LogonWay::Forward(None)),
                 (UnknownCallers::Reject, true) => Err(AuthError::Missing),
-                (UnknownCallers::Reject, false) => Err(AuthError::Unknown),
+                (UnknownCallers::Reject, false) => {
+                    self.verifier
+                        .verify_unknown(login, password, presented.peer)
+                        .await?;
+                    Err(AuthError::Unknown)
+                }
             };
         };
         let caller = &self.callers[index];
@@ -231,7 +257,11 @@ impl Callers {
         let Some(sessions) = &self.sessions else {
             return Err(AuthError::LogonNotEnabled(caller.name.clone()));
         };
-        if !self.verifier.verify(index, caller, password).await {
+        if !self
+            .verifier
+            .verify(index, caller, password, presented.peer)
+            .await?
+        {
             return Err(AuthError::WrongPassword(caller.name.clone()));
         }
         Ok(LogonWay::Answer(

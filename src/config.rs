@@ -58,6 +58,9 @@ pub const IMS_TOKEN_PATH: &str = "/ims/token/v3";
 pub const IMS_EXCHANGE_PATH: &str = "/ims/exchange/jwt";
 /// Life of the session tokens imsbridge issues at `xtk:session#Logon`, as Campaign's default.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
+/// argon2 runs waiting or running at once. At about 40 ms a run, 16 queued behind 2 cores is
+/// about a third of a second of wait for a caller's first check, whatever else is asked.
+pub const DEFAULT_MAX_PENDING_PASSWORD_CHECKS: usize = 16;
 /// The session secret signs tokens every replica accepts: it must be hard to guess.
 pub const MIN_SESSION_SECRET_BYTES: usize = 32;
 
@@ -134,6 +137,8 @@ pub struct ServerSettings {
     /// Runtime worker threads; `None`: one per core.
     pub workers: Option<usize>,
     pub limits: Limits,
+    /// How much argon2 work requests may ask for.
+    pub password_limits: PasswordLimits,
     /// TLS on the listener; `None`: plain HTTP.
     pub tls: Option<TlsSettings>,
 }
@@ -150,6 +155,40 @@ impl fmt::Debug for TlsSettings {
         f.debug_struct("TlsSettings")
             .field("mutual", &self.mutual)
             .finish()
+    }
+}
+
+/// How much argon2 work requests may ask for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PasswordLimits {
+    /// argon2 runs waiting or running at once; past it, checks are refused at once.
+    pub max_pending: usize,
+    /// Failed checks of one login, and from one peer, before further checks of it are refused
+    /// without running argon2 until the window ends.
+    pub per_login: Rate,
+    pub per_peer: Rate,
+}
+
+/// `count` events per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub window: Duration,
+}
+
+impl Default for PasswordLimits {
+    fn default() -> PasswordLimits {
+        PasswordLimits {
+            max_pending: DEFAULT_MAX_PENDING_PASSWORD_CHECKS,
+            per_login: Rate {
+                count: 10,
+                window: Duration::from_secs(60),
+            },
+            per_peer: Rate {
+                count: 30,
+                window: Duration::from_secs(60),
+            },
+        }
     }
 }
 

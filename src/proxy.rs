@@ -145,6 +145,7 @@ impl Proxy {
                 config.unknown_callers,
                 config.sessions.as_ref(),
                 config.canary_seed,
+                config.server.password_limits,
             ),
             profiles,
             upstream,

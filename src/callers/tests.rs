@@ -29,11 +29,25 @@ fn caller(name: &str, login: &str, password: &str, mode: Mode) -> CallerSettings
 const SESSION_SECRET: &str = "a-session-secret-of-thirty-two-bytes-or-more";
 
 fn with(settings: &[CallerSettings], unknown: UnknownCallers) -> Callers {
+    with_limits(settings, unknown, PasswordLimits::default())
+}
+
+fn with_limits(
+    settings: &[CallerSettings],
+    unknown: UnknownCallers,
+    limits: PasswordLimits,
+) -> Callers {
     let sessions = SessionSettings {
         secret: Secret::from(SESSION_SECRET),
         ttl: Duration::from_secs(3600),
     };
-    Callers::new(settings, unknown, Some(&sessions), Some(CANARY_SEED))
+    Callers::new(
+        settings,
+        unknown,
+        Some(&sessions),
+        Some(CANARY_SEED),
+        limits,
+    )
 }
 
 fn callers(unknown: UnknownCallers) -> Callers {
@@ -380,4 +394,90 @@ async fn sessions_end_when_the_caller_leaves_ims_mode() {
         after.logon("mc", "pw", cred("")).await,
         Ok(LogonWay::Forward(Some(_)))
     ));
+}
+
+fn limits(max_pending: usize, per_login: u32, per_peer: u32) -> PasswordLimits {
+    let per = |count| crate::config::Rate {
+        count,
+        window: Duration::from_secs(60),
+    };
+    PasswordLimits {
+        max_pending,
+        per_login: per(per_login),
+        per_peer: per(per_peer),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_checks_are_limited_per_login_and_a_good_verdict_still_works() {
+    let settings = [caller("crm-events", "mc", "pw", Mode::Ims)];
+    let callers = with_limits(&settings, UnknownCallers::Reject, limits(32, 3, 100));
+    assert!(
+        callers.route(cred("mc/pw")).await.is_ok(),
+        "remembered as good"
+    );
+    for i in 0..3 {
+        let wrong = format!("mc/wrong-{i}");
+        assert!(callers.route(cred(&wrong)).await.is_err());
+    }
+    assert_eq!(callers.verifier.runs(), 4);
+    // Over the limit: refused without running argon2, even a password not tried yet...
+    assert_eq!(
+        callers.route(cred("mc/wrong-3")).await.unwrap_err(),
+        AuthError::WrongPassword("crm-events".into())
+    );
+    assert_eq!(callers.verifier.runs(), 4);
+    // ... while the remembered good verdict is honoured.
+    assert!(callers.route(cred("mc/pw")).await.is_ok());
+    // A new window, a new allowance.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert!(callers.route(cred("mc/wrong-4")).await.is_err());
+    assert_eq!(callers.verifier.runs(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_checks_are_limited_per_peer_across_logins() {
+    let settings = [
+        caller("crm-events", "mc", "pw", Mode::Ims),
+        caller("other", "other", "pw", Mode::Ims),
+    ];
+    let callers = with_limits(&settings, UnknownCallers::Reject, limits(32, 100, 2));
+    assert!(callers.route(cred("mc/wrong")).await.is_err());
+    assert!(callers.route(cred("other/wrong")).await.is_err());
+    assert_eq!(callers.verifier.runs(), 2);
+    // Same peer, unknown login or known: no more runs.
+    assert!(callers.route(cred("nobody/x")).await.is_err());
+    assert!(callers.route(cred("mc/pw")).await.is_err());
+    assert_eq!(callers.verifier.runs(), 2);
+    // Another peer is not limited by this one's failures.
+    let elsewhere = Presented {
+        peer: "192.0.2.9".parse().unwrap(),
+        ..cred("mc/pw")
+    };
+    assert!(callers.route(elsewhere).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_unknown_login_costs_a_check_and_a_full_queue_refuses_at_once() {
+    let settings = [caller("crm-events", "mc", "pw", Mode::Ims)];
+    let callers = with_limits(&settings, UnknownCallers::Reject, limits(32, 10, 30));
+    assert_eq!(
+        callers.route(cred("nobody/x")).await.unwrap_err(),
+        AuthError::Unknown
+    );
+    assert_eq!(callers.verifier.runs(), 1, "as a wrong password would");
+    // Not a login/password: nothing to check.
+    assert!(callers.route(cred("a-campaign-session")).await.is_err());
+    assert_eq!(callers.verifier.runs(), 1);
+
+    let full = with_limits(&settings, UnknownCallers::Reject, limits(0, 10, 30));
+    assert_eq!(
+        full.route(cred("mc/pw")).await.unwrap_err(),
+        AuthError::Busy
+    );
+    assert_eq!(full.verifier.runs(), 0);
+    assert!(
+        full.verifier.remembered().is_empty(),
+        "not remembered: checked next time"
+    );
 }

@@ -3,9 +3,17 @@
 //! (SipHash-2-4 with a 128-bit tag, a keyed pseudorandom function built for short inputs,
 //! under a key that lives only in this process), and concurrent requests with the same
 //! credential share one verification.
+//!
+//! argon2 is also what an attacker can make the proxy spend: runs wait in a bounded queue
+//! ([`PasswordLimits::max_pending`]; when it is full, a check is refused at once), and failed
+//! checks are counted per login and per peer, over their limits refused without running argon2.
+//! A remembered good verdict is honoured whatever the limits, and never evicted to make room
+//! for refusals. An unknown login costs an argon2 run like a wrong password, so that timing does
+//! not tell which logins exist.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +25,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::Instant;
 
 use super::Caller;
+use crate::config::{PasswordLimits, Rate};
 use crate::secret::Secret;
 
 /// How long a verified credential is accepted without running argon2 again.
@@ -73,6 +82,48 @@ impl std::hash::Hasher for TagHasher {
     fn write_usize(&mut self, _: usize) {}
 }
 
+/// The queue of argon2 runs is full: the check is refused without waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+/// Whose failures a count is of.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum FailureKey {
+    Login(Box<str>),
+    Peer(IpAddr),
+}
+
+/// Failures in the current window of each login and peer.
+#[derive(Default)]
+struct Failures(Mutex<HashMap<FailureKey, (Instant, u32)>>);
+
+/// At most this many logins and peers are counted; past it, stale windows go, then all.
+const MAX_COUNTED: usize = 100_000;
+
+impl Failures {
+    fn over(&self, key: &FailureKey, rate: Rate, now: Instant) -> bool {
+        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        counts
+            .get(key)
+            .is_some_and(|(start, count)| now < *start + rate.window && *count >= rate.count)
+    }
+
+    fn record(&self, key: FailureKey, rate: Rate, now: Instant) {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.len() >= MAX_COUNTED && !counts.contains_key(&key) {
+            counts.retain(|_, (start, _)| now < *start + rate.window);
+            if counts.len() >= MAX_COUNTED {
+                counts.clear();
+            }
+        }
+        let (start, count) = counts.entry(key).or_insert((now, 0));
+        if now >= *start + rate.window {
+            (*start, *count) = (now, 0);
+        }
+        *count += 1;
+    }
+}
+
 /// The remembered verdicts, and the argon2 runs behind them.
 pub struct Verifier {
     /// The MAC key. SipHash rather than HMAC-SHA256: a tag is computed on every request, and
@@ -85,10 +136,19 @@ pub struct Verifier {
     slots: Arc<Semaphore>,
     /// argon2 runs so far.
     runs: Arc<AtomicU64>,
+    limits: PasswordLimits,
+    /// argon2 runs waiting for a slot or running, in all and per peer: one peer may hold at
+    /// most a quarter of the queue, so that a flood from one address leaves room for others.
+    pending: Arc<AtomicUsize>,
+    pending_by_peer: Mutex<HashMap<IpAddr, usize>>,
+    failures: Failures,
+    /// What an unknown login's password is checked against: a hash of the default cost, so
+    /// that the check costs what a real one does.
+    decoy: Arc<PasswordHash>,
 }
 
 impl Verifier {
-    pub fn new() -> Verifier {
+    pub fn new(limits: PasswordLimits) -> Verifier {
         let mut key = [0u8; 16];
         ring::rand::SystemRandom::new()
             .fill(&mut key)
@@ -99,57 +159,198 @@ impl Verifier {
             verdicts: Mutex::new(HashMap::default()),
             slots: Arc::new(Semaphore::new(cores)),
             runs: Arc::default(),
+            limits,
+            pending: Arc::default(),
+            pending_by_peer: Mutex::default(),
+            failures: Failures::default(),
+            decoy: Arc::new(
+                PasswordHash::new(&hash_password("no caller has this password"))
+                    .expect("a hash of our own"),
+            ),
         }
     }
 
-    /// Whether `password` is the password of `caller` (the `index`-th).
-    pub async fn verify(&self, index: usize, caller: &Caller, password: &str) -> bool {
+    /// Whether `password` is the password of `caller` (the `index`-th), asked from `peer`.
+    /// `Ok(false)` also when the login or the peer failed too often of late.
+    pub async fn verify(
+        &self,
+        index: usize,
+        caller: &Caller,
+        password: &str,
+        peer: IpAddr,
+    ) -> Result<bool, Busy> {
         let mut mac = SipHasher24::new_with_key(&self.key);
         std::hash::Hasher::write(&mut mac, &(index as u64).to_le_bytes());
         std::hash::Hasher::write(&mut mac, password.as_bytes());
         let tag = mac.finish128().as_bytes();
 
-        let outcome = {
-            let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            match verdicts.get(&tag) {
-                Some(verdict) if verdict.is_fresh(now) => verdict.outcome.clone(),
-                _ => {
-                    if verdicts.len() >= MAX_REMEMBERED {
-                        verdicts.retain(|_, v| v.is_fresh(now));
-                        if verdicts.len() >= MAX_REMEMBERED {
-                            verdicts.clear();
+        let now = Instant::now();
+        // Made only when counted: the remembered path allocates nothing.
+        let login = || FailureKey::Login(caller.login.as_str().into());
+        let remembered = {
+            let verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+            verdicts
+                .get(&tag)
+                .filter(|verdict| verdict.is_fresh(now))
+                .map(|verdict| verdict.outcome.clone())
+        };
+        // Remembered, or being made: whatever the limits.
+        let outcome = match remembered {
+            Some(outcome) => outcome,
+            None if self.limited(&login(), peer, now) => return Ok(false),
+            None => {
+                let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+                match verdicts.get(&tag) {
+                    Some(verdict) if verdict.is_fresh(now) => verdict.outcome.clone(),
+                    _ => {
+                        let outcome = Arc::new(OnceCell::new());
+                        if make_room(&mut verdicts, now) {
+                            verdicts.insert(
+                                tag,
+                                Verdict {
+                                    created: now,
+                                    outcome: outcome.clone(),
+                                },
+                            );
                         }
+                        outcome
                     }
-                    let outcome = Arc::new(OnceCell::new());
-                    verdicts.insert(
-                        tag,
-                        Verdict {
-                            created: now,
-                            outcome: outcome.clone(),
-                        },
-                    );
-                    outcome
                 }
             }
         };
-        *outcome
-            .get_or_init(|| async {
-                let Ok(_slot) = self.slots.acquire().await else {
-                    return false;
-                };
-                let hash = caller.password.clone();
-                let password = Secret::from(password);
-                let runs = self.runs.clone();
-                tokio::task::spawn_blocking(move || {
-                    runs.fetch_add(1, Ordering::Relaxed);
-                    check_password(password.expose(), &hash)
-                })
-                .await
-                .unwrap_or(false)
+        let hash = caller.password.clone();
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        let verified = outcome
+            .get_or_try_init(|| async {
+                ran.store(true, Ordering::Relaxed);
+                self.run(hash, password, peer).await
             })
             .await
+            .copied();
+        match verified {
+            Ok(false) if ran.load(Ordering::Relaxed) => self.failed(login(), peer, now),
+            // Not checked: forget the verdict, so that the next request checks.
+            Err(Busy) => {
+                let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+                if verdicts
+                    .get(&tag)
+                    .is_some_and(|v| Arc::ptr_eq(&v.outcome, &outcome) && v.outcome.get().is_none())
+                {
+                    verdicts.remove(&tag);
+                }
+            }
+            _ => {}
+        }
+        verified
     }
+
+    /// An unknown login's check: refused, at the cost of a real one, within the same limits.
+    pub async fn verify_unknown(
+        &self,
+        login: &str,
+        password: &str,
+        peer: IpAddr,
+    ) -> Result<(), Busy> {
+        let now = Instant::now();
+        let login = FailureKey::Login(login.into());
+        if self.limited(&login, peer, now) {
+            return Ok(());
+        }
+        self.run(self.decoy.clone(), password, peer).await?;
+        self.failed(login, peer, now);
+        Ok(())
+    }
+
+    /// The login or the peer failed too often in the current window.
+    fn limited(&self, login: &FailureKey, peer: IpAddr, now: Instant) -> bool {
+        self.failures.over(login, self.limits.per_login, now)
+            || self
+                .failures
+                .over(&FailureKey::Peer(peer), self.limits.per_peer, now)
+    }
+
+    fn failed(&self, login: FailureKey, peer: IpAddr, now: Instant) {
+        self.failures.record(login, self.limits.per_login, now);
+        self.failures
+            .record(FailureKey::Peer(peer), self.limits.per_peer, now);
+    }
+
+    /// One argon2 run on the blocking pool, when the queue has room: `Err(Busy)` when it is
+    /// full, `Ok(false)` without running when `peer` holds its share of it already.
+    async fn run(
+        &self,
+        hash: Arc<PasswordHash>,
+        password: &str,
+        peer: IpAddr,
+    ) -> Result<bool, Busy> {
+        let pending = self.pending.fetch_add(1, Ordering::AcqRel);
+        let _pending = Pending(&self.pending);
+        if pending >= self.limits.max_pending {
+            return Err(Busy);
+        }
+        let share = (self.limits.max_pending / 4).max(1);
+        {
+            let mut by_peer = self
+                .pending_by_peer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let held = by_peer.entry(peer).or_insert(0);
+            if *held >= share {
+                return Ok(false);
+            }
+            *held += 1;
+        }
+        let _held = PeerPending(&self.pending_by_peer, peer);
+        let Ok(_slot) = self.slots.acquire().await else {
+            return Ok(false);
+        };
+        let password = Secret::from(password);
+        let runs = self.runs.clone();
+        Ok(tokio::task::spawn_blocking(move || {
+            runs.fetch_add(1, Ordering::Relaxed);
+            check_password(password.expose(), &hash)
+        })
+        .await
+        .unwrap_or(false))
+    }
+}
+
+/// Counts a run as pending while it lives.
+struct Pending<'a>(&'a AtomicUsize);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts a run as one of its peer's while it lives.
+struct PeerPending<'a>(&'a Mutex<HashMap<IpAddr, usize>>, IpAddr);
+
+impl Drop for PeerPending<'_> {
+    fn drop(&mut self) {
+        let mut by_peer = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = by_peer.get_mut(&self.1) {
+            *held -= 1;
+            if *held == 0 {
+                by_peer.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Room for one more verdict, within [`MAX_REMEMBERED`]: stale verdicts go first, then
+/// refusals and checks in flight; good verdicts are never evicted. False when every place
+/// holds a good verdict: the new one is then not remembered.
+fn make_room(verdicts: &mut HashMap<[u8; 16], Verdict, TagHash>, now: Instant) -> bool {
+    if verdicts.len() < MAX_REMEMBERED {
+        return true;
+    }
+    verdicts.retain(|_, v| v.is_fresh(now));
+    if verdicts.len() >= MAX_REMEMBERED {
+        verdicts.retain(|_, v| v.outcome.get() == Some(&true));
+    }
+    verdicts.len() < MAX_REMEMBERED
 }
 
 /// Checks a password against an argon2 hash in PHC form.
@@ -184,5 +385,42 @@ impl Verifier {
             .values()
             .map(|v| (v.created, v.outcome.get().copied()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(outcome: Option<bool>, created: Instant) -> Verdict {
+        Verdict {
+            created,
+            outcome: Arc::new(OnceCell::new_with(outcome)),
+        }
+    }
+
+    #[test]
+    fn good_verdicts_are_never_evicted_for_refusals() {
+        let now = Instant::now();
+        let mut verdicts: HashMap<[u8; 16], Verdict, TagHash> = HashMap::default();
+        let mut tag = 0u128;
+        let mut next = || {
+            tag += 1;
+            tag.to_le_bytes()
+        };
+        let good = next();
+        verdicts.insert(good, verdict(Some(true), now));
+        while verdicts.len() < MAX_REMEMBERED {
+            verdicts.insert(next(), verdict(Some(false), now));
+        }
+        assert!(make_room(&mut verdicts, now));
+        assert!(verdicts.contains_key(&good), "the good verdict stays");
+        assert_eq!(verdicts.len(), 1, "the refusals made room");
+        // Full of good verdicts: a new one is not remembered, none is evicted.
+        while verdicts.len() < MAX_REMEMBERED {
+            verdicts.insert(next(), verdict(Some(true), now));
+        }
+        assert!(!make_room(&mut verdicts, now));
+        assert_eq!(verdicts.len(), MAX_REMEMBERED);
     }
 }

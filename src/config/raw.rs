@@ -43,6 +43,15 @@ pub struct RawServer {
     pub idle_timeout: Option<String>,
     pub max_connections: Option<u64>,
     pub shutdown_grace: Option<String>,
+    pub max_pending_password_checks: Option<u64>,
+    pub password_failures: Option<RawPasswordFailures>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPasswordFailures {
+    pub per_login: Option<String>,
+    pub per_peer: Option<String>,
 }
 
 #[derive(Deserialize)]

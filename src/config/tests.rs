@@ -720,6 +720,10 @@ fn the_documented_example_names_every_key() {
         ("", keys_of::<raw::RawConfig>()),
         ("server.", keys_of::<raw::RawServer>()),
         ("server.tls.", keys_of::<raw::RawTls>()),
+        (
+            "server.password_failures.",
+            keys_of::<raw::RawPasswordFailures>(),
+        ),
         ("upstream.", keys_of::<raw::RawUpstream>()),
         ("ims.", keys_of::<raw::RawIms>()),
         ("profiles.NAME.", keys_of::<raw::RawProfile>()),
@@ -742,4 +746,44 @@ fn the_documented_example_names_every_key() {
     // The check can fail.
     assert!(!named("imsbridge_no_such_key"));
     assert!(keys_of::<raw::RawServer>().contains(&"shutdown_grace".to_owned()));
+}
+
+#[test]
+fn password_limits_have_defaults_and_are_checked() {
+    let defaults = parse(&config("")).unwrap();
+    assert_eq!(defaults.server.password_limits, PasswordLimits::default());
+    let text = format!(
+        "[server]\nmax_pending_password_checks = 4\npassword_failures = {{ per_login = \"3/s\", per_peer = \"100/h\" }}\n{}",
+        config("")
+    );
+    let limits = parse(&text).unwrap().server.password_limits;
+    assert_eq!(limits.max_pending, 4);
+    assert_eq!(
+        (limits.per_login.count, limits.per_login.window),
+        (3, Duration::from_secs(1))
+    );
+    assert_eq!(
+        (limits.per_peer.count, limits.per_peer.window),
+        (100, Duration::from_secs(3600))
+    );
+    assert_refused(&[
+        (
+            format!("[server]\nmax_pending_password_checks = 0\n{}", config("")),
+            "server.max_pending_password_checks: must be between 1 and 100000",
+        ),
+        (
+            format!(
+                "[server]\npassword_failures = {{ per_login = \"ten\" }}\n{}",
+                config("")
+            ),
+            "server.password_failures.per_login: `ten` is not a rate",
+        ),
+        (
+            format!(
+                "[server]\npassword_failures = {{ per_peer = \"0/m\" }}\n{}",
+                config("")
+            ),
+            "server.password_failures.per_peer",
+        ),
+    ]);
 }

@@ -255,7 +255,9 @@ fn validate_server(
             DEFAULT_SHUTDOWN_GRACE,
         )?,
     };
+    let password_limits = password_limits(raw.max_pending_password_checks, raw.password_failures)?;
     Ok(ServerSettings {
+        password_limits,
         listen: address("server.listen", raw.listen, DEFAULT_LISTEN)?,
         admin_listen: address(
             "server.admin_listen",
@@ -268,6 +270,63 @@ fn validate_server(
         limits,
         tls,
     })
+}
+
+/// `server.max_pending_password_checks` and `server.password_failures`.
+fn password_limits(
+    max_pending: Option<u64>,
+    failures: Option<raw::RawPasswordFailures>,
+) -> Result<PasswordLimits, ConfigError> {
+    let defaults = PasswordLimits::default();
+    let max_pending = match max_pending {
+        None => defaults.max_pending,
+        Some(n @ 1..=100_000) => n as usize,
+        Some(_) => {
+            return Err(invalid(
+                "server.max_pending_password_checks",
+                "must be between 1 and 100000",
+            ));
+        }
+    };
+    let (per_login, per_peer) = match failures {
+        None => (None, None),
+        Some(raw) => (raw.per_login, raw.per_peer),
+    };
+    let rate = |key: &str, text: Option<String>, default: Rate| match text {
+        None => Ok(default),
+        Some(text) => parse_rate(&text).ok_or_else(|| {
+            invalid(
+                key,
+                format!("`{text}` is not a rate such as \"10/m\" (a count per s, m or h)"),
+            )
+        }),
+    };
+    Ok(PasswordLimits {
+        max_pending,
+        per_login: rate(
+            "server.password_failures.per_login",
+            per_login,
+            defaults.per_login,
+        )?,
+        per_peer: rate(
+            "server.password_failures.per_peer",
+            per_peer,
+            defaults.per_peer,
+        )?,
+    })
+}
+
+/// `"10/m"`: a count of at least 1 per second, minute or hour.
+fn parse_rate(text: &str) -> Option<Rate> {
+    let (count, unit) = text.trim().split_once('/')?;
+    let count: u32 = count.trim().parse().ok().filter(|n| *n > 0)?;
+    let window = match unit.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        _ => return None,
+    };
+    Some(Rate { count, window })
 }
 
 fn duration(key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {

@@ -165,6 +165,13 @@ impl ProxyError {
                     AuthError::Conflict(_) => {
                         answer("conflicting_credentials", status, Client, INVALID_LOGIN)
                     }
+                    // The proxy's own limit, not the caller's fault.
+                    AuthError::Busy => answer(
+                        "password_checks_busy",
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Server,
+                        "Too many logins are being checked. Try again later.",
+                    ),
                     AuthError::LogonNotEnabled(_) => answer(
                         "logon_not_enabled",
                         status,

@@ -157,7 +157,8 @@ impl Record {
             | AuthError::Unknown
             | AuthError::Session(_)
             | AuthError::SessionOfNoImsCaller(_)
-            | AuthError::Conflict(_) => return,
+            | AuthError::Conflict(_)
+            | AuthError::Busy => return,
         };
         self.caller = Some(caller.clone());
     }

@@ -152,6 +152,13 @@ fn cases() -> Vec<(ProxyError, &'static str, u16, FaultCode, &'static str)> {
             "ambiguous about where the credential is",
         ),
         (
+            AuthError::Busy.into(),
+            "password_checks_busy",
+            503,
+            Server,
+            "Try again later",
+        ),
+        (
             AuthError::LogonNotEnabled("crm".into()).into(),
             "logon_not_enabled",
             500,
