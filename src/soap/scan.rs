@@ -173,6 +173,80 @@ pub struct Scanner {
     wanted: usize,
     /// Where the content of the parameter being read starts.
     param_start: usize,
+    /// The construct the data so far ends inside, if any: it is parsed again only once its
+    /// end may have come.
+    waiting: Option<Waiting>,
+}
+
+/// An unfinished construct at `start`, and how far its end has been looked for: the search goes
+/// on where it stopped, so that a construct sent a byte at a time costs each byte once.
+struct Waiting {
+    start: usize,
+    end: End,
+    /// Looked at up to here.
+    searched: usize,
+}
+
+/// What ends a construct.
+enum End {
+    /// These bytes: `-->`, `]]>`, `?>`, `;`, `<`.
+    Bytes(&'static [u8]),
+    /// A `>` outside quoted attribute values; `quote` is the quote open at `searched`.
+    Tag { quote: Option<u8> },
+    /// Too little of it to tell: any new byte.
+    Any,
+}
+
+impl Waiting {
+    /// The construct at `data[start..]`, unfinished.
+    fn new(data: &[u8], start: usize) -> Waiting {
+        let rest = &data[start..];
+        let (end, skip) = if rest.starts_with(b"<!--") {
+            (End::Bytes(b"-->"), 4)
+        } else if rest.starts_with(b"<![CDATA[") {
+            (End::Bytes(b"]]>"), 9)
+        } else if rest.starts_with(b"<?") {
+            (End::Bytes(b"?>"), 2)
+        } else if rest.starts_with(b"<!") || rest.len() < 2 {
+            (End::Any, rest.len())
+        } else if rest.starts_with(b"<") {
+            (End::Tag { quote: None }, 1)
+        } else if rest.starts_with(b"&") {
+            (End::Bytes(b";"), 1)
+        } else {
+            (End::Any, rest.len())
+        };
+        Waiting {
+            start,
+            end,
+            searched: start + skip,
+        }
+    }
+
+    /// Looks at what came since the last call: true when the end may be there.
+    fn may_end_in(&mut self, data: &[u8]) -> bool {
+        let from = self.searched.min(data.len());
+        self.searched = data.len();
+        match &mut self.end {
+            End::Any => from < data.len(),
+            End::Bytes(end) => {
+                // An end cut in two by the last call: look again at its first bytes.
+                let from = from.saturating_sub(end.len() - 1).max(self.start);
+                data[from..].windows(end.len()).any(|w| w == *end)
+            }
+            End::Tag { quote } => {
+                for &byte in &data[from..] {
+                    match (*quote, byte) {
+                        (None, b'>') => return true,
+                        (None, b'"' | b'\'') => *quote = Some(byte),
+                        (Some(open), _) if byte == open => *quote = None,
+                        _ => {}
+                    }
+                }
+                false
+            }
+        }
+    }
 }
 
 impl Default for Scanner {
@@ -195,6 +269,7 @@ impl Scanner {
             params: Vec::new(),
             wanted: 1,
             param_start: 0,
+            waiting: None,
         }
     }
 
@@ -206,6 +281,14 @@ impl Scanner {
     pub fn feed(&mut self, data: &[u8], at_eof: bool) -> Result<Option<Envelope>, ScanError> {
         if self.pos == 0 && (data.starts_with(b"\xFE\xFF") || data.starts_with(b"\xFF\xFE")) {
             return Err(ScanError::NotUtf8);
+        }
+        // The data ended inside a construct last time: parse it again only once its end may
+        // have come (or the body has ended), not at every chunk.
+        if let Some(waiting) = &mut self.waiting
+            && !at_eof
+            && !waiting.may_end_in(data)
+        {
+            return Ok(None);
         }
         loop {
             // quick-xml drops a leading UTF-8 BOM without counting it in its positions, so we
@@ -226,7 +309,13 @@ impl Scanner {
                 let before = base + reader.buffer_position() as usize;
                 let event = match reader.read_event() {
                     Ok(event) => event,
-                    Err(e) if !at_eof && is_incomplete(&e) => return Ok(None),
+                    Err(e) if !at_eof && is_incomplete(&e) => {
+                        if data[before..].starts_with(b"<!DOCTYPE") {
+                            return Err(ScanError::Doctype);
+                        }
+                        self.wait(data, before);
+                        return Ok(None);
+                    }
                     Err(e) => return Err(describe(&e)),
                 };
                 let after = base + reader.buffer_position() as usize;
@@ -249,6 +338,11 @@ impl Scanner {
                         // Text that runs to the end of the data so far is judged once it is
                         // whole: its next bytes may not be UTF-8, and that error comes first.
                         if !at_eof && after == data.len() {
+                            self.waiting = Some(Waiting {
+                                start: before,
+                                end: End::Bytes(b"<"),
+                                searched: after,
+                            });
                             return Ok(None);
                         }
                         return Err(ScanError::NotXml("text before the root element"));
@@ -267,6 +361,7 @@ impl Scanner {
                     | Event::PI(_) => None,
                 };
                 self.pos = after;
+                self.waiting = None;
                 if let Some(envelope) = done {
                     return Ok(Some(envelope));
                 }
@@ -274,6 +369,17 @@ impl Scanner {
                     break; // restart the reader past it
                 }
             }
+        }
+    }
+
+    /// The data so far ends inside the construct at `start`. Still the same one as last time:
+    /// the search for its end goes on from where it stopped.
+    fn wait(&mut self, data: &[u8], start: usize) {
+        match &self.waiting {
+            // Known, and still unfinished: go on where the search stopped.
+            Some(waiting) if waiting.start == start && !matches!(waiting.end, End::Any) => {}
+            // New, or too short to tell what it was: look at it (again) now.
+            _ => self.waiting = Some(Waiting::new(data, start)),
         }
     }
 

@@ -425,3 +425,56 @@ fn declared_encodings_not_read_as_ascii_are_refused() {
         assert_eq!(credential(&body), "SESSION_TOKEN", "{encoding}");
     }
 }
+
+/// CPU time this thread has used, in clock ticks (user + system, `/proc/thread-self/stat`).
+fn thread_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// CPU ticks to scan `body` fed a byte at a time, `times` over.
+fn cpu_of_one_byte_chunks(body: &[u8], times: usize) -> u64 {
+    let cuts: Vec<usize> = (1..body.len()).collect();
+    let before = thread_cpu_ticks();
+    for _ in 0..times {
+        let envelope = scan_in_pieces(body, &cuts).unwrap();
+        assert_eq!(envelope.credential().unwrap().value.expose(), "mc/pw");
+    }
+    thread_cpu_ticks() - before
+}
+
+/// An envelope whose SOAP Header holds `filler`, padded to about 64 KiB.
+fn prefix_of_64k(filler: impl Fn(usize) -> String) -> Vec<u8> {
+    let pad = 64 * 1024 - 300;
+    format!(
+        r#"<s:Envelope xmlns:s="{SOAP11}"><s:Header>{}</s:Header><s:Body><m:X xmlns:m="urn:a"><t>mc/pw</t></m:X></s:Body></s:Envelope>"#,
+        filler(pad)
+    )
+    .into_bytes()
+}
+
+#[test]
+fn an_unfinished_construct_costs_each_byte_once_whatever_the_chunks() {
+    // Constructs that stay unfinished for 64 KiB, full of `>`: before, each was parsed again
+    // from its start at every chunk (a 64 KiB prefix in 1-byte chunks took 17 s of CPU).
+    let hostile = [
+        prefix_of_64k(|n| format!("<!--{}-->", ">".repeat(n))),
+        prefix_of_64k(|n| format!("<?pi {}?>", ">".repeat(n))),
+        prefix_of_64k(|n| format!("<![CDATA[{}]]>", ">".repeat(n))),
+        prefix_of_64k(|n| format!("<h a=\"{}\"/>", ">".repeat(n))),
+    ];
+    // The same size of ordinary markup, in the same chunks: the cost to compare with.
+    let ordinary = prefix_of_64k(|n| "<h a='1'/>".repeat(n / 10));
+    let baseline = cpu_of_one_byte_chunks(&ordinary, 2);
+    for body in &hostile {
+        let cost = cpu_of_one_byte_chunks(body, 2);
+        // Linear, as the ordinary markup is; quadratic would be hundreds of times more.
+        assert!(
+            cost <= 3 * baseline + 5,
+            "{cost} ticks against {baseline} for ordinary markup: {}",
+            String::from_utf8_lossy(&body[80..120])
+        );
+    }
+}
