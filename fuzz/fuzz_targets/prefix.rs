@@ -2,6 +2,9 @@
 //! says, must give the same verdict as the whole body, and a spliced prefix must be the input
 //! with exactly the reported credential ranges replaced.
 //!
+//! The input's first byte says how many chunk sizes follow (0 to 7), then those sizes (1 to
+//! 64 bytes each, used in turn); the rest is the body. With no size, chunks of one byte.
+//!
 //! RUSTC_BOOTSTRAP=1 cargo fuzz run prefix -- -max_total_time=600
 
 #![no_main]
@@ -12,19 +15,26 @@ use imsbridge::soap::{Scanner, splice};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
-    // The first byte chooses the chunk size, the rest is the body.
-    let Some((&step, body)) = input.split_first() else {
+    // The chunk sizes, then the body.
+    let Some((&count, rest)) = input.split_first() else {
         return;
     };
-    let step = usize::from(step % 64) + 1;
+    let count = usize::from(count % 8).min(rest.len());
+    let (sizes, body) = rest.split_at(count);
+    let sizes: Vec<usize> = match sizes.is_empty() {
+        true => vec![1],
+        false => sizes.iter().map(|&s| usize::from(s % 64) + 1).collect(),
+    };
 
     let whole = Scanner::new().feed(body, true);
 
     let mut scanner = Scanner::new();
     let mut chunked = None;
     let mut at = 0;
+    let mut turn = 0;
     while at < body.len() {
-        at = (at + step).min(body.len());
+        at = (at + sizes[turn % sizes.len()]).min(body.len());
+        turn += 1;
         match scanner.feed(&body[..at], at == body.len()) {
             Ok(None) if at < body.len() => continue,
             other => {
