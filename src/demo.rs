@@ -56,9 +56,7 @@ pub async fn run(
     once: bool,
     out: &mut (dyn Write + Send),
 ) -> Result<(), DemoError> {
-    let ims = StandInIms::start().await?;
-    ims.add_client(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET);
-    let campaign = StandInCampaign::start(Some(ims.token_check())).await?;
+    let (ims, campaign) = start_stand_ins().await?;
 
     let proxy = match TcpListener::bind(listen).await {
         Ok(listener) => listener,
@@ -168,9 +166,7 @@ pub async fn stand_ins(
     once: bool,
     out: &mut (dyn Write + Send),
 ) -> Result<(), DemoError> {
-    let ims = StandInIms::start().await?;
-    ims.add_client(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET);
-    let campaign = StandInCampaign::start(Some(ims.token_check())).await?;
+    let (ims, campaign) = start_stand_ins().await?;
     // Beside the proxy: a fixed port to type, or any free one when the proxy takes any.
     let admin = match listen.port() {
         0 => SocketAddr::new(listen.ip(), 0),
@@ -230,6 +226,15 @@ pub async fn stand_ins(
     }
     out.flush()?;
     Ok(())
+}
+
+/// The stand-in IMS, knowing the demo's client, and a stand-in Campaign that accepts only the
+/// tokens that IMS issued.
+async fn start_stand_ins() -> io::Result<(StandInIms, StandInCampaign)> {
+    let ims = StandInIms::start().await?;
+    ims.add_client(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET);
+    let campaign = StandInCampaign::start(Some(ims.token_check())).await?;
+    Ok((ims, campaign))
 }
 
 /// The demo's config: `server` (a `[server]` table, or nothing), the stand-ins, one `ims`

@@ -545,36 +545,17 @@ fn two_profiles(
 /// A web server that is not Campaign: it answers any request `200 OK` with a page that echoes
 /// the request's `Authorization`.
 async fn not_campaign() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        loop {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let head = String::from_utf8_lossy(&head).to_string();
-                let echoed = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("authorization: "))
-                    .unwrap_or("-");
-                let page = format!("<html><body>It works! You sent: {echoed}</body></html>");
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
-                    page.len()
-                );
-                let _ = stream.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    url
+    scripted_http(|head| {
+        let page = format!(
+            "<html><body>It works! You sent: {}</body></html>",
+            header_of(head, "authorization").unwrap_or("-")
+        );
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+            page.len()
+        )
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

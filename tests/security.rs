@@ -231,51 +231,13 @@ async fn a_fault_that_echoes_the_bearer_token_never_reaches_the_caller() {
 /// A Campaign (or a load balancer before it) that answers `<ok/>` and echoes the request's
 /// `Authorization` in a response header.
 async fn echoing_campaign() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        loop {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut read = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => read.extend_from_slice(&chunk[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&read[..end]).to_string();
-                    let field = |name: &str| {
-                        head.lines()
-                            .find_map(|l| l.strip_prefix(name))
-                            .unwrap_or_default()
-                            .trim()
-                            .to_owned()
-                    };
-                    let length: usize = field("content-length:").parse().unwrap_or(0);
-                    while read.len() < end + 4 + length {
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => read.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    read.drain(..end + 4 + length);
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\nx-seen-authorization: {}\r\nx-kept: 1\r\ncontent-length: 5\r\n\r\n<ok/>",
-                        field("authorization:")
-                    );
-                    if stream.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    url
+    scripted_http(|head| {
+        format!(
+            "HTTP/1.1 200 OK\r\nx-seen-authorization: {}\r\nx-kept: 1\r\ncontent-length: 5\r\n\r\n<ok/>",
+            header_of(head, "authorization").unwrap_or_default()
+        )
+    })
+    .await
 }
 
 #[tokio::test]

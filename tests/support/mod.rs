@@ -465,3 +465,61 @@ pub fn install(command: &mut std::process::Command) -> Result<(), String> {
         String::from_utf8_lossy(&output.stderr)
     ))
 }
+
+/// An HTTP/1.1 server on `127.0.0.1:0` that answers every request with `answer(head)` (the
+/// request head as text, names in lower case as hyper sends them), on keep-alive connections
+/// unless the answer says `connection: close`. Request bodies are read by their
+/// `content-length`. Returns its URL.
+pub async fn scripted_http<F>(answer: F) -> String
+where
+    F: Fn(&str) -> String + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let answer = std::sync::Arc::new(answer);
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut read = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&read[..end]).to_string();
+                    let length: usize = header_of(&head, "content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    while read.len() < end + 4 + length {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    read.drain(..end + 4 + length);
+                    let reply = answer(&head);
+                    if stream.write_all(reply.as_bytes()).await.is_err()
+                        || reply.contains("connection: close")
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// The value of a header in a request head written by hyper (names in lower case).
+pub fn header_of<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|line| {
+        let (field, value) = line.split_once(':')?;
+        field.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
