@@ -307,12 +307,14 @@ impl Scanner {
             config.trim_text(false);
             loop {
                 let before = base + reader.buffer_position() as usize;
+                // Refused as soon as it starts, whole or in pieces (an internal subset can be
+                // long, and is never read).
+                if data[before..].starts_with(b"<!DOCTYPE") {
+                    return Err(ScanError::Doctype);
+                }
                 let event = match reader.read_event() {
                     Ok(event) => event,
                     Err(e) if !at_eof && is_incomplete(&e) => {
-                        if data[before..].starts_with(b"<!DOCTYPE") {
-                            return Err(ScanError::Doctype);
-                        }
                         self.wait(data, before);
                         return Ok(None);
                     }

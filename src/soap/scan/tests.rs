@@ -279,6 +279,16 @@ fn text_before_the_root_gets_one_verdict_whatever_the_chunks() {
         Scanner::new().feed(body, true).map(|e| e.map(|e| e.end)),
         scan_in_pieces(body, &cuts).map(|e| Some(e.end))
     );
+    // A third: an unfinished DOCTYPE, then a byte that is not UTF-8. Refused as a DOCTYPE
+    // as soon as it starts, whole or in pieces.
+    let crash = include_bytes!("../../../fuzz/regressions/prefix-doctype-then-not-utf8");
+    let body = &crash[1..];
+    let cuts: Vec<usize> = (1..body.len()).collect();
+    assert_eq!(
+        Scanner::new().feed(body, true).unwrap_err(),
+        ScanError::Doctype
+    );
+    assert_eq!(scan_in_pieces(body, &cuts).unwrap_err(), ScanError::Doctype);
     // Text that is whole is refused as such, at once.
     let mut scanner = Scanner::new();
     assert_eq!(
