@@ -172,7 +172,7 @@ pub async fn stand_ins(
         0 => SocketAddr::new(listen.ip(), 0),
         _ => SocketAddr::from(([127, 0, 0, 1], 9090)),
     };
-    let server = format!("[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n");
+    let server = format!("[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n\n");
     let config = demo_config(
         &ims.url(),
         &campaign.url(),
@@ -243,8 +243,7 @@ fn demo_config(ims_url: &str, campaign_url: &str, server: &str, secret: &str) ->
     format!(
         r#"unknown_callers = "reject"
 
-{server}
-[upstream]
+{server}[upstream]
 url = "{campaign_url}"
 timeout = "10s"
 
