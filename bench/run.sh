@@ -266,16 +266,16 @@ start_candidate() {
 # "mc" and password "secret" that the bodies carry as their session token
 # ("mc/secret"), in ims mode, on an OAuth profile served by the stand-in IMS.
 start_imsbridge() {
-  local d=$WORK/imsbridge ims_url="" i hash
+  local d=$WORK/imsbridge i hash
   mkdir -p "$d"
   start ims "$d/ims.log" "$IMSBRIDGE_BIN_DIR/examples/stand_in_ims" bench-client bench-client-secret
   for (( i = 0; i < 100; i++ )); do
-    ims_url=$(grep -m1 '^http://' "$d/ims.log" || true)
-    [[ -n $ims_url ]] && break
+    IMS_URL=$(grep -m1 '^http://' "$d/ims.log" || true)
+    [[ -n $IMS_URL ]] && break
     alive "${PID[ims]}" || die "the stand-in IMS did not start, see $d/ims.log"
     sleep 0.1
   done
-  [[ -n $ims_url ]] || die "the stand-in IMS printed no URL, see $d/ims.log"
+  [[ -n $IMS_URL ]] || die "the stand-in IMS printed no URL, see $d/ims.log"
   hash=$(printf 'secret\n' | "$IMSBRIDGE_BIN_DIR/imsbridge" hash-password)
   cat > "$d/imsbridge.toml" <<EOT
 [server]
@@ -287,7 +287,7 @@ workers = $IMSBRIDGE_WORKERS
 url = "http://127.0.0.1:$UPSTREAM_PORT"
 
 [ims]
-host = "$ims_url"
+host = "$IMS_URL"
 
 [profiles.messagecenter]
 type = "oauth"
@@ -335,11 +335,24 @@ soap_action() {
 }
 
 # The Bearer token imsbridge sends Campaign (the stand-in IMS issued it).
-ims_token() {
+# The digest of the Authorization imsbridge sent Campaign (the mock answers with a digest, never
+# the token: imsbridge drops an answer's header that holds its token).
+ims_seen() {
   curl -sS --max-time 10 -o /dev/null -D - -H 'Content-Type: application/soap+xml; charset=utf-8' \
-    -H "SOAPAction: $(soap_action 1k)" --data-binary "@$WORK/bodies/1k.xml" "$(url_of imsbridge)" |
-    tr -d '\r' | sed -n 's/^[Xx]-[Ss]een-[Aa]uthorization: Bearer //p'
+    -H 'X-Bench-Check: 1' -H "SOAPAction: $(soap_action 1k)" \
+    --data-binary "@$WORK/bodies/1k.xml" "$(url_of imsbridge)" |
+    tr -d '\r' | sed -n 's/^[Xx]-[Ss]een-[Aa]uthorization: //p'
 }
+
+# A token of the stand-in IMS, asked for as imsbridge asks: the same size as imsbridge's.
+ims_token() {
+  curl -sS --max-time 10 -d grant_type=client_credentials -d client_id=bench-client \
+    -d client_secret=bench-client-secret -d scope=openid,AdobeID "$IMS_URL/ims/token/v3" |
+    sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p'
+}
+
+# What the mock shows for `Authorization: Bearer TOKEN`.
+seen_of() { printf 'sha256:%s' "$(printf 'Bearer %s' "$1" | sha256sum | cut -d' ' -f1)"; }
 
 # One request per body size through a target: it must answer 200 with the
 # plId, and behind a proxy the upstream must have seen the Bearer token (for
@@ -349,7 +362,7 @@ check_target() {
   for b in $BODIES; do
     curl -sS --max-time 10 -o "$WORK/check.body" -D "$WORK/check.hdr" \
       -H 'Content-Type: application/soap+xml; charset=utf-8' -H 'Expect:' \
-      -H "SOAPAction: $(soap_action "$b")" \
+      -H 'X-Bench-Check: 1' -H "SOAPAction: $(soap_action "$b")" \
       --data-binary "@$WORK/bodies/$b.xml" "$(url_of "$t")" || die "$t: request failed"
     grep -q '^HTTP/1\.[01] 200' "$WORK/check.hdr" ||
       die "$t ($b): got $(head -1 "$WORK/check.hdr")"
@@ -357,8 +370,8 @@ check_target() {
       die "$t ($b): unexpected response body"
     auth=$(tr -d '\r' < "$WORK/check.hdr" | sed -n 's/^[Xx]-[Ss]een-[Aa]uthorization: //p')
     if [[ $t == imsbridge ]]; then
-      [[ $auth == "Bearer $IMS_TOKEN" ]] || die "imsbridge: upstream saw Authorization '$auth'"
-    elif [[ $t != direct && $auth != "Bearer $TOKEN" ]]; then
+      [[ $auth == "$IMS_SEEN" ]] || die "imsbridge: upstream saw Authorization '$auth'"
+    elif [[ $t != direct && $auth != "$(seen_of "$TOKEN")" ]]; then
       if [[ $t != candidate ]]; then die "$t: upstream saw Authorization '$auth'"; fi
       if [[ -z $warned ]]; then
         warn "candidate did not send 'Authorization: Bearer \$TOKEN' upstream (got '$auth'): not like for like"
@@ -666,14 +679,17 @@ echo
 
 start_nginx upstream upstream.nginx.conf "$UPSTREAM_PORT"
 IMS_TOKEN=
+IMS_SEEN=
 if has_target imsbridge; then
   start_imsbridge
+  IMS_SEEN=$(ims_seen)
+  [[ $IMS_SEEN == sha256:* ]] || die "imsbridge sent Campaign no Bearer token, see $WORK/imsbridge/"
   IMS_TOKEN=$(ims_token)
-  [[ -n $IMS_TOKEN ]] || die "imsbridge sent Campaign no Bearer token, see $WORK/imsbridge/"
+  [[ -n $IMS_TOKEN ]] || die "the stand-in IMS gave no token, see $WORK/imsbridge/"
 fi
 TOKEN=${TOKEN:-${IMS_TOKEN:-bench-static-token-0123456789abcdef}}
 export BENCH_TOKEN=$TOKEN
-echo "token:     Bearer token of ${#TOKEN} characters${IMS_TOKEN:+ (the one imsbridge got from the stand-in IMS)}" |
+echo "token:     Bearer token of ${#TOKEN} characters${IMS_TOKEN:+ (one of the stand-in IMS, as imsbridge gets)}" |
   tee -a "$RESULTS/machine.txt"
 if has_target nginx; then start_nginx nginx proxy.nginx.conf "$NGINX_PORT"; fi
 if has_target haproxy; then start_haproxy; fi

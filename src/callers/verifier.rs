@@ -163,10 +163,7 @@ impl Verifier {
             pending: Arc::default(),
             pending_by_peer: Mutex::default(),
             failures: Failures::default(),
-            decoy: Arc::new(
-                PasswordHash::new(&hash_password("no caller has this password"))
-                    .expect("a hash of our own"),
-            ),
+            decoy: Arc::new(decoy()),
         }
     }
 
@@ -315,6 +312,27 @@ impl Verifier {
     }
 }
 
+/// A hash of the default cost that no password matches, made without running argon2 (a run
+/// at start would leave its memory with the allocator): random salt, random output.
+fn decoy() -> PasswordHash {
+    use base64::Engine;
+    let mut random = [0u8; 48];
+    ring::rand::SystemRandom::new()
+        .fill(&mut random)
+        .expect("system random source");
+    let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+    let (salt, output) = random.split_at(16);
+    let text = format!(
+        "$argon2id$v=19$m={},t={},p={}${}${}",
+        argon2::Params::DEFAULT_M_COST,
+        argon2::Params::DEFAULT_T_COST,
+        argon2::Params::DEFAULT_P_COST,
+        b64.encode(salt),
+        b64.encode(output)
+    );
+    PasswordHash::new(&text).expect("a well-formed PHC string")
+}
+
 /// Counts a run as pending while it lives.
 struct Pending<'a>(&'a AtomicUsize);
 
@@ -397,6 +415,16 @@ mod tests {
             created,
             outcome: Arc::new(OnceCell::new_with(outcome)),
         }
+    }
+
+    #[test]
+    fn the_decoy_costs_what_a_real_hash_does_and_matches_nothing() {
+        let decoy = decoy();
+        let params = argon2::Params::try_from(&decoy).unwrap();
+        let real = PasswordHash::new(&hash_password("x")).unwrap();
+        assert_eq!(params, argon2::Params::try_from(&real).unwrap());
+        assert!(!check_password("", &decoy));
+        assert_ne!(decoy.to_string(), super::decoy().to_string(), "random");
     }
 
     #[test]
