@@ -135,6 +135,7 @@ pub fn read<'a>(
         .credential()
         .map_or("", |param| param.value.expose());
     let mut session = Agreed::default();
+    let mut security = Agreed::default();
     for value in headers.get_all(&SESSION_TOKEN_HEADER) {
         session.add(value.as_bytes(), Conflict::Session)?;
     }
@@ -152,7 +153,7 @@ pub fn read<'a>(
                 }
             }
             CarrierKind::SessionToken => session.add(value, Conflict::Session)?,
-            CarrierKind::SecurityToken => {}
+            CarrierKind::SecurityToken => security.add(value, Conflict::Security)?,
         }
     }
     for copy in query_sessions(query) {
@@ -164,14 +165,8 @@ pub fn read<'a>(
     {
         return Err(Conflict::Session);
     }
-    let mut security = Agreed::default();
     for value in headers.get_all(&SECURITY_TOKEN_HEADER) {
         security.add(value.as_bytes(), Conflict::Security)?;
-    }
-    for carrier in &envelope.carriers {
-        if carrier.kind == CarrierKind::SecurityToken {
-            security.add(carrier.param.value.expose().as_bytes(), Conflict::Security)?;
-        }
     }
     Ok(Carried {
         first,

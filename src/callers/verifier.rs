@@ -139,7 +139,7 @@ pub struct Verifier {
     limits: PasswordLimits,
     /// argon2 runs waiting for a slot or running, in all and per peer: one peer may hold at
     /// most a quarter of the queue, so that a flood from one address leaves room for others.
-    pending: Arc<AtomicUsize>,
+    pending: AtomicUsize,
     pending_by_peer: Mutex<HashMap<IpAddr, usize>>,
     failures: Failures,
     /// What an unknown login's password is checked against: a hash of the default cost, so
@@ -160,7 +160,7 @@ impl Verifier {
             slots: Arc::new(Semaphore::new(cores)),
             runs: Arc::default(),
             limits,
-            pending: Arc::default(),
+            pending: AtomicUsize::new(0),
             pending_by_peer: Mutex::default(),
             failures: Failures::default(),
             decoy: Arc::new(decoy()),
