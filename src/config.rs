@@ -44,6 +44,15 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections served at once; beyond it, new ones wait in the kernel's accept queue.
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
+/// Connections served at once from one address: one client cannot take every slot. A load
+/// balancer without the PROXY protocol is one address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u64 = 1024;
+/// Streams served at once on one HTTP/2 connection.
+pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 32;
+/// The body prefix, up to the end of the session token, must come within this.
+pub const DEFAULT_PREFIX_TIMEOUT: Duration = Duration::from_secs(10);
+/// The prefixes being read hold at most this together: 1024 prefixes of the largest size.
+pub const DEFAULT_MAX_PREFIX_MEMORY: u64 = 64 * 1024 * 1024;
 /// After SIGTERM, requests in flight get this long to finish.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// A body up to this size is kept while it is forwarded, so that a call whose token Campaign
@@ -134,6 +143,10 @@ pub struct ServerSettings {
     pub max_body_bytes: u64,
     /// Bound on the buffered start of a body, up to the end of the session token.
     pub max_prefix_bytes: usize,
+    /// The whole prefix must come within this, however it trickles.
+    pub prefix_timeout: Duration,
+    /// Bytes that the prefixes being read may hold together.
+    pub max_prefix_memory: usize,
     /// Runtime worker threads; `None`: one per core.
     pub workers: Option<usize>,
     pub limits: Limits,
@@ -195,10 +208,15 @@ impl Default for PasswordLimits {
 /// How much a client may take of the proxy, and how long.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// For a request's head; also how long a connection may stay with no request open.
     pub header_read_timeout: Duration,
     /// Longest pause in a request body, and in Campaign's answer.
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Connections served at once from one address.
+    pub max_connections_per_ip: usize,
+    /// Streams open at once on one HTTP/2 connection.
+    pub http2_max_streams: u32,
     pub shutdown_grace: Duration,
 }
 
@@ -208,6 +226,8 @@ impl Default for Limits {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP as usize,
+            http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }

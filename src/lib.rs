@@ -195,6 +195,14 @@ fn warn_unapplied(running: &ServerSettings, new: &ServerSettings) {
             running.limits.max_connections != new.limits.max_connections,
         ),
         (
+            "server.max_connections_per_ip",
+            running.limits.max_connections_per_ip != new.limits.max_connections_per_ip,
+        ),
+        (
+            "server.http2_max_streams",
+            running.limits.http2_max_streams != new.limits.http2_max_streams,
+        ),
+        (
             "server.shutdown_grace",
             running.limits.shutdown_grace != new.limits.shutdown_grace,
         ),

@@ -81,6 +81,7 @@ pub struct Metrics {
     pub bytes_out: Counter,
     connections_open: Gauge,
     connections_accepted: Counter,
+    connections_refused_per_ip: Counter,
 }
 
 impl Default for Metrics {
@@ -160,6 +161,12 @@ impl Metrics {
             "Connections from callers accepted",
             connections_accepted.clone(),
         );
+        let connections_refused_per_ip = Counter::default();
+        registry.register(
+            "connections_refused_per_ip",
+            "Connections closed at once: their address had server.max_connections_per_ip open",
+            connections_refused_per_ip.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -173,6 +180,7 @@ impl Metrics {
             bytes_out,
             connections_open,
             connections_accepted,
+            connections_refused_per_ip,
         }
     }
 
@@ -258,6 +266,10 @@ impl Metrics {
         let counted = self.connections_accepted.get();
         self.connections_accepted
             .inc_by(accepted.saturating_sub(counted));
+        let refused = connections.refused_per_ip();
+        let counted = self.connections_refused_per_ip.get();
+        self.connections_refused_per_ip
+            .inc_by(refused.saturating_sub(counted));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");

@@ -43,7 +43,7 @@ use crate::metrics::Metrics;
 use crate::server::Peer;
 use crate::soap::{SOAP_ROUTER_PATH, logoff_response, logon_response};
 use crate::upstream::{Forwarding, Upstream, UpstreamError, forward_headers};
-use prefix::{Prefix, PrefixError};
+use prefix::{Prefix, PrefixBudget, PrefixError};
 use record::{Completion, ModeLabel, Record};
 
 /// A technical account at run time.
@@ -73,7 +73,10 @@ pub struct Proxy {
     upstream: Upstream,
     unknown_callers: UnknownCallers,
     max_body_bytes: u64,
-    max_prefix_bytes: usize,
+    /// What reading one body prefix may take.
+    prefix_limits: prefix::Limits,
+    /// The bytes all prefixes being read may hold together.
+    prefix_budget: PrefixBudget,
     /// Longest pause of a caller in its body, and of Campaign in its answer.
     idle_timeout: Duration,
     /// Bodies up to this size are kept for a replay when Campaign refuses the token.
@@ -151,7 +154,13 @@ impl Proxy {
             upstream,
             unknown_callers: config.unknown_callers,
             max_body_bytes: config.server.max_body_bytes,
-            max_prefix_bytes: config.server.max_prefix_bytes,
+            prefix_limits: prefix::Limits {
+                max_prefix: config.server.max_prefix_bytes,
+                max_body: config.server.max_body_bytes,
+                idle: config.server.limits.idle_timeout,
+                deadline: config.server.prefix_timeout,
+            },
+            prefix_budget: PrefixBudget::new(config.server.max_prefix_memory),
             idle_timeout: config.server.limits.idle_timeout,
             retry_buffer_bytes: config.upstream.retry_buffer_bytes,
             token_wait: config.ims.timeout,
@@ -276,9 +285,10 @@ impl Proxy {
     }
 
     /// Phase 2, on a SOAP call: reads the body up to the end of the first parameter of the
-    /// method element, and no further (bounded by `max_prefix_bytes`, `max_body_bytes` and the
-    /// idle timeout), counting the bytes in the record as they come. An error means the body is not an envelope imsbridge can read, or
-    /// stopped coming: nothing has gone upstream. (Not an `async fn`: a future around
+    /// method element, and no further (bounded by `max_prefix_bytes`, `max_body_bytes`, the idle
+    /// timeout, `prefix_timeout` and, with every other prefix, `max_prefix_memory`), counting the
+    /// bytes in the record as they come. An error means the body is not an envelope imsbridge
+    /// can read, or did not come in time: nothing has gone upstream. (Not an `async fn`: a future around
     /// `prefix::read`'s would be one more move of the prefix on every request.)
     fn read_prefix<'a>(
         &'a self,
@@ -287,9 +297,8 @@ impl Proxy {
     ) -> impl Future<Output = Result<Prefix<Incoming>, PrefixError>> + 'a {
         prefix::read(
             body,
-            self.max_prefix_bytes,
-            self.max_body_bytes,
-            self.idle_timeout,
+            self.prefix_limits,
+            &self.prefix_budget,
             &record.bytes_in,
         )
     }

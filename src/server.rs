@@ -1,13 +1,15 @@
 //! Listeners, the accept loop and graceful shutdown. The same loop serves the proxy, the admin
 //! listener and the stand-ins of `imsbridge demo`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,10 +19,9 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::MAX_BUF_SIZE;
@@ -34,6 +35,7 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Connections {
     accepted: AtomicU64,
     open: AtomicI64,
+    refused_per_ip: AtomicU64,
 }
 
 impl Connections {
@@ -45,6 +47,11 @@ impl Connections {
     /// Connections open now.
     pub fn open(&self) -> i64 {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed at once because their address had `max_connections_per_ip` open.
+    pub fn refused_per_ip(&self) -> u64 {
+        self.refused_per_ip.load(Ordering::Relaxed)
     }
 }
 
@@ -74,9 +81,15 @@ impl Peer {
 /// completes. With `tls`, every connection takes the acceptor current when it arrives (a
 /// reload swaps certificates without a restart).
 /// Then it stops accepting and lets open connections finish their requests for up to
-/// the shutdown grace of `limits`. At most `limits.max_connections` are served at once; an
-/// HTTP/1.1 client gets `limits.header_read_timeout` to send its headers, which also closes
-/// idle keep-alive connections.
+/// the shutdown grace of `limits`.
+///
+/// What a client may hold (`limits`): `max_connections` are served at once, beyond which new
+/// ones wait in the kernel's queue, and `max_connections_per_ip` from one address, beyond which
+/// new ones are closed at once. A connection must send its first byte, and an HTTP/1.1 request
+/// its head, within `header_read_timeout`; a connection with no request open for that long is
+/// closed (gracefully: an HTTP/2 client gets a GOAWAY, and is dropped if still there after as
+/// long again). HTTP/2 allows `http2_max_streams` streams at once, and a peer that sent nothing
+/// for `header_read_timeout` is pinged: no answer within as long, and the connection is closed.
 pub async fn serve<H, F, B>(
     listener: TcpListener,
     tls: Option<watch::Receiver<TlsAcceptor>>,
@@ -87,7 +100,7 @@ pub async fn serve<H, F, B>(
 ) where
     H: Fn(Arc<Peer>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -100,10 +113,13 @@ pub async fn serve<H, F, B>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(limits.http2_max_streams)
+        .keep_alive_interval(limits.header_read_timeout)
+        .keep_alive_timeout(limits.header_read_timeout);
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let (stop, stopping) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_ip = Arc::new(PerIp::new(limits.max_connections_per_ip));
     let mut shutdown = pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -123,6 +139,11 @@ pub async fn serve<H, F, B>(
             () = &mut shutdown => break,
         };
         connections.accepted.fetch_add(1, Ordering::Relaxed);
+        let Some(ip_slot) = per_ip.enter(peer.ip()) else {
+            connections.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "closed: its address has max_connections_per_ip open");
+            continue;
+        };
         connections.open.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         // hyper's own header timeout starts once a request begins; the wait for the very first
@@ -130,22 +151,37 @@ pub async fn serve<H, F, B>(
         let stream = FirstByteDeadline::new(stream, limits.header_read_timeout);
         let handler = handler.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let stopping = stopping.clone();
         let acceptor = tls.as_ref().map(|tls| tls.borrow().clone());
         let connections = connections.clone();
         tokio::spawn(async move {
-            // Every request of the connection goes to the handler with its peer.
+            let activity = Arc::new(Activity::default());
+            // Every request of the connection goes to the handler with its peer, and counts as
+            // activity until its answer is done with.
             let service = |peer: Arc<Peer>| {
+                let activity = activity.clone();
                 hyper::service::service_fn(move |request| {
+                    let open = activity.open();
                     let response = handler(peer.clone(), request);
-                    async move { Ok::<_, Infallible>(response.await) }
+                    async move {
+                        let response = response.await.map(|body| Tracked { body, _open: open });
+                        Ok::<_, Infallible>(response)
+                    }
                 })
             };
+            let idle = limits.header_read_timeout;
             let result = match acceptor {
                 None => {
                     let peer = Arc::new(Peer::new(peer, None));
                     let connection = builder.serve_connection(TokioIo::new(stream), service(peer));
-                    watcher.watch(connection.into_owned()).await
+                    watch_connection(
+                        connection,
+                        |c| c.graceful_shutdown(),
+                        &activity,
+                        idle,
+                        stopping,
+                    )
+                    .await
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
@@ -161,7 +197,14 @@ pub async fn serve<H, F, B>(
                             let peer = Arc::new(Peer::new(peer, cert_subject));
                             let connection =
                                 builder.serve_connection(TokioIo::new(stream), service(peer));
-                            watcher.watch(connection.into_owned()).await
+                            watch_connection(
+                                connection,
+                                |c| c.graceful_shutdown(),
+                                &activity,
+                                idle,
+                                stopping,
+                            )
+                            .await
                         }
                         Ok(Err(error)) => Err(error.into()),
                         Err(_) => Err("TLS handshake timed out".into()),
@@ -172,15 +215,173 @@ pub async fn serve<H, F, B>(
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
             connections.open.fetch_sub(1, Ordering::Relaxed);
+            drop(ip_slot);
             drop(slot);
         });
     }
     drop(listener);
+    let _ = stop.send(true);
     let grace = limits.shutdown_grace;
+    // Every connection holds a slot until it ends: all of them back means all ended.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        _ = slots.acquire_many(all) => {}
         () = tokio::time::sleep(grace) => {
             tracing::warn!("requests still in flight after {grace:?}; closing them");
+        }
+    }
+}
+
+type ConnectionResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Drives `connection` to its end. It is shut down gracefully (`shut`) when the listener stops,
+/// or once no request has been open for `idle`; a peer that then keeps it open with no request
+/// for as long again is dropped.
+async fn watch_connection<C>(
+    connection: C,
+    shut: impl Fn(Pin<&mut C>),
+    activity: &Activity,
+    idle: Duration,
+    mut stopping: watch::Receiver<bool>,
+) -> ConnectionResult
+where
+    C: Future<Output = ConnectionResult>,
+{
+    let mut connection = pin!(connection);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => return result,
+            _ = stopping.wait_for(|stop| *stop), if !closing => {
+                closing = true;
+                shut(connection.as_mut());
+            }
+            () = activity.idle_for(idle) => {
+                if closing {
+                    return Err("no request open after a graceful shutdown".into());
+                }
+                closing = true;
+                shut(connection.as_mut());
+            }
+        }
+    }
+}
+
+/// How many requests of one connection are open, and a signal when that goes to or from none.
+#[derive(Debug, Default)]
+struct Activity {
+    open: AtomicUsize,
+    changed: Notify,
+}
+
+impl Activity {
+    /// A request begins; it ends when the guard is dropped.
+    fn open(self: &Arc<Self>) -> Open {
+        if self.open.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.changed.notify_waiters();
+        }
+        Open(self.clone())
+    }
+
+    /// Completes once no request has been open for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = pin!(changed);
+            // Registered before the count is read: no change in between is missed.
+            changed.as_mut().enable();
+            if self.open.load(Ordering::Acquire) == 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(limit) => return,
+                    () = changed => {}
+                }
+            } else {
+                changed.await;
+            }
+        }
+    }
+}
+
+/// An open request of a connection.
+struct Open(Arc<Activity>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.changed.notify_waiters();
+        }
+    }
+}
+
+/// An answer's body, which keeps its request open until it is done with.
+struct Tracked<B> {
+    body: B,
+    _open: Open,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Connections open per client address, within a limit.
+struct PerIp {
+    open: Mutex<HashMap<IpAddr, usize>>,
+    limit: usize,
+}
+
+impl PerIp {
+    fn new(limit: usize) -> PerIp {
+        PerIp {
+            open: Mutex::default(),
+            limit,
+        }
+    }
+
+    /// A slot for one more connection from `ip`, if it has fewer than the limit open.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            per_ip: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection's place in its address's count.
+struct IpSlot {
+    per_ip: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.per_ip.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
         }
     }
 }

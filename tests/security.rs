@@ -259,26 +259,6 @@ async fn a_header_that_echoes_the_bearer_token_is_dropped() {
 
 /// A SOAP call on a connection of its own from `local` (another loopback address), answered
 /// with `Connection: close`; the status code.
-async fn post_from(local: &str, proxy: std::net::SocketAddr, body: &str) -> u16 {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
-    let stream = socket.connect(proxy).await.unwrap();
-    exchange_on(stream, body).await
-}
-
-/// Sends a SOAP call with `Connection: close` on `stream`; the status code.
-async fn exchange_on(mut stream: tokio::net::TcpStream, body: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let request = format!(
-        "POST {SOAP_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    answer[9..12].parse().unwrap()
-}
-
 /// The bound the issue names for a caller's first answer under a flood of wrong passwords
 /// (unbounded, a new caller waited 2.2 s behind 64 attackers).
 const FIRST_ANSWER_UNDER_FLOOD: std::time::Duration = std::time::Duration::from_secs(1);

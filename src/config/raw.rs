@@ -44,6 +44,10 @@ pub struct RawServer {
     pub max_connections: Option<u64>,
     pub shutdown_grace: Option<String>,
     pub max_pending_password_checks: Option<u64>,
+    pub prefix_timeout: Option<String>,
+    pub max_prefix_memory: Option<u64>,
+    pub http2_max_streams: Option<u64>,
+    pub max_connections_per_ip: Option<u64>,
     pub password_failures: Option<RawPasswordFailures>,
 }
 

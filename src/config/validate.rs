@@ -57,13 +57,14 @@ pub(super) fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
 }
 
 /// The keys whose values are durations (`"30s"`).
-const DURATION_KEYS: [&str; 6] = [
+const DURATION_KEYS: [&str; 7] = [
     "timeout",
     "connect_timeout",
     "ttl",
     "header_read_timeout",
     "idle_timeout",
     "shutdown_grace",
+    "prefix_timeout",
 ];
 
 /// The whole config.
@@ -237,7 +238,42 @@ fn validate_server(
             ));
         }
     };
+    let max_connections_per_ip = match raw
+        .max_connections_per_ip
+        .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP)
+    {
+        n @ 1..=1_000_000 => n as usize,
+        _ => {
+            return Err(invalid(
+                "server.max_connections_per_ip",
+                "must be between 1 and 1000000",
+            ));
+        }
+    };
+    let http2_max_streams = match raw
+        .http2_max_streams
+        .unwrap_or(DEFAULT_HTTP2_MAX_STREAMS.into())
+    {
+        n @ 1..=1000 => n as u32,
+        _ => {
+            return Err(invalid(
+                "server.http2_max_streams",
+                "must be between 1 and 1000",
+            ));
+        }
+    };
+    let max_prefix_memory = raw.max_prefix_memory.unwrap_or(DEFAULT_MAX_PREFIX_MEMORY);
+    if max_prefix_memory < max_prefix_bytes {
+        return Err(invalid(
+            "server.max_prefix_memory",
+            format!(
+                "must hold one prefix at least (`server.max_prefix_bytes`, {max_prefix_bytes})"
+            ),
+        ));
+    }
     let limits = Limits {
+        max_connections_per_ip,
+        http2_max_streams,
         header_read_timeout: duration(
             "server.header_read_timeout",
             raw.header_read_timeout.as_deref(),
@@ -266,6 +302,12 @@ fn validate_server(
         )?,
         max_body_bytes,
         max_prefix_bytes: max_prefix_bytes as usize,
+        prefix_timeout: duration(
+            "server.prefix_timeout",
+            raw.prefix_timeout.as_deref(),
+            DEFAULT_PREFIX_TIMEOUT,
+        )?,
+        max_prefix_memory: usize::try_from(max_prefix_memory).unwrap_or(usize::MAX),
         workers,
         limits,
         tls,

@@ -120,6 +120,19 @@ impl ProxyError {
                 Client,
                 "Invalid SOAP request: the session token is too far into the body.",
             ),
+            ProxyError::Prefix(PrefixError::Deadline(_)) => answer(
+                "client_slow",
+                StatusCode::REQUEST_TIMEOUT,
+                Client,
+                "The start of the request body did not come in time.",
+            ),
+            // The proxy's own limit, as with password checks.
+            ProxyError::Prefix(PrefixError::Busy(_)) => answer(
+                "prefixes_busy",
+                StatusCode::SERVICE_UNAVAILABLE,
+                Server,
+                "Too many requests are being read. Try again later.",
+            ),
             ProxyError::Prefix(PrefixError::Body(e))
             | ProxyError::Body(e)
             | ProxyError::Upstream(UpstreamError::Body(e)) => match e {

@@ -3,12 +3,16 @@
 //! The common case costs no copy: the whole prefix came in the first chunk, which is scanned
 //! where it lies. Otherwise chunks are copied into one buffer, never more than
 //! `max_prefix_bytes` of them; the part of the last chunk beyond that stays a slice of it.
+//! Those buffers are charged to one [`PrefixBudget`] shared by every request being read, and
+//! the whole read has a deadline however the bytes trickle in.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::Body;
 use http_body_util::BodyExt;
+use tokio::time::Instant;
 
 use crate::body::BodyError;
 use crate::soap::{Edit, Envelope, ScanError, Scanner, splice};
@@ -20,6 +24,12 @@ pub enum PrefixError {
     Scan(#[from] ScanError),
     #[error("session token not within the first {0} bytes of the body")]
     TooLong(usize),
+    /// The prefix was still incomplete at the deadline.
+    #[error("the body prefix took longer than {0:?}")]
+    Deadline(Duration),
+    /// The prefixes being read already hold the whole budget.
+    #[error("the prefixes being read hold {0} bytes already")]
+    Busy(usize),
     /// The body itself: over its limit, broken off, or paused too long.
     #[error(transparent)]
     Body(#[from] BodyError),
@@ -56,26 +66,117 @@ pub fn length_after(length: u64, edits: &[Edit]) -> u64 {
     length - removed + added
 }
 
+/// What a prefix read may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The session token ends within this many bytes.
+    pub max_prefix: usize,
+    pub max_body: u64,
+    /// Longest pause between two chunks.
+    pub idle: Duration,
+    /// The whole prefix must have come within this.
+    pub deadline: Duration,
+}
+
+/// The bytes that all prefixes being read may hold together. A read charges its buffer before
+/// it grows it, and gives the charge back when it ends.
+#[derive(Debug)]
+pub struct PrefixBudget {
+    held: AtomicUsize,
+    limit: usize,
+}
+
+impl PrefixBudget {
+    pub fn new(limit: usize) -> PrefixBudget {
+        PrefixBudget {
+            held: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Bytes held now.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
+/// One read's share of the budget, given back on drop.
+struct Charge<'a> {
+    budget: &'a PrefixBudget,
+    bytes: usize,
+}
+
+impl Charge<'_> {
+    /// Takes `more` bytes of the budget, if they are left.
+    fn grow(&mut self, more: usize) -> Result<(), PrefixError> {
+        let budget = self.budget;
+        budget
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                held.checked_add(more)
+                    .filter(|&after| after <= budget.limit)
+            })
+            .map_err(|_| PrefixError::Busy(budget.limit))?;
+        self.bytes += more;
+        Ok(())
+    }
+}
+
+impl Drop for Charge<'_> {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Appends `data` to `buffer`, charging whatever capacity that adds (doubling, within `max`).
+fn append(
+    buffer: &mut Vec<u8>,
+    data: &[u8],
+    max: usize,
+    charge: &mut Charge<'_>,
+) -> Result<(), PrefixError> {
+    let needed = buffer.len() + data.len();
+    if needed > buffer.capacity() {
+        let capacity = needed.max(buffer.capacity() * 2).max(4096).min(max);
+        charge.grow(capacity - buffer.capacity())?;
+        buffer.reserve_exact(capacity - buffer.len());
+    }
+    buffer.extend_from_slice(data);
+    Ok(())
+}
+
 /// Reads chunks of `body` until the scanner has the envelope's first parameter. Every byte
-/// received is added to `counted` as it comes, whether the prefix is read or refused.
+/// received is added to `counted` as it comes, whether the prefix is read or refused; a buffer
+/// is charged to `budget` while the read lasts.
 pub async fn read<B>(
     mut body: B,
-    max_prefix: usize,
-    max_body: u64,
-    idle: std::time::Duration,
+    limits: Limits,
+    budget: &PrefixBudget,
     counted: &AtomicU64,
 ) -> Result<Prefix<B>, PrefixError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
+    let Limits {
+        max_prefix,
+        max_body,
+        idle,
+        deadline,
+    } = limits;
     let mut scanner = Scanner::new();
-    let mut buffer = BytesMut::new();
+    let mut buffer = Vec::new();
+    let mut charge = Charge { budget, bytes: 0 };
     let mut received: u64 = 0;
+    let give_up = Instant::now() + deadline;
     loop {
-        let frame = tokio::time::timeout(idle, body.frame())
-            .await
-            .map_err(|_| BodyError::Idle(idle))?;
+        let pause = Instant::now() + idle;
+        let frame = match tokio::time::timeout_at(pause.min(give_up), body.frame()).await {
+            Ok(frame) => frame,
+            Err(_) if pause < give_up => return Err(BodyError::Idle(idle).into()),
+            Err(_) => return Err(PrefixError::Deadline(deadline)),
+        };
         let chunk = match frame {
             None => None,
             Some(Err(error)) => return Err(BodyError::Client(error.to_string()).into()),
@@ -86,7 +187,7 @@ where
             return match scanner.feed(&buffer, true)? {
                 Some(envelope) => Ok(Prefix {
                     envelope,
-                    head: buffer.freeze(),
+                    head: Bytes::from(buffer),
                     spill: None,
                     rest: body,
                     received,
@@ -108,14 +209,14 @@ where
             // The common case: the whole prefix in the first chunk, scanned where it lies.
             scanner.feed(&chunk[..take], at_eof && whole)?
         } else {
-            buffer.extend_from_slice(&chunk[..take]);
+            append(&mut buffer, &chunk[..take], max_prefix, &mut charge)?;
             scanner.feed(&buffer, at_eof && whole)?
         };
         if let Some(envelope) = found {
             let (head, spill) = if first {
                 (chunk, None)
             } else {
-                (buffer.freeze(), (!whole).then(|| chunk.slice(take..)))
+                (Bytes::from(buffer), (!whole).then(|| chunk.slice(take..)))
             };
             return Ok(Prefix {
                 envelope,
@@ -126,7 +227,7 @@ where
             });
         }
         if first {
-            buffer.extend_from_slice(&chunk[..take]);
+            append(&mut buffer, &chunk[..take], max_prefix, &mut charge)?;
         }
         if buffer.len() >= max_prefix {
             return Err(PrefixError::TooLong(max_prefix));
@@ -142,6 +243,7 @@ mod tests {
     use super::*;
     use std::collections::VecDeque;
     use std::convert::Infallible;
+    use std::future::Future;
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
@@ -175,14 +277,43 @@ mod tests {
         Chunks(out)
     }
 
-    const IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+    const IDLE: Duration = Duration::from_secs(5);
 
     const ENVELOPE: &str = r#"<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><m:PushEvent xmlns:m="urn:nms:rtEvent"><m:sessiontoken>mc/pass</m:sessiontoken><m:domEvent><rtEvent/></m:domEvent></m:PushEvent></s:Body></s:Envelope>"#;
 
+    fn limits(max_prefix: usize, max_body: u64) -> Limits {
+        Limits {
+            max_prefix,
+            max_body,
+            idle: IDLE,
+            deadline: Duration::from_secs(60),
+        }
+    }
+
+    /// Reads with an ample budget.
+    async fn read_within<B>(
+        body: B,
+        max_prefix: usize,
+        max_body: u64,
+    ) -> Result<Prefix<B>, PrefixError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let budget = PrefixBudget::new(usize::MAX);
+        let read = read(
+            body,
+            limits(max_prefix, max_body),
+            &budget,
+            &AtomicU64::new(0),
+        )
+        .await;
+        assert_eq!(budget.held(), 0, "the charge is given back");
+        read
+    }
+
     async fn forwarded(body: Chunks) -> Vec<u8> {
-        let mut prefix = read(body, 64 * 1024, u64::MAX, IDLE, &AtomicU64::new(0))
-            .await
-            .unwrap();
+        let mut prefix = read_within(body, 64 * 1024, u64::MAX).await.unwrap();
         assert_eq!(
             prefix.envelope.credential().unwrap().value.expose(),
             "mc/pass"
@@ -220,15 +351,7 @@ mod tests {
         let body = ENVELOPE.replace("<s:Body>", &format!("{padding}<s:Body>"));
         // Whole body in one chunk, or in pieces: the limit holds either way.
         for cuts in [vec![], vec![100, 2000, 3000]] {
-            match read(
-                chunks(body.as_bytes(), &cuts),
-                2048,
-                u64::MAX,
-                IDLE,
-                &AtomicU64::new(0),
-            )
-            .await
-            {
+            match read_within(chunks(body.as_bytes(), &cuts), 2048, u64::MAX).await {
                 Err(PrefixError::TooLong(2048)) => {}
                 Err(other) => panic!("{other}"),
                 Ok(_) => panic!("accepted a prefix over the limit"),
@@ -242,43 +365,142 @@ mod tests {
 
     #[tokio::test]
     async fn body_limit_and_truncation() {
-        match read(
-            chunks(ENVELOPE.as_bytes(), &[10]),
-            64 * 1024,
-            20,
-            IDLE,
-            &AtomicU64::new(0),
-        )
-        .await
-        {
+        match read_within(chunks(ENVELOPE.as_bytes(), &[10]), 64 * 1024, 20).await {
             Err(PrefixError::Body(BodyError::TooLarge(20))) => {}
             other => panic!("{:?}", other.err()),
         }
         let cut = &ENVELOPE[..ENVELOPE.find("pass").unwrap()];
+        match read_within(chunks(cut.as_bytes(), &[5]), 64 * 1024, u64::MAX).await {
+            Err(PrefixError::Scan(ScanError::Truncated)) => {}
+            other => panic!("{:?}", other.err()),
+        }
+        match read_within(chunks(b"", &[]), 64 * 1024, u64::MAX).await {
+            Err(PrefixError::Scan(ScanError::Truncated)) => {}
+            other => panic!("{:?}", other.err()),
+        }
+    }
+
+    /// A body whose chunks come one per `every`, forever.
+    struct Trickle {
+        every: Duration,
+        next: Pin<Box<tokio::time::Sleep>>,
+    }
+
+    impl Body for Trickle {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+            std::task::ready!(self.next.as_mut().poll(cx));
+            let every = self.every;
+            self.next.as_mut().reset(Instant::now() + every);
+            // An unfinished comment: the scan waits for its end.
+            Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+                b"<!-- ",
+            )))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_prefix_that_trickles_in_meets_its_deadline() {
+        let every = Duration::from_secs(1);
+        let body = Trickle {
+            every,
+            next: Box::pin(tokio::time::sleep(every)),
+        };
+        let limits = Limits {
+            deadline: Duration::from_secs(10),
+            ..limits(64 * 1024, u64::MAX)
+        };
+        let budget = PrefixBudget::new(usize::MAX);
+        let started = Instant::now();
+        match read(body, limits, &budget, &AtomicU64::new(0)).await {
+            Err(PrefixError::Deadline(d)) if d == limits.deadline => {}
+            other => panic!("{:?}", other.err()),
+        }
+        // Every pause was within the idle timeout: the deadline alone ended it.
+        assert_eq!(started.elapsed(), limits.deadline);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn buffers_are_charged_to_the_budget_and_given_back() {
+        let cuts: Vec<usize> = (1..ENVELOPE.len()).collect();
+        // Too small for the first buffer: refused, and nothing stays charged.
+        let budget = PrefixBudget::new(1024);
         match read(
-            chunks(cut.as_bytes(), &[5]),
-            64 * 1024,
-            u64::MAX,
-            IDLE,
+            chunks(ENVELOPE.as_bytes(), &cuts),
+            limits(64 * 1024, u64::MAX),
+            &budget,
             &AtomicU64::new(0),
         )
         .await
         {
-            Err(PrefixError::Scan(ScanError::Truncated)) => {}
+            Err(PrefixError::Busy(1024)) => {}
             other => panic!("{:?}", other.err()),
         }
-        match read(
-            chunks(b"", &[]),
-            64 * 1024,
-            u64::MAX,
-            IDLE,
+        assert_eq!(budget.held(), 0);
+        // Room for one: a read in progress holds its buffer, and a second one is refused.
+        let budget = PrefixBudget::new(4096);
+        let counted = AtomicU64::new(0);
+        let mut first = Box::pin(read(
+            chunks(ENVELOPE.as_bytes(), &cuts),
+            limits(64 * 1024, u64::MAX),
+            &budget,
+            &counted,
+        ));
+        let mut second = Box::pin(read(
+            Pending(Some(Bytes::from_static(b"<?xml"))),
+            limits(64 * 1024, u64::MAX),
+            &budget,
+            &counted,
+        ));
+        // The second read takes the budget first, and waits for more of its body.
+        assert!(futures_poll(second.as_mut()).is_pending());
+        assert_eq!(budget.held(), 4096);
+        match first.as_mut().await {
+            Err(PrefixError::Busy(4096)) => {}
+            other => panic!("{:?}", other.err()),
+        }
+        drop(second);
+        assert_eq!(budget.held(), 0);
+        // The whole prefix in one chunk is scanned where it lies, and charges nothing.
+        let budget = PrefixBudget::new(0);
+        let read = read(
+            chunks(ENVELOPE.as_bytes(), &[]),
+            limits(64 * 1024, u64::MAX),
+            &budget,
             &AtomicU64::new(0),
         )
-        .await
-        {
-            Err(PrefixError::Scan(ScanError::Truncated)) => {}
-            other => panic!("{:?}", other.err()),
+        .await;
+        assert!(read.is_ok());
+    }
+
+    /// A body that yields one chunk, then waits forever.
+    struct Pending(Option<Bytes>);
+
+    impl Body for Pending {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+            match self.0.take() {
+                Some(chunk) => Poll::Ready(Some(Ok(http_body::Frame::data(chunk)))),
+                None => Poll::Pending,
+            }
         }
+    }
+
+    /// Polls `future` once.
+    fn futures_poll<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
+        let waker = std::task::Waker::noop();
+        future.poll(&mut Context::from_waker(waker))
     }
 
     #[test]

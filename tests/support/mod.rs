@@ -306,6 +306,27 @@ pub async fn raw_exchange(addr: SocketAddr, pieces: &[&[u8]]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Sends a SOAP call from the address `local`, on a connection of its own; the status code.
+pub async fn post_from(local: &str, proxy: std::net::SocketAddr, body: &str) -> u16 {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    let stream = socket.connect(proxy).await.unwrap();
+    exchange_on(stream, body).await
+}
+
+/// Sends a SOAP call with `Connection: close` on `stream`; the status code.
+pub async fn exchange_on(mut stream: tokio::net::TcpStream, body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!(
+        "POST {SOAP_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer[9..12].parse().unwrap()
+}
+
 /// The seed-002 call with `credential` in its session token.
 pub fn seed_002(credential: &str) -> String {
     imsbridge::demo::SEED_002_BEFORE.replace("SESSION_TOKEN", credential)
