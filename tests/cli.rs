@@ -973,3 +973,121 @@ fn run_help_says_what_the_config_and_the_signals_do() {
         "{help}"
     );
 }
+
+/// A figure of `/proc/PID/status`, in bytes (`VmRSS`, `VmHWM`: resident now, and at most).
+fn memory(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    let kib: u64 = line.trim().trim_end_matches(" kB").parse().unwrap();
+    kib * 1024
+}
+
+/// An HTTP/2 connection whose `streams` streams each send `sent` bytes of a prefix that never
+/// ends (an unfinished comment), then stall; each stream's answer, if one comes.
+async fn stalled_streams(addr: SocketAddr, streams: usize, sent: usize) -> Vec<Option<u16>> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut answers = Vec::new();
+    for _ in 0..streams {
+        let mut client = client.clone().ready().await.unwrap();
+        let request = http::Request::post(format!("http://localhost{SOAP_PATH}"))
+            .header("content-type", "text/xml")
+            .body(())
+            .unwrap();
+        let (answer, mut body) = client.send_request(request, false).unwrap();
+        answers.push(tokio::spawn(async move {
+            let mut prefix = b"<?xml version=\"1.0\"?><!-- ".to_vec();
+            prefix.resize(sent, b'>');
+            for piece in prefix.chunks(4096) {
+                if body
+                    .send_data(bytes::Bytes::copy_from_slice(piece), false)
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            let answer = tokio::time::timeout(Duration::from_secs(30), answer).await;
+            // The stream stays open (unless answered) until the test ends.
+            std::mem::forget(body);
+            answer
+                .ok()
+                .and_then(|a| a.ok())
+                .map(|a| a.status().as_u16())
+        }));
+    }
+    let mut statuses = Vec::new();
+    for answer in answers {
+        statuses.push(answer.await.unwrap());
+    }
+    driver.abort();
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_http2_streams_hold_no_more_than_max_prefix_memory() {
+    // 24 connections × 32 streams × 60 KiB: without a budget, 48 MiB of buffers (RSS grew by
+    // 65 MB here, and from 9 to 135 MB in the run); with one of 4 MiB, the streams past
+    // it get a 503, and RSS grows by 14 MB (the budget, what HTTP/2 windows let the clients
+    // send ahead, and the state of 768 streams).
+    const BUDGET: u64 = 4 * 1024 * 1024;
+    const MARGIN: u64 = 16 * 1024 * 1024;
+    let (ims, campaign) = stand_ins().await;
+    let dir = temp_dir("stalled");
+    let config = with_server(
+        &config_text(&ims.url(), &campaign.url(), "", ""),
+        &format!(
+            "listen = \"127.0.0.1:0\"\nmax_prefix_memory = {BUDGET}\nprefix_timeout = \"60s\"\nshutdown_grace = \"1s\""
+        ),
+    );
+    let path = dir.join("imsbridge.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut running = Running::start(&path, "info");
+    let pid = running.child.id();
+    let addr = running.addr;
+    assert_eq!(
+        post_from("127.0.0.1", addr, &seed_002(&credential())).await,
+        200
+    );
+    let before = memory(pid, "VmRSS");
+    let attack: Vec<_> = (0..24)
+        .map(|_| tokio::spawn(stalled_streams(addr, 32, 60 * 1024)))
+        .collect();
+    // Until the proxy has taken in what it will: its memory steady for a second.
+    let mut steady = 0;
+    let mut last = 0;
+    for _ in 0..150 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = memory(pid, "VmRSS");
+        steady = if now == last { steady + 1 } else { 0 };
+        last = now;
+        if steady == 10 {
+            break;
+        }
+    }
+    let peak = memory(pid, "VmHWM");
+    let mb = |bytes: u64| bytes as f64 / 1e6;
+    eprintln!(
+        "peak RSS {:.1} MB, {:.1} MB before the attack",
+        mb(peak),
+        mb(before)
+    );
+    assert!(
+        peak < before + BUDGET + MARGIN,
+        "peak RSS {:.1} MB: {:.1} MB before the attack, a budget of {:.1} MB",
+        mb(peak),
+        mb(before),
+        mb(BUDGET)
+    );
+    // The streams past the budget were refused as such.
+    running.wait_for("prefixes_busy");
+    running.signal("TERM");
+    for connection in attack {
+        connection.abort();
+    }
+    let _ = running.child.wait();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
