@@ -24,7 +24,7 @@ use std::time::Duration;
 pub use campaign::{CampaignBody, Lease, Reuse, Sender};
 pub use replay::Replay;
 pub use response::{AnswerError, Finish, ResponseBody};
-pub use upstream::UpstreamBody;
+pub use upstream::{Inspect, UpstreamBody};
 
 /// The most a connection buffers in hyper, each way, on the listener and towards Campaign; also
 /// the largest request head accepted. hyper's default lets a fast upload grow its buffers to
@@ -42,4 +42,7 @@ pub enum BodyError {
     Client(String),
     #[error("the client sent nothing for {0:?} in the middle of its body")]
     Idle(Duration),
+    /// What the body's [`Inspect`] refused, in its words (never quoting the body).
+    #[error("the rest of the request body was refused: {0}")]
+    Refused(String),
 }

@@ -41,7 +41,7 @@ use crate::headers::strip_hop_by_hop;
 use crate::ims::{ImsClient, Readiness, Source, Token, TokenCache};
 use crate::metrics::Metrics;
 use crate::server::Peer;
-use crate::soap::{SOAP_ROUTER_PATH, logoff_response, logon_response};
+use crate::soap::{Edit, SOAP_ROUTER_PATH, logoff_response, logon_response};
 use crate::upstream::{Forwarding, Upstream, UpstreamError, forward_headers};
 use prefix::{Prefix, PrefixBudget, PrefixError};
 use record::{Completion, ModeLabel, Record};
@@ -354,13 +354,7 @@ impl Proxy {
         peer: &Peer,
         record: &mut Record,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let body = self.upstream_body(
-            prefix.chunks(&[]),
-            prefix.rest,
-            prefix.received,
-            declared,
-            record,
-        );
+        let body = self.upstream_body(prefix, &[], declared, record)?;
         let parts = self.prepare(parts, None, peer, declared);
         self.send(parts, body, record).await
     }
@@ -389,13 +383,7 @@ impl Proxy {
             parts.uri = uri;
         }
         let parts = self.prepare(parts, Some(token.bearer()), peer, length);
-        let mut body = self.upstream_body(
-            prefix.chunks(&edits),
-            prefix.rest,
-            prefix.received,
-            length,
-            record,
-        );
+        let mut body = self.upstream_body(prefix, &edits, length, record)?;
         // A body that may fit the replay buffer is kept as it is sent.
         let replay = length
             .is_none_or(|length| length <= self.retry_buffer_bytes)
@@ -485,30 +473,44 @@ impl Proxy {
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let (parts, body) = request.into_parts();
         let length = declared_length(&parts.headers)?;
-        let body = self.upstream_body(Vec::new(), body, 0, length, record);
+        let body = UpstreamBody::new(
+            [],
+            Some(body),
+            0,
+            self.max_body_bytes,
+            length,
+            self.idle_timeout,
+        )
+        .counting(record.bytes_in.clone());
         let parts = self.prepare(parts, None, peer, length);
         self.send(parts, body, record).await
     }
 
-    /// The caller's body on its way to Campaign: `ready` (what was read of it, spliced), then
-    /// `rest` as it comes, counted in the record, within `max_body_bytes` and the idle timeout.
+    /// The caller's body on its way to Campaign: what was read of it with `edits` applied, then
+    /// the rest as it comes, counted in the record, within `max_body_bytes` and the idle
+    /// timeout, and watched for an element after the SOAP Body (`soap/tail.rs`): one already
+    /// read is refused here, before anything is sent; one still to come ends the body before
+    /// Campaign has it whole.
     fn upstream_body(
         &self,
-        ready: Vec<Bytes>,
-        rest: Incoming,
-        received: u64,
+        prefix: Prefix<Incoming>,
+        edits: &[Edit],
         length: Option<u64>,
         record: &Record,
-    ) -> UpstreamBody {
-        UpstreamBody::new(
-            ready,
-            Some(rest),
-            received,
+    ) -> Result<UpstreamBody, ProxyError> {
+        // What was read past the prefix is looked at now, the rest as it comes.
+        let tail = prefix.tail().map_err(PrefixError::Scan)?;
+        let body = UpstreamBody::new(
+            prefix.chunks(edits),
+            Some(prefix.rest),
+            prefix.received,
             self.max_body_bytes,
             length,
             self.idle_timeout,
         )
         .counting(record.bytes_in.clone())
+        .inspecting(Box::new(tail));
+        Ok(body)
     }
 
     /// The request as Campaign gets it: its URL, HTTP/1.1, the header policy applied.

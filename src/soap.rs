@@ -14,12 +14,14 @@ mod fault;
 mod logon;
 mod scan;
 mod splice;
+mod tail;
 
 pub use action::Action;
 pub use fault::{Fault, FaultCode, INVALID_LOGIN, SESSION_INVALID};
 pub use logon::{logoff_response, logon_response};
 pub use scan::{Carrier, CarrierKind, Envelope, Method, Param, ScanError, Scanner, SoapVersion};
 pub use splice::{Edit, splice};
+pub use tail::Tail;
 
 /// The one path Campaign serves SOAP on.
 pub const SOAP_ROUTER_PATH: &str = "/nl/jsp/soaprouter.jsp";

@@ -4,6 +4,7 @@
 
 mod support;
 
+use bytes::Bytes;
 use support::*;
 
 const OLD_OPERATOR: &str = "oldop/an-operator-imsbridge-refuses";
@@ -14,6 +15,15 @@ fn call(first: &str, header: &str) -> String {
     seed_002(first).replace(
         "<soapenv:Header/>",
         &format!("<soapenv:Header>{header}</soapenv:Header>"),
+    )
+}
+
+/// A seed-002 call with `first` in its session token, and a SOAP Header naming another
+/// operator after its Body.
+fn after_the_body(first: &str) -> String {
+    seed_002(first).replace(
+        "</soapenv:Body>",
+        &format!("</soapenv:Body><soapenv:Header><X-Session-Token>{OLD_OPERATOR}</X-Session-Token></soapenv:Header>"),
     )
 }
 
@@ -125,6 +135,16 @@ fn attacks(routed: &str) -> Vec<Attack> {
         ),
         // Markup inside the first parameter.
         (seed_002(&format!("{routed}<x/>{OLD_OPERATOR}")), vec![], SOAP_PATH),
+        // A SOAP Header after the Body, and a second Body.
+        (after_the_body(routed), vec![], SOAP_PATH),
+        (
+            seed_002(routed).replace(
+                "</soapenv:Body>",
+                &format!("</soapenv:Body><soapenv:Body><urn:PushEvent><urn:sessiontoken>{OLD_OPERATOR}</urn:sessiontoken></urn:PushEvent></soapenv:Body>"),
+            ),
+            vec![],
+            SOAP_PATH,
+        ),
     ];
     list.into_iter()
         .map(|(body, headers, target)| Attack {
@@ -259,6 +279,34 @@ async fn a_header_that_echoes_the_bearer_token_is_dropped() {
 
 /// A SOAP call on a connection of its own from `local` (another loopback address), answered
 /// with `Connection: close`; the status code.
+#[tokio::test]
+async fn an_element_after_the_body_that_comes_later_stops_the_request() {
+    // The prefix, up to the session token, comes first and goes upstream; the Header after
+    // the Body comes in a later chunk. Before the fix, Campaign got the whole request.
+    for (way, credential) in [("ims", credential()), ("legacy", LEGACY_CREDENTIAL.to_owned())] {
+        let stack = Stack::default().await;
+        let body = Bytes::from(after_the_body(&credential));
+        let cut = body
+            .windows(b"</soapenv:Body>".len())
+            .position(|w| w == b"</soapenv:Body>")
+            .unwrap();
+        let request = support::Chunks::new([body.slice(..cut), body.slice(cut..)]);
+        let request = http::Request::post(SOAP_PATH)
+            .header("host", "x")
+            .header("content-type", "text/xml; charset=utf-8")
+            .body(request)
+            .unwrap();
+        let answer = send(stack.url(), request).await;
+        answer.assert_fault(400, "Client", "an element after the SOAP Body");
+        let seen = stack.campaign.requests();
+        assert!(
+            seen.is_empty(),
+            "{way}: Campaign got {:?}",
+            seen.iter().map(|r| r.text()).collect::<Vec<_>>()
+        );
+    }
+}
+
 /// The bound the issue names for a caller's first answer under a flood of wrong passwords
 /// (unbounded, a new caller waited 2.2 s behind 64 attackers).
 const FIRST_ANSWER_UNDER_FLOOD: std::time::Duration = std::time::Duration::from_secs(1);

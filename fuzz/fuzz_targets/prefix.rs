@@ -1,6 +1,7 @@
-//! Fuzzes the body-prefix scanner and the splice: any bytes, cut into chunks where the input
-//! says, must give the same verdict as the whole body, and a spliced prefix must be the input
-//! with exactly the reported credential ranges replaced.
+//! Fuzzes the body-prefix scanner, the splice and the watch of the rest: any bytes, cut into
+//! chunks where the input says, must give the same verdict as the whole body, a spliced prefix
+//! must be the input with exactly the reported credential ranges replaced, and the watch of
+//! what follows the prefix must judge it the same in chunks as whole.
 //!
 //! The input's first byte says how many chunk sizes follow (0 to 7), then those sizes (1 to
 //! 64 bytes each, used in turn); the rest is the body. With no size, chunks of one byte.
@@ -11,7 +12,7 @@
 
 use bytes::Bytes;
 use imsbridge::carriers::body_edits;
-use imsbridge::soap::{Scanner, splice};
+use imsbridge::soap::{Scanner, Tail, splice};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
@@ -76,4 +77,18 @@ fuzz_target!(|input: &[u8]| {
     if let Some(credential) = envelope.credential() {
         assert!(credential.content.end <= envelope.end);
     }
+
+    let rest = &body[envelope.end..];
+    let whole = Tail::new(envelope.depth).feed(rest);
+    let mut tail = Tail::new(envelope.depth);
+    let mut chunked = Ok(());
+    let mut at = 0;
+    let mut turn = 0;
+    while at < rest.len() && chunked.is_ok() {
+        let next = (at + sizes[turn % sizes.len()]).min(rest.len());
+        turn += 1;
+        chunked = tail.feed(&rest[at..next]);
+        at = next;
+    }
+    assert_eq!(whole, chunked, "the watch of the rest judges chunks and the whole differently");
 });

@@ -17,6 +17,12 @@ use super::BodyError;
 use super::idle::IdleTimer;
 use super::replay::Replay;
 
+/// Looks at each chunk of the caller's body before it goes on; a refusal ends the body with
+/// [`BodyError::Refused`], so that Campaign never gets it whole.
+pub trait Inspect: Send + Sync {
+    fn inspect(&mut self, chunk: &[u8]) -> Result<(), String>;
+}
+
 /// The request body sent to Campaign.
 pub struct UpstreamBody {
     /// Chunks ready to go: the spliced prefix, then what was read with it.
@@ -34,6 +40,8 @@ pub struct UpstreamBody {
     replay: Option<Arc<Mutex<Replay>>>,
     /// Counts the bytes that come from the caller (the `ready` ones were counted already).
     received: Option<Arc<AtomicU64>>,
+    /// Looks at what comes from the caller (the `ready` chunks were looked at already).
+    inspect: Option<Box<dyn Inspect>>,
 }
 
 impl UpstreamBody {
@@ -59,7 +67,16 @@ impl UpstreamBody {
             idle: IdleTimer::new(idle),
             replay: None,
             received: None,
+            inspect: None,
         }
+    }
+
+    /// Has `inspect` look at each chunk still to come from the caller.
+    pub fn inspecting(mut self, inspect: Box<dyn Inspect>) -> UpstreamBody {
+        if self.rest.is_some() {
+            self.inspect = Some(inspect);
+        }
+        self
     }
 
     /// Adds the bytes that come from the caller to `received`.
@@ -141,6 +158,10 @@ impl Body for UpstreamBody {
                     this.allowance -= n;
                     if let Some(received) = &this.received {
                         received.fetch_add(n, Ordering::Relaxed);
+                    }
+                    if let Some(Err(reason)) = this.inspect.as_mut().map(|i| i.inspect(data)) {
+                        this.finished(false);
+                        return Poll::Ready(Some(Err(BodyError::Refused(reason))));
                     }
                     let data = data.clone();
                     this.sent(&data);

@@ -142,6 +142,12 @@ impl ProxyError {
                     Client,
                     "The request body is too large.",
                 ),
+                BodyError::Refused(reason) => Answer {
+                    kind: "bad_request",
+                    status: StatusCode::BAD_REQUEST,
+                    code: Client,
+                    detail: Cow::Owned(format!("Invalid SOAP request: {reason}.")),
+                },
                 BodyError::Client(_) => answer(
                     "client_body",
                     StatusCode::BAD_REQUEST,

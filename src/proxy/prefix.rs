@@ -14,8 +14,8 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-use crate::body::BodyError;
-use crate::soap::{Edit, Envelope, ScanError, Scanner, splice};
+use crate::body::{BodyError, Inspect};
+use crate::soap::{Edit, Envelope, ScanError, Scanner, Tail, splice};
 
 /// Why a prefix could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,24 @@ impl<B> Prefix<B> {
         chunks.push(self.head.slice(end..));
         chunks.extend(self.spill.clone());
         chunks
+    }
+}
+
+impl<B> Prefix<B> {
+    /// The watch of the rest of the envelope, having read what came past the prefix already.
+    pub fn tail(&self) -> Result<Tail, ScanError> {
+        let mut tail = Tail::new(self.envelope.depth);
+        tail.feed(&self.head[self.envelope.end..])?;
+        if let Some(spill) = &self.spill {
+            tail.feed(spill)?;
+        }
+        Ok(tail)
+    }
+}
+
+impl Inspect for Tail {
+    fn inspect(&mut self, chunk: &[u8]) -> Result<(), String> {
+        self.feed(chunk).map_err(|e| e.to_string())
     }
 }
 

@@ -53,6 +53,9 @@ pub enum ScanError {
     /// Readers could disagree on where the credential is.
     #[error("the envelope is ambiguous about where the credential is: {0}")]
     Ambiguous(&'static str),
+    /// An element after the SOAP Body, or after the Envelope (`soap/tail.rs`).
+    #[error("an element after the SOAP Body")]
+    AfterBody,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +77,9 @@ pub struct Envelope {
     pub params: Vec<Param>,
     /// Copies of the token in `SOAP-ENV:Header`.
     pub carriers: Vec<Carrier>,
+    /// Elements open at `end` (Envelope, Body, the method…): where the [`Tail`](super::Tail)
+    /// watch of the rest starts.
+    pub depth: usize,
 }
 
 impl Envelope {
@@ -549,6 +555,7 @@ impl Scanner {
             }),
             params: std::mem::take(&mut self.params),
             carriers: std::mem::take(&mut self.carriers),
+            depth: self.open.len(),
         }
     }
 

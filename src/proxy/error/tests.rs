@@ -78,6 +78,27 @@ fn cases() -> Vec<(ProxyError, &'static str, u16, FaultCode, &'static str)> {
             "could not be read",
         ),
         (
+            PrefixError::Deadline(Duration::from_secs(10)).into(),
+            "client_slow",
+            408,
+            Client,
+            "did not come in time",
+        ),
+        (
+            PrefixError::Busy(1024).into(),
+            "prefixes_busy",
+            503,
+            Server,
+            "Too many requests are being read",
+        ),
+        (
+            UpstreamError::Body(BodyError::Refused(ScanError::AfterBody.to_string())).into(),
+            "bad_request",
+            400,
+            Client,
+            "Invalid SOAP request: an element after the SOAP Body.",
+        ),
+        (
             UpstreamError::Body(BodyError::Idle(Duration::from_secs(1))).into(),
             "client_idle",
             408,
