@@ -70,6 +70,8 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// argon2 runs waiting or running at once. At about 40 ms a run, 16 queued behind 2 cores is
 /// about a third of a second of wait for a caller's first check, whatever else is asked.
 pub const DEFAULT_MAX_PENDING_PASSWORD_CHECKS: usize = 16;
+/// A password check refused over `server.password_failures` is answered after this.
+pub const DEFAULT_REFUSAL_DELAY: Duration = Duration::from_secs(1);
 /// The session secret signs tokens every replica accepts: it must be hard to guess.
 pub const MIN_SESSION_SECRET_BYTES: usize = 32;
 
@@ -180,6 +182,9 @@ pub struct PasswordLimits {
     /// without running argon2 until the window ends.
     pub per_login: Rate,
     pub per_peer: Rate,
+    /// How long a check refused over those limits waits before its answer: an attacker that
+    /// sends its next guess when the last is answered sends one a second, not thousands.
+    pub refusal_delay: Duration,
 }
 
 /// `count` events per `window`.
@@ -201,6 +206,7 @@ impl Default for PasswordLimits {
                 count: 30,
                 window: Duration::from_secs(60),
             },
+            refusal_delay: DEFAULT_REFUSAL_DELAY,
         }
     }
 }

@@ -283,7 +283,10 @@ async fn a_header_that_echoes_the_bearer_token_is_dropped() {
 async fn an_element_after_the_body_that_comes_later_stops_the_request() {
     // The prefix, up to the session token, comes first and goes upstream; the Header after
     // the Body comes in a later chunk. Before the fix, Campaign got the whole request.
-    for (way, credential) in [("ims", credential()), ("legacy", LEGACY_CREDENTIAL.to_owned())] {
+    for (way, credential) in [
+        ("ims", credential()),
+        ("legacy", LEGACY_CREDENTIAL.to_owned()),
+    ] {
         let stack = Stack::default().await;
         let body = Bytes::from(after_the_body(&credential));
         let cut = body
@@ -304,58 +307,5 @@ async fn an_element_after_the_body_that_comes_later_stops_the_request() {
             "{way}: Campaign got {:?}",
             seen.iter().map(|r| r.text()).collect::<Vec<_>>()
         );
-    }
-}
-
-/// The bound the issue names for a caller's first answer under a flood of wrong passwords
-/// (unbounded, a new caller waited 2.2 s behind 64 attackers).
-const FIRST_ANSWER_UNDER_FLOOD: std::time::Duration = std::time::Duration::from_secs(1);
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_wrong_passwords_does_not_starve_a_new_caller() {
-    // A caller whose hash has the real cost (about 40 ms a check), as an attacker would pick.
-    let flooded = format!(
-        "\n[[callers]]\nname = \"flooded\"\nlogin = \"flooded\"\npassword = \"{}\"\nprofile = \"messagecenter\"\n",
-        imsbridge::callers::hash_password("its-real-password")
-    );
-    let stack = Stack::start("", &flooded).await;
-    // The new caller's connection is made first: what is measured below is its wait for a
-    // password check, not the kernel's queue of the flood's connections.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let new_caller = socket.connect(stack.url()).await.unwrap();
-    // The flood: 192 connections at once from 127.0.0.1, each a different wrong password of
-    // that caller, then a made-up login (which costs a check too).
-    let addr = stack.url();
-    let flood: Vec<_> = (0..192)
-        .map(|i| {
-            tokio::spawn(async move {
-                let mut statuses = Vec::new();
-                for j in 0..2 {
-                    let body = match j % 2 {
-                        0 => seed_002(&format!("flooded/guess-{i}-{j}")),
-                        _ => seed_002(&format!("attacker{i}/guess-{j}")),
-                    };
-                    statuses.push(post_from("127.0.0.1", addr, &body).await);
-                }
-                statuses
-            })
-        })
-        .collect();
-    // While it runs (its first checks are queued by now), a caller never seen before, from
-    // another address.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let started = tokio::time::Instant::now();
-    let status = exchange_on(new_caller, &seed_002(&credential())).await;
-    let waited = started.elapsed();
-    assert_eq!(status, 200);
-    assert!(
-        waited < FIRST_ANSWER_UNDER_FLOOD,
-        "the new caller's first answer took {waited:?}"
-    );
-    for task in flood {
-        for status in task.await.unwrap() {
-            assert!(status == 500 || status == 503, "{status}");
-        }
     }
 }

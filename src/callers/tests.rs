@@ -405,6 +405,7 @@ fn limits(max_pending: usize, per_login: u32, per_peer: u32) -> PasswordLimits {
         max_pending,
         per_login: per(per_login),
         per_peer: per(per_peer),
+        ..PasswordLimits::default()
     }
 }
 
@@ -421,12 +422,15 @@ async fn failed_checks_are_limited_per_login_and_a_good_verdict_still_works() {
         assert!(callers.route(cred(&wrong)).await.is_err());
     }
     assert_eq!(callers.verifier.runs(), 4);
-    // Over the limit: refused without running argon2, even a password not tried yet...
+    // Over the limit: refused without running argon2, even a password not tried yet, and
+    // answered after the refusal delay...
+    let asked = Instant::now();
     assert_eq!(
         callers.route(cred("mc/wrong-3")).await.unwrap_err(),
         AuthError::WrongPassword("crm-events".into())
     );
     assert_eq!(callers.verifier.runs(), 4);
+    assert_eq!(asked.elapsed(), crate::config::DEFAULT_REFUSAL_DELAY);
     // ... while the remembered good verdict is honoured.
     assert!(callers.route(cred("mc/pw")).await.is_ok());
     // A new window, a new allowance.
@@ -445,8 +449,10 @@ async fn failed_checks_are_limited_per_peer_across_logins() {
     assert!(callers.route(cred("mc/wrong")).await.is_err());
     assert!(callers.route(cred("other/wrong")).await.is_err());
     assert_eq!(callers.verifier.runs(), 2);
-    // Same peer, unknown login or known: no more runs.
+    // Same peer, unknown login or known: no more runs, and the same delay for both.
+    let asked = Instant::now();
     assert!(callers.route(cred("nobody/x")).await.is_err());
+    assert_eq!(asked.elapsed(), crate::config::DEFAULT_REFUSAL_DELAY);
     assert!(callers.route(cred("mc/pw")).await.is_err());
     assert_eq!(callers.verifier.runs(), 2);
     // Another peer is not limited by this one's failures.
@@ -480,4 +486,62 @@ async fn an_unknown_login_costs_a_check_and_a_full_queue_refuses_at_once() {
         full.verifier.remembered().is_empty(),
         "not remembered: checked next time"
     );
+}
+
+/// The nice value in a `/proc/.../stat` file.
+fn nice_in(stat: &std::path::Path) -> i64 {
+    let stat = std::fs::read_to_string(stat).unwrap();
+    // Fields after `(comm) `: state is the 3rd field of stat, nice the 19th.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[16].parse().unwrap()
+}
+
+/// The nice value of each thread of this process named `name` (Linux).
+fn nice_of_threads(name: &str) -> Vec<i64> {
+    let mut nice = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            nice.push(nice_in(&path.join("stat")));
+        }
+    }
+    nice
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn argon2_runs_on_threads_of_lower_priority() {
+    let settings = [caller("crm-events", "mc", "pw", Mode::Ims)];
+    let callers = with(&settings, UnknownCallers::Reject);
+    assert!(callers.route(cred("mc/pw")).await.is_ok());
+    assert!(callers.verifier.runs() >= 1);
+    let nice = nice_of_threads("argon2");
+    assert!(!nice.is_empty(), "no argon2 thread");
+    assert!(nice.iter().all(|&n| n == 19), "{nice:?}");
+    // The thread that asked is as it was.
+    assert_eq!(nice_in(std::path::Path::new("/proc/thread-self/stat")), 0);
+}
+
+#[tokio::test]
+async fn a_check_past_the_peers_share_of_the_queue_is_busy_and_not_remembered() {
+    let settings = [caller("crm-events", "mc", "pw", Mode::Ims)];
+    // A queue of 4: one address holds at most one place.
+    let callers = with_limits(&settings, UnknownCallers::Reject, limits(4, 100, 100));
+    // The first check waits for a place to run, holding its address's share meanwhile.
+    let held = callers.verifier.hold_the_runs();
+    let (first, second) = tokio::join!(callers.route(cred("mc/wrong")), async {
+        let second = callers.route(cred("mc/pw")).await;
+        drop(held);
+        second
+    });
+    assert_eq!(
+        first.unwrap_err(),
+        AuthError::WrongPassword("crm-events".into())
+    );
+    assert_eq!(second.unwrap_err(), AuthError::Busy);
+    assert_eq!(callers.verifier.runs(), 1);
+    // Not checked, so not refused next time: the right password goes through.
+    assert!(callers.route(cred("mc/pw")).await.is_ok());
+    assert_eq!(callers.verifier.runs(), 2);
 }

@@ -355,6 +355,7 @@ fn password_limits(
             per_peer,
             defaults.per_peer,
         )?,
+        ..defaults
     })
 }
 

@@ -109,7 +109,11 @@ impl Tail {
                 quote: (byte != quote).then_some(quote),
                 slash: false,
             },
-            State::Tag { end, quote: None, slash } => match byte {
+            State::Tag {
+                end,
+                quote: None,
+                slash,
+            } => match byte {
                 b'>' => {
                     if end {
                         self.depth = self.depth.saturating_sub(1);
@@ -187,7 +191,9 @@ mod tests {
         };
         for cut in 0..=bytes.len() {
             let mut watch = Tail::new(3);
-            let split = watch.feed(&bytes[..cut]).and_then(|()| watch.feed(&bytes[cut..]));
+            let split = watch
+                .feed(&bytes[..cut])
+                .and_then(|()| watch.feed(&bytes[cut..]));
             assert_eq!(split, whole, "cut at {cut} of {tail}");
         }
         let mut watch = Tail::new(3);
