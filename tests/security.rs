@@ -309,3 +309,41 @@ async fn an_element_after_the_body_that_comes_later_stops_the_request() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_prefix_that_trickles_in_is_refused_at_prefix_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A byte every 100 ms, well within the idle timeout, never reaching the session token:
+    // before `prefix_timeout`, such a body held its request (and its buffer) until
+    // `max_prefix_bytes` came, 64 KiB later, an hour and a half at this pace.
+    let stack = Stack::start_with("", "", |config| {
+        config.server.prefix_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(stack.url()).await.unwrap();
+    stream
+        .write_all(
+            format!("POST {SOAP_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: 100000\r\n\r\n<?xml version=\"1.0\"?><!--")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    // The trickle goes on until the connection is closed.
+    let trickle = tokio::spawn(async move {
+        while writer.write_all(b">").await.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    let mut answer = [0u8; 12];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        reader.read_exact(&mut answer),
+    )
+    .await
+    .expect("no answer within 20 s")
+    .unwrap();
+    trickle.abort();
+    assert_eq!(&answer[9..12], b"408");
+    assert!(stack.campaign.requests().is_empty());
+}
