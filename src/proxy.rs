@@ -509,7 +509,7 @@ impl Proxy {
             self.idle_timeout,
         )
         .counting(record.bytes_in.clone())
-        .inspecting(Box::new(tail));
+        .inspecting(tail);
         Ok(body)
     }
 

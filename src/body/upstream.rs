@@ -71,10 +71,11 @@ impl UpstreamBody {
         }
     }
 
-    /// Has `inspect` look at each chunk still to come from the caller.
-    pub fn inspecting(mut self, inspect: Box<dyn Inspect>) -> UpstreamBody {
+    /// Has `inspect` look at each chunk still to come from the caller (boxed only if one may
+    /// come).
+    pub fn inspecting(mut self, inspect: impl Inspect + 'static) -> UpstreamBody {
         if self.rest.is_some() {
-            self.inspect = Some(inspect);
+            self.inspect = Some(Box::new(inspect));
         }
         self
     }
