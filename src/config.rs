@@ -138,6 +138,17 @@ impl UnknownCallers {
     }
 }
 
+/// The HTTP status of the SOAP faults imsbridge answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FaultStatus {
+    /// 500 for every fault, as SOAP 1.1 §6.2 and Campaign do: what SOAP libraries read as a
+    /// fault rather than a transport error.
+    #[default]
+    Soap,
+    /// The status that says what happened: 400, 405, 408, 413, 502, 503, 504.
+    Http,
+}
+
 #[derive(Debug)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
@@ -154,6 +165,7 @@ pub struct ServerSettings {
     pub limits: Limits,
     /// How much argon2 work requests may ask for.
     pub password_limits: PasswordLimits,
+    pub fault_status: FaultStatus,
     /// TLS on the listener; `None`: plain HTTP.
     pub tls: Option<TlsSettings>,
 }

@@ -35,7 +35,7 @@ pub use error::ProxyError;
 use crate::body::{BodyError, Replay, ResponseBody, UpstreamBody};
 use crate::callers::{AuthError, Caller, Callers, LogonWay, Presented, Route};
 use crate::carriers;
-use crate::config::{Config, UnknownCallers};
+use crate::config::{Config, FaultStatus, UnknownCallers};
 use crate::connect::{TlsSetupError, https_connector, system_roots};
 use crate::headers::strip_hop_by_hop;
 use crate::ims::{ImsClient, Readiness, Source, Token, TokenCache};
@@ -73,6 +73,8 @@ pub struct Proxy {
     upstream: Upstream,
     unknown_callers: UnknownCallers,
     max_body_bytes: u64,
+    /// The HTTP status of the faults answered here.
+    fault_status: FaultStatus,
     /// What reading one body prefix may take.
     prefix_limits: prefix::Limits,
     /// The bytes all prefixes being read may hold together.
@@ -154,6 +156,7 @@ impl Proxy {
             upstream,
             unknown_callers: config.unknown_callers,
             max_body_bytes: config.server.max_body_bytes,
+            fault_status: config.server.fault_status,
             prefix_limits: prefix::Limits {
                 max_prefix: config.server.max_prefix_bytes,
                 max_body: config.server.max_body_bytes,
@@ -211,7 +214,10 @@ impl Proxy {
         );
         let (mut response, error) = match self.pipeline(&peer, request, &mut record).await {
             Ok(response) => (response, None),
-            Err(error) => (error.response(record.action.as_ref()), Some(error)),
+            Err(error) => (
+                error.response(record.action.as_ref(), self.fault_status),
+                Some(error),
+            ),
         };
         response.headers_mut().insert(&X_REQUEST_ID, request_id);
         let completion = Completion {

@@ -76,7 +76,7 @@ async fn a_wrong_key_is_refused_by_ims() {
     let (_ims, campaign, proxy) = stack_with(&profile, &["ent_campaign_sdk"]).await;
     post(proxy.addr, seed_002(&credential()), &[])
         .await
-        .assert_fault(503, "Server", "not available");
+        .assert_fault(500, "Server", "not available");
     assert!(campaign.requests().is_empty());
     let ready = get(proxy.admin, "/readyz").await;
     assert_eq!(ready.status, 503);
@@ -98,7 +98,7 @@ async fn a_missing_metascope_is_refused_by_ims() {
     let (_ims, _campaign, proxy) = stack_with(&profile, &["ent_campaign_sdk"]).await;
     post(proxy.addr, seed_002(&credential()), &[])
         .await
-        .assert_fault(503, "Server", "not available");
+        .assert_fault(500, "Server", "not available");
     let ready = get(proxy.admin, "/readyz").await;
     assert!(
         ready.body.contains("invalid_scope: Invalid metascope."),
@@ -182,7 +182,7 @@ async fn claims_that_do_not_match_the_credential_are_refused() {
             stack_with(&good.replace(from, to), &["ent_campaign_sdk"]).await;
         post(proxy.addr, seed_002(&credential()), &[])
             .await
-            .assert_fault(503, "Server", "not available");
+            .assert_fault(500, "Server", "not available");
         let ready = get(proxy.admin, "/readyz").await;
         assert!(
             ready

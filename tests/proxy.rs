@@ -227,7 +227,7 @@ async fn refused_credentials_get_a_fault_and_nothing_reaches_campaign() {
         &[],
     )
     .await
-    .assert_fault(400, "Client", "markup inside the first parameter");
+    .assert_fault(500, "Client", "markup inside the first parameter");
     // With the first parameter empty, the cookie and header copies are the credential (as
     // Campaign reads them): a wrong password there is refused as well.
     let answer = post(
@@ -296,7 +296,7 @@ async fn bad_requests_get_a_400_fault_and_nothing_reaches_campaign() {
     ];
     for (body, detail) in cases {
         let answer = post(stack.url(), body, &[]).await;
-        answer.assert_fault(400, "Client", detail);
+        answer.assert_fault(500, "Client", detail);
     }
     let utf16: Vec<u8> = [0xFF, 0xFE]
         .into_iter()
@@ -304,7 +304,7 @@ async fn bad_requests_get_a_400_fault_and_nothing_reaches_campaign() {
         .collect();
     post(stack.url(), utf16, &[])
         .await
-        .assert_fault(400, "Client", "not UTF-8");
+        .assert_fault(500, "Client", "not UTF-8");
     assert!(stack.campaign.requests().is_empty());
 }
 
@@ -312,7 +312,7 @@ async fn bad_requests_get_a_400_fault_and_nothing_reaches_campaign() {
 async fn a_body_that_is_not_xml_is_named_so_and_its_bytes_are_counted() {
     let stack = Stack::default().await;
     post(stack.url(), "hello", &[]).await.assert_fault(
-        400,
+        500,
         "Client",
         "Invalid SOAP request: body is not well-formed XML (text before the root element).",
     );
@@ -327,7 +327,7 @@ async fn a_body_that_is_not_xml_is_named_so_and_its_bytes_are_counted() {
 }
 
 #[tokio::test]
-async fn bodies_over_the_limit_get_413() {
+async fn bodies_over_the_limit_get_a_fault() {
     let stack = Stack::start("", "").await;
     drop(stack.proxy);
     let small = Proxy::start(
@@ -339,12 +339,12 @@ async fn bodies_over_the_limit_get_413() {
     // Declared too large: refused before it is read.
     post(small.addr, body.clone(), &[])
         .await
-        .assert_fault(413, "Client", "too large");
+        .assert_fault(500, "Client", "too large");
     // Chunked: refused once the count passes the limit, while streaming.
     let request = chunked_request(&body, 1000);
     send(small.addr, request)
         .await
-        .assert_fault(413, "Client", "too large");
+        .assert_fault(500, "Client", "too large");
     // Under the limit, fine.
     let ok = post(small.addr, push_events(&credential(), 3000), &[]).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
@@ -505,11 +505,42 @@ async fn unknown_callers_legacy_forwards_what_no_caller_owns() {
 #[tokio::test]
 async fn other_paths_and_methods_are_refused_in_reject_mode() {
     let stack = Stack::default().await;
+    // A path that is no SOAP router is no SOAP call: 404, whatever `fault_status`.
     let answer = get(stack.url(), "/nl/jsp/logon.jsp").await;
     answer.assert_fault(404, "Client", "No SOAP router at this path.");
+    // Every other fault is a 500, as SOAP 1.1 and Campaign answer them (`fault_status =
+    // "soap"`, the default).
+    let answer = get(stack.url(), SOAP_PATH).await;
+    answer.assert_fault(500, "Client", "only accepts POST");
+    assert!(!answer.headers.contains_key("allow"));
+    assert!(stack.campaign.requests().is_empty());
+}
+
+#[tokio::test]
+async fn with_fault_status_http_faults_say_what_happened() {
+    let stack = Stack::start_with("", "", |config| {
+        config.server.fault_status = imsbridge::config::FaultStatus::Http;
+        config.server.max_body_bytes = 4096;
+    })
+    .await;
     let answer = get(stack.url(), SOAP_PATH).await;
     answer.assert_fault(405, "Client", "only accepts POST");
     assert_eq!(answer.headers.get("allow").unwrap(), "POST");
+    post(stack.url(), "hello", &[])
+        .await
+        .assert_fault(400, "Client", "not well-formed XML");
+    post(stack.url(), push_events(&credential(), 10_000), &[])
+        .await
+        .assert_fault(413, "Client", "too large");
+    get(stack.url(), "/nl/jsp/logon.jsp").await.assert_fault(
+        404,
+        "Client",
+        "No SOAP router at this path.",
+    );
+    // Refusals of the credential are 500, in either mode, as Campaign's are.
+    post(stack.url(), seed_002(&format!("{LOGIN}/wrong")), &[])
+        .await
+        .assert_fault(500, "Client", "Invalid login or password");
     assert!(stack.campaign.requests().is_empty());
 }
 
@@ -521,7 +552,7 @@ async fn campaign_unreachable_or_slow() {
     let proxy = Proxy::start(&config_text(&ims.url(), &closed_url, "", "")).await;
     post(proxy.addr, seed_002(&credential()), &[])
         .await
-        .assert_fault(502, "Server", "could not be reached");
+        .assert_fault(500, "Server", "could not be reached");
     proxy.stop().await;
 
     let campaign = StandInCampaign::start(Some(ims.token_check()))
@@ -533,7 +564,7 @@ async fn campaign_unreachable_or_slow() {
     let proxy = Proxy::start(&text).await;
     post(proxy.addr, seed_002(&credential()), &[])
         .await
-        .assert_fault(504, "Server", "did not answer in time");
+        .assert_fault(500, "Server", "did not answer in time");
     // The pool recovers: once Campaign is quick again, calls go through.
     campaign.set_delay(Duration::ZERO);
     assert_eq!(
@@ -543,7 +574,7 @@ async fn campaign_unreachable_or_slow() {
 }
 
 #[tokio::test]
-async fn no_token_means_503_and_readyz_names_the_profile() {
+async fn no_token_means_a_server_fault_and_readyz_names_the_profile() {
     let ims = StandInIms::start().await.unwrap();
     ims.add_client(CLIENT_ID, "another-secret");
     let campaign = StandInCampaign::start(Some(ims.token_check()))
@@ -551,7 +582,7 @@ async fn no_token_means_503_and_readyz_names_the_profile() {
         .unwrap();
     let proxy = Proxy::start(&config_text(&ims.url(), &campaign.url(), "", "")).await;
     let answer = post(proxy.addr, seed_002(&credential()), &[]).await;
-    answer.assert_fault(503, "Server", "not available");
+    answer.assert_fault(500, "Server", "not available");
     assert!(
         !answer.body.contains("invalid_client"),
         "IMS details stay in the logs"
@@ -664,11 +695,11 @@ async fn campaign_over_tls_with_a_private_ca() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
 
-    // Without the CA, the certificate is refused: 502.
+    // Without the CA, the certificate is refused: a Server fault.
     let untrusted = Proxy::start(&config_text(&ims.url(), &campaign.url(), "", "")).await;
     post(untrusted.addr, seed_002(&credential()), &[])
         .await
-        .assert_fault(502, "Server", "could not be reached");
+        .assert_fault(500, "Server", "could not be reached");
     assert!(campaign.requests().is_empty());
 
     let text = config_text(&ims.url(), &campaign.url(), "", "").replace(

@@ -195,7 +195,7 @@ async fn ims_failures_are_retried_and_the_proxy_recovers_by_itself() {
             ready.body
         );
         let answer = post(proxy.addr, seed_002(&credential()), &[]).await;
-        answer.assert_fault(503, "Server", "not available");
+        answer.assert_fault(500, "Server", "not available");
         assert!(campaign.requests().is_empty());
         // IMS comes back: the refresher's next retry gets a token, with nobody's help.
         ims.set_failure(None);
@@ -242,14 +242,15 @@ async fn the_current_token_serves_while_ims_is_down_and_never_once_it_expired() 
         post(proxy.addr, seed_002(&credential()), &[]).await.status,
         200
     );
-    // Once it expires, with no new one: 503, and Campaign never sees the expired token.
+    // Once it expires, with no new one: a Server fault, and Campaign never sees the expired
+    // token.
     eventually(
-        "a 503 once the token expired",
+        "a fault once the token expired",
         Duration::from_secs(30),
         || async {
             match post(proxy.addr, seed_002(&credential()), &[]).await.status {
                 200 => None,
-                503 => Some(()),
+                500 => Some(()),
                 other => panic!("{other}"),
             }
         },
@@ -258,7 +259,7 @@ async fn the_current_token_serves_while_ims_is_down_and_never_once_it_expired() 
     for _ in 0..3 {
         assert_eq!(
             post(proxy.addr, seed_002(&credential()), &[]).await.status,
-            503,
+            500,
             "no token while IMS is down"
         );
     }
@@ -273,7 +274,7 @@ async fn the_current_token_serves_while_ims_is_down_and_never_once_it_expired() 
 }
 
 #[tokio::test]
-async fn campaign_failures_get_502_or_504_and_stalls_are_cut() {
+async fn campaign_failures_get_server_faults_and_stalls_are_cut() {
     let ims = StandInIms::start().await.unwrap();
     ims.add_client(CLIENT_ID, CLIENT_SECRET);
 
@@ -295,7 +296,7 @@ async fn campaign_failures_get_502_or_504_and_stalls_are_cut() {
     let proxy = Proxy::start(&config).await;
     post(proxy.addr, seed_002(&credential()), &[])
         .await
-        .assert_fault(502, "Server", "could not be reached");
+        .assert_fault(500, "Server", "could not be reached");
 
     // A Campaign that closes the connection without answering.
     let closing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -315,7 +316,7 @@ async fn campaign_failures_get_502_or_504_and_stalls_are_cut() {
     .await;
     post(proxy.addr, seed_002(&credential()), &[])
         .await
-        .assert_fault(502, "Server", "could not be reached");
+        .assert_fault(500, "Server", "could not be reached");
 
     // A Campaign that stalls in the middle of its answer: the caller's connection is cut
     // after the idle timeout instead of hanging.
@@ -368,7 +369,7 @@ async fn slow_clients_are_cut() {
         "{}",
         String::from_utf8_lossy(&said)
     );
-    // A body that stops coming before the session token: 408.
+    // A body that stops coming before the session token: a Client fault.
     let body = seed_002(&credential());
     let head = format!(
         "POST {SOAP_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
@@ -382,7 +383,7 @@ async fn slow_clients_are_cut() {
         .await
         .unwrap()
         .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
     assert!(answer.contains("The request body stopped coming."));
     // A body that stops after the token, while it streams to Campaign: cut as well.
     let big = push_events(&credential(), 200_000);
@@ -397,7 +398,7 @@ async fn slow_clients_are_cut() {
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
         .await
         .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
     assert!(
         stack.campaign.requests().is_empty(),
         "Campaign never got a whole request"

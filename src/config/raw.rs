@@ -30,6 +30,13 @@ pub enum RawUnknownCallers {
     Legacy,
 }
 
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum RawFaultStatus {
+    Soap,
+    Http,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
@@ -48,6 +55,7 @@ pub struct RawServer {
     pub max_prefix_memory: Option<u64>,
     pub http2_max_streams: Option<u64>,
     pub max_connections_per_ip: Option<u64>,
+    pub fault_status: Option<RawFaultStatus>,
     pub password_failures: Option<RawPasswordFailures>,
 }
 

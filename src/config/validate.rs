@@ -13,7 +13,8 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use super::raw::{
-    self, RawCaller, RawConfig, RawMode, RawProfile, RawProfileType, RawUnknownCallers,
+    self, RawCaller, RawConfig, RawFaultStatus, RawMode, RawProfile, RawProfileType,
+    RawUnknownCallers,
 };
 use super::*;
 use crate::secret::SigningKey;
@@ -294,6 +295,10 @@ fn validate_server(
     let password_limits = password_limits(raw.max_pending_password_checks, raw.password_failures)?;
     Ok(ServerSettings {
         password_limits,
+        fault_status: match raw.fault_status {
+            None | Some(RawFaultStatus::Soap) => FaultStatus::Soap,
+            Some(RawFaultStatus::Http) => FaultStatus::Http,
+        },
         listen: address("server.listen", raw.listen, DEFAULT_LISTEN)?,
         admin_listen: address(
             "server.admin_listen",

@@ -11,6 +11,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use super::prefix::PrefixError;
 use crate::body::{BodyError, ResponseBody};
 use crate::callers::AuthError;
+use crate::config::FaultStatus;
 use crate::ims::NotReady;
 use crate::soap::{Action, Fault, FaultCode, INVALID_LOGIN, SESSION_INVALID};
 use crate::upstream::UpstreamError;
@@ -57,8 +58,24 @@ impl ProxyError {
         self.answer().kind
     }
 
+    /// The HTTP status of the answer: with [`FaultStatus::Soap`], 500 for every fault but the
+    /// 404 of a path that is no SOAP router, which is no SOAP call.
+    pub fn status(&self, statuses: FaultStatus) -> StatusCode {
+        let status = self.answer().status;
+        match statuses {
+            FaultStatus::Soap if status != StatusCode::NOT_FOUND => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            _ => status,
+        }
+    }
+
     /// The answer to the caller.
-    pub fn response(&self, action: Option<&Action>) -> Response<ResponseBody> {
+    pub fn response(
+        &self,
+        action: Option<&Action>,
+        statuses: FaultStatus,
+    ) -> Response<ResponseBody> {
         let answer = self.answer();
         let body = Fault {
             code: answer.code,
@@ -66,14 +83,15 @@ impl ProxyError {
             detail: &answer.detail,
         }
         .to_bytes();
+        let status = self.status(statuses);
         let mut response = Response::new(ResponseBody::full(body));
-        *response.status_mut() = answer.status;
+        *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/xml; charset=utf-8"),
         );
-        if answer.status == StatusCode::METHOD_NOT_ALLOWED {
+        if status == StatusCode::METHOD_NOT_ALLOWED {
             headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
         response

@@ -225,7 +225,16 @@ async fn every_error_gets_its_status_fault_and_outcome() {
     let action = Action::parse("nms:rtEvent#PushEvent").unwrap();
     for (error, kind, status, code, detail) in cases() {
         assert_eq!(error.kind(), kind, "{error:?}");
-        let response = error.response(Some(&action));
+        // With `fault_status = "soap"` (the default), every fault is a 500, as SOAP 1.1 §6.2
+        // says, but the 404 of a path that is no SOAP router.
+        let soap = if status == 404 { 404 } else { 500 };
+        assert_eq!(error.status(FaultStatus::Soap), soap, "{error:?}");
+        assert_eq!(
+            error.response(Some(&action), FaultStatus::Soap).status(),
+            soap
+        );
+        // With `"http"`, the status that says what happened.
+        let response = error.response(Some(&action), FaultStatus::Http);
         assert_eq!(response.status(), status, "{error:?}");
         assert_eq!(
             response.headers()["content-type"],
