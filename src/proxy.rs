@@ -41,7 +41,7 @@ use crate::headers::strip_hop_by_hop;
 use crate::ims::{ImsClient, Readiness, Source, Token, TokenCache};
 use crate::metrics::Metrics;
 use crate::server::Peer;
-use crate::soap::{Edit, SOAP_ROUTER_PATH, logoff_response, logon_response};
+use crate::soap::{Charset, Edit, SOAP_ROUTER_PATH, logoff_response, logon_response};
 use crate::upstream::{Forwarding, Upstream, UpstreamError, forward_headers};
 use prefix::{Prefix, PrefixBudget, PrefixError};
 use record::{Completion, ModeLabel, Record};
@@ -249,7 +249,11 @@ impl Proxy {
             }
         };
         let (parts, body) = request.into_parts();
-        let prefix = self.read_prefix(body, record).await?;
+        let charset = match parts.headers.get(http::header::CONTENT_TYPE) {
+            Some(value) => Charset::of_content_type(value.as_bytes()).map_err(PrefixError::Scan)?,
+            None => None,
+        };
+        let prefix = self.read_prefix(body, charset, record).await?;
         record.read(&parts, &prefix);
         let way = self
             .identify(&parts, &prefix, peer)
@@ -299,10 +303,12 @@ impl Proxy {
     fn read_prefix<'a>(
         &'a self,
         body: Incoming,
+        charset: Option<Charset>,
         record: &'a Record,
     ) -> impl Future<Output = Result<Prefix<Incoming>, PrefixError>> + 'a {
         prefix::read(
             body,
+            charset,
             self.prefix_limits,
             &self.prefix_budget,
             &record.bytes_in,

@@ -10,6 +10,7 @@
 //! - `soap/logon.rs` writes the Logon and Logoff answers imsbridge gives itself.
 
 mod action;
+mod charset;
 mod fault;
 mod logon;
 mod scan;
@@ -17,6 +18,7 @@ mod splice;
 mod tail;
 
 pub use action::Action;
+pub use charset::Charset;
 pub use fault::{Fault, FaultCode, INVALID_LOGIN, SESSION_INVALID};
 pub use logon::{logoff_response, logon_response};
 pub use scan::{Carrier, CarrierKind, Envelope, Method, Param, ScanError, Scanner, SoapVersion};

@@ -270,7 +270,7 @@ async fn a_credential_in_the_cookie_or_header_copy_is_read_when_the_parameter_is
 }
 
 #[tokio::test]
-async fn bad_requests_get_a_400_fault_and_nothing_reaches_campaign() {
+async fn bad_requests_get_a_client_fault_and_nothing_reaches_campaign() {
     let stack = Stack::default().await;
     let big_header = format!(
         r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Header>{}</s:Header><s:Body><m:X xmlns:m="urn:a"><t>{}</t></m:X></s:Body></s:Envelope>"#,
@@ -302,9 +302,11 @@ async fn bad_requests_get_a_400_fault_and_nothing_reaches_campaign() {
         .into_iter()
         .chain(seed_002("x/y").encode_utf16().flat_map(u16::to_le_bytes))
         .collect();
-    post(stack.url(), utf16, &[])
-        .await
-        .assert_fault(500, "Client", "not UTF-8");
+    post(stack.url(), utf16, &[]).await.assert_fault(
+        500,
+        "Client",
+        "the declared encoding is not supported",
+    );
     assert!(stack.campaign.requests().is_empty());
 }
 
@@ -745,4 +747,89 @@ async fn expect_100_continue_is_answered_here_and_not_forwarded() {
     let seen = &stack.campaign.requests()[0];
     assert_eq!(seen.header("expect"), None);
     assert_eq!(seen.body_len as usize, body.len() - credential().len());
+}
+
+/// `text` in a single-byte charset (ISO-8859-1, ISO-8859-15 or windows-1252 by `label`).
+fn single_byte(text: &str, label: &str) -> Vec<u8> {
+    text.chars()
+        .map(|c| match (c, label) {
+            ('€', "windows-1252") => 0x80,
+            ('€', "ISO-8859-15") => 0xA4,
+            _ => u8::try_from(u32::from(c)).expect("a Latin-1 character"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn latin1_envelopes_with_an_accented_password_go_through_byte_for_byte() {
+    let caller = |name: &str, password: &str| {
+        format!(
+            "\n[[callers]]\nname = \"{name}\"\nlogin = \"{name}\"\npassword = \"{}\"\nprofile = \"messagecenter\"\n",
+            cheap_hash(password)
+        )
+    };
+    let extra = caller("crème", "pässwörd-é") + &caller("euro", "prix-10€");
+    let stack = Stack::start("", &extra).await;
+    let cases = [
+        ("ISO-8859-1", "crème/pässwörd-é"),
+        ("ISO-8859-15", "crème/pässwörd-é"),
+        ("windows-1252", "crème/pässwörd-é"),
+        ("ISO-8859-15", "euro/prix-10€"),
+        ("windows-1252", "euro/prix-10€"),
+    ];
+    for (label, credential) in cases {
+        // Declared in the XML declaration, with the same charset in the Content-Type or none;
+        // accented text elsewhere in the body too.
+        let text = seed_002(credential)
+            .replacen("encoding=\"utf-8\"", &format!("encoding=\"{label}\""), 1)
+            .replace("name@domain.com", "café@domain.com");
+        let sent = single_byte(&text, label);
+        for content_type in [format!("text/xml; charset={label}"), "text/xml".to_owned()] {
+            let answer = post(
+                stack.url(),
+                sent.clone(),
+                &[("content-type", &content_type)],
+            )
+            .await;
+            assert_eq!(answer.status, 200, "{label} {credential}: {}", answer.body);
+            let seen = stack.campaign.requests();
+            let upstream = &seen.last().unwrap().body;
+            // What Campaign got is what was sent, the token emptied, every other byte as it came.
+            let expected = single_byte(&text.replace(credential, ""), label);
+            assert_eq!(&upstream[..], &expected[..], "{label} {credential}");
+        }
+    }
+    // A charset that the declaration contradicts, and UTF-16: refused, nothing forwarded.
+    let before = stack.campaign.requests().len();
+    let text =
+        seed_002("crème/pässwörd-é").replacen("encoding=\"utf-8\"", "encoding=\"ISO-8859-1\"", 1);
+    post(
+        stack.url(),
+        single_byte(&text, "ISO-8859-1"),
+        &[("content-type", "text/xml; charset=utf-8")],
+    )
+    .await
+    .assert_fault(
+        500,
+        "Client",
+        "the XML declaration and the Content-Type charset disagree",
+    );
+    let utf16: Vec<u8> = seed_002(&credential())
+        .replacen("encoding=\"utf-8\"", "encoding=\"UTF-16\"", 1)
+        .encode_utf16()
+        .flat_map(|unit| unit.to_le_bytes())
+        .collect();
+    for body in [utf16.clone(), [&[0xFF, 0xFE][..], &utf16].concat()] {
+        post(stack.url(), body, &[("content-type", "text/xml")])
+            .await
+            .assert_fault(500, "Client", "the declared encoding is not supported");
+    }
+    post(
+        stack.url(),
+        seed_002(&credential()),
+        &[("content-type", "text/xml; charset=UTF-16")],
+    )
+    .await
+    .assert_fault(500, "Client", "the declared encoding is not supported");
+    assert_eq!(stack.campaign.requests().len(), before);
 }

@@ -3,8 +3,10 @@
 //! must be the input with exactly the reported credential ranges replaced, and the watch of
 //! what follows the prefix must judge it the same in chunks as whole.
 //!
-//! The input's first byte says how many chunk sizes follow (0 to 7), then those sizes (1 to
-//! 64 bytes each, used in turn); the rest is the body. With no size, chunks of one byte.
+//! The input's first byte says how many chunk sizes follow (0 to 7, its low bits) and the
+//! `Content-Type` charset (none, ISO-8859-1, ISO-8859-15, windows-1252: the next two), then
+//! those sizes (1 to 64 bytes each, used in turn); the rest is the body. With no size, chunks
+//! of one byte.
 //!
 //! RUSTC_BOOTSTRAP=1 cargo fuzz run prefix -- -max_total_time=600
 
@@ -12,13 +14,19 @@
 
 use bytes::Bytes;
 use imsbridge::carriers::body_edits;
-use imsbridge::soap::{Scanner, Tail, splice};
+use imsbridge::soap::{Charset, Scanner, Tail, splice};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
     // The chunk sizes, then the body.
     let Some((&count, rest)) = input.split_first() else {
         return;
+    };
+    let charset = match (count >> 3) % 4 {
+        0 => None,
+        1 => Some(Charset::Latin1),
+        2 => Some(Charset::Latin9),
+        _ => Some(Charset::Windows1252),
     };
     let count = usize::from(count % 8).min(rest.len());
     let (sizes, body) = rest.split_at(count);
@@ -27,9 +35,9 @@ fuzz_target!(|input: &[u8]| {
         false => sizes.iter().map(|&s| usize::from(s % 64) + 1).collect(),
     };
 
-    let whole = Scanner::new().feed(body, true);
+    let whole = Scanner::with_charset(charset).feed(body, true);
 
-    let mut scanner = Scanner::new();
+    let mut scanner = Scanner::with_charset(charset);
     let mut chunked = None;
     let mut at = 0;
     let mut turn = 0;

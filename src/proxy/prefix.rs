@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 use tokio::time::Instant;
 
 use crate::body::{BodyError, Inspect};
-use crate::soap::{Edit, Envelope, ScanError, Scanner, Tail, splice};
+use crate::soap::{Charset, Edit, Envelope, ScanError, Scanner, Tail, splice};
 
 /// Why a prefix could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -174,11 +174,13 @@ fn ready_frame<B: Body + Unpin>(body: &mut B) -> Poll<Frame<B>> {
     Pin::new(body).poll_frame(&mut Context::from_waker(std::task::Waker::noop()))
 }
 
-/// Reads chunks of `body` until the scanner has the envelope's first parameter. Every byte
+/// Reads chunks of `body` (in `charset`, when its `Content-Type` names one) until the scanner
+/// has the envelope's first parameter. Every byte
 /// received is added to `counted` as it comes, whether the prefix is read or refused; a buffer
 /// is charged to `budget` while the read lasts.
 pub async fn read<B>(
     mut body: B,
+    charset: Option<Charset>,
     limits: Limits,
     budget: &PrefixBudget,
     counted: &AtomicU64,
@@ -193,7 +195,7 @@ where
         idle,
         deadline,
     } = limits;
-    let mut scanner = Scanner::new();
+    let mut scanner = Scanner::with_charset(charset);
     let mut buffer = Vec::new();
     let mut charge = Charge { budget, bytes: 0 };
     let mut received: u64 = 0;
@@ -355,6 +357,7 @@ mod tests {
         let budget = PrefixBudget::new(usize::MAX);
         let read = read(
             body,
+            None,
             limits(max_prefix, max_body),
             &budget,
             &AtomicU64::new(0),
@@ -469,7 +472,7 @@ mod tests {
         };
         let budget = PrefixBudget::new(usize::MAX);
         let started = Instant::now();
-        match read(body, limits, &budget, &AtomicU64::new(0)).await {
+        match read(body, None, limits, &budget, &AtomicU64::new(0)).await {
             Err(PrefixError::Deadline(d)) if d == limits.deadline => {}
             other => panic!("{:?}", other.err()),
         }
@@ -485,6 +488,7 @@ mod tests {
         let budget = PrefixBudget::new(1024);
         match read(
             chunks(ENVELOPE.as_bytes(), &cuts),
+            None,
             limits(64 * 1024, u64::MAX),
             &budget,
             &AtomicU64::new(0),
@@ -500,12 +504,14 @@ mod tests {
         let counted = AtomicU64::new(0);
         let mut first = Box::pin(read(
             chunks(ENVELOPE.as_bytes(), &cuts),
+            None,
             limits(64 * 1024, u64::MAX),
             &budget,
             &counted,
         ));
         let mut second = Box::pin(read(
             Pending(Some(Bytes::from_static(b"<?xml"))),
+            None,
             limits(64 * 1024, u64::MAX),
             &budget,
             &counted,
@@ -523,6 +529,7 @@ mod tests {
         let budget = PrefixBudget::new(0);
         let read = read(
             chunks(ENVELOPE.as_bytes(), &[]),
+            None,
             limits(64 * 1024, u64::MAX),
             &budget,
             &AtomicU64::new(0),

@@ -22,6 +22,7 @@ use quick_xml::errors::{Error as XmlError, IllFormedError};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::PrefixDeclaration;
 
+use super::Charset;
 use crate::secret::Secret;
 
 const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -37,9 +38,13 @@ pub enum ScanError {
     NotXml(&'static str),
     #[error("body is not UTF-8")]
     NotUtf8,
-    /// A declared encoding that is not read byte for byte as ASCII (UTF-16, UTF-7, EBCDIC).
+    /// An encoding other than UTF-8, US-ASCII, ISO-8859-1, ISO-8859-15 and windows-1252,
+    /// declared or detected (UTF-16, UTF-7, EBCDIC…), see `soap/charset.rs`.
     #[error("the declared encoding is not supported")]
     Encoding,
+    /// The XML declaration and the `Content-Type` charset name different encodings.
+    #[error("the XML declaration and the Content-Type charset disagree")]
+    EncodingMismatch,
     #[error("DOCTYPE and entity declarations are refused")]
     Doctype,
     #[error("root element is not a SOAP 1.1 or 1.2 Envelope")]
@@ -182,6 +187,13 @@ pub struct Scanner {
     /// The construct the data so far ends inside, if any: it is parsed again only once its
     /// end may have come.
     waiting: Option<Waiting>,
+    /// How a credential's text is decoded: the declared encoding, else the `Content-Type`
+    /// charset, else UTF-8.
+    charset: Charset,
+    /// The `Content-Type` charset, which a declaration must agree with.
+    content_type: Option<Charset>,
+    /// In a single-byte charset, the ASCII copy of the data so far (see [`Scanner::feed`]).
+    masked: Vec<u8>,
 }
 
 /// An unfinished construct at `start`, and how far its end has been looked for: the search goes
@@ -262,8 +274,17 @@ impl Default for Scanner {
 }
 
 impl Scanner {
+    /// A scanner of a body whose `Content-Type` names no charset.
     pub fn new() -> Scanner {
+        Scanner::with_charset(None)
+    }
+
+    /// A scanner of a body whose `Content-Type` names `content_type` as its charset.
+    pub fn with_charset(content_type: Option<Charset>) -> Scanner {
         Scanner {
+            charset: content_type.unwrap_or_default(),
+            content_type,
+            masked: Vec::new(),
             pos: 0,
             stage: Stage::Prolog,
             open: Vec::new(),
@@ -284,9 +305,37 @@ impl Scanner {
     ///
     /// Returns `Ok(None)` when more data is needed, the envelope when the first parameter is
     /// complete.
+    ///
+    /// quick-xml reads UTF-8 only. A body in a single-byte charset is read through a copy of
+    /// the same length whose bytes over 0x7F are an ASCII letter: markup is ASCII in all of
+    /// them, so the copy has the same structure at the same offsets, and a credential's text
+    /// is decoded from the body itself.
     pub fn feed(&mut self, data: &[u8], at_eof: bool) -> Result<Option<Envelope>, ScanError> {
-        if self.pos == 0 && (data.starts_with(b"\xFE\xFF") || data.starts_with(b"\xFF\xFE")) {
-            return Err(ScanError::NotUtf8);
+        if self.charset == Charset::Utf8 {
+            return self.read(data, data, at_eof);
+        }
+        let mut masked = std::mem::take(&mut self.masked);
+        let from = masked.len();
+        masked.extend(
+            data[from..]
+                .iter()
+                .map(|&b| if b < 0x80 { b } else { b'x' }),
+        );
+        let found = self.read(&masked, data, at_eof);
+        self.masked = masked;
+        found
+    }
+
+    /// [`Scanner::feed`] on `data`, UTF-8 (the body, or its ASCII copy); `original` is the
+    /// body, for the text of credentials.
+    fn read(
+        &mut self,
+        data: &[u8],
+        original: &[u8],
+        at_eof: bool,
+    ) -> Result<Option<Envelope>, ScanError> {
+        if self.pos == 0 && not_ascii_based(data) {
+            return Err(ScanError::Encoding);
         }
         // The data ended inside a construct last time: parse it again only once its end may
         // have come (or the body has ended), not at every chunk.
@@ -333,7 +382,9 @@ impl Scanner {
                     Event::DocType(_) => return Err(ScanError::Doctype),
                     Event::Start(e) => self.open_element(&e, before, after, false)?,
                     Event::Empty(e) => self.open_element(&e, before, after, true)?,
-                    Event::End(e) => self.close_element(data, e.name().0, before, after)?,
+                    Event::End(e) => {
+                        self.close_element(data, original, e.name().0, before, after)?
+                    }
                     // XML allows nothing but markup and white space around the root
                     // element: `hello` is not a document whose end is missing.
                     Event::Text(text)
@@ -359,7 +410,17 @@ impl Scanner {
                         return Err(ScanError::NotXml("text before the root element"));
                     }
                     Event::Decl(declaration) => {
-                        check_encoding(&declaration)?;
+                        if let Some(declared) = declared_charset(&declaration)? {
+                            if self.content_type.is_some_and(|c| c != declared) {
+                                return Err(ScanError::EncodingMismatch);
+                            }
+                            if declared != self.charset {
+                                // Read on in the declared charset.
+                                self.charset = declared;
+                                self.pos = after;
+                                return self.feed(original, at_eof);
+                            }
+                        }
                         None
                     }
                     Event::Text(_)
@@ -510,6 +571,7 @@ impl Scanner {
     fn close_element(
         &mut self,
         data: &[u8],
+        original: &[u8],
         name: &str,
         before: usize,
         after: usize,
@@ -524,7 +586,9 @@ impl Scanner {
         self.bindings.retain(|b| b.depth < depth);
         match (self.stage, depth) {
             (Stage::Param, 3) => {
-                self.params.push(param(data, self.param_start..before)?);
+                let content = self.param_start..before;
+                self.params
+                    .push(param(data, original, content, self.charset)?);
                 if self.params.len() == self.wanted {
                     return Ok(Some(self.finish(after)));
                 }
@@ -534,7 +598,7 @@ impl Scanner {
             (Stage::Body, 1) => return Err(ScanError::NoMethod),
             (Stage::Header, 2) => {
                 if let Some((kind, start)) = self.carrier.take() {
-                    let param = param(data, start..before)?;
+                    let param = param(data, original, start..before, self.charset)?;
                     self.carriers.push(Carrier { kind, param });
                 }
             }
@@ -610,55 +674,25 @@ impl Scanner {
 /// Refuses a declared encoding whose bytes are not read as ASCII is: the body would be scanned
 /// as UTF-8 and the credential found in the wrong place, or not at all. UTF-8 and the 8-bit
 /// encodings that share ASCII's bytes (ISO-8859-*, windows-125*) pass as they always have.
-fn check_encoding(declaration: &quick_xml::events::BytesDecl<'_>) -> Result<(), ScanError> {
+fn declared_charset(
+    declaration: &quick_xml::events::BytesDecl<'_>,
+) -> Result<Option<Charset>, ScanError> {
     let Some(encoding) = declaration.encoding() else {
-        return Ok(());
+        return Ok(None);
     };
     let encoding = encoding.map_err(|_| ScanError::NotXml("bad XML declaration"))?;
-    let name = encoding.to_ascii_lowercase();
-    // IBM code pages by number: the EBCDIC ones (IBM437, IBM850… share ASCII's bytes).
-    let code_page = ["ibm-", "ibm", "cp", "csibm"]
-        .iter()
-        .find_map(|prefix| name.strip_prefix(prefix)?.parse::<u32>().ok());
-    let ebcdic = name.contains("ebcdic")
-        || code_page.is_some_and(|page| {
-            matches!(
-                page,
-                37 | 273
-                    | 277
-                    | 278
-                    | 280
-                    | 284
-                    | 285
-                    | 290
-                    | 297
-                    | 420
-                    | 423
-                    | 424
-                    | 500
-                    | 870
-                    | 871
-                    | 875
-                    | 880
-                    | 905
-                    | 918
-                    | 1025
-                    | 1026
-                    | 1047
-                    | 1140..=1149
-            )
-        });
-    let not_ascii = ebcdic
-        || name.starts_with("utf-16")
-        || name.starts_with("utf-32")
-        || name.starts_with("ucs-")
-        || name.starts_with("iso-10646")
-        || name == "utf-7"
-        || name == "unicode-1-1-utf-7";
-    if not_ascii {
-        return Err(ScanError::Encoding);
-    }
-    Ok(())
+    Charset::from_label(&encoding).map(Some)
+}
+
+/// Whether the body starts the way one in an encoding that does not write `<` as ASCII does:
+/// UTF-16 and UTF-32 (with a byte-order mark or without), EBCDIC (`<?xm`).
+fn not_ascii_based(data: &[u8]) -> bool {
+    data.starts_with(b"\xFE\xFF")
+        || data.starts_with(b"\xFF\xFE")
+        || data.starts_with(b"\x00\x00\xFE\xFF")
+        || data.starts_with(b"\x00<")
+        || data.starts_with(b"<\x00")
+        || data.starts_with(b"\x4C\x6F\xA7\x94")
 }
 
 /// A qualified name's prefix and local name. Names are short: a plain loop over the bytes
@@ -672,14 +706,31 @@ fn split_qname(qname: &str) -> (Option<&str>, &str) {
 
 /// Unescapes an element's content: text, entity and character references, CDATA; comments
 /// and processing instructions are skipped. The result is trimmed, as Campaign trims it.
-fn param(data: &[u8], content: Range<usize>) -> Result<Param, ScanError> {
+/// The parameter at `content`, read in `data` (UTF-8), its text decoded from the same bytes of
+/// `original` in `charset`.
+fn param(
+    data: &[u8],
+    original: &[u8],
+    content: Range<usize>,
+    charset: Charset,
+) -> Result<Param, ScanError> {
     let mut reader = Reader::from_reader(&data[content.clone()]);
     reader.config_mut().trim_text(false);
     let mut value = String::new();
     loop {
-        match reader.read_event().map_err(|e| describe(&e))? {
-            Event::Text(text) => value.push_str(&text.xml10_content()),
-            Event::CData(cdata) => value.push_str(&cdata.into_inner()),
+        let start = content.start + reader.buffer_position() as usize;
+        let event = reader.read_event().map_err(|e| describe(&e))?;
+        let source = &original[start..content.start + reader.buffer_position() as usize];
+        match event {
+            // Line ends normalized, as an XML reader does (XML 1.0 §2.11).
+            Event::Text(_) => value.push_str(
+                &charset
+                    .decode(source)?
+                    .replace("\r\n", "\n")
+                    .replace('\r', "\n"),
+            ),
+            // `<![CDATA[` … `]]>`
+            Event::CData(_) => value.push_str(&charset.decode(&source[9..source.len() - 3])?),
             Event::GeneralRef(reference) => {
                 let resolved = match reference.resolve_char_ref() {
                     Ok(Some(c)) => c.to_string(),

@@ -22,6 +22,22 @@ fn spliced(body: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// What `scanner` finds in `body` fed in growing prefixes cut at `cuts` (the last one whole).
+fn scan_in_chunks(
+    scanner: &mut Scanner,
+    body: &[u8],
+    cuts: &[usize],
+) -> Result<Envelope, ScanError> {
+    for &cut in cuts {
+        if let Some(envelope) = scanner.feed(&body[..cut], false)? {
+            return Ok(envelope);
+        }
+    }
+    scanner
+        .feed(body, true)
+        .map(|found| found.expect("at_eof gives an answer"))
+}
+
 fn credential(body: &str) -> String {
     scan(body)
         .unwrap()
@@ -212,11 +228,18 @@ fn refusals() {
 
 #[test]
 fn utf16_and_invalid_utf8_are_refused() {
-    let mut scanner = Scanner::new();
-    assert_eq!(
-        scanner.feed(b"\xFF\xFE<\x00", true).unwrap_err(),
-        ScanError::NotUtf8
-    );
+    // UTF-16 with a byte-order mark or without, either order.
+    for body in [
+        &b"\xFF\xFE<\x00"[..],
+        b"\xFE\xFF\x00<",
+        b"<\x00?\x00",
+        b"\x00<\x00?",
+    ] {
+        assert_eq!(
+            Scanner::new().feed(body, true).unwrap_err(),
+            ScanError::Encoding
+        );
+    }
     let mut body = envelope("<m:X xmlns:m='urn:a'><t>mc/p\u{e9}</t></m:X>").into_bytes();
     let at = body
         .windows(2)
@@ -228,6 +251,68 @@ fn utf16_and_invalid_utf8_are_refused() {
         Scanner::new().feed(&body, true).unwrap_err(),
         ScanError::NotUtf8
     );
+}
+
+/// `body` (a UTF-8 string) in `charset`, whose characters it has.
+fn encoded(body: &str, charset: Charset) -> Vec<u8> {
+    body.chars()
+        .map(|c| {
+            (0..=255u8)
+                .find(|&b| charset.decode(&[b]).unwrap().starts_with(c))
+                .unwrap_or_else(|| panic!("{c} not in {charset:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn single_byte_charsets_are_read_and_their_credentials_decoded() {
+    let password = "pässwörd€";
+    for (label, charset, password) in [
+        ("ISO-8859-1", Charset::Latin1, "pässwörd"),
+        ("ISO-8859-15", Charset::Latin9, password),
+        ("windows-1252", Charset::Windows1252, password),
+    ] {
+        // Declared, with high bytes before the credential too (in a comment, a Header).
+        let text = format!(
+            "<?xml version='1.0' encoding='{label}'?><s:Envelope xmlns:s='{SOAP11}'><s:Header><h>é</h></s:Header><s:Body><!-- à --><m:X xmlns:m='urn:a'><t>mc/{password}</t><u>ü</u></m:X></s:Body></s:Envelope>"
+        );
+        let body = encoded(&text, charset);
+        let cut = text.find("mc/").unwrap();
+        for cuts in [vec![], vec![cut + 2], (1..body.len()).collect::<Vec<_>>()] {
+            let envelope = scan_in_chunks(&mut Scanner::new(), &body, &cuts).unwrap();
+            let credential = envelope.credential().unwrap();
+            assert_eq!(
+                credential.value.expose(),
+                format!("mc/{password}"),
+                "{label}"
+            );
+            // Where it lies in the body's own bytes.
+            let start = body.len() - encoded(&text[cut..], charset).len();
+            assert_eq!(credential.content.start, start, "{label}");
+        }
+        // Undeclared, with the charset of the Content-Type.
+        let undeclared = encoded(&text[text.find("?>").unwrap() + 2..], charset);
+        let envelope = Scanner::with_charset(Some(charset))
+            .feed(&undeclared, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            envelope.credential().unwrap().value.expose(),
+            format!("mc/{password}")
+        );
+        // A Content-Type that says otherwise.
+        let other = if charset == Charset::Latin1 {
+            Charset::Utf8
+        } else {
+            Charset::Latin1
+        };
+        assert_eq!(
+            Scanner::with_charset(Some(other))
+                .feed(&body, true)
+                .unwrap_err(),
+            ScanError::EncodingMismatch
+        );
+    }
 }
 
 /// Found by the fuzzer: quick-xml strips a BOM at the start of its input without counting it,
@@ -400,6 +485,8 @@ fn nothing_after_the_token_is_parsed() {
 
 #[test]
 fn declared_encodings_not_read_as_ascii_are_refused() {
+    // Those whose bytes are not ASCII's, and the other 8-bit ones, whose high bytes would
+    // decode to other characters.
     for encoding in [
         "UTF-16",
         "utf-16le",
@@ -409,6 +496,9 @@ fn declared_encodings_not_read_as_ascii_are_refused() {
         "ibm-1047",
         "CP500",
         "EBCDIC-US",
+        "IBM437",
+        "cp850",
+        "ISO-8859-2",
     ] {
         let body = crate::demo::SEED_002_BEFORE.replacen(
             "encoding=\"utf-8\"",
@@ -418,14 +508,13 @@ fn declared_encodings_not_read_as_ascii_are_refused() {
         assert!(body.contains(encoding), "{body}");
         assert_eq!(scan(&body).unwrap_err(), ScanError::Encoding, "{encoding}");
     }
-    // UTF-8, ASCII and the 8-bit encodings that share ASCII's bytes go on as before.
+    // UTF-8, ASCII and the three 8-bit encodings of Western Europe.
     for encoding in [
         "utf-8",
         "US-ASCII",
         "ISO-8859-1",
         "windows-1252",
-        "IBM437",
-        "cp850",
+        "ISO-8859-15",
     ] {
         let body = crate::demo::SEED_002_BEFORE.replacen(
             "encoding=\"utf-8\"",
