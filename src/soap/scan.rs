@@ -334,8 +334,12 @@ impl Scanner {
         original: &[u8],
         at_eof: bool,
     ) -> Result<Option<Envelope>, ScanError> {
-        if self.pos == 0 && not_ascii_based(data) {
-            return Err(ScanError::Encoding);
+        if self.pos == 0 {
+            match not_ascii_based(data, at_eof) {
+                Some(true) => return Err(ScanError::Encoding),
+                Some(false) => {}
+                None => return Ok(None),
+            }
         }
         // The data ended inside a construct last time: parse it again only once its end may
         // have come (or the body has ended), not at every chunk.
@@ -684,15 +688,26 @@ fn declared_charset(
     Charset::from_label(&encoding).map(Some)
 }
 
-/// Whether the body starts the way one in an encoding that does not write `<` as ASCII does:
-/// UTF-16 and UTF-32 (with a byte-order mark or without), EBCDIC (`<?xm`).
-fn not_ascii_based(data: &[u8]) -> bool {
-    data.starts_with(b"\xFE\xFF")
-        || data.starts_with(b"\xFF\xFE")
-        || data.starts_with(b"\x00\x00\xFE\xFF")
-        || data.starts_with(b"\x00<")
-        || data.starts_with(b"<\x00")
-        || data.starts_with(b"\x4C\x6F\xA7\x94")
+/// How a body in an encoding that does not write `<` as ASCII does begins: UTF-16 and UTF-32
+/// (with a byte-order mark or without), EBCDIC (`<?xm`).
+const NOT_ASCII_BASED: [&[u8]; 6] = [
+    b"\xFE\xFF",
+    b"\xFF\xFE",
+    b"\x00\x00\xFE\xFF",
+    b"\x00<",
+    b"<\x00",
+    b"\x4C\x6F\xA7\x94",
+];
+
+/// Whether `data` starts as a body in such an encoding does: `None` while too short to tell.
+fn not_ascii_based(data: &[u8], at_eof: bool) -> Option<bool> {
+    if NOT_ASCII_BASED.iter().any(|start| data.starts_with(start)) {
+        return Some(true);
+    }
+    let undecided = NOT_ASCII_BASED
+        .iter()
+        .any(|start| data.len() < start.len() && start.starts_with(data));
+    (!undecided || at_eof).then_some(false)
 }
 
 /// A qualified name's prefix and local name. Names are short: a plain loop over the bytes

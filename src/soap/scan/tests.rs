@@ -22,22 +22,6 @@ fn spliced(body: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-/// What `scanner` finds in `body` fed in growing prefixes cut at `cuts` (the last one whole).
-fn scan_in_chunks(
-    scanner: &mut Scanner,
-    body: &[u8],
-    cuts: &[usize],
-) -> Result<Envelope, ScanError> {
-    for &cut in cuts {
-        if let Some(envelope) = scanner.feed(&body[..cut], false)? {
-            return Ok(envelope);
-        }
-    }
-    scanner
-        .feed(body, true)
-        .map(|found| found.expect("at_eof gives an answer"))
-}
-
 fn credential(body: &str) -> String {
     scan(body)
         .unwrap()
@@ -279,7 +263,7 @@ fn single_byte_charsets_are_read_and_their_credentials_decoded() {
         let body = encoded(&text, charset);
         let cut = text.find("mc/").unwrap();
         for cuts in [vec![], vec![cut + 2], (1..body.len()).collect::<Vec<_>>()] {
-            let envelope = scan_in_chunks(&mut Scanner::new(), &body, &cuts).unwrap();
+            let envelope = scan_in_pieces(&body, &cuts).unwrap();
             let credential = envelope.credential().unwrap();
             assert_eq!(
                 credential.value.expose(),
@@ -364,6 +348,15 @@ fn text_before_the_root_gets_one_verdict_whatever_the_chunks() {
         Scanner::new().feed(body, true).map(|e| e.map(|e| e.end)),
         scan_in_pieces(body, &cuts).map(|e| Some(e.end))
     );
+    // A UTF-16 byte-order mark, byte by byte: the first byte alone is not UTF-8, but the
+    // verdict waits for enough bytes to tell the encoding.
+    let crash = include_bytes!("../../../fuzz/regressions/prefix-utf16-bom-in-pieces");
+    let body = &crash[1..];
+    assert_eq!(
+        Scanner::new().feed(body, true).unwrap_err(),
+        ScanError::Encoding
+    );
+    assert_eq!(scan_in_pieces(body, &[1]).unwrap_err(), ScanError::Encoding);
     // A third: an unfinished DOCTYPE, then a byte that is not UTF-8. Refused as a DOCTYPE
     // as soon as it starts, whole or in pieces.
     let crash = include_bytes!("../../../fuzz/regressions/prefix-doctype-then-not-utf8");
