@@ -8,6 +8,8 @@
 //!   connection, which it gives back when read to its end;
 //! - [`ResponseBody`] (`body/response.rs`): the answer to the caller, Campaign's streamed back or
 //!   one of our own, which says when it is done with so that the request's log line follows;
+//! - [`Lingering`] (`body/linger.rs`): the caller's request body, drained within bounds when
+//!   dropped before its end, so that a refused upload reads its answer;
 //! - `body/idle.rs`: the timer that stops a peer going quiet in the middle of a body.
 //!
 //! Nothing here knows about callers, tokens or SOAP: this module depends on no other of the
@@ -15,6 +17,7 @@
 
 mod campaign;
 mod idle;
+mod linger;
 mod replay;
 mod response;
 mod upstream;
@@ -22,6 +25,7 @@ mod upstream;
 use std::time::Duration;
 
 pub use campaign::{CampaignBody, Lease, Reuse, Sender};
+pub use linger::Lingering;
 pub use replay::Replay;
 pub use response::{AnswerError, Finish, ResponseBody};
 pub use upstream::{Inspect, UpstreamBody};

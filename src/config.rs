@@ -53,6 +53,8 @@ pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 32;
 pub const DEFAULT_PREFIX_TIMEOUT: Duration = Duration::from_secs(10);
 /// The prefixes being read hold at most this together: 1024 prefixes of the largest size.
 pub const DEFAULT_MAX_PREFIX_MEMORY: u64 = 64 * 1024 * 1024;
+/// The rest of a refused body is read for this long at most.
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(5);
 /// After SIGTERM, requests in flight get this long to finish.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// A body up to this size is kept while it is forwarded, so that a call whose token Campaign
@@ -166,6 +168,9 @@ pub struct ServerSettings {
     /// How much argon2 work requests may ask for.
     pub password_limits: PasswordLimits,
     pub fault_status: FaultStatus,
+    /// How long the rest of a refused body is read (and at most `max_body_bytes` of it), so
+    /// that its client reads the answer rather than a reset.
+    pub linger: Duration,
     /// TLS on the listener; `None`: plain HTTP.
     pub tls: Option<TlsSettings>,
 }

@@ -32,7 +32,7 @@ use hyper::body::Incoming;
 
 pub use error::ProxyError;
 
-use crate::body::{BodyError, Replay, ResponseBody, UpstreamBody};
+use crate::body::{BodyError, Lingering, Replay, ResponseBody, UpstreamBody};
 use crate::callers::{AuthError, Caller, Callers, LogonWay, Presented, Route};
 use crate::carriers;
 use crate::config::{Config, FaultStatus, UnknownCallers};
@@ -73,6 +73,8 @@ pub struct Proxy {
     upstream: Upstream,
     unknown_callers: UnknownCallers,
     max_body_bytes: u64,
+    /// How long the rest of a refused body is read, so that its client reads the answer.
+    linger: Duration,
     /// The HTTP status of the faults answered here.
     fault_status: FaultStatus,
     /// What reading one body prefix may take.
@@ -157,6 +159,7 @@ impl Proxy {
             unknown_callers: config.unknown_callers,
             max_body_bytes: config.server.max_body_bytes,
             fault_status: config.server.fault_status,
+            linger: config.server.linger,
             prefix_limits: prefix::Limits {
                 max_prefix: config.server.max_prefix_bytes,
                 max_body: config.server.max_body_bytes,
@@ -212,6 +215,8 @@ impl Proxy {
             request.method().clone(),
             request.uri().clone(),
         );
+        // A body refused before its end is drained (`body/linger.rs`).
+        let request = request.map(|body| Lingering::new(body, self.linger, self.max_body_bytes));
         let (mut response, error) = match self.pipeline(&peer, request, &mut record).await {
             Ok(response) => (response, None),
             Err(error) => (
@@ -236,7 +241,7 @@ impl Proxy {
     async fn pipeline(
         &self,
         peer: &Peer,
-        request: Request<Incoming>,
+        request: Request<Lingering>,
         record: &mut Record,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let declared = match self.admit(&request)? {
@@ -278,7 +283,7 @@ impl Proxy {
     /// unknown callers do, as Campaign would see it without imsbridge
     /// ([`Admitted::PassThrough`]), and is refused otherwise. A SOAP call that declares a body
     /// over `max_body_bytes` is refused here, before any of it is read.
-    fn admit(&self, request: &Request<Incoming>) -> Result<Admitted, ProxyError> {
+    fn admit(&self, request: &Request<Lingering>) -> Result<Admitted, ProxyError> {
         let soap_router = request.uri().path() == SOAP_ROUTER_PATH;
         if !soap_router || request.method() != Method::POST {
             return match self.unknown_callers {
@@ -302,10 +307,10 @@ impl Proxy {
     /// `prefix::read`'s would be one more move of the prefix on every request.)
     fn read_prefix<'a>(
         &'a self,
-        body: Incoming,
+        body: Lingering,
         charset: Option<Charset>,
         record: &'a Record,
-    ) -> impl Future<Output = Result<Prefix<Incoming>, PrefixError>> + 'a {
+    ) -> impl Future<Output = Result<Prefix<Lingering>, PrefixError>> + 'a {
         prefix::read(
             body,
             charset,
@@ -322,7 +327,7 @@ impl Proxy {
     async fn identify(
         &self,
         parts: &request::Parts,
-        prefix: &Prefix<Incoming>,
+        prefix: &Prefix<Lingering>,
         peer: &Peer,
     ) -> Result<Way<'_>, AuthError> {
         let envelope = &prefix.envelope;
@@ -361,7 +366,7 @@ impl Proxy {
     async fn forward_unchanged(
         &self,
         parts: request::Parts,
-        prefix: Prefix<Incoming>,
+        prefix: Prefix<Lingering>,
         declared: Option<u64>,
         peer: &Peer,
         record: &mut Record,
@@ -379,7 +384,7 @@ impl Proxy {
         &self,
         caller: &Caller,
         mut parts: request::Parts,
-        prefix: Prefix<Incoming>,
+        prefix: Prefix<Lingering>,
         declared: Option<u64>,
         peer: &Peer,
         record: &mut Record,
@@ -479,7 +484,7 @@ impl Proxy {
     /// as it came.
     async fn pass_through(
         &self,
-        request: Request<Incoming>,
+        request: Request<Lingering>,
         peer: &Peer,
         record: &mut Record,
     ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -505,7 +510,7 @@ impl Proxy {
     /// Campaign has it whole.
     fn upstream_body(
         &self,
-        prefix: Prefix<Incoming>,
+        prefix: Prefix<Lingering>,
         edits: &[Edit],
         length: Option<u64>,
         record: &Record,

@@ -833,3 +833,64 @@ async fn latin1_envelopes_with_an_accented_password_go_through_byte_for_byte() {
     .assert_fault(500, "Client", "the declared encoding is not supported");
     assert_eq!(stack.campaign.requests().len(), before);
 }
+
+/// Sends a `body_len`-byte SOAP call whose credential is `credential` on a new connection,
+/// the whole body first and only then reading the answer; the answer's status and body, or
+/// status 0 and what broke. As curl, it gives up when the body cannot be sent whole.
+async fn upload(addr: std::net::SocketAddr, credential: &str, body_len: usize) -> (u16, String) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let body = push_events(credential, body_len);
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {SOAP_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let written = match stream.write_all(head.as_bytes()).await {
+        Ok(()) => stream.write_all(&body).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = written {
+        return (0, format!("send failure: {error}"));
+    }
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut status_line = String::new();
+    if reader.read_line(&mut status_line).await.is_err() || status_line.is_empty() {
+        return (0, "no answer".into());
+    }
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.is_err() {
+            return (0, "connection reset in the answer's head".into());
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut answer = vec![0; length];
+    if reader.read_exact(&mut answer).await.is_err() {
+        return (0, "connection reset in the answer's body".into());
+    }
+    (
+        status_line[9..12].parse().unwrap(),
+        String::from_utf8_lossy(&answer).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_reads_its_fault_every_time() {
+    // Before `server.linger`, the connection was closed on the unread rest of the body: a
+    // client still sending got a broken pipe and gave up before reading the answer (`curl:
+    // (55) Send failure: Broken pipe`).
+    let stack = Stack::default().await;
+    for attempt in 0..20 {
+        let (status, answer) =
+            upload(stack.url(), &format!("{LOGIN}/wrong-password"), 20_000_000).await;
+        assert_eq!(status, 500, "attempt {attempt}: {answer}");
+        assert!(answer.contains("Invalid login or password"), "{answer}");
+    }
+    assert!(stack.campaign.requests().is_empty());
+}

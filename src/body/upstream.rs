@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
-use super::BodyError;
 use super::idle::IdleTimer;
 use super::replay::Replay;
+use super::{BodyError, Lingering};
 
 /// Looks at each chunk of the caller's body before it goes on; a refusal ends the body with
 /// [`BodyError::Refused`], so that Campaign never gets it whole.
@@ -28,7 +27,7 @@ pub struct UpstreamBody {
     /// Chunks ready to go: the spliced prefix, then what was read with it.
     ready: VecDeque<Bytes>,
     /// What the caller has not sent yet; streamed through untouched.
-    rest: Option<Incoming>,
+    rest: Option<Lingering>,
     /// Bytes the caller may still send before the body is over `max_body_bytes`.
     allowance: u64,
     limit: u64,
@@ -50,7 +49,7 @@ impl UpstreamBody {
     /// `idle` at most.
     pub fn new(
         ready: impl IntoIterator<Item = Bytes>,
-        rest: Option<Incoming>,
+        rest: Option<Lingering>,
         received: u64,
         limit: u64,
         length: Option<u64>,

@@ -56,6 +56,7 @@ pub struct RawServer {
     pub http2_max_streams: Option<u64>,
     pub max_connections_per_ip: Option<u64>,
     pub fault_status: Option<RawFaultStatus>,
+    pub linger: Option<String>,
     pub password_failures: Option<RawPasswordFailures>,
 }
 

@@ -58,7 +58,7 @@ pub(super) fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
 }
 
 /// The keys whose values are durations (`"30s"`).
-const DURATION_KEYS: [&str; 7] = [
+const DURATION_KEYS: [&str; 8] = [
     "timeout",
     "connect_timeout",
     "ttl",
@@ -66,6 +66,7 @@ const DURATION_KEYS: [&str; 7] = [
     "idle_timeout",
     "shutdown_grace",
     "prefix_timeout",
+    "linger",
 ];
 
 /// The whole config.
@@ -295,6 +296,7 @@ fn validate_server(
     let password_limits = password_limits(raw.max_pending_password_checks, raw.password_failures)?;
     Ok(ServerSettings {
         password_limits,
+        linger: duration("server.linger", raw.linger.as_deref(), DEFAULT_LINGER)?,
         fault_status: match raw.fault_status {
             None | Some(RawFaultStatus::Soap) => FaultStatus::Soap,
             Some(RawFaultStatus::Http) => FaultStatus::Http,

@@ -9,11 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::{HeaderValue, Method, StatusCode, Uri};
 use tokio::time::Instant;
 
-use hyper::body::Incoming;
-
 use super::Way;
 use super::prefix::Prefix;
-use crate::body::Finish;
+use crate::body::{Finish, Lingering};
 use crate::callers::{AuthError, Caller};
 use crate::config::Mode;
 use crate::metrics::{Metrics, RequestLabels};
@@ -122,7 +120,7 @@ impl Record {
     }
 
     /// The body prefix was read: the action it calls.
-    pub fn read(&mut self, parts: &http::request::Parts, prefix: &Prefix<Incoming>) {
+    pub fn read(&mut self, parts: &http::request::Parts, prefix: &Prefix<Lingering>) {
         self.action = Some(Action::of_request(
             &parts.headers,
             parts.uri.query(),
