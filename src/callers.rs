@@ -304,6 +304,19 @@ impl Callers {
         Ok(())
     }
 
+    /// Whether `token` is meant for a caller that must not reach Campaign with it: the
+    /// `login/password` of an `ims` or `canary` caller (right password or not), or a session
+    /// imsbridge issued. Nothing is checked: a cheap test, for requests that are not routed.
+    pub fn claims(&self, token: &str) -> bool {
+        if Sessions::looks_issued(token) {
+            return true;
+        }
+        token
+            .split_once('/')
+            .and_then(|(login, _)| self.by_login.get(login))
+            .is_some_and(|&index| self.callers[index].mode != Mode::Legacy)
+    }
+
     /// How long issued sessions last, when Logon is emulated.
     pub fn session_ttl(&self) -> Option<Duration> {
         self.sessions.as_ref().map(Sessions::ttl)

@@ -125,14 +125,14 @@ impl Agreed {
 /// `__sessiontoken` query parameter; the security token of each `X-Security-Token` header and
 /// SOAP Header element. All copies of a token must be the same, and the session copies the
 /// same as a non-empty first parameter: what imsbridge routes on is then what Campaign sees,
-/// wherever it looks.
+/// wherever it looks. Without an envelope (Campaign's other pages), the headers and the query.
 pub fn read<'a>(
     headers: &HeaderMap,
     query: Option<&str>,
-    envelope: &'a Envelope,
+    envelope: Option<&'a Envelope>,
 ) -> Result<Carried<'a>, Conflict> {
     let first = envelope
-        .credential()
+        .and_then(Envelope::credential)
         .map_or("", |param| param.value.expose());
     let mut session = Agreed::default();
     let mut security = Agreed::default();
@@ -144,7 +144,7 @@ pub fn read<'a>(
             session.add(copy, Conflict::Session)?;
         }
     }
-    for carrier in &envelope.carriers {
+    for carrier in envelope.iter().flat_map(|envelope| &envelope.carriers) {
         let value = carrier.param.value.expose().as_bytes();
         match carrier.kind {
             CarrierKind::Cookie => {
@@ -220,7 +220,7 @@ mod tests {
         let carried = read(
             &headers(&pairs),
             Some("__sessiontoken=mc%2Fpass&x=1"),
-            &envelope,
+            Some(&envelope),
         )
         .unwrap();
         assert_eq!(carried.credential().token(), "mc/pass");
@@ -232,7 +232,12 @@ mod tests {
             "<Cookie>__sessiontoken=ibs1.abc</Cookie><X-Session-Token>ibs1.abc</X-Session-Token><X-Security-Token>sec</X-Security-Token>",
             "",
         );
-        let carried = read(&headers(&[("x-security-token", "sec")]), None, &envelope).unwrap();
+        let carried = read(
+            &headers(&[("x-security-token", "sec")]),
+            None,
+            Some(&envelope),
+        )
+        .unwrap();
         let credential = carried.credential();
         assert_eq!(credential.token(), "ibs1.abc");
         assert_eq!(credential.security, Some("sec"));
@@ -240,7 +245,7 @@ mod tests {
         let carried = read(
             &headers(&[("x-session-token", "  ")]),
             Some("__sessiontoken="),
-            &envelope,
+            Some(&envelope),
         )
         .unwrap();
         assert_eq!(carried.credential().token(), "ibs1.abc");
@@ -305,7 +310,7 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                read(&headers(pairs), query, envelope).unwrap_err(),
+                read(&headers(pairs), query, Some(envelope)).unwrap_err(),
                 conflict,
                 "{pairs:?} {query:?}"
             );
@@ -315,9 +320,11 @@ mod tests {
     #[test]
     fn nothing_anywhere_is_an_empty_token() {
         let envelope = envelope("", "");
-        let carried = read(&HeaderMap::new(), None, &envelope).unwrap();
+        let carried = read(&HeaderMap::new(), None, Some(&envelope)).unwrap();
         assert_eq!(carried.credential().token(), "");
         assert_eq!(carried.credential().security, None);
+        let carried = read(&HeaderMap::new(), None, None).unwrap();
+        assert_eq!(carried.credential().token(), "");
     }
 
     #[test]

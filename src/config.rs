@@ -53,6 +53,17 @@ pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 32;
 pub const DEFAULT_PREFIX_TIMEOUT: Duration = Duration::from_secs(10);
 /// The prefixes being read hold at most this together: 1024 prefixes of the largest size.
 pub const DEFAULT_MAX_PREFIX_MEMORY: u64 = 64 * 1024 * 1024;
+/// Campaign's pages that carry session credentials, served by default: the SOAP router, the
+/// WSDLs, the pings of acc-js-sdk and the upload page.
+pub const DEFAULT_PATHS: [&str; 5] = [
+    "/nl/jsp/soaprouter.jsp",
+    "/nl/jsp/schemawsdl.jsp",
+    "/nl/jsp/ping.jsp",
+    "/nl/jsp/mcPing.jsp",
+    "/nl/jsp/uploadFile.jsp",
+];
+/// The page that serves WSDLs.
+pub const WSDL_PATH: &str = "/nl/jsp/schemawsdl.jsp";
 /// The rest of a refused body is read for this long at most.
 pub const DEFAULT_LINGER: Duration = Duration::from_secs(5);
 /// After SIGTERM, requests in flight get this long to finish.
@@ -109,10 +120,21 @@ pub struct Config {
     pub profiles: Vec<Profile>,
     /// Session tokens issued for emulated `xtk:session#Logon`; `None`: Logon is not emulated.
     pub sessions: Option<SessionSettings>,
+    /// WSDL requests without a credential.
+    pub wsdl: WsdlSettings,
     pub callers: Vec<CallerSettings>,
     /// Seed of the draws that send a `canary` caller's share of requests the `ims` way;
     /// `None` (what the file gives): a random one. Set by tests, for splits they can predict.
     pub canary_seed: Option<u64>,
+}
+
+/// How a WSDL request without a credential is served.
+#[derive(Debug, Default)]
+pub struct WsdlSettings {
+    /// With this profile's token (an index into [`Config::profiles`]); `None`: refused (401).
+    pub profile: Option<usize>,
+    /// Networks it may come from; empty: anywhere.
+    pub allow_from: Vec<IpNet>,
 }
 
 #[derive(Debug)]
@@ -171,6 +193,9 @@ pub struct ServerSettings {
     /// How long the rest of a refused body is read (and at most `max_body_bytes` of it), so
     /// that its client reads the answer rather than a reset.
     pub linger: Duration,
+    /// Campaign's pages served beside the SOAP router, whose credential is read from the
+    /// cookie, the headers or the query.
+    pub paths: Vec<String>,
     /// TLS on the listener; `None`: plain HTTP.
     pub tls: Option<TlsSettings>,
 }

@@ -35,7 +35,7 @@ pub use error::ProxyError;
 use crate::body::{BodyError, Lingering, Replay, ResponseBody, UpstreamBody};
 use crate::callers::{AuthError, Caller, Callers, LogonWay, Presented, Route};
 use crate::carriers;
-use crate::config::{Config, FaultStatus, UnknownCallers};
+use crate::config::{Config, FaultStatus, UnknownCallers, WSDL_PATH, WsdlSettings};
 use crate::connect::{TlsSetupError, https_connector, system_roots};
 use crate::headers::strip_hop_by_hop;
 use crate::ims::{ImsClient, Readiness, Source, Token, TokenCache};
@@ -75,6 +75,10 @@ pub struct Proxy {
     max_body_bytes: u64,
     /// How long the rest of a refused body is read, so that its client reads the answer.
     linger: Duration,
+    /// Campaign's pages served beside the SOAP router.
+    paths: Vec<String>,
+    /// How a WSDL request without a credential is served.
+    wsdl: WsdlSettings,
     /// The HTTP status of the faults answered here.
     fault_status: FaultStatus,
     /// What reading one body prefix may take.
@@ -95,6 +99,9 @@ pub struct Proxy {
 enum Admitted {
     /// A SOAP call, whose prefix is read; `declared` is its `Content-Length`.
     Soap { declared: Option<u64> },
+    /// One of Campaign's other pages (`server.paths`): the credential is in the headers or the
+    /// query, the body is not read.
+    Page,
     /// Anything else, with `unknown_callers = "legacy"`: to Campaign as it came.
     PassThrough,
 }
@@ -160,6 +167,11 @@ impl Proxy {
             max_body_bytes: config.server.max_body_bytes,
             fault_status: config.server.fault_status,
             linger: config.server.linger,
+            paths: config.server.paths.clone(),
+            wsdl: WsdlSettings {
+                profile: config.wsdl.profile,
+                allow_from: config.wsdl.allow_from.clone(),
+            },
             prefix_limits: prefix::Limits {
                 max_prefix: config.server.max_prefix_bytes,
                 max_body: config.server.max_body_bytes,
@@ -246,6 +258,8 @@ impl Proxy {
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let declared = match self.admit(&request)? {
             Admitted::Soap { declared } => declared,
+            // Boxed: not the `ims` way of the SOAP router (see `PassThrough`).
+            Admitted::Page => return Box::pin(self.forward_page(request, peer, record)).await,
             Admitted::PassThrough => {
                 record.mode = ModeLabel::Transparent;
                 // Boxed, as every way but the `ims` one: their futures stay out of the state
@@ -279,12 +293,17 @@ impl Proxy {
     }
 
     /// Phase 1, on every request: decides whether its body is read at all. Only a `POST` to
-    /// the SOAP router is ([`Admitted::Soap`]); anything else passes through unchanged when
-    /// unknown callers do, as Campaign would see it without imsbridge
-    /// ([`Admitted::PassThrough`]), and is refused otherwise. A SOAP call that declares a body
+    /// the SOAP router is ([`Admitted::Soap`]); Campaign's other pages of `server.paths` are
+    /// served without it ([`Admitted::Page`]); anything else passes through when unknown
+    /// callers do, as Campaign would see it without imsbridge but for an `ims` caller's
+    /// credential ([`Admitted::PassThrough`]), and is refused otherwise. A SOAP call that declares a body
     /// over `max_body_bytes` is refused here, before any of it is read.
     fn admit(&self, request: &Request<Lingering>) -> Result<Admitted, ProxyError> {
-        let soap_router = request.uri().path() == SOAP_ROUTER_PATH;
+        let path = request.uri().path();
+        let soap_router = path == SOAP_ROUTER_PATH;
+        if !soap_router && self.paths.iter().any(|page| page == path) {
+            return Ok(Admitted::Page);
+        }
         if !soap_router || request.method() != Method::POST {
             return match self.unknown_callers {
                 UnknownCallers::Legacy => Ok(Admitted::PassThrough),
@@ -331,7 +350,7 @@ impl Proxy {
         peer: &Peer,
     ) -> Result<Way<'_>, AuthError> {
         let envelope = &prefix.envelope;
-        let carried = carriers::read(&parts.headers, parts.uri.query(), envelope)?;
+        let carried = carriers::read(&parts.headers, parts.uri.query(), Some(envelope))?;
         let presented = Presented {
             credential: carried.credential(),
             peer: peer.addr.ip(),
@@ -481,14 +500,36 @@ impl Proxy {
     }
 
     /// Phase 4 of [`Admitted::PassThrough`]: a request the proxy does not read, to Campaign
-    /// as it came.
+    /// as it came, but without the credential of an `ims` caller (or copies that disagree):
+    /// that never leaves the proxy, whatever the path.
     async fn pass_through(
         &self,
         request: Request<Lingering>,
         peer: &Peer,
         record: &mut Record,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        let claimed = match carriers::read(&parts.headers, parts.uri.query(), None) {
+            Ok(carried) => self.callers.claims(carried.credential().token()),
+            Err(_) => true,
+        };
+        if claimed {
+            carriers::strip_headers(&mut parts.headers);
+            if let Some(uri) = carriers::strip_query(&parts.uri) {
+                parts.uri = uri;
+            }
+        }
+        self.unread(parts, body, peer, record).await
+    }
+
+    /// A request whose body the proxy does not read, to Campaign with the headers it has.
+    async fn unread(
+        &self,
+        parts: request::Parts,
+        body: Lingering,
+        peer: &Peer,
+        record: &mut Record,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         let length = declared_length(&parts.headers)?;
         let body = UpstreamBody::new(
             [],
@@ -501,6 +542,90 @@ impl Proxy {
         .counting(record.bytes_in.clone());
         let parts = self.prepare(parts, None, peer, length);
         self.send(parts, body, record).await
+    }
+
+    /// Phase 2 to 4 of [`Admitted::Page`]: the caller, from the credential of the cookie, the
+    /// headers or the query; on the `ims` way every copy out and the Bearer in, the body
+    /// streamed unchanged. A WSDL request without any credential takes the token of
+    /// `[wsdl] profile` when it may; any other without one is refused (401), or passes through
+    /// when unknown callers do.
+    async fn forward_page(
+        &self,
+        request: Request<Lingering>,
+        peer: &Peer,
+        record: &mut Record,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        let length = declared_length(&parts.headers)?;
+        if length.is_some_and(|length| length > self.max_body_bytes) {
+            return Err(BodyError::TooLarge(self.max_body_bytes).into());
+        }
+        let carried = carriers::read(&parts.headers, parts.uri.query(), None)
+            .map_err(AuthError::from)
+            .inspect_err(|error| record.refused(error))?;
+        let credential = carried.credential();
+        let profile = if credential.token().is_empty() {
+            let wsdl = parts.method == Method::GET && parts.uri.path() == WSDL_PATH;
+            let allowed = self.wsdl.allow_from.is_empty()
+                || self
+                    .wsdl
+                    .allow_from
+                    .iter()
+                    .any(|net| net.contains(&peer.addr.ip()));
+            match (self.wsdl.profile, self.unknown_callers) {
+                (Some(profile), _) if wsdl && allowed => profile,
+                (_, UnknownCallers::Legacy) => {
+                    return Box::pin(self.unread(parts, body, peer, record)).await;
+                }
+                (_, UnknownCallers::Reject) => return Err(ProxyError::Unauthorized),
+            }
+        } else {
+            let presented = Presented {
+                credential,
+                peer: peer.addr.ip(),
+                cert_subject: peer.cert_subject.as_deref(),
+            };
+            let way = match self.callers.route(presented).await {
+                Ok(Route::Ims(caller)) => Way::Ims(caller),
+                Ok(Route::Legacy(caller)) => Way::Forward(Some(caller)),
+                Ok(Route::Transparent) => Way::Forward(None),
+                Err(error) => {
+                    record.refused(&error);
+                    return Err(error.into());
+                }
+            };
+            record.took(&way);
+            match way {
+                Way::Ims(caller) => caller.profile,
+                // Campaign checks the credential itself, as on the SOAP router.
+                _ => return Box::pin(self.unread(parts, body, peer, record)).await,
+            }
+        };
+        let profile = &self.profiles[profile];
+        record.profile = Some(profile.name.clone());
+        let token = profile.token(self.token_wait).await?;
+        carriers::strip_headers(&mut parts.headers);
+        if let Some(uri) = carriers::strip_query(&parts.uri) {
+            parts.uri = uri;
+        }
+        let body = UpstreamBody::new(
+            [],
+            Some(body),
+            0,
+            self.max_body_bytes,
+            length,
+            self.idle_timeout,
+        )
+        .counting(record.bytes_in.clone());
+        let parts = self.prepare(parts, Some(token.bearer()), peer, length);
+        let response = self.upstream.send(Request::from_parts(parts, body)).await?;
+        record.upstream_status = Some(response.status());
+        let judged = self.judge(response, &token).await?;
+        if judged.refused {
+            // Not replayed (the body was not kept): the next request gets a new token.
+            profile.tokens.invalidate(&token);
+        }
+        Ok(judged.response)
     }
 
     /// The caller's body on its way to Campaign: what was read of it with `edits` applied, then

@@ -19,8 +19,16 @@ pub struct RawConfig {
     #[serde(default)]
     pub profiles: BTreeMap<String, RawProfile>,
     pub sessions: Option<RawSessions>,
+    pub wsdl: Option<RawWsdl>,
     #[serde(default)]
     pub callers: Vec<RawCaller>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWsdl {
+    pub profile: Option<String>,
+    pub allow_from: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -57,6 +65,7 @@ pub struct RawServer {
     pub max_connections_per_ip: Option<u64>,
     pub fault_status: Option<RawFaultStatus>,
     pub linger: Option<String>,
+    pub paths: Option<Vec<String>>,
     pub password_failures: Option<RawPasswordFailures>,
 }
 

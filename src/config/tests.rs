@@ -728,6 +728,7 @@ fn the_documented_example_names_every_key() {
         ("ims.", keys_of::<raw::RawIms>()),
         ("profiles.NAME.", keys_of::<raw::RawProfile>()),
         ("sessions.", keys_of::<raw::RawSessions>()),
+        ("wsdl.", keys_of::<raw::RawWsdl>()),
         ("callers.", keys_of::<raw::RawCaller>()),
     ];
     let mut missing = Vec::new();

@@ -149,6 +149,23 @@ pub(super) fn config(
             ),
         ));
     }
+    let wsdl = match raw.wsdl {
+        None => WsdlSettings::default(),
+        Some(wsdl) => WsdlSettings {
+            profile: wsdl
+                .profile
+                .map(|name| {
+                    profiles.iter().position(|p| p.name == name).ok_or_else(|| {
+                        invalid(
+                            "wsdl.profile",
+                            format!("no profile named `{name}` ([profiles.{name}] is missing)"),
+                        )
+                    })
+                })
+                .transpose()?,
+            allow_from: allow_from("wsdl", wsdl.allow_from.unwrap_or_default())?,
+        },
+    };
     Ok(Config {
         unknown_callers,
         server,
@@ -156,6 +173,7 @@ pub(super) fn config(
         ims,
         profiles,
         sessions,
+        wsdl,
         callers,
         canary_seed: None,
     })
@@ -297,6 +315,7 @@ fn validate_server(
     Ok(ServerSettings {
         password_limits,
         linger: duration("server.linger", raw.linger.as_deref(), DEFAULT_LINGER)?,
+        paths: paths(raw.paths)?,
         fault_status: match raw.fault_status {
             None | Some(RawFaultStatus::Soap) => FaultStatus::Soap,
             Some(RawFaultStatus::Http) => FaultStatus::Http,
@@ -643,6 +662,29 @@ fn caller_mode(
             "only goes with mode = \"canary\"",
         )),
     }
+}
+
+/// `server.paths`: absolute paths, the SOAP router among them.
+fn paths(raw: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+    let Some(paths) = raw else {
+        return Ok(DEFAULT_PATHS.iter().map(|p| (*p).to_owned()).collect());
+    };
+    if let Some(bad) = paths
+        .iter()
+        .find(|p| !p.starts_with('/') || p.contains(['?', '#', ' ']))
+    {
+        return Err(invalid(
+            "server.paths",
+            format!("`{bad}` is not a path such as \"/nl/jsp/ping.jsp\""),
+        ));
+    }
+    if !paths.iter().any(|p| p == DEFAULT_PATHS[0]) {
+        return Err(invalid(
+            "server.paths",
+            format!("must list the SOAP router, `{}`", DEFAULT_PATHS[0]),
+        ));
+    }
+    Ok(paths)
 }
 
 /// A caller's `allow_from`: addresses or CIDR networks.

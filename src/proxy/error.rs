@@ -22,6 +22,9 @@ pub enum ProxyError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A page of `server.paths` asked without any credential.
+    #[error("no credential")]
+    Unauthorized,
     #[error("invalid Content-Length")]
     BadLength,
     /// The body prefix could not be read: not an envelope, the token too far in, or the body
@@ -59,13 +62,13 @@ impl ProxyError {
     }
 
     /// The HTTP status of the answer: with [`FaultStatus::Soap`], 500 for every fault but the
-    /// 404 of a path that is no SOAP router, which is no SOAP call.
+    /// answers that are no SOAP call's: the 404 of a path that is no SOAP router, the 401 of a
+    /// page asked without a credential.
     pub fn status(&self, statuses: FaultStatus) -> StatusCode {
         let status = self.answer().status;
+        let soap_call = !matches!(status, StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED);
         match statuses {
-            FaultStatus::Soap if status != StatusCode::NOT_FOUND => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            FaultStatus::Soap if soap_call => StatusCode::INTERNAL_SERVER_ERROR,
             _ => status,
         }
     }
@@ -112,6 +115,12 @@ impl ProxyError {
                 StatusCode::NOT_FOUND,
                 Client,
                 "No SOAP router at this path.",
+            ),
+            ProxyError::Unauthorized => answer(
+                "missing_credential",
+                StatusCode::UNAUTHORIZED,
+                Client,
+                "This page needs a session token (cookie, X-Session-Token header or __sessiontoken parameter).",
             ),
             ProxyError::MethodNotAllowed => answer(
                 "method_not_allowed",

@@ -22,6 +22,13 @@ fn cases() -> Vec<(ProxyError, &'static str, u16, FaultCode, &'static str)> {
             "No SOAP router",
         ),
         (
+            ProxyError::Unauthorized,
+            "missing_credential",
+            401,
+            Client,
+            "needs a session token",
+        ),
+        (
             ProxyError::MethodNotAllowed,
             "method_not_allowed",
             405,
@@ -227,7 +234,11 @@ async fn every_error_gets_its_status_fault_and_outcome() {
         assert_eq!(error.kind(), kind, "{error:?}");
         // With `fault_status = "soap"` (the default), every fault is a 500, as SOAP 1.1 §6.2
         // says, but the 404 of a path that is no SOAP router.
-        let soap = if status == 404 { 404 } else { 500 };
+        let soap = if status == 404 || status == 401 {
+            status
+        } else {
+            500
+        };
         assert_eq!(error.status(FaultStatus::Soap), soap, "{error:?}");
         assert_eq!(
             error.response(Some(&action), FaultStatus::Soap).status(),
