@@ -196,6 +196,9 @@ pub struct ServerSettings {
     /// Campaign's pages served beside the SOAP router, whose credential is read from the
     /// cookie, the headers or the query.
     pub paths: Vec<String>,
+    /// Where callers reach the proxy (`https://imsbridge.example.com`): WSDL answers name it in
+    /// their `soap:address` rather than Campaign.
+    pub public_url: Option<String>,
     /// TLS on the listener; `None`: plain HTTP.
     pub tls: Option<TlsSettings>,
 }

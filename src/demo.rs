@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-pub use campaign::{Recorded, Refusal, StandInCampaign};
+pub use campaign::{RT_EVENT_WSDL, Recorded, Refusal, StandInCampaign};
 pub use ims::{ImsFailure, StandInIms, TokenCheck};
 
 use crate::config::Config;

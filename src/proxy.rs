@@ -65,6 +65,29 @@ impl Profile {
     }
 }
 
+/// A WSDL answer is read whole (up to this) to point its addresses at the proxy.
+const MAX_WSDL_BYTES: usize = 32 * 1024 * 1024;
+
+/// `response`, a WSDL, with its `soap:address` locations at `public` (`soap::point_at`).
+async fn relocated(
+    response: Response<ResponseBody>,
+    public: &str,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let (mut parts, body) = response.into_parts();
+    let wsdl = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_WSDL_BYTES))
+        .await
+        .map_err(|e| UpstreamError::Unreachable(format!("reading the WSDL: {e}")))?
+        .to_bytes();
+    let wsdl = match crate::soap::point_at(&wsdl, public) {
+        Some(relocated) => Bytes::from(relocated),
+        None => wsdl,
+    };
+    parts
+        .headers
+        .insert(http::header::CONTENT_LENGTH, wsdl.len().into());
+    Ok(Response::from_parts(parts, ResponseBody::full(wsdl)))
+}
+
 /// The proxy: what every request needs, built once from the config.
 pub struct Proxy {
     callers: Callers,
@@ -79,6 +102,8 @@ pub struct Proxy {
     paths: Vec<String>,
     /// How a WSDL request without a credential is served.
     wsdl: WsdlSettings,
+    /// Where callers reach the proxy, for the `soap:address` of WSDL answers.
+    public_url: Option<String>,
     /// The HTTP status of the faults answered here.
     fault_status: FaultStatus,
     /// What reading one body prefix may take.
@@ -168,6 +193,7 @@ impl Proxy {
             fault_status: config.server.fault_status,
             linger: config.server.linger,
             paths: config.server.paths.clone(),
+            public_url: config.server.public_url.clone(),
             wsdl: WsdlSettings {
                 profile: config.wsdl.profile,
                 allow_from: config.wsdl.allow_from.clone(),
@@ -604,6 +630,14 @@ impl Proxy {
         let profile = &self.profiles[profile];
         record.profile = Some(profile.name.clone());
         let token = profile.token(self.token_wait).await?;
+        let relocate = match &self.public_url {
+            Some(public) if parts.uri.path() == WSDL_PATH => {
+                // Its addresses are rewritten: as text, not compressed.
+                parts.headers.remove(http::header::ACCEPT_ENCODING);
+                Some(public)
+            }
+            _ => None,
+        };
         carriers::strip_headers(&mut parts.headers);
         if let Some(uri) = carriers::strip_query(&parts.uri) {
             parts.uri = uri;
@@ -625,7 +659,12 @@ impl Proxy {
             // Not replayed (the body was not kept): the next request gets a new token.
             profile.tokens.invalidate(&token);
         }
-        Ok(judged.response)
+        match relocate {
+            Some(public) if judged.response.status() == http::StatusCode::OK => {
+                relocated(judged.response, public).await
+            }
+            _ => Ok(judged.response),
+        }
     }
 
     /// The caller's body on its way to Campaign: what was read of it with `edits` applied, then

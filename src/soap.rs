@@ -16,6 +16,7 @@ mod logon;
 mod scan;
 mod splice;
 mod tail;
+mod wsdl;
 
 pub use action::Action;
 pub use charset::Charset;
@@ -24,6 +25,7 @@ pub use logon::{logoff_response, logon_response};
 pub use scan::{Carrier, CarrierKind, Envelope, Method, Param, ScanError, Scanner, SoapVersion};
 pub use splice::{Edit, splice};
 pub use tail::Tail;
+pub use wsdl::point_at;
 
 /// The one path Campaign serves SOAP on.
 pub const SOAP_ROUTER_PATH: &str = "/nl/jsp/soaprouter.jsp";

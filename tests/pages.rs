@@ -161,3 +161,51 @@ async fn no_path_lets_an_ims_callers_credential_out_in_legacy_mode() {
     let cookies = format!("{:?}", seen.last().unwrap().headers.get_all("cookie"));
     assert!(cookies.contains(LEGACY_CREDENTIAL), "{cookies}");
 }
+
+#[tokio::test]
+async fn a_wsdl_names_the_proxy_when_public_url_is_set() {
+    let wsdl = PAGES[0].1;
+    let address = |body: &str| {
+        let at = body
+            .find("<soap:address location=\"")
+            .expect("a soap:address")
+            + 24;
+        body[at..at + body[at..].find('"').unwrap()].to_owned()
+    };
+    // Without it, Campaign's own address: clients that follow it go around the proxy.
+    let stack = Stack::default().await;
+    let answer = send(
+        stack.url(),
+        page_request("GET", wsdl, "cookie", &credential()),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let campaign = stack.campaign.url();
+    assert_eq!(
+        address(&answer.body),
+        format!("{campaign}/nl/jsp/soaprouter.jsp")
+    );
+    // With it, the proxy's; the rest of the WSDL as Campaign wrote it.
+    let stack = Stack::start_with("", "", |config| {
+        config.server.public_url = Some("https://imsbridge.example.com".into());
+        config.wsdl.profile = Some(0);
+    })
+    .await;
+    let answer = send(stack.url(), page_request("GET", wsdl, "none", "")).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        address(&answer.body),
+        "https://imsbridge.example.com/nl/jsp/soaprouter.jsp"
+    );
+    let campaign = stack.campaign.url();
+    let host = campaign.trim_start_matches("http://");
+    let expected = imsbridge::demo::RT_EVENT_WSDL.replace(
+        "SOAP_ROUTER_URL",
+        "https://imsbridge.example.com/nl/jsp/soaprouter.jsp",
+    );
+    assert_eq!(answer.body, expected, "Campaign at {host}");
+    assert_eq!(
+        answer.headers["content-length"],
+        expected.len().to_string().as_str()
+    );
+}

@@ -66,6 +66,7 @@ pub struct RawServer {
     pub fault_status: Option<RawFaultStatus>,
     pub linger: Option<String>,
     pub paths: Option<Vec<String>>,
+    pub public_url: Option<String>,
     pub password_failures: Option<RawPasswordFailures>,
 }
 

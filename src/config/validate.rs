@@ -316,6 +316,7 @@ fn validate_server(
         password_limits,
         linger: duration("server.linger", raw.linger.as_deref(), DEFAULT_LINGER)?,
         paths: paths(raw.paths)?,
+        public_url: raw.public_url.map(public_url).transpose()?,
         fault_status: match raw.fault_status {
             None | Some(RawFaultStatus::Soap) => FaultStatus::Soap,
             Some(RawFaultStatus::Http) => FaultStatus::Http,
@@ -662,6 +663,23 @@ fn caller_mode(
             "only goes with mode = \"canary\"",
         )),
     }
+}
+
+/// `server.public_url`: an `http` or `https` URL, maybe with a path, without a query.
+fn public_url(text: String) -> Result<String, ConfigError> {
+    let url: Option<http::Uri> = text.parse().ok();
+    let fine = url.as_ref().is_some_and(|url| {
+        matches!(url.scheme_str(), Some("http" | "https"))
+            && url.authority().is_some()
+            && url.query().is_none()
+    });
+    if !fine {
+        return Err(invalid(
+            "server.public_url",
+            format!("`{text}` is not a URL such as \"https://imsbridge.example.com\""),
+        ));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
 }
 
 /// `server.paths`: absolute paths, the SOAP router among them.

@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::ims::TokenCheck;
 use crate::config::Limits;
+use crate::config::WSDL_PATH;
 use crate::secret::Secret;
 use crate::server::{self, Connections};
 use crate::sessions::Issued;
@@ -219,6 +220,34 @@ impl http_body::Body for AnswerBody {
     }
 }
 
+/// The WSDL of `nms:rtEvent`, as Campaign serves it: its `soap:address` names Campaign.
+pub const RT_EVENT_WSDL: &str = include_str!("../../fixtures/rtEvent.wsdl");
+
+/// `GET /nl/jsp/schemawsdl.jsp`: the WSDL of `nms:rtEvent` (whatever the schema asked), for a
+/// Bearer token IMS issued (as Campaign after the cut-over), its address this stand-in's.
+fn wsdl(state: &State, recorded: &Recorded) -> Response<AnswerBody> {
+    let bearer = recorded
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let valid = match (&state.tokens, bearer) {
+        (None, _) => true,
+        (Some(tokens), Some(token)) => tokens.is_valid(token),
+        (Some(_), None) => false,
+    };
+    if !valid {
+        return soap_answer(
+            StatusCode::UNAUTHORIZED,
+            Bytes::from_static(b"unauthorized"),
+        );
+    }
+    let host = recorded.header("host").unwrap_or("localhost");
+    let body = RT_EVENT_WSDL.replace(
+        "SOAP_ROUTER_URL",
+        &format!("http://{host}{SOAP_ROUTER_PATH}"),
+    );
+    soap_answer(StatusCode::OK, Bytes::from(body))
+}
+
 async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<AnswerBody> {
     let (parts, mut body) = request.into_parts();
     let mut kept = BytesMut::new();
@@ -247,6 +276,9 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Answe
     let delay = *lock(&state.delay);
     tokio::time::sleep(delay).await;
 
+    if parts.uri.path() == WSDL_PATH {
+        return wsdl(&state, &recorded);
+    }
     if parts.uri.path() != SOAP_ROUTER_PATH {
         return soap_answer(StatusCode::NOT_FOUND, Bytes::from_static(b"not found"));
     }
