@@ -98,6 +98,11 @@ impl Proxy {
 
     pub async fn start_config(config: Config) -> Proxy {
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Proxy::start_on(proxy, config).await
+    }
+
+    /// [`Proxy::start_config`] on a listener bound already (to know its address before).
+    pub async fn start_on(proxy: TcpListener, config: Config) -> Proxy {
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = proxy.local_addr().unwrap();
         let admin_addr = admin.local_addr().unwrap();
@@ -164,6 +169,23 @@ impl Stack {
         let mut config = Config::parse(&text, Path::new("."), &env()).expect("valid config");
         edit(&mut config);
         let proxy = Proxy::start_config(config).await;
+        Stack {
+            ims,
+            campaign,
+            proxy,
+        }
+    }
+
+    /// [`Stack::start_with`], the proxy's address its `server.public_url`: the WSDLs it
+    /// relays name it.
+    pub async fn start_public(top: &str, extra: &str, edit: impl FnOnce(&mut Config)) -> Stack {
+        let (ims, campaign) = stand_ins().await;
+        let text = config_text(&ims.url(), &campaign.url(), top, extra);
+        let mut config = Config::parse(&text, Path::new("."), &env()).expect("valid config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        config.server.public_url = Some(format!("http://{}", listener.local_addr().unwrap()));
+        edit(&mut config);
+        let proxy = Proxy::start_on(listener, config).await;
         Stack {
             ims,
             campaign,

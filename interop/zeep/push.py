@@ -1,0 +1,35 @@
+"""Python's zeep in WSDL mode, as an unmodified integration uses it: constructed with the WSDL
+URL of the endpoint it is given (here imsbridge), it fetches the WSDL, then calls the address
+the WSDL names. Prints one JSON line of what it saw.
+
+Environment: IMSBRIDGE_URL, LOGIN, PASSWORD.
+"""
+
+import json
+import os
+
+from lxml import etree
+from zeep import Client
+from zeep.exceptions import Fault
+
+url = os.environ["IMSBRIDGE_URL"]
+login, password = os.environ["LOGIN"], os.environ["PASSWORD"]
+report = {}
+
+client = Client(f"{url}/nl/jsp/schemawsdl.jsp?schema=nms:rtEvent")
+event = etree.fromstring('<rtEvent type="order" email="zeep@example.com"/>')
+
+result = client.service.PushEvent(
+    sessiontoken=f"{login}/{password}", domEvent={"_value_1": event}
+)
+report["plId"] = str(result)
+
+try:
+    client.service.PushEvent(sessiontoken=f"{login}/wrong", domEvent={"_value_1": event})
+    report["wrongPassword"] = "no fault"
+except Fault as fault:
+    report["wrongPassword"] = fault.message
+    report["faultcode"] = fault.code
+    report["detail"] = None if fault.detail is None else etree.tostring(fault.detail).decode()
+
+print(json.dumps(report))

@@ -1,0 +1,143 @@
+//! WSDL-driven SOAP libraries, unmodified, pointed at imsbridge (issue "Real clients"): each is
+//! constructed with the WSDL URL of the proxy, fetches the WSDL through it (served with the
+//! token of `[wsdl] profile`, its address rewritten by `server.public_url`), calls PushEvent
+//! with `login/password`, and reads a wrong password as a SOAP fault. They install what they
+//! need, or are skipped and say so, unless `IMSBRIDGE_REQUIRE_ALL_TESTS=1` (`.ci/run`).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+fn interop(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("interop")
+        .join(path)
+}
+
+/// What Campaign got: the PushEvents with the Bearer token, and not the caller's password.
+fn campaign_saw_the_bearer_only(stack: &Stack, calls: usize) {
+    let seen = stack.campaign.requests();
+    let bearer = format!("Bearer {}", stack.ims.issued()[0]);
+    let pushes: Vec<_> = seen.iter().filter(|r| r.uri.path() == SOAP_PATH).collect();
+    assert_eq!(
+        pushes.len(),
+        calls,
+        "the wrong password never reaches Campaign"
+    );
+    for request in seen {
+        assert_eq!(request.header("authorization"), Some(bearer.as_str()));
+        let everything = format!("{:?}\n{}", request.headers, request.text());
+        assert!(!everything.contains(PASSWORD), "{everything}");
+    }
+}
+
+/// The stack the libraries talk to: WSDLs served without a credential, naming the proxy.
+async fn stack() -> Stack {
+    Stack::start_public("", "", |config| config.wsdl.profile = Some(0)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_soapclient_in_wsdl_mode_pushes_events_through_the_proxy() {
+    if let Err(why) = tool("php", &["-r", "exit(class_exists('SoapClient') ? 0 : 1);"]) {
+        return skip(
+            "php_soapclient_in_wsdl_mode_pushes_events_through_the_proxy",
+            &format!("PHP with its soap extension (Debian: php-cli php-soap): {why}"),
+        );
+    }
+    let stack = stack().await;
+    let url = format!("http://{}", stack.url());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("php")
+            .arg(interop("php/push.php"))
+            .env("IMSBRIDGE_URL", url)
+            .env("LOGIN", LOGIN)
+            .env("PASSWORD", PASSWORD)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(report["plId"], "72057594037927936", "{report}");
+    // A SoapFault, as Campaign's own: its string names the method, its detail the cause.
+    let fault = report["wrongPassword"].as_str().unwrap();
+    assert!(fault.contains("the method 'PushEvent'"), "{report}");
+    assert_eq!(report["faultcode"], "SOAP-ENV:Client", "{report}");
+    let detail = report["detail"].as_str().unwrap();
+    assert!(detail.contains("Invalid login or password"), "{report}");
+    campaign_saw_the_bearer_only(&stack, 1);
+}
+
+/// The zeep release tried.
+const ZEEP: &str = "zeep==4.3.1";
+
+/// zeep in a virtualenv under `target/`, installed once; its Python, or why it cannot be.
+fn zeep() -> Result<PathBuf, String> {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/zeep");
+    let python = venv.join("bin/python");
+    let ready = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import zeep"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if ready(&python) {
+        return Ok(python);
+    }
+    tool("python3", &["-m", "venv", "--help"])?;
+    install(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    let installed = install(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        ZEEP,
+    ]));
+    if let Err(error) = installed {
+        // No half-made virtualenv left to look installed next time.
+        let _ = std::fs::remove_dir_all(&venv);
+        return Err(error);
+    }
+    Ok(python)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zeep_in_wsdl_mode_pushes_events_through_the_proxy() {
+    let python = match tokio::task::spawn_blocking(zeep).await.unwrap() {
+        Ok(python) => python,
+        Err(why) => {
+            return skip(
+                "zeep_in_wsdl_mode_pushes_events_through_the_proxy",
+                &format!("Python with pip and PyPI, for {ZEEP}: {why}"),
+            );
+        }
+    };
+    let stack = stack().await;
+    let url = format!("http://{}", stack.url());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(interop("zeep/push.py"))
+            .env("IMSBRIDGE_URL", url)
+            .env("LOGIN", LOGIN)
+            .env("PASSWORD", PASSWORD)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(report["plId"], "72057594037927936", "{report}");
+    let fault = report["wrongPassword"].as_str().unwrap();
+    assert!(fault.contains("the method 'PushEvent'"), "{report}");
+    let detail = report["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("Invalid login or password"), "{report}");
+    campaign_saw_the_bearer_only(&stack, 1);
+}
