@@ -1,7 +1,8 @@
 //! WSDL-driven SOAP libraries, unmodified, pointed at imsbridge (issue "Real clients"): each is
-//! constructed with the WSDL URL of the proxy, fetches the WSDL through it (served with the
-//! token of `[wsdl] profile`, its address rewritten by `server.public_url`), calls PushEvent
-//! with `login/password`, and reads a wrong password as a SOAP fault. They install what they
+//! constructed with the WSDL URL of the proxy, fetches the WSDLs through it (served with the
+//! token of `[wsdl] profile`, their address rewritten by `server.public_url`), calls PushEvent
+//! with `login/password`, reads a wrong password as a SOAP fault, and logs on, calls with the
+//! session and logs off. They install what they
 //! need, or are skipped and say so, unless `IMSBRIDGE_REQUIRE_ALL_TESTS=1` (`.ci/run`).
 
 mod support;
@@ -17,7 +18,8 @@ fn interop(path: &str) -> PathBuf {
         .join(path)
 }
 
-/// What Campaign got: the PushEvents with the Bearer token, and not the caller's password.
+/// What Campaign got: the PushEvents with the Bearer token, and none of the passwords or
+/// issued tokens.
 fn campaign_saw_the_bearer_only(stack: &Stack, calls: usize) {
     let seen = stack.campaign.requests();
     let bearer = format!("Bearer {}", stack.ims.issued()[0]);
@@ -30,13 +32,67 @@ fn campaign_saw_the_bearer_only(stack: &Stack, calls: usize) {
     for request in seen {
         assert_eq!(request.header("authorization"), Some(bearer.as_str()));
         let everything = format!("{:?}\n{}", request.headers, request.text());
-        assert!(!everything.contains(PASSWORD), "{everything}");
+        for secret in [PASSWORD, LOGON_LOGIN, LOGON_PASSWORD, "ibs1.", "ibx1."] {
+            assert!(
+                !everything.contains(secret),
+                "`{secret}` reached Campaign: {everything}"
+            );
+        }
     }
 }
 
-/// The stack the libraries talk to: WSDLs served without a credential, naming the proxy.
+const LOGON_LOGIN: &str = "wsdl_logon_7h2k";
+const LOGON_PASSWORD: &str = "wsdl-Logon-Pa55word-3v9q";
+
+/// The stack the libraries talk to: WSDLs served without a credential, naming the proxy; a
+/// caller that logs on beside the one with `login/password`.
 async fn stack() -> Stack {
-    Stack::start_public("", "", |config| config.wsdl.profile = Some(0)).await
+    let sessions = "[sessions]\nsecret = \"wsdl-clients-session-secret-0123456789\"\n";
+    let logon = format!(
+        "\n[[callers]]\nname = \"wsdl-logon\"\nlogin = \"{LOGON_LOGIN}\"\npassword = \"{}\"\nprofile = \"messagecenter\"\nlogon = true\n",
+        cheap_hash(LOGON_PASSWORD)
+    );
+    Stack::start_public(sessions, &logon, |config| config.wsdl.profile = Some(0)).await
+}
+
+/// Runs `program` on `script` against `stack`; its JSON report.
+async fn run(stack: &Stack, program: PathBuf, script: &str) -> serde_json::Value {
+    let url = format!("http://{}", stack.url());
+    let script = interop(script);
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(program)
+            .arg(script)
+            .env("IMSBRIDGE_URL", url)
+            .env("LOGIN", LOGIN)
+            .env("PASSWORD", PASSWORD)
+            .env("LOGON_LOGIN", LOGON_LOGIN)
+            .env("LOGON_PASSWORD", LOGON_PASSWORD)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    serde_json::from_str(stdout.trim()).expect("one JSON line")
+}
+
+/// What each library saw: the PushEvent's result, a fault for the wrong password with
+/// Campaign's detail, a Logon answered with imsbridge's session, the call with it, the Logoff,
+/// and the session refused after it.
+fn saw_every_answer(report: &serde_json::Value) {
+    assert_eq!(report["plId"], "72057594037927936", "{report}");
+    let fault = report["wrongPassword"].as_str().unwrap();
+    assert!(fault.contains("the method 'PushEvent'"), "{report}");
+    let detail = report["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("Invalid login or password"), "{report}");
+    assert_eq!(report["sessionToken"], "ibs1.", "{report}");
+    assert_eq!(report["securityToken"], "ibx1.", "{report}");
+    assert_eq!(report["sessionPlId"], "72057594037927936", "{report}");
+    assert_eq!(report["loggedOff"], true, "{report}");
+    let after = report["afterLogoff"].as_str().unwrap();
+    assert!(after.contains("XSV-350008"), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,30 +104,10 @@ async fn php_soapclient_in_wsdl_mode_pushes_events_through_the_proxy() {
         );
     }
     let stack = stack().await;
-    let url = format!("http://{}", stack.url());
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("php")
-            .arg(interop("php/push.php"))
-            .env("IMSBRIDGE_URL", url)
-            .env("LOGIN", LOGIN)
-            .env("PASSWORD", PASSWORD)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
-    assert_eq!(report["plId"], "72057594037927936", "{report}");
-    // A SoapFault, as Campaign's own: its string names the method, its detail the cause.
-    let fault = report["wrongPassword"].as_str().unwrap();
-    assert!(fault.contains("the method 'PushEvent'"), "{report}");
+    let report = run(&stack, PathBuf::from("php"), "php/push.php").await;
+    saw_every_answer(&report);
     assert_eq!(report["faultcode"], "SOAP-ENV:Client", "{report}");
-    let detail = report["detail"].as_str().unwrap();
-    assert!(detail.contains("Invalid login or password"), "{report}");
-    campaign_saw_the_bearer_only(&stack, 1);
+    campaign_saw_the_bearer_only(&stack, 2);
 }
 
 /// The zeep release tried.
@@ -118,26 +154,7 @@ async fn zeep_in_wsdl_mode_pushes_events_through_the_proxy() {
         }
     };
     let stack = stack().await;
-    let url = format!("http://{}", stack.url());
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(interop("zeep/push.py"))
-            .env("IMSBRIDGE_URL", url)
-            .env("LOGIN", LOGIN)
-            .env("PASSWORD", PASSWORD)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
-    assert_eq!(report["plId"], "72057594037927936", "{report}");
-    let fault = report["wrongPassword"].as_str().unwrap();
-    assert!(fault.contains("the method 'PushEvent'"), "{report}");
-    let detail = report["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("Invalid login or password"), "{report}");
-    campaign_saw_the_bearer_only(&stack, 1);
+    let report = run(&stack, python, "zeep/push.py").await;
+    saw_every_answer(&report);
+    campaign_saw_the_bearer_only(&stack, 2);
 }

@@ -220,11 +220,14 @@ impl http_body::Body for AnswerBody {
     }
 }
 
-/// The WSDL of `nms:rtEvent`, as Campaign serves it: its `soap:address` names Campaign.
+/// The WSDLs of `nms:rtEvent` and `xtk:session`, as Campaign serves them (document/literal):
+/// their `soap:address` names Campaign.
 pub const RT_EVENT_WSDL: &str = include_str!("../../fixtures/rtEvent.wsdl");
+pub const XTK_SESSION_WSDL: &str = include_str!("../../fixtures/xtkSession.wsdl");
 
-/// `GET /nl/jsp/schemawsdl.jsp`: the WSDL of `nms:rtEvent` (whatever the schema asked), for a
-/// Bearer token IMS issued (as Campaign after the cut-over), its address this stand-in's.
+/// `GET /nl/jsp/schemawsdl.jsp?schema=…`: the WSDL of `xtk:session`, or of `nms:rtEvent` for
+/// any other schema, for a Bearer token IMS issued (as Campaign after the cut-over), its
+/// address this stand-in's.
 fn wsdl(state: &State, recorded: &Recorded) -> Response<AnswerBody> {
     let bearer = recorded
         .header("authorization")
@@ -241,7 +244,14 @@ fn wsdl(state: &State, recorded: &Recorded) -> Response<AnswerBody> {
         );
     }
     let host = recorded.header("host").unwrap_or("localhost");
-    let body = RT_EVENT_WSDL.replace(
+    let schema = form_urlencoded::parse(recorded.uri.query().unwrap_or_default().as_bytes())
+        .find(|(name, _)| name == "schema")
+        .map(|(_, value)| value.into_owned());
+    let wsdl = match schema.as_deref() {
+        Some("xtk:session") => XTK_SESSION_WSDL,
+        _ => RT_EVENT_WSDL,
+    };
+    let body = wsdl.replace(
         "SOAP_ROUTER_URL",
         &format!("http://{host}{SOAP_ROUTER_PATH}"),
     );
