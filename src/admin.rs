@@ -1,6 +1,11 @@
-//! The admin listener: `GET /healthz` (the process serves), `GET /readyz` (every profile
-//! holds a valid token; otherwise 503 naming the profiles that do not), `GET /metrics`
-//! (Prometheus text, see `metrics.rs`).
+//! The admin listener: `GET /healthz` (the process serves), `GET /readyz` (ready once every
+//! profile an `ims` or `canary` caller uses has held a token since start; otherwise 503 naming
+//! those that have not; each profile's token now in the body), `GET /metrics` (Prometheus
+//! text, see `metrics.rs`).
+//!
+//! Readiness does not follow IMS after the first token: every replica shares IMS, so an outage
+//! would take them all out of the load balancer at once, `legacy` callers included, while
+//! tokens in hand still serve. Token health is in the body and in the metrics.
 
 use std::fmt::Write;
 
@@ -33,28 +38,35 @@ pub fn handle<B>(
             response
         }
         "/readyz" => {
-            let mut not_ready = String::new();
-            let mut ready = String::new();
-            for (profile, readiness) in proxy.readiness() {
-                match readiness {
-                    Readiness::Ready { expires_in } => {
-                        let _ = writeln!(
-                            ready,
-                            "profile {profile}: token valid for {}s",
-                            expires_in.as_secs()
-                        );
-                    }
-                    Readiness::NotReady(why) => {
-                        let _ = writeln!(not_ready, "profile {profile}: not ready: {why}");
-                    }
+            let mut waiting = String::new();
+            let mut tokens = String::new();
+            for profile in proxy.health() {
+                let name = profile.name;
+                if profile.needed && !profile.held_once {
+                    let _ = writeln!(waiting, "profile {name}: no token yet");
                 }
+                let used = if profile.needed {
+                    ""
+                } else {
+                    " (legacy callers only)"
+                };
+                let _ = match profile.readiness {
+                    Readiness::Ready { expires_in } => writeln!(
+                        tokens,
+                        "profile {name}: token valid for {}s{used}",
+                        expires_in.as_secs()
+                    ),
+                    Readiness::NotReady(why) => {
+                        writeln!(tokens, "profile {name}: not ready: {why}{used}")
+                    }
+                };
             }
-            if not_ready.is_empty() {
-                text(StatusCode::OK, format!("ready\n{ready}"))
+            if waiting.is_empty() {
+                text(StatusCode::OK, format!("ready\n{tokens}"))
             } else {
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not ready\n{not_ready}{ready}"),
+                    format!("not ready\n{waiting}{tokens}"),
                 )
             }
         }

@@ -50,6 +50,8 @@ use record::{Completion, ModeLabel, Record};
 struct Profile {
     name: Arc<str>,
     tokens: TokenCache,
+    /// An `ims` or `canary` caller uses it: `/readyz` waits for its first token.
+    needed: bool,
 }
 
 impl Profile {
@@ -86,6 +88,16 @@ async fn relocated(
         .headers
         .insert(http::header::CONTENT_LENGTH, wsdl.len().into());
     Ok(Response::from_parts(parts, ResponseBody::full(wsdl)))
+}
+
+/// A profile as `/readyz` sees it.
+pub struct ProfileHealth<'a> {
+    pub name: &'a str,
+    /// An `ims` or `canary` caller uses it.
+    pub needed: bool,
+    /// It held a token since the process started.
+    pub held_once: bool,
+    pub readiness: Readiness,
 }
 
 /// The proxy: what every request needs, built once from the config.
@@ -162,13 +174,19 @@ impl Proxy {
         let profiles = config
             .profiles
             .iter()
-            .map(|profile| {
+            .enumerate()
+            .map(|(index, profile)| {
                 let name: Arc<str> = profile.name.as_str().into();
                 let source = Source::for_profile(profile, &config.ims, ims.clone());
                 let counters = metrics.fetches(&name);
+                let needed = config
+                    .callers
+                    .iter()
+                    .any(|c| c.profile == index && c.mode != crate::config::Mode::Legacy);
                 Profile {
                     tokens: TokenCache::spawn(name.clone(), source, counters),
                     name,
+                    needed,
                 }
             })
             .collect();
@@ -224,11 +242,22 @@ impl Proxy {
         }
     }
 
-    /// Each profile with the state of its token, for `/readyz`.
+    /// Each profile with the state of its token, for the metrics.
     pub fn readiness(&self) -> impl Iterator<Item = (&str, Readiness)> {
         self.profiles
             .iter()
             .map(|p| (&*p.name, p.tokens.readiness()))
+    }
+
+    /// Each profile's part in `/readyz`: whether an `ims` or `canary` caller uses it, whether it
+    /// held a token since start, and its token now.
+    pub fn health(&self) -> impl Iterator<Item = ProfileHealth<'_>> {
+        self.profiles.iter().map(|p| ProfileHealth {
+            name: &p.name,
+            needed: p.needed,
+            held_once: p.tokens.held_once(),
+            readiness: p.tokens.readiness(),
+        })
     }
 
     /// Answers one request; its log line and counts follow when the answer is done with.

@@ -154,6 +154,34 @@ async fn never_more_than_one_retry_and_never_on_other_faults() {
     assert_eq!(stack.ims.token_requests(), 1);
 }
 
+#[tokio::test]
+async fn readyz_waits_only_for_the_profiles_of_ims_and_canary_callers() {
+    // A profile whose client IMS does not know, used by a legacy caller only: it never gets a
+    // token, and the replica is ready all the same (before, 503 for good).
+    let (ims, campaign) = stand_ins().await;
+    let extra = format!(
+        "\n[profiles.reporting]\ntype = \"oauth\"\nclient_id = \"unknown-client\"\nclient_secret = \"unknown-secret\"\nscopes = [\"openid\"]\n\n[[callers]]\nname = \"reports\"\nlogin = \"reports\"\npassword = \"{}\"\nprofile = \"reporting\"\nmode = \"legacy\"\n",
+        cheap_hash("reports-password")
+    );
+    let proxy = Proxy::start(&(config_text(&ims.url(), &campaign.url(), "", "") + &extra)).await;
+    let ready = wait_ready(proxy.admin, 200, "ready").await;
+    assert!(
+        ready.body.contains(
+            "profile reporting: not ready: IMS refused the request (HTTP 400): invalid_client"
+        ),
+        "{}",
+        ready.body
+    );
+    assert!(
+        ready.body.contains("(legacy callers only)"),
+        "{}",
+        ready.body
+    );
+    // Its legacy caller goes to Campaign as before.
+    post(proxy.addr, seed_002("reports/reports-password"), &[]).await;
+    assert_eq!(campaign.requests().len(), 1);
+}
+
 /// Polls `/readyz` until it answers `status` with `text` in its body.
 async fn wait_ready(admin: std::net::SocketAddr, status: u16, text: &str) -> Answer {
     eventually(
@@ -265,8 +293,19 @@ async fn the_current_token_serves_while_ims_is_down_and_never_once_it_expired() 
     }
     assert!(ims.token_requests() > 1, "the refresher kept asking");
     assert_eq!(campaign.refused(), 0, "Campaign never saw an expired token");
+    // Still ready: every replica shares IMS, and an outage must not take them all out of the
+    // load balancer (legacy callers included). The body says what is wrong.
+    let ready = get(proxy.admin, "/readyz").await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert!(
+        ready
+            .body
+            .contains("profile messagecenter: not ready: IMS refused the request (HTTP 502)"),
+        "{}",
+        ready.body
+    );
     ims.set_failure(None);
-    wait_ready(proxy.admin, 200, "ready").await;
+    wait_ready(proxy.admin, 200, "token valid").await;
     assert_eq!(
         post(proxy.addr, seed_002(&credential()), &[]).await.status,
         200

@@ -124,6 +124,9 @@ pub struct TokenCache {
     /// Wakes the refresher when a token was dropped.
     wake: Arc<Notify>,
     refresher: JoinHandle<()>,
+    /// Tokens fetched for this profile since the process started (across reloads: the counter
+    /// lives in the metrics).
+    fetched: Counter,
 }
 
 impl Drop for TokenCache {
@@ -146,6 +149,7 @@ impl TokenCache {
         });
         let wake = Arc::new(Notify::new());
         let current = Arc::new(ArcSwapOption::empty());
+        let fetched = counters.ok.clone();
         let refresher = tokio::spawn(refresh(
             profile,
             source,
@@ -162,7 +166,13 @@ impl TokenCache {
             publish: tx,
             wake,
             refresher,
+            fetched,
         }
+    }
+
+    /// Whether this profile has held a token since the process started.
+    pub fn held_once(&self) -> bool {
+        self.fetched.get() > 0
     }
 
     /// Drops `token` because Campaign refused it, and has a new one fetched. A no-op unless
