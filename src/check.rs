@@ -49,8 +49,9 @@ pub async fn run(
     out: &mut (dyn Write + Send),
 ) -> Result<bool, CheckError> {
     let roots = system_roots();
+    let ims_roots = [roots.as_slice(), &config.ims.extra_roots].concat();
     let ims = ImsClient::new(
-        https_connector(&roots, config.ims.timeout)?,
+        https_connector(&ims_roots, config.ims.timeout)?,
         config.ims.timeout,
     );
     let upstream = if probe {

@@ -307,6 +307,8 @@ pub struct ImsSettings {
     pub exchange_url: http::Uri,
     /// Bound on one token request.
     pub timeout: Duration,
+    /// Extra trusted roots for IMS (a TLS-inspecting proxy's CA), beside the system's.
+    pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
 #[derive(Debug)]

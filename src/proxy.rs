@@ -162,13 +162,14 @@ impl Proxy {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Proxy, TlsSetupError> {
         let system_roots = system_roots();
         let upstream = Upstream::new(&config.upstream, &system_roots)?;
-        if config.ims.token_url.scheme() == Some(&http::uri::Scheme::HTTPS)
-            && system_roots.is_empty()
+        // IMS is trusted on the system's roots and `ims.ca_file`'s.
+        let ims_roots = [system_roots.as_slice(), &config.ims.extra_roots].concat();
+        if config.ims.token_url.scheme() == Some(&http::uri::Scheme::HTTPS) && ims_roots.is_empty()
         {
             return Err(TlsSetupError::NoRoots("ims.token_url"));
         }
         let ims = ImsClient::new(
-            https_connector(&system_roots, config.ims.timeout)?,
+            https_connector(&ims_roots, config.ims.timeout)?,
             config.ims.timeout,
         );
         let profiles = config

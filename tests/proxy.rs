@@ -660,8 +660,8 @@ async fn http2_callers_are_served() {
     );
 }
 
-#[tokio::test]
-async fn campaign_over_tls_with_a_private_ca() {
+/// A CA made here, in PEM, and a TLS acceptor for `127.0.0.1` with a certificate it signed.
+fn private_ca() -> (String, tokio_rustls::TlsAcceptor) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -685,8 +685,15 @@ async fn campaign_over_tls_with_a_private_ca() {
         rustls_pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
     )
     .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    (
+        ca.pem(),
+        tokio_rustls::TlsAcceptor::from(Arc::new(server_config)),
+    )
+}
 
+#[tokio::test]
+async fn campaign_over_tls_with_a_private_ca() {
+    let (ca_pem, acceptor) = private_ca();
     let ims = StandInIms::start().await.unwrap();
     ims.add_client(CLIENT_ID, CLIENT_SECRET);
     let campaign = StandInCampaign::start_tls(Some(ims.token_check()), acceptor)
@@ -695,7 +702,7 @@ async fn campaign_over_tls_with_a_private_ca() {
     assert!(campaign.url().starts_with("https://127.0.0.1:"));
     let dir = std::env::temp_dir().join(format!("imsbridge-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
 
     // Without the CA, the certificate is refused: a Server fault.
     let untrusted = Proxy::start(&config_text(&ims.url(), &campaign.url(), "", "")).await;
@@ -720,6 +727,43 @@ async fn campaign_over_tls_with_a_private_ca() {
         2,
         "one refused handshake, then one pooled connection for three calls"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn ims_over_tls_with_a_private_ca() {
+    // IMS as a TLS-inspecting corporate proxy shows it: signed by a CA of the company's own.
+    let (ca_pem, acceptor) = private_ca();
+    let ims = StandInIms::start_tls(acceptor).await.unwrap();
+    ims.add_client(CLIENT_ID, CLIENT_SECRET);
+    assert!(ims.url().starts_with("https://127.0.0.1:"));
+    let campaign = StandInCampaign::start(Some(ims.token_check()))
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("imsbridge-ims-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
+
+    // Without the CA: no token, a Server fault, nothing sent.
+    let untrusted = Proxy::start(&config_text(&ims.url(), &campaign.url(), "", "")).await;
+    post(untrusted.addr, seed_002(&credential()), &[])
+        .await
+        .assert_fault(500, "Server", "not available");
+    assert!(campaign.requests().is_empty());
+    assert_eq!(
+        ims.token_requests(),
+        0,
+        "no request got through the handshake"
+    );
+
+    let text = config_text(&ims.url(), &campaign.url(), "", "").replace(
+        "[ims]",
+        &format!("[ims]\nca_file = \"{}\"", dir.join("ca.pem").display()),
+    );
+    let trusted = Proxy::start(&text).await;
+    let answer = post(trusted.addr, seed_002(&credential()), &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(ims.token_requests(), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

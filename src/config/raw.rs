@@ -102,6 +102,7 @@ pub struct RawIms {
     pub token_url: Option<String>,
     pub exchange_url: Option<String>,
     pub timeout: Option<String>,
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]

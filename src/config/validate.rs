@@ -83,7 +83,7 @@ pub(super) fn config(
     };
     let server = validate_server(raw.server.unwrap_or_default(), base_dir, env)?;
     let upstream = validate_upstream(raw.upstream, base_dir)?;
-    let ims = validate_ims(raw.ims.unwrap_or_default())?;
+    let ims = validate_ims(raw.ims.unwrap_or_default(), base_dir)?;
     let profiles = raw
         .profiles
         .into_iter()
@@ -441,22 +441,7 @@ fn validate_upstream(
     let raw = raw.ok_or_else(|| invalid("upstream", "missing: say where Campaign is"))?;
     let url = raw.url.ok_or_else(|| invalid("upstream.url", "missing"))?;
     let (scheme, authority, base_path) = http_url("upstream.url", &url)?;
-    let extra_roots = match raw.ca_file {
-        None => Vec::new(),
-        Some(path) => {
-            let path = base_dir.join(path);
-            let certs = CertificateDer::pem_file_iter(&path)
-                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| invalid("upstream.ca_file", format!("{}: {e}", path.display())))?;
-            if certs.is_empty() {
-                return Err(invalid(
-                    "upstream.ca_file",
-                    format!("{} holds no PEM certificate", path.display()),
-                ));
-            }
-            certs
-        }
-    };
+    let extra_roots = ca_file("upstream.ca_file", raw.ca_file, base_dir)?;
     Ok(UpstreamSettings {
         scheme,
         authority,
@@ -476,7 +461,7 @@ fn validate_upstream(
     })
 }
 
-fn validate_ims(raw: raw::RawIms) -> Result<ImsSettings, ConfigError> {
+fn validate_ims(raw: raw::RawIms, base_dir: &Path) -> Result<ImsSettings, ConfigError> {
     let host_text = raw.host.unwrap_or_else(|| DEFAULT_IMS_HOST.to_owned());
     let (scheme, authority, path) = http_url("ims.host", &host_text)?;
     let host = format!("{scheme}://{authority}{path}");
@@ -490,6 +475,7 @@ fn validate_ims(raw: raw::RawIms) -> Result<ImsSettings, ConfigError> {
         token_url: endpoint("ims.token_url", raw.token_url, IMS_TOKEN_PATH)?,
         exchange_url: endpoint("ims.exchange_url", raw.exchange_url, IMS_EXCHANGE_PATH)?,
         timeout: duration("ims.timeout", raw.timeout.as_deref(), DEFAULT_IMS_TIMEOUT)?,
+        extra_roots: ca_file("ims.ca_file", raw.ca_file, base_dir)?,
         host,
     })
 }
@@ -663,6 +649,28 @@ fn caller_mode(
             "only goes with mode = \"canary\"",
         )),
     }
+}
+
+/// A `ca_file`: PEM certificates trusted beside the system's roots (none when unset).
+fn ca_file(
+    key: &str,
+    path: Option<PathBuf>,
+    base_dir: &Path,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let path = base_dir.join(path);
+    let certs = CertificateDer::pem_file_iter(&path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| invalid(key, format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(invalid(
+            key,
+            format!("{} holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(certs)
 }
 
 /// `server.public_url`: an `http` or `https` URL, maybe with a path, without a query.

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -98,7 +97,6 @@ impl TokenCheck {
 }
 
 pub struct StandInIms {
-    addr: SocketAddr,
     state: Arc<State>,
     _stop: oneshot::Sender<()>,
 }
@@ -110,10 +108,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl StandInIms {
     /// Starts on `127.0.0.1`, on a port of the system's choosing.
     pub async fn start() -> io::Result<StandInIms> {
+        StandInIms::start_with(None).await
+    }
+
+    /// [`StandInIms::start`] over TLS (as behind a TLS-inspecting proxy with a private CA).
+    pub async fn start_tls(tls: tokio_rustls::TlsAcceptor) -> io::Result<StandInIms> {
+        StandInIms::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> io::Result<StandInIms> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let state = Arc::new(State {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             clients: Mutex::default(),
             jwt_clients: Mutex::default(),
             issued: Mutex::default(),
@@ -125,9 +133,10 @@ impl StandInIms {
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let handler_state = state.clone();
+        let tls = tls.map(|acceptor| tokio::sync::watch::channel(acceptor).1);
         tokio::spawn(server::serve(
             listener,
-            None,
+            tls,
             Arc::default(),
             Limits::default(),
             move |_, request| answer(handler_state.clone(), request),
@@ -135,16 +144,12 @@ impl StandInIms {
                 let _ = stopped.await;
             },
         ));
-        Ok(StandInIms {
-            addr,
-            state,
-            _stop: stop,
-        })
+        Ok(StandInIms { state, _stop: stop })
     }
 
     /// `http://127.0.0.1:PORT`, the value of `ims.host`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.state.url.clone()
     }
 
     /// Registers an OAuth Server-to-Server credential.
