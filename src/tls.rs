@@ -154,32 +154,96 @@ pub fn subject(cert: &[u8]) -> Option<String> {
             let (OID, oid, value) = element(pair)? else {
                 return None;
             };
-            let (_, text, _) = element(value)?;
-            let text = String::from_utf8_lossy(text).replace(',', "\\,");
-            parts.push(format!("{}={text}", attribute_name(oid)));
+            let (kind, text, _) = element(value)?;
+            parts.push(format!(
+                "{}={}",
+                attribute_name(oid),
+                escape_value(&decode_string(kind, text))
+            ));
         }
     }
     Some(parts.join(","))
 }
 
-/// The attribute=value pairs of a subject, whatever their order and spacing, `\,` unescaped.
+/// A directory string's text: BMPString is UTF-16, the others are read as UTF-8.
+fn decode_string(kind: u8, bytes: &[u8]) -> String {
+    const BMP_STRING: u8 = 0x1e;
+    match kind {
+        BMP_STRING => char::decode_utf16(
+            bytes
+                .chunks(2)
+                .map(|pair| u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])),
+        )
+        .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+        .collect(),
+        _ => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+/// An attribute value as RFC 4514 §2.4 writes it, and `/` escaped too (the separator of
+/// OpenSSL's form): whatever the value holds, it reads back as one value.
+fn escape_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=' | '/')
+            || (i == 0 && matches!(c, '#' | ' '))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The attribute=value pairs of a subject, whatever their order and spacing: RFC 4514
+/// (`CN=crm,O=Example\, Inc.`, values escaped by `\` and a character or two hex digits, `+`
+/// joining the values of one RDN), or OpenSSL's form when it starts with `/`
+/// (`/O=Example, Inc./CN=crm`). Types in upper case; values as they read, compared as they are.
 fn pairs(subject: &str) -> Vec<(String, String)> {
+    let slash_form = subject.trim_start().starts_with('/');
+    let is_separator = |c: char| {
+        if slash_form {
+            c == '/'
+        } else {
+            c == ',' || c == '+'
+        }
+    };
     let mut pairs = Vec::new();
-    let mut current = String::new();
-    let mut chars = subject.chars().peekable();
-    let mut push = |text: &str| {
+    let mut current: Vec<u8> = Vec::new();
+    let mut push = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
         if let Some((name, value)) = text.split_once('=') {
             pairs.push((name.trim().to_ascii_uppercase(), value.trim().to_owned()));
         }
     };
+    let mut chars = subject.chars().peekable();
+    let mut buf = [0u8; 4];
     while let Some(c) = chars.next() {
         match c {
-            '\\' => current.extend(chars.next()),
-            ',' | '/' => {
+            '\\' => {
+                let hex: String = chars.clone().take(2).collect();
+                // Two hex digits (not `+c`, which `from_str_radix` would take for a number).
+                let digits = hex.len() == 2 && hex.chars().all(|c| c.is_ascii_hexdigit());
+                match u8::from_str_radix(&hex, 16) {
+                    Ok(byte) if digits => {
+                        current.push(byte);
+                        chars.next();
+                        chars.next();
+                    }
+                    _ => {
+                        if let Some(next) = chars.next() {
+                            current.extend_from_slice(next.encode_utf8(&mut buf).as_bytes());
+                        }
+                    }
+                }
+            }
+            c if is_separator(c) => {
                 push(&current);
                 current.clear();
             }
-            c => current.push(c),
+            c => current.extend_from_slice(c.encode_utf8(&mut buf).as_bytes()),
         }
     }
     push(&current);
@@ -220,6 +284,10 @@ mod tests {
         let cert = params.self_signed(&key).unwrap();
         let subject = subject(cert.der()).unwrap();
         assert_eq!(subject, "C=FR,O=Example\\, Inc.,CN=crm-pusher");
+        assert!(subjects_match(
+            "CN=crm-pusher,O=Example\\2C Inc.,C=FR",
+            &subject
+        ));
         for configured in [
             "CN=crm-pusher,O=Example\\, Inc.,C=FR",
             "C = FR, O = Example\\, Inc., CN = crm-pusher",
@@ -236,6 +304,55 @@ mod tests {
             assert!(!subjects_match(other, &subject), "{other}");
         }
         assert!(subject_of_garbage_is_none());
+    }
+
+    /// A certificate whose subject is `pairs`, in that order.
+    fn certificate(pairs: &[(rcgen::DnType, &str)]) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["x.example.com".to_owned()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (kind, value) in pairs {
+            params.distinguished_name.push(kind.clone(), *value);
+        }
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_value_holding_separators_is_one_value() {
+        use rcgen::DnType::{CommonName, OrganizationName};
+        // The issue's attack: one CN that reads as two attributes when compared as text.
+        for (value, configured) in [
+            ("evil/O=Example", "CN=evil,O=Example"),
+            ("evil/O=Example", "/CN=evil/O=Example"),
+            ("evil,O=Example", "CN=evil,O=Example"),
+            ("evil+O=Example", "CN=evil+O=Example"),
+            ("evil\\,O=Example", "CN=evil,O=Example"),
+        ] {
+            let subject = subject(&certificate(&[(CommonName, value)])).unwrap();
+            assert!(
+                !subjects_match(configured, &subject),
+                "CN `{value}` matched `{configured}` ({subject})"
+            );
+        }
+        // Each such value still matches itself, escaped as RFC 4514 writes it.
+        for (value, configured) in [
+            ("evil/O=Example", "CN=evil\\/O\\=Example"),
+            ("a,b+c", "CN=a\\,b\\+c"),
+            ("a,b+c", "CN=a\\2Cb\\2Bc"),
+            ("back\\slash", "CN=back\\\\slash"),
+        ] {
+            let subject = subject(&certificate(&[(CommonName, value)])).unwrap();
+            assert!(subjects_match(configured, &subject), "{value}: {subject}");
+        }
+        // Two attributes are two, whichever form names them.
+        let two = subject(&certificate(&[
+            (OrganizationName, "Example"),
+            (CommonName, "crm"),
+        ]))
+        .unwrap();
+        for configured in ["CN=crm,O=Example", "/O=Example/CN=crm", "O=Example+CN=crm"] {
+            assert!(subjects_match(configured, &two), "{configured}");
+        }
     }
 
     fn subject_of_garbage_is_none() -> bool {
