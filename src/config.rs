@@ -199,6 +199,9 @@ pub struct ServerSettings {
     /// Where callers reach the proxy (`https://imsbridge.example.com`): WSDL answers name it in
     /// their `soap:address` rather than Campaign.
     pub public_url: Option<String>,
+    /// Proxies whose `X-Forwarded-For` is believed: the client is the right-most address of
+    /// it not among them.
+    pub trusted_proxies: Vec<IpNet>,
     /// TLS on the listener; `None`: plain HTTP.
     pub tls: Option<TlsSettings>,
 }
@@ -268,6 +271,9 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Streams open at once on one HTTP/2 connection.
     pub http2_max_streams: u32,
+    /// Every connection starts with a PROXY protocol header (v1 or v2), whose source address is
+    /// the client's.
+    pub proxy_protocol: bool,
     pub shutdown_grace: Duration,
 }
 
@@ -279,6 +285,7 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP as usize,
             http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
+            proxy_protocol: false,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }

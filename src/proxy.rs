@@ -42,7 +42,7 @@ use crate::ims::{ImsClient, Readiness, Source, Token, TokenCache};
 use crate::metrics::Metrics;
 use crate::server::Peer;
 use crate::soap::{Charset, Edit, SOAP_ROUTER_PATH, logoff_response, logon_response};
-use crate::upstream::{Forwarding, Upstream, UpstreamError, forward_headers};
+use crate::upstream::{Forwarding, Upstream, UpstreamError, X_FORWARDED_FOR, forward_headers};
 use prefix::{Prefix, PrefixBudget, PrefixError};
 use record::{Completion, ModeLabel, Record};
 
@@ -116,6 +116,8 @@ pub struct Proxy {
     wsdl: WsdlSettings,
     /// Where callers reach the proxy, for the `soap:address` of WSDL answers.
     public_url: Option<String>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    trusted_proxies: Vec<ipnet::IpNet>,
     /// The HTTP status of the faults answered here.
     fault_status: FaultStatus,
     /// What reading one body prefix may take.
@@ -213,6 +215,7 @@ impl Proxy {
             linger: config.server.linger,
             paths: config.server.paths.clone(),
             public_url: config.server.public_url.clone(),
+            trusted_proxies: config.server.trusted_proxies.clone(),
             wsdl: WsdlSettings {
                 profile: config.wsdl.profile,
                 allow_from: config.wsdl.allow_from.clone(),
@@ -261,12 +264,49 @@ impl Proxy {
         })
     }
 
+    /// The client of a request that came through trusted proxies: the right-most address of
+    /// its `X-Forwarded-For` that is not one of them (whose chain is then dropped: Campaign gets
+    /// that address alone). `None`: the peer is the client.
+    fn forwarded_client(&self, peer: &Peer, headers: &mut http::HeaderMap) -> Option<Peer> {
+        let trusted = |ip: &std::net::IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
+        if self.trusted_proxies.is_empty() || !trusted(&peer.addr.ip()) {
+            return None;
+        }
+        let chain: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .collect();
+        let mut client = None;
+        for entry in chain.iter().rev() {
+            // An entry that is no address ends the chain that can be believed.
+            let Ok(ip) = entry.parse::<std::net::IpAddr>() else {
+                break;
+            };
+            client = Some(ip);
+            if !trusted(&ip) {
+                break;
+            }
+        }
+        let client = client?;
+        headers.remove(&X_FORWARDED_FOR);
+        Some(Peer::new(
+            std::net::SocketAddr::new(client, 0),
+            peer.cert_subject.clone(),
+        ))
+    }
+
     /// Answers one request; its log line and counts follow when the answer is done with.
     pub async fn handle(
         &self,
-        peer: Arc<Peer>,
+        mut peer: Arc<Peer>,
         mut request: Request<Incoming>,
     ) -> Response<ResponseBody> {
+        if let Some(client) = self.forwarded_client(&peer, request.headers_mut()) {
+            peer = Arc::new(client);
+        }
         // The caller's request id, or a new one; Campaign and the caller see it too.
         let request_id = request
             .headers()

@@ -143,22 +143,41 @@ pub async fn serve<H, F, B>(
             () = &mut shutdown => break,
         };
         connections.accepted.fetch_add(1, Ordering::Relaxed);
-        let Some(ip_slot) = per_ip.enter(peer.ip()) else {
-            connections.refused_per_ip.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%peer, "closed: its address has max_connections_per_ip open");
-            continue;
-        };
-        connections.open.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
-        // hyper's own header timeout starts once a request begins; the wait for the very first
-        // byte (protocol detection, or the TLS hello) needs ours.
-        let stream = FirstByteDeadline::new(stream, limits.header_read_timeout);
         let handler = handler.clone();
         let builder = builder.clone();
         let stopping = stopping.clone();
         let acceptor = tls.as_ref().map(|tls| tls.borrow().clone());
         let connections = connections.clone();
+        let per_ip = per_ip.clone();
         tokio::spawn(async move {
+            let mut stream = stream;
+            // Behind a balancer that says who the client is, the client is who it says.
+            let peer = if limits.proxy_protocol {
+                let read = proxy_header(&mut stream);
+                match tokio::time::timeout(limits.header_read_timeout, read).await {
+                    Ok(Ok(client)) => client.unwrap_or(peer),
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "closed: no PROXY protocol header");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "closed: no PROXY protocol header in time");
+                        return;
+                    }
+                }
+            } else {
+                peer
+            };
+            let Some(ip_slot) = per_ip.enter(peer.ip()) else {
+                connections.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, "closed: its address has max_connections_per_ip open");
+                return;
+            };
+            connections.open.fetch_add(1, Ordering::Relaxed);
+            // hyper's own header timeout starts once a request begins; the wait for the very
+            // first byte (protocol detection, or the TLS hello) needs ours.
+            let stream = FirstByteDeadline::new(stream, limits.header_read_timeout);
             let activity = Arc::new(Activity::default());
             // Every request of the connection goes to the handler with its peer, and counts as
             // activity until its answer is done with.
@@ -276,6 +295,54 @@ where
                 shut(connection.as_mut());
             }
         }
+    }
+}
+
+/// The signature that starts a PROXY protocol v2 header.
+const PROXY_V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+/// The longest PROXY protocol v1 header, CRLF included.
+const PROXY_V1_MAX: usize = 107;
+
+/// Reads the PROXY protocol header (v1 or v2) that starts `stream`, and not a byte more: the
+/// client's address it names, `None` for a balancer's own check (v2 LOCAL, v1 UNKNOWN). The
+/// header's syntax is the `ppp` crate's to judge.
+async fn proxy_header(stream: &mut tokio::net::TcpStream) -> io::Result<Option<SocketAddr>> {
+    use tokio::io::AsyncReadExt;
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    // 12 bytes: v2's signature, or the start of the shortest v1 header (`PROXY UNKNOWN\r\n`).
+    let mut header = vec![0u8; 12];
+    stream.read_exact(&mut header).await?;
+    if header == PROXY_V2_SIGNATURE {
+        let mut fixed = [0u8; 4];
+        stream.read_exact(&mut fixed).await?;
+        let length = usize::from(u16::from_be_bytes([fixed[2], fixed[3]]));
+        header.extend_from_slice(&fixed);
+        header.resize(16 + length, 0);
+        stream.read_exact(&mut header[16..]).await?;
+    } else if header.starts_with(b"PROXY ") {
+        while !header.ends_with(b"\r\n") {
+            if header.len() >= PROXY_V1_MAX {
+                return Err(invalid("PROXY v1 header too long"));
+            }
+            header.push(stream.read_u8().await?);
+        }
+    } else {
+        return Err(invalid("not a PROXY protocol header"));
+    }
+    let source = |ip: std::net::IpAddr, port: u16| Some(SocketAddr::new(ip, port));
+    match ppp::HeaderResult::parse(&header) {
+        ppp::HeaderResult::V1(Ok(parsed)) => Ok(match parsed.addresses {
+            ppp::v1::Addresses::Tcp4(a) => source(a.source_address.into(), a.source_port),
+            ppp::v1::Addresses::Tcp6(a) => source(a.source_address.into(), a.source_port),
+            ppp::v1::Addresses::Unknown => None,
+        }),
+        ppp::HeaderResult::V2(Ok(parsed)) => Ok(match (parsed.command, parsed.addresses) {
+            (ppp::v2::Command::Local, _) => None,
+            (_, ppp::v2::Addresses::IPv4(a)) => source(a.source_address.into(), a.source_port),
+            (_, ppp::v2::Addresses::IPv6(a)) => source(a.source_address.into(), a.source_port),
+            (_, ppp::v2::Addresses::Unix(_) | ppp::v2::Addresses::Unspecified) => None,
+        }),
+        _ => Err(invalid("malformed PROXY protocol header")),
     }
 }
 

@@ -138,7 +138,7 @@ pub struct Forwarding<'a> {
     pub content_length: Option<u64>,
 }
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Applies the header policy to a request about to go upstream.
 pub fn forward_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {

@@ -189,3 +189,94 @@ async fn try_exchange(mut stream: TcpStream, body: &str) -> (Option<u16>, String
     let answer = String::from_utf8_lossy(&answer).into_owned();
     (answer.get(9..12).and_then(|s| s.parse().ok()), answer)
 }
+
+/// A PROXY protocol v2 header: `command` 0x21 (PROXY) or 0x20 (LOCAL), TCP over IPv4.
+fn proxy_v2(command: u8, source: [u8; 4]) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.extend_from_slice(&[command, 0x11, 0, 12]);
+    header.extend_from_slice(&source);
+    header.extend_from_slice(&[10, 0, 0, 1]);
+    header.extend_from_slice(&40000u16.to_be_bytes());
+    header.extend_from_slice(&8080u16.to_be_bytes());
+    header
+}
+
+/// A SOAP call with `Connection: close` after `preamble` on a new connection; the status (0:
+/// closed unanswered).
+async fn call_after(addr: SocketAddr, preamble: &[u8]) -> u16 {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(preamble).await.unwrap();
+    try_exchange(stream, &seed_002(&credential()))
+        .await
+        .0
+        .unwrap_or(0)
+}
+
+const CLIENT: &str = "203.0.113.7";
+
+#[tokio::test]
+async fn the_proxy_protocol_names_the_client() {
+    // The caller may come from 203.0.113.7 only; the balancer in front is 127.0.0.1.
+    let stack = Stack::start_with("", &format!("allow_from = [\"{CLIENT}/32\"]"), |config| {
+        config.server.limits.proxy_protocol = true;
+    })
+    .await;
+    let v1 = format!("PROXY TCP4 {CLIENT} 10.0.0.1 40000 8080\r\n");
+    assert_eq!(call_after(stack.url(), v1.as_bytes()).await, 200);
+    assert_eq!(
+        call_after(stack.url(), &proxy_v2(0x21, [203, 0, 113, 7])).await,
+        200
+    );
+    let seen = stack.campaign.requests();
+    assert_eq!(seen.len(), 2);
+    for request in &seen {
+        assert_eq!(request.header("x-forwarded-for"), Some(CLIENT));
+    }
+    // Another client, the balancer's own check (LOCAL: the connection's address), no header.
+    let other = b"PROXY TCP4 198.51.100.1 10.0.0.1 40000 8080\r\n";
+    assert_eq!(call_after(stack.url(), other).await, 500);
+    assert_eq!(call_after(stack.url(), &proxy_v2(0x20, [0; 4])).await, 500);
+    assert_eq!(
+        call_after(stack.url(), b"").await,
+        0,
+        "no PROXY header: closed"
+    );
+    assert_eq!(stack.campaign.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn trusted_proxies_name_the_client_by_x_forwarded_for() {
+    let allowed = format!("allow_from = [\"{CLIENT}/32\"]");
+    let stack = Stack::start_with("", &allowed, |config| {
+        config.server.trusted_proxies = vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
+    })
+    .await;
+    let call = |chain: &'static str| {
+        let addr = stack.url();
+        async move {
+            post(addr, seed_002(&credential()), &[("x-forwarded-for", chain)])
+                .await
+                .status
+        }
+    };
+    // The right-most address that is not a trusted proxy: the client.
+    assert_eq!(call("198.51.100.1, 203.0.113.7, 10.1.2.3").await, 200);
+    let seen = stack.campaign.requests();
+    assert_eq!(seen[0].header("x-forwarded-for"), Some(CLIENT));
+    // A client that put the allowed address further left is not believed.
+    assert_eq!(call("203.0.113.7, 198.51.100.1").await, 500);
+    assert_eq!(stack.campaign.requests().len(), 1);
+    // Without trusted proxies, the header names nobody: the peer is the client.
+    let stack = Stack::start("", &allowed).await;
+    let answer = post(
+        stack.url(),
+        seed_002(&credential()),
+        &[("x-forwarded-for", CLIENT)],
+    )
+    .await;
+    assert_eq!(answer.status, 500);
+    assert!(stack.campaign.requests().is_empty());
+}

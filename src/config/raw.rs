@@ -67,6 +67,8 @@ pub struct RawServer {
     pub linger: Option<String>,
     pub paths: Option<Vec<String>>,
     pub public_url: Option<String>,
+    pub proxy_protocol: Option<bool>,
+    pub trusted_proxies: Option<Vec<String>>,
     pub password_failures: Option<RawPasswordFailures>,
 }
 

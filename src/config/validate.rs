@@ -292,6 +292,7 @@ fn validate_server(
         ));
     }
     let limits = Limits {
+        proxy_protocol: raw.proxy_protocol.unwrap_or(false),
         max_connections_per_ip,
         http2_max_streams,
         header_read_timeout: duration(
@@ -317,6 +318,14 @@ fn validate_server(
         linger: duration("server.linger", raw.linger.as_deref(), DEFAULT_LINGER)?,
         paths: paths(raw.paths)?,
         public_url: raw.public_url.map(public_url).transpose()?,
+        trusted_proxies: allow_from("server", raw.trusted_proxies.unwrap_or_default()).map_err(
+            |_| {
+                invalid(
+                    "server.trusted_proxies",
+                    "must list addresses or CIDR networks such as \"10.0.0.0/8\"",
+                )
+            },
+        )?,
         fault_status: match raw.fault_status {
             None | Some(RawFaultStatus::Soap) => FaultStatus::Soap,
             Some(RawFaultStatus::Http) => FaultStatus::Http,
