@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::body::UpstreamBody;
 use crate::config::{Config, Profile, ProfileKind};
-use crate::connect::{TlsSetupError, https_connector, system_roots};
+use crate::connect::{Egress, TlsSetupError, https_connector, system_roots};
 use crate::dates::utc;
 use crate::ims::{ImsClient, ImsError, Source, Token, TokenSource};
 use crate::soap::SOAP_ROUTER_PATH;
@@ -49,13 +49,17 @@ pub async fn run(
     out: &mut (dyn Write + Send),
 ) -> Result<bool, CheckError> {
     let roots = system_roots();
+    let egress = Egress::new(
+        config.egress.proxy.as_ref().map(|p| p.expose()),
+        &config.egress.no_proxy,
+    );
     let ims_roots = [roots.as_slice(), &config.ims.extra_roots].concat();
     let ims = ImsClient::new(
-        https_connector(&ims_roots, config.ims.timeout)?,
+        https_connector(&ims_roots, config.ims.timeout, &egress)?,
         config.ims.timeout,
     );
     let upstream = if probe {
-        Some(Upstream::new(&config.upstream, &roots)?)
+        Some(Upstream::new(&config.upstream, &roots, &egress)?)
     } else {
         None
     };
@@ -66,6 +70,22 @@ pub async fn run(
         count(config.callers.len(), "caller"),
         config.unknown_callers.as_str()
     )?;
+    // The way out to each: straight, or through which proxy (without its credentials).
+    let campaign = http::Uri::builder()
+        .scheme(config.upstream.scheme.clone())
+        .authority(config.upstream.authority.clone())
+        .path_and_query("/")
+        .build()
+        .ok();
+    for (what, url) in [
+        ("IMS", Some(config.ims.token_url.clone())),
+        ("Campaign", campaign),
+    ] {
+        let route = url.as_ref().and_then(|url| egress.route(url));
+        let route = route.map_or("direct".to_owned(), |proxy| format!("through {proxy}"));
+        writeln!(out, "route to {what}: {route}")?;
+    }
+    writeln!(out)?;
     let mut failed = 0;
     for profile in &config.profiles {
         let rows = check_profile(profile, config, &ims, upstream.as_ref()).await;

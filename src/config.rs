@@ -122,10 +122,31 @@ pub struct Config {
     pub sessions: Option<SessionSettings>,
     /// WSDL requests without a credential.
     pub wsdl: WsdlSettings,
+    /// The HTTP proxy outgoing connections go through.
+    pub egress: EgressSettings,
     pub callers: Vec<CallerSettings>,
     /// Seed of the draws that send a `canary` caller's share of requests the `ims` way;
     /// `None` (what the file gives): a random one. Set by tests, for splits they can predict.
     pub canary_seed: Option<u64>,
+}
+
+/// The HTTP proxy connections to IMS and Campaign go through, from `[egress]`; without it, the
+/// environment's `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
+#[derive(Default)]
+pub struct EgressSettings {
+    /// `http://user:password@host:port`; a secret, for its password.
+    pub proxy: Option<Secret>,
+    /// Hosts, domains and networks reached straight.
+    pub no_proxy: Vec<String>,
+}
+
+impl fmt::Debug for EgressSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EgressSettings")
+            .field("proxy", &self.proxy.as_ref().map(|_| "****"))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
 }
 
 /// How a WSDL request without a credential is served.

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::client::legacy::Client;
 use serde::Deserialize;
 
 pub use cache::{FetchCounters, NotReady, REFRESH_MARGIN, Readiness, Token, TokenCache};
@@ -26,7 +26,7 @@ pub use jwt::{JWT_LIFETIME, JwtCredential, JwtSource};
 pub use oauth::OAuthSource;
 
 use crate::config::{ImsSettings, Profile, ProfileKind};
-use crate::connect::error_chain;
+use crate::connect::{EgressConnector, error_chain};
 use crate::secret::Secret;
 
 /// IMS answers are small JSON objects; anything larger is not one.
@@ -121,7 +121,7 @@ impl TokenSource for Source {
 /// The HTTP client for IMS: pooled, rustls with the system roots.
 #[derive(Clone)]
 pub struct ImsClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<HttpsConnector<EgressConnector>, Full<Bytes>>,
     timeout: Duration,
 }
 
@@ -133,7 +133,7 @@ pub enum ExpiresIn {
 }
 
 impl ImsClient {
-    pub fn new(connector: HttpsConnector<HttpConnector>, timeout: Duration) -> ImsClient {
+    pub fn new(connector: HttpsConnector<EgressConnector>, timeout: Duration) -> ImsClient {
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_timer(hyper_util::rt::TokioTimer::new())

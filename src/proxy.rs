@@ -36,7 +36,7 @@ use crate::body::{BodyError, Lingering, Replay, ResponseBody, UpstreamBody};
 use crate::callers::{AuthError, Caller, Callers, LogonWay, Presented, Route};
 use crate::carriers;
 use crate::config::{Config, FaultStatus, UnknownCallers, WSDL_PATH, WsdlSettings};
-use crate::connect::{TlsSetupError, https_connector, system_roots};
+use crate::connect::{Egress, TlsSetupError, https_connector, system_roots};
 use crate::headers::strip_hop_by_hop;
 use crate::ims::{ImsClient, Readiness, Source, Token, TokenCache};
 use crate::metrics::Metrics;
@@ -163,7 +163,11 @@ impl Proxy {
     /// Builds the proxy and starts one token refresher per profile.
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Proxy, TlsSetupError> {
         let system_roots = system_roots();
-        let upstream = Upstream::new(&config.upstream, &system_roots)?;
+        let egress = Egress::new(
+            config.egress.proxy.as_ref().map(|p| p.expose()),
+            &config.egress.no_proxy,
+        );
+        let upstream = Upstream::new(&config.upstream, &system_roots, &egress)?;
         // IMS is trusted on the system's roots and `ims.ca_file`'s.
         let ims_roots = [system_roots.as_slice(), &config.ims.extra_roots].concat();
         if config.ims.token_url.scheme() == Some(&http::uri::Scheme::HTTPS) && ims_roots.is_empty()
@@ -171,7 +175,7 @@ impl Proxy {
             return Err(TlsSetupError::NoRoots("ims.token_url"));
         }
         let ims = ImsClient::new(
-            https_connector(&ims_roots, config.ims.timeout)?,
+            https_connector(&ims_roots, config.ims.timeout, &egress)?,
             config.ims.timeout,
         );
         let profiles = config

@@ -10,7 +10,7 @@ use rustls_pki_types::CertificateDer;
 
 use crate::body::{BodyError, CampaignBody, MAX_BUF_SIZE, UpstreamBody};
 use crate::config::UpstreamSettings;
-use crate::connect::{TlsSetupError, error_chain, https_connector};
+use crate::connect::{Egress, TlsSetupError, error_chain, https_connector};
 use crate::headers::{remove_all, strip_hop_by_hop};
 use pool::Pool;
 
@@ -51,10 +51,12 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// The client to Campaign, trusting `system_roots` and the config's `ca_file`.
+    /// The client to Campaign, trusting `system_roots` and the config's `ca_file`, through
+    /// `egress`.
     pub fn new(
         settings: &UpstreamSettings,
         system_roots: &[CertificateDer<'static>],
+        egress: &Egress,
     ) -> Result<Upstream, TlsSetupError> {
         let roots: Vec<_> = system_roots
             .iter()
@@ -64,7 +66,7 @@ impl Upstream {
         if settings.scheme == Scheme::HTTPS && roots.is_empty() {
             return Err(TlsSetupError::NoRoots("upstream.url"));
         }
-        let connector = https_connector(&roots, settings.connect_timeout)?;
+        let connector = https_connector(&roots, settings.connect_timeout, egress)?;
         let target = Uri::builder()
             .scheme(settings.scheme.clone())
             .authority(settings.authority.clone())

@@ -505,6 +505,50 @@ async fn imsbridge(args: Vec<String>, stdin: &str) -> std::process::Output {
         .unwrap()
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_takes_and_prints_the_route_of_the_environment() {
+    let ims = StandInIms::start().await.unwrap();
+    ims.add_client(CLIENT_ID, CLIENT_SECRET);
+    let campaign = StandInCampaign::start(Some(ims.token_check()))
+        .await
+        .unwrap();
+    let dir = temp_dir("check-route");
+    let path = dir.join("imsbridge.toml");
+    std::fs::write(&path, config_text(&ims.url(), &campaign.url(), "", "")).unwrap();
+    // A proxy that is not there: a check that went through it fails.
+    let (proxy, _held) = closed_port_url();
+    let run = |no_proxy: &'static str| {
+        let (path, proxy) = (path.clone(), proxy.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .args(["check", "--config"])
+                .arg(&path)
+                .env("MC_CLIENT_SECRET", CLIENT_SECRET)
+                .env("HTTP_PROXY", &proxy)
+                .env("https_proxy", &proxy)
+                .env("NO_PROXY", no_proxy)
+                .output()
+                .unwrap()
+        })
+    };
+    let output = run("").await.unwrap();
+    let shown = text(&output.stdout);
+    assert!(
+        shown.contains(&format!(
+            "route to IMS: through {proxy}\nroute to Campaign: through {proxy}\n"
+        )),
+        "{shown}"
+    );
+    assert!(!output.status.success(), "{shown}");
+    assert_eq!(ims.token_requests(), 0, "nothing went straight to IMS");
+    // NO_PROXY names the stand-ins' host: straight, and the check passes.
+    let output = run("127.0.0.1").await.unwrap();
+    let shown = text(&output.stdout);
+    assert!(shown.contains("route to IMS: direct\n"), "{shown}");
+    assert!(output.status.success(), "{shown}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// `imsbridge check --config PATH [--probe]`.
 async fn check_command(path: impl std::fmt::Display, probe: bool) -> std::process::Output {
     let mut args = vec!["check".to_owned(), "--config".to_owned(), path.to_string()];
@@ -598,6 +642,7 @@ async fn check_shows_every_profile_and_probes_campaign() {
     assert!(output.status.success(), "{shown}{}", text(&output.stderr));
     for expected in [
         "config: valid (2 profiles, 2 callers",
+        "route to IMS: direct\nroute to Campaign: direct\n",
         "profile messagecenter\n  kind        oauth (OAuth Server-to-Server)\n  token       ok, expires in 24h 0m 0s (at 20",
         &format!("  client_id   {CLIENT_ID}\n"),
         "  scopes      openid, AdobeID, additional_info.projectedProductContext\n",

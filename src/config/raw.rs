@@ -20,8 +20,16 @@ pub struct RawConfig {
     pub profiles: BTreeMap<String, RawProfile>,
     pub sessions: Option<RawSessions>,
     pub wsdl: Option<RawWsdl>,
+    pub egress: Option<RawEgress>,
     #[serde(default)]
     pub callers: Vec<RawCaller>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEgress {
+    pub proxy: Option<SecretSource>,
+    pub no_proxy: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]

@@ -729,6 +729,7 @@ fn the_documented_example_names_every_key() {
         ("profiles.NAME.", keys_of::<raw::RawProfile>()),
         ("sessions.", keys_of::<raw::RawSessions>()),
         ("wsdl.", keys_of::<raw::RawWsdl>()),
+        ("egress.", keys_of::<raw::RawEgress>()),
         ("callers.", keys_of::<raw::RawCaller>()),
     ];
     let mut missing = Vec::new();

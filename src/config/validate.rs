@@ -166,6 +166,33 @@ pub(super) fn config(
             allow_from: allow_from("wsdl", wsdl.allow_from.unwrap_or_default())?,
         },
     };
+    let egress = match raw.egress {
+        None => EgressSettings::default(),
+        Some(egress) => {
+            let proxy = egress
+                .proxy
+                .map(|source| source.resolve(base_dir, env))
+                .transpose()
+                .map_err(|message| invalid("egress.proxy", message))?;
+            if let Some(url) = &proxy {
+                let parsed: Option<http::Uri> = url.expose().parse().ok();
+                let fine = parsed.as_ref().is_some_and(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+                });
+                if !fine {
+                    // The value is never quoted: it may hold a password.
+                    return Err(invalid(
+                        "egress.proxy",
+                        "is not a URL such as \"http://proxy.example.com:3128\"",
+                    ));
+                }
+            }
+            EgressSettings {
+                proxy,
+                no_proxy: egress.no_proxy.unwrap_or_default(),
+            }
+        }
+    };
     Ok(Config {
         unknown_callers,
         server,
@@ -174,6 +201,7 @@ pub(super) fn config(
         profiles,
         sessions,
         wsdl,
+        egress,
         callers,
         canary_seed: None,
     })

@@ -120,7 +120,9 @@ mod tests {
             "ent_campaign_sdk".to_owned(),
             "ent_analytics_bulk_ingest_sdk".to_owned(),
         ];
-        let connector = crate::connect::https_connector(&[], Duration::from_secs(1)).unwrap();
+        let connector =
+            crate::connect::https_connector(&[], Duration::from_secs(1), &Default::default())
+                .unwrap();
         let source = JwtSource::new(
             ImsClient::new(connector, Duration::from_secs(1)),
             "https://ims-na1.adobelogin.com/ims/exchange/jwt"

@@ -17,14 +17,13 @@ use std::time::Duration;
 use http::{Request, Response, Uri};
 use hyper::client::conn::http1;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower_service::Service;
 
 use super::UpstreamError;
 use crate::body::{CampaignBody, Lease, Reuse, Sender, UpstreamBody};
-use crate::connect::error_chain;
+use crate::connect::{EgressConnector, error_chain};
 
 /// Idle connections are closed after this; Campaign's own keep-alive is usually longer.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -38,7 +37,7 @@ struct Idle {
 
 /// The connections to one Campaign address.
 pub struct Pool {
-    connector: HttpsConnector<HttpConnector>,
+    connector: HttpsConnector<EgressConnector>,
     /// What the connector dials: Campaign's scheme and authority.
     target: Uri,
     /// The most at a time hyper buffers per connection, each way.
@@ -78,7 +77,11 @@ impl Reuse for Shared {
 }
 
 impl Pool {
-    pub fn new(connector: HttpsConnector<HttpConnector>, target: Uri, max_buf_size: usize) -> Pool {
+    pub fn new(
+        connector: HttpsConnector<EgressConnector>,
+        target: Uri,
+        max_buf_size: usize,
+    ) -> Pool {
         Pool {
             connector,
             target,

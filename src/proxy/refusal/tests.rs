@@ -67,7 +67,7 @@ async fn answer(raw: Vec<u8>) -> Response<CampaignBody> {
         extra_roots: Vec::new(),
         retry_buffer_bytes: 0,
     };
-    let upstream = Upstream::new(&settings, &[]).unwrap();
+    let upstream = Upstream::new(&settings, &[], &crate::connect::Egress::default()).unwrap();
     let request = Request::post("/nl/jsp/soaprouter.jsp")
         .header("host", "campaign")
         .body(UpstreamBody::new([], None, 0, 0, Some(0), IDLE))

@@ -85,7 +85,7 @@ impl Campaign {
     }
 
     fn pool(&self) -> Pool {
-        let connector = https_connector(&[], Duration::from_secs(2)).unwrap();
+        let connector = https_connector(&[], Duration::from_secs(2), &Default::default()).unwrap();
         Pool::new(connector, self.url.clone(), MAX_BUF_SIZE)
     }
 
@@ -174,7 +174,7 @@ async fn a_new_connection_that_fails_is_an_error_not_a_retry() {
     let url: Uri = format!("http://{}", socket.local_addr().unwrap())
         .parse()
         .unwrap();
-    let connector = https_connector(&[], Duration::from_secs(2)).unwrap();
+    let connector = https_connector(&[], Duration::from_secs(2), &Default::default()).unwrap();
     let pool = Pool::new(connector, url, MAX_BUF_SIZE);
     match pool.send(request()).await {
         Err(UpstreamError::Unreachable(text)) => {
