@@ -38,8 +38,9 @@ pub struct Caller {
     pub profile: usize,
     pub mode: Mode,
     allow_from: Vec<IpNet>,
-    /// Subject its client certificate must have.
+    /// Subject its client certificate must have, or one of these DNS names and URIs.
     cert_subject: Option<String>,
+    cert_sans: Vec<String>,
 }
 
 impl Caller {
@@ -60,8 +61,9 @@ pub struct Presented<'a> {
     pub credential: Credential<'a>,
     /// The TCP peer.
     pub peer: IpAddr,
-    /// The subject of the client certificate (mTLS).
+    /// The subject of the client certificate (mTLS), and its DNS names and URIs.
     pub cert_subject: Option<&'a str>,
+    pub cert_sans: &'a [String],
 }
 
 /// What a Logon leads to.
@@ -146,6 +148,7 @@ impl Callers {
                 mode: c.mode,
                 allow_from: c.allow_from.clone(),
                 cert_subject: c.client_cert_subject.clone(),
+                cert_sans: c.client_cert_san.clone(),
             })
             .collect();
         let by_login = callers
@@ -322,8 +325,8 @@ impl Callers {
         self.sessions.as_ref().map(Sessions::ttl)
     }
 
-    /// The network (`allow_from`) and the client certificate (`client_cert_subject`) a
-    /// caller's requests must come with.
+    /// The network (`allow_from`) and the client certificate (`client_cert_subject`, or one of
+    /// `client_cert_san`) a caller's requests must come with.
     fn check_origin(&self, caller: &Caller, presented: Presented<'_>) -> Result<(), AuthError> {
         if !caller.allows(presented.peer) {
             return Err(AuthError::NotAllowed {
@@ -331,13 +334,22 @@ impl Callers {
                 peer: presented.peer,
             });
         }
-        if let Some(subject) = &caller.cert_subject {
-            let matches = presented
+        if caller.cert_subject.is_none() && caller.cert_sans.is_empty() {
+            return Ok(());
+        }
+        let subject = caller.cert_subject.as_ref().is_some_and(|subject| {
+            presented
                 .cert_subject
-                .is_some_and(|presented| crate::tls::subjects_match(subject, presented));
-            if !matches {
-                return Err(AuthError::WrongCertificate(caller.name.clone()));
-            }
+                .is_some_and(|presented| crate::tls::subjects_match(subject, presented))
+        });
+        let san = caller.cert_sans.iter().any(|want| {
+            presented
+                .cert_sans
+                .iter()
+                .any(|have| crate::tls::alt_names_match(want, have))
+        });
+        if !subject && !san {
+            return Err(AuthError::WrongCertificate(caller.name.clone()));
         }
         Ok(())
     }

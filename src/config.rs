@@ -414,6 +414,8 @@ pub struct CallerSettings {
     pub logon: bool,
     /// Subject its client certificate must have (mTLS).
     pub client_cert_subject: Option<String>,
+    /// Or one of these DNS names and URIs of its certificate (`dns:…`, `uri:…`).
+    pub client_cert_san: Vec<String>,
 }
 
 impl fmt::Debug for CallerSettings {
@@ -427,6 +429,7 @@ impl fmt::Debug for CallerSettings {
             .field("allow_from", &self.allow_from)
             .field("logon", &self.logon)
             .field("client_cert_subject", &self.client_cert_subject)
+            .field("client_cert_san", &self.client_cert_san)
             .finish()
     }
 }

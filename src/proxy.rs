@@ -296,10 +296,13 @@ impl Proxy {
         }
         let client = client?;
         headers.remove(&X_FORWARDED_FOR);
-        Some(Peer::new(
-            std::net::SocketAddr::new(client, 0),
-            peer.cert_subject.clone(),
-        ))
+        Some(
+            Peer::new(
+                std::net::SocketAddr::new(client, 0),
+                peer.cert_subject.clone(),
+            )
+            .with_sans(peer.cert_sans.clone()),
+        )
     }
 
     /// Answers one request; its log line and counts follow when the answer is done with.
@@ -455,6 +458,7 @@ impl Proxy {
             credential: carried.credential(),
             peer: peer.addr.ip(),
             cert_subject: peer.cert_subject.as_deref(),
+            cert_sans: &peer.cert_sans,
         };
         if envelope.is_logon() {
             let (login, password) = carriers::logon(envelope);
@@ -684,6 +688,7 @@ impl Proxy {
                 credential,
                 peer: peer.addr.ip(),
                 cert_subject: peer.cert_subject.as_deref(),
+                cert_sans: &peer.cert_sans,
             };
             let way = match self.callers.route(presented).await {
                 Ok(Route::Ims(caller)) => Way::Ims(caller),

@@ -61,6 +61,8 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// Subject of the client certificate, when the listener asks for one (mTLS).
     pub cert_subject: Option<Arc<str>>,
+    /// Its DNS names and URIs (`dns:…`, `uri:…`).
+    pub cert_sans: Arc<[String]>,
     /// The address as `X-Forwarded-For` names it, written once per connection.
     pub forwarded_for: HeaderValue,
 }
@@ -72,8 +74,15 @@ impl Peer {
         Peer {
             addr,
             cert_subject,
+            cert_sans: Arc::from([]),
             forwarded_for,
         }
+    }
+
+    /// The peer, its client certificate naming `sans`.
+    pub fn with_sans(mut self, sans: Arc<[String]>) -> Peer {
+        self.cert_sans = sans;
+        self
     }
 }
 
@@ -210,14 +219,18 @@ pub async fn serve<H, F, B>(
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
                         Ok(Ok(stream)) => {
-                            let cert_subject = stream
+                            let cert = stream
                                 .get_ref()
                                 .1
                                 .peer_certificates()
-                                .and_then(|certs| certs.first())
+                                .and_then(|certs| certs.first());
+                            let cert_subject = cert
                                 .and_then(|cert| crate::tls::subject(cert))
                                 .map(Arc::from);
-                            let peer = Arc::new(Peer::new(peer, cert_subject));
+                            let sans =
+                                cert.map_or_else(Vec::new, |c| crate::tls::subject_alt_names(c));
+                            let peer =
+                                Arc::new(Peer::new(peer, cert_subject).with_sans(sans.into()));
                             let connection =
                                 builder.serve_connection(TokioIo::new(stream), service(peer));
                             watch_connection(

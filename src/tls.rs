@@ -165,6 +165,88 @@ pub fn subject(cert: &[u8]) -> Option<String> {
     Some(parts.join(","))
 }
 
+/// The DNS names and URIs of a DER certificate's subjectAltName, as `dns:name` and `uri:uri`;
+/// empty when it has none (or cannot be read).
+pub fn subject_alt_names(cert: &[u8]) -> Vec<String> {
+    subject_alt_names_of(cert).unwrap_or_default()
+}
+
+fn subject_alt_names_of(cert: &[u8]) -> Option<Vec<String>> {
+    const EXTENSIONS: u8 = 0xa3;
+    const OCTET_STRING: u8 = 0x04;
+    const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11]; // 2.5.29.17
+    let (SEQUENCE, certificate, _) = element(cert)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _) = element(certificate)? else {
+        return None;
+    };
+    let mut rest = tbs;
+    if rest.first() == Some(&0xa0) {
+        rest = element(rest)?.2;
+    }
+    // serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo.
+    for _ in 0..6 {
+        rest = element(rest)?.2;
+    }
+    // The optional unique identifiers ([1], [2]), then [3] extensions.
+    while let Some((tag, content, after)) = element(rest) {
+        rest = after;
+        if tag != EXTENSIONS {
+            continue;
+        }
+        let (SEQUENCE, mut extensions, _) = element(content)? else {
+            return None;
+        };
+        while !extensions.is_empty() {
+            let (SEQUENCE, extension, after) = element(extensions)? else {
+                return None;
+            };
+            extensions = after;
+            let (OID, oid, mut fields) = element(extension)? else {
+                return None;
+            };
+            if oid != SUBJECT_ALT_NAME {
+                continue;
+            }
+            // `critical`, when present, then the value.
+            let (mut tag, mut value, after) = element(fields)?;
+            if tag != OCTET_STRING {
+                fields = after;
+                (tag, value, _) = element(fields)?;
+            }
+            if tag != OCTET_STRING {
+                return None;
+            }
+            let (SEQUENCE, mut names, _) = element(value)? else {
+                return None;
+            };
+            let mut found = Vec::new();
+            while !names.is_empty() {
+                let (tag, name, after) = element(names)?;
+                names = after;
+                let kind = match tag {
+                    0x82 => "dns",
+                    0x86 => "uri",
+                    _ => continue,
+                };
+                found.push(format!("{kind}:{}", String::from_utf8_lossy(name)));
+            }
+            return Some(found);
+        }
+    }
+    Some(Vec::new())
+}
+
+/// Whether a presented `dns:`/`uri:` name is the configured one: DNS names in any case.
+pub fn alt_names_match(configured: &str, presented: &str) -> bool {
+    match (configured.split_once(':'), presented.split_once(':')) {
+        (Some(("dns", want)), Some(("dns", have))) => want.eq_ignore_ascii_case(have),
+        (Some(("uri", want)), Some(("uri", have))) => want == have,
+        _ => false,
+    }
+}
+
 /// A directory string's text: BMPString is UTF-16, the others are read as UTF-8.
 fn decode_string(kind: u8, bytes: &[u8]) -> String {
     const BMP_STRING: u8 = 0x1e;
@@ -353,6 +435,41 @@ mod tests {
         for configured in ["CN=crm,O=Example", "/O=Example/CN=crm", "O=Example+CN=crm"] {
             assert!(subjects_match(configured, &two), "{configured}");
         }
+    }
+
+    #[test]
+    fn reads_the_dns_names_and_uris_of_a_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["crm.example.com".to_owned()]).unwrap();
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            "spiffe://example.com/crm-pusher".try_into().unwrap(),
+        ));
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("10.1.2.3".parse().unwrap()));
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            subject_alt_names(cert.der()),
+            ["dns:crm.example.com", "uri:spiffe://example.com/crm-pusher"]
+        );
+        assert!(alt_names_match(
+            "dns:CRM.example.com",
+            "dns:crm.example.com"
+        ));
+        assert!(!alt_names_match(
+            "dns:crm.example.com",
+            "uri:crm.example.com"
+        ));
+        assert!(!alt_names_match(
+            "uri:spiffe://example.com/A",
+            "uri:spiffe://example.com/a"
+        ));
+        let bare = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        assert!(subject_alt_names(bare.der()).is_empty());
+        assert!(subject_alt_names(b"\x30\x03\x30\x01\x02").is_empty());
     }
 
     fn subject_of_garbage_is_none() -> bool {

@@ -216,7 +216,7 @@ impl Pki {
         let clients = ["crm-pusher", "intruder"]
             .iter()
             .map(|cn| {
-                let (cert, key) = leaf(&[], cn, &callers);
+                let (cert, key) = leaf(&[&format!("{cn}.example.com")], cn, &callers);
                 (cn.to_string(), key, cert)
             })
             .collect();
@@ -387,6 +387,28 @@ async fn tls_and_mutual_tls_on_the_listener() {
         2,
         "only the good calls reached Campaign"
     );
+
+    // Bound by a DNS name of the certificate instead (its subject is then any).
+    let by_name = with_server(
+        &config_text(
+            &stack.ims.url(),
+            &stack.campaign.url(),
+            "",
+            "client_cert_san = [\"dns:crm-pusher.example.com\"]",
+        ),
+        &format!(
+            "tls = {{ cert = \"{0}/server.pem\", key = {{ file = \"{0}/server.key\" }}, client_ca = \"{0}/clients.pem\" }}",
+            dir.display()
+        ),
+    );
+    let proxy = Proxy::start(&by_name).await;
+    let status = |cn| {
+        let client = pki.caller(cn);
+        async move { tls_post(proxy.addr, client).await.unwrap().0 }
+    };
+    assert_eq!(status("crm-pusher").await, 200);
+    assert_eq!(status("intruder").await, 500);
+    assert_eq!(stack.campaign.requests().len(), 3);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -23,6 +23,7 @@ fn caller(name: &str, login: &str, password: &str, mode: Mode) -> CallerSettings
         allow_from: Vec::new(),
         logon: false,
         client_cert_subject: None,
+        client_cert_san: Vec::new(),
     }
 }
 
@@ -82,6 +83,7 @@ fn copies<'a>(
         },
         peer: LOCAL,
         cert_subject: None,
+        cert_sans: &[],
     }
 }
 
@@ -219,6 +221,46 @@ async fn a_caller_bound_to_a_certificate_needs_it() {
         assert_eq!(
             callers.route(with_cert(wrong)).await.unwrap_err(),
             AuthError::WrongCertificate("crm-events".into())
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_caller_bound_to_certificate_names_needs_one_of_them() {
+    let mut bound = caller("crm-events", "mc", "pw", Mode::Ims);
+    bound.client_cert_san = vec![
+        "dns:crm.example.com".into(),
+        "uri:spiffe://example.com/crm".into(),
+    ];
+    let callers = with(&[bound], UnknownCallers::Reject);
+    let with_names = |sans: &'static [String]| Presented {
+        cert_subject: Some("CN=whoever"),
+        cert_sans: sans,
+        ..cred("mc/pw")
+    };
+    let names = |list: &[&str]| -> &'static [String] {
+        Box::leak(
+            list.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
+        )
+    };
+    for good in [
+        names(&["dns:other.example.com", "dns:CRM.example.com"]),
+        names(&["uri:spiffe://example.com/crm"]),
+    ] {
+        assert!(callers.route(with_names(good)).await.is_ok(), "{good:?}");
+    }
+    for wrong in [
+        names(&[]),
+        names(&["dns:crm.example.com.evil.com"]),
+        names(&["uri:spiffe://example.com/crm/x", "dns:crm"]),
+    ] {
+        assert_eq!(
+            callers.route(with_names(wrong)).await.unwrap_err(),
+            AuthError::WrongCertificate("crm-events".into()),
+            "{wrong:?}"
         );
     }
 }

@@ -163,5 +163,6 @@ pub struct RawCaller {
     pub canary_percent: Option<f64>,
     pub allow_from: Option<Vec<String>>,
     pub client_cert_subject: Option<String>,
+    pub client_cert_san: Option<Vec<String>>,
     pub logon: Option<bool>,
 }

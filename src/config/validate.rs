@@ -129,10 +129,16 @@ pub(super) fn config(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mutual_tls = server.tls.as_ref().is_some_and(|tls| tls.mutual);
-    if !mutual_tls && let Some(i) = callers.iter().position(|c| c.client_cert_subject.is_some()) {
+    let bound =
+        |c: &CallerSettings| c.client_cert_subject.is_some() || !c.client_cert_san.is_empty();
+    if !mutual_tls && let Some(i) = callers.iter().position(bound) {
+        let key = match callers[i].client_cert_subject {
+            Some(_) => "client_cert_subject",
+            None => "client_cert_san",
+        };
         return Err(about_caller(
             invalid(
-                format!("callers[{i}].client_cert_subject"),
+                format!("callers[{i}].{key}"),
                 "needs client certificates: set server.tls with a client_ca",
             ),
             &places[i],
@@ -634,6 +640,18 @@ fn validate_caller(
         })?;
     let logon = raw.logon.unwrap_or(false);
     let mode = caller_mode(key, raw.mode, raw.canary_percent, logon)?;
+    let client_cert_san = raw.client_cert_san.unwrap_or_default();
+    if let Some(bad) = client_cert_san
+        .iter()
+        .find(|name| !(name.starts_with("dns:") || name.starts_with("uri:")) || name.len() < 5)
+    {
+        return Err(invalid(
+            format!("{key}.client_cert_san"),
+            format!(
+                "`{bad}` is not a name such as \"dns:crm.example.com\" or \"uri:spiffe://example.com/crm\""
+            ),
+        ));
+    }
     if let Some(subject) = &raw.client_cert_subject
         && !crate::tls::is_subject(subject)
     {
@@ -653,6 +671,7 @@ fn validate_caller(
         allow_from,
         logon,
         client_cert_subject: raw.client_cert_subject,
+        client_cert_san,
     })
 }
 
