@@ -65,7 +65,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-use config::{Config, ServerSettings};
+use config::{Config, Limits, ServerSettings};
 use metrics::Metrics;
 use proxy::Proxy;
 use server::Connections;
@@ -141,7 +141,11 @@ pub async fn run_reloadable(
             listener,
             None,
             Arc::default(),
-            limits,
+            // Probes and scrapers reach the admin listener directly, without a PROXY header.
+            Limits {
+                proxy_protocol: false,
+                ..limits
+            },
             move |_, request| {
                 let proxy = proxy.borrow().clone();
                 std::future::ready(admin::handle(&proxy, &connections, &request))
