@@ -242,6 +242,8 @@ async fn the_proxy_protocol_names_the_client() {
         "no PROXY header: closed"
     );
     assert_eq!(stack.campaign.requests().len(), 2);
+    // The admin listener is reached directly (probes, scrapers): no header there.
+    assert_eq!(get(stack.proxy.admin, "/healthz").await.status, 200);
 }
 
 #[tokio::test]
