@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::MAX_BUF_SIZE;
@@ -359,37 +359,50 @@ async fn proxy_header(stream: &mut tokio::net::TcpStream) -> io::Result<Option<S
     }
 }
 
-/// How many requests of one connection are open, and a signal when that goes to or from none.
-#[derive(Debug, Default)]
+/// How many requests of one connection are open, and since when none has been. The request
+/// path only counts and, when the last one ends, notes the time; the connection's own task
+/// looks at both when its timer fires, so that a request wakes nothing.
+#[derive(Debug)]
 struct Activity {
     open: AtomicUsize,
-    changed: Notify,
+    /// Milliseconds from `born` to when a request last ended (0: none yet).
+    quiet_since: AtomicU64,
+    born: tokio::time::Instant,
+}
+
+impl Default for Activity {
+    fn default() -> Activity {
+        Activity {
+            open: AtomicUsize::new(0),
+            quiet_since: AtomicU64::new(0),
+            born: tokio::time::Instant::now(),
+        }
+    }
 }
 
 impl Activity {
     /// A request begins; it ends when the guard is dropped.
     fn open(self: &Arc<Self>) -> Open {
-        if self.open.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.changed.notify_waiters();
-        }
+        self.open.fetch_add(1, Ordering::AcqRel);
         Open(self.clone())
     }
 
     /// Completes once no request has been open for `limit`.
     async fn idle_for(&self, limit: Duration) {
+        let mut check = tokio::time::Instant::now() + limit;
         loop {
-            let changed = self.changed.notified();
-            let mut changed = pin!(changed);
-            // Registered before the count is read: no change in between is missed.
-            changed.as_mut().enable();
-            if self.open.load(Ordering::Acquire) == 0 {
-                tokio::select! {
-                    () = tokio::time::sleep(limit) => return,
-                    () = changed => {}
-                }
-            } else {
-                changed.await;
+            tokio::time::sleep_until(check).await;
+            let now = tokio::time::Instant::now();
+            if self.open.load(Ordering::Acquire) > 0 {
+                check = now + limit;
+                continue;
             }
+            let quiet = Duration::from_millis(self.quiet_since.load(Ordering::Acquire));
+            let until = self.born + quiet + limit;
+            if now >= until {
+                return;
+            }
+            check = until;
         }
     }
 }
@@ -399,9 +412,14 @@ struct Open(Arc<Activity>);
 
 impl Drop for Open {
     fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.changed.notify_waiters();
-        }
+        let activity = &self.0;
+        // Noted by every request that ends, before the count drops: a timer that sees none
+        // open sees a time no earlier than the last end (give or take concurrent ones).
+        let since = activity.born.elapsed().as_millis();
+        activity
+            .quiet_since
+            .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Release);
+        activity.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
