@@ -120,24 +120,29 @@ fn attribute_name(oid: &[u8]) -> String {
     }
 }
 
-/// The subject of a DER certificate, `CN=crm-pusher,O=Example` in the certificate's order.
-pub fn subject(cert: &[u8]) -> Option<String> {
+/// The fields of a DER certificate's `tbsCertificate` after its version (when present) and the
+/// next `skip` ones.
+fn tbs_fields_after(cert: &[u8], skip: usize) -> Option<&[u8]> {
     let (SEQUENCE, certificate, _) = element(cert)? else {
         return None;
     };
-    let (SEQUENCE, tbs, _) = element(certificate)? else {
+    let (SEQUENCE, mut rest, _) = element(certificate)? else {
         return None;
     };
-    let mut rest = tbs;
     // [0] version, when present.
     if rest.first() == Some(&0xa0) {
         rest = element(rest)?.2;
     }
-    // serialNumber, signature, issuer, validity, then subject.
-    for _ in 0..4 {
+    for _ in 0..skip {
         rest = element(rest)?.2;
     }
-    let (SEQUENCE, mut name, _) = element(rest)? else {
+    Some(rest)
+}
+
+/// The subject of a DER certificate, `CN=crm-pusher,O=Example` in the certificate's order.
+pub fn subject(cert: &[u8]) -> Option<String> {
+    // serialNumber, signature, issuer, validity, then subject.
+    let (SEQUENCE, mut name, _) = element(tbs_fields_after(cert, 4)?)? else {
         return None;
     };
     let mut parts = Vec::new();
@@ -175,20 +180,8 @@ fn subject_alt_names_of(cert: &[u8]) -> Option<Vec<String>> {
     const EXTENSIONS: u8 = 0xa3;
     const OCTET_STRING: u8 = 0x04;
     const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11]; // 2.5.29.17
-    let (SEQUENCE, certificate, _) = element(cert)? else {
-        return None;
-    };
-    let (SEQUENCE, tbs, _) = element(certificate)? else {
-        return None;
-    };
-    let mut rest = tbs;
-    if rest.first() == Some(&0xa0) {
-        rest = element(rest)?.2;
-    }
     // serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo.
-    for _ in 0..6 {
-        rest = element(rest)?.2;
-    }
+    let mut rest = tbs_fields_after(cert, 6)?;
     // The optional unique identifiers ([1], [2]), then [3] extensions.
     while let Some((tag, content, after)) = element(rest) {
         rest = after;
