@@ -150,7 +150,7 @@ impl fmt::Debug for EgressSettings {
 }
 
 /// How a WSDL request without a credential is served.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct WsdlSettings {
     /// With this profile's token (an index into [`Config::profiles`]); `None`: refused (401).
     pub profile: Option<usize>,

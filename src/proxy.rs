@@ -159,6 +159,26 @@ enum Way<'a> {
     Ims(&'a Caller),
 }
 
+impl<'a> From<Route<'a>> for Way<'a> {
+    fn from(route: Route<'a>) -> Way<'a> {
+        match route {
+            Route::Ims(caller) => Way::Ims(caller),
+            Route::Legacy(caller) => Way::Forward(Some(caller)),
+            Route::Transparent => Way::Forward(None),
+        }
+    }
+}
+
+/// What a request from `peer` with `credential` presents to the caller check.
+fn presented<'a>(credential: carriers::Credential<'a>, peer: &'a Peer) -> Presented<'a> {
+    Presented {
+        credential,
+        peer: peer.addr.ip(),
+        cert_subject: peer.cert_subject.as_deref(),
+        cert_sans: &peer.cert_sans,
+    }
+}
+
 impl Proxy {
     /// Builds the proxy and starts one token refresher per profile.
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Proxy, TlsSetupError> {
@@ -220,10 +240,7 @@ impl Proxy {
             paths: config.server.paths.clone(),
             public_url: config.server.public_url.clone(),
             trusted_proxies: config.server.trusted_proxies.clone(),
-            wsdl: WsdlSettings {
-                profile: config.wsdl.profile,
-                allow_from: config.wsdl.allow_from.clone(),
-            },
+            wsdl: config.wsdl.clone(),
             prefix_limits: prefix::Limits {
                 max_prefix: config.server.max_prefix_bytes,
                 max_body: config.server.max_body_bytes,
@@ -454,12 +471,7 @@ impl Proxy {
     ) -> Result<Way<'_>, AuthError> {
         let envelope = &prefix.envelope;
         let carried = carriers::read(&parts.headers, parts.uri.query(), Some(envelope))?;
-        let presented = Presented {
-            credential: carried.credential(),
-            peer: peer.addr.ip(),
-            cert_subject: peer.cert_subject.as_deref(),
-            cert_sans: &peer.cert_sans,
-        };
+        let presented = presented(carried.credential(), peer);
         if envelope.is_logon() {
             let (login, password) = carriers::logon(envelope);
             // Boxed: a Logon is rare, and its future carries a password check.
@@ -477,11 +489,7 @@ impl Proxy {
         if envelope.is_logoff() && self.callers.logoff(presented)? {
             return Ok(Way::Local(Box::new(soap_answer(logoff_response())), None));
         }
-        Ok(match self.callers.route(presented).await? {
-            Route::Ims(caller) => Way::Ims(caller),
-            Route::Legacy(caller) => Way::Forward(Some(caller)),
-            Route::Transparent => Way::Forward(None),
-        })
+        Ok(self.callers.route(presented).await?.into())
     }
 
     /// Phase 4 of [`Way::Forward`]: sends the request to Campaign as it came (the
@@ -635,7 +643,15 @@ impl Proxy {
         record: &mut Record,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let length = declared_length(&parts.headers)?;
-        let body = UpstreamBody::new(
+        let body = self.unread_body(body, length, record);
+        let parts = self.prepare(parts, None, peer, length);
+        self.send(parts, body, record).await
+    }
+
+    /// A body the proxy does not read, streamed to Campaign as it comes, counted in the record,
+    /// within `max_body_bytes` and the idle timeout.
+    fn unread_body(&self, body: Lingering, length: Option<u64>, record: &Record) -> UpstreamBody {
+        UpstreamBody::new(
             [],
             Some(body),
             0,
@@ -643,9 +659,7 @@ impl Proxy {
             length,
             self.idle_timeout,
         )
-        .counting(record.bytes_in.clone());
-        let parts = self.prepare(parts, None, peer, length);
-        self.send(parts, body, record).await
+        .counting(record.bytes_in.clone())
     }
 
     /// Phase 2 to 4 of [`Admitted::Page`]: the caller, from the credential of the cookie, the
@@ -684,21 +698,13 @@ impl Proxy {
                 (_, UnknownCallers::Reject) => return Err(ProxyError::Unauthorized),
             }
         } else {
-            let presented = Presented {
-                credential,
-                peer: peer.addr.ip(),
-                cert_subject: peer.cert_subject.as_deref(),
-                cert_sans: &peer.cert_sans,
-            };
-            let way = match self.callers.route(presented).await {
-                Ok(Route::Ims(caller)) => Way::Ims(caller),
-                Ok(Route::Legacy(caller)) => Way::Forward(Some(caller)),
-                Ok(Route::Transparent) => Way::Forward(None),
-                Err(error) => {
-                    record.refused(&error);
-                    return Err(error.into());
-                }
-            };
+            let presented = presented(credential, peer);
+            let way: Way<'_> = self
+                .callers
+                .route(presented)
+                .await
+                .inspect_err(|error| record.refused(error))?
+                .into();
             record.took(&way);
             match way {
                 Way::Ims(caller) => caller.profile,
@@ -721,15 +727,7 @@ impl Proxy {
         if let Some(uri) = carriers::strip_query(&parts.uri) {
             parts.uri = uri;
         }
-        let body = UpstreamBody::new(
-            [],
-            Some(body),
-            0,
-            self.max_body_bytes,
-            length,
-            self.idle_timeout,
-        )
-        .counting(record.bytes_in.clone());
+        let body = self.unread_body(body, length, record);
         let parts = self.prepare(parts, Some(token.bearer()), peer, length);
         let response = self.upstream.send(Request::from_parts(parts, body)).await?;
         record.upstream_status = Some(response.status());
