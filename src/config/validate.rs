@@ -283,39 +283,24 @@ fn validate_server(
         Some(n @ 1..=1024) => Some(n as usize),
         Some(_) => return Err(invalid("server.workers", "must be between 1 and 1024")),
     };
-    let max_connections = match raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS) {
-        n @ 1..=1_000_000 => n as usize,
-        _ => {
-            return Err(invalid(
-                "server.max_connections",
-                "must be between 1 and 1000000",
-            ));
-        }
-    };
-    let max_connections_per_ip = match raw
-        .max_connections_per_ip
-        .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP)
-    {
-        n @ 1..=1_000_000 => n as usize,
-        _ => {
-            return Err(invalid(
-                "server.max_connections_per_ip",
-                "must be between 1 and 1000000",
-            ));
-        }
-    };
-    let http2_max_streams = match raw
-        .http2_max_streams
-        .unwrap_or(DEFAULT_HTTP2_MAX_STREAMS.into())
-    {
-        n @ 1..=1000 => n as u32,
-        _ => {
-            return Err(invalid(
-                "server.http2_max_streams",
-                "must be between 1 and 1000",
-            ));
-        }
-    };
+    let max_connections = count(
+        "server.max_connections",
+        raw.max_connections,
+        DEFAULT_MAX_CONNECTIONS,
+        1..=1_000_000,
+    )? as usize;
+    let max_connections_per_ip = count(
+        "server.max_connections_per_ip",
+        raw.max_connections_per_ip,
+        DEFAULT_MAX_CONNECTIONS_PER_IP,
+        1..=1_000_000,
+    )? as usize;
+    let http2_max_streams = count(
+        "server.http2_max_streams",
+        raw.http2_max_streams,
+        DEFAULT_HTTP2_MAX_STREAMS.into(),
+        1..=1000,
+    )? as u32;
     let max_prefix_memory = raw.max_prefix_memory.unwrap_or(DEFAULT_MAX_PREFIX_MEMORY);
     if max_prefix_memory < max_prefix_bytes {
         return Err(invalid(
@@ -705,6 +690,23 @@ fn caller_mode(
             "only goes with mode = \"canary\"",
         )),
     }
+}
+
+/// A count of `key` (`default` when unset) within `range`.
+fn count(
+    key: &str,
+    value: Option<u64>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let value = value.unwrap_or(default);
+    if !range.contains(&value) {
+        return Err(invalid(
+            key,
+            format!("must be between {} and {}", range.start(), range.end()),
+        ));
+    }
+    Ok(value)
 }
 
 /// A `ca_file`: PEM certificates trusted beside the system's roots (none when unset).
