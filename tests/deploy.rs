@@ -38,25 +38,8 @@ const KUBERNETES: &str = "1.37.0";
 /// `kubernetes-validate` in a virtualenv under `target/`, installed once; `Err` says why it
 /// cannot be.
 fn validator() -> Result<PathBuf, String> {
-    let venv = repo("target/tools/kubernetes-validate");
-    let bin = venv.join("bin/kubernetes-validate");
-    if bin.exists() {
-        return Ok(bin);
-    }
-    tool("python3", &["-m", "venv", "--help"])?;
-    install(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    let installed = install(Command::new(venv.join("bin/pip")).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        VALIDATOR,
-    ]));
-    if let Err(error) = installed {
-        // No half-made virtualenv left to look installed next time.
-        let _ = std::fs::remove_dir_all(&venv);
-        return Err(error);
-    }
-    Ok(bin)
+    let bin = |venv: &Path| venv.join("bin/kubernetes-validate");
+    python_tool("kubernetes-validate", VALIDATOR, |venv| bin(venv).exists()).map(|v| bin(&v))
 }
 
 fn validate(validator: &Path, files: &[PathBuf]) -> (bool, String) {

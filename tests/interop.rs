@@ -87,24 +87,16 @@ profile = "messagecenter"
     .await;
 
     let url = format!("http://{}", proxy.addr);
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg("interop.js")
-            .current_dir(&dir)
-            .env("IMSBRIDGE_URL", url)
-            .env("LOGON_LOGIN", LOGON_LOGIN)
-            .env("LOGON_PASSWORD", LOGON_PASSWORD)
-            .env("TOKEN_LOGIN", TOKEN_LOGIN)
-            .env("TOKEN_PASSWORD", TOKEN_PASSWORD)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    let mut command = Command::new("node");
+    command
+        .arg("interop.js")
+        .current_dir(&dir)
+        .env("IMSBRIDGE_URL", url)
+        .env("LOGON_LOGIN", LOGON_LOGIN)
+        .env("LOGON_PASSWORD", LOGON_PASSWORD)
+        .env("TOKEN_LOGIN", TOKEN_LOGIN)
+        .env("TOKEN_PASSWORD", TOKEN_PASSWORD);
+    let report = json_report(command).await;
 
     // What the SDK saw: a Logon in Campaign's shape, the PushEvent's result, the Logoff.
     assert_eq!(report["logon"]["logged"], true, "{report}");

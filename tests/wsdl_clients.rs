@@ -57,25 +57,15 @@ async fn stack() -> Stack {
 
 /// Runs `program` on `script` against `stack`; its JSON report.
 async fn run(stack: &Stack, program: PathBuf, script: &str) -> serde_json::Value {
-    let url = format!("http://{}", stack.url());
-    let script = interop(script);
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(program)
-            .arg(script)
-            .env("IMSBRIDGE_URL", url)
-            .env("LOGIN", LOGIN)
-            .env("PASSWORD", PASSWORD)
-            .env("LOGON_LOGIN", LOGON_LOGIN)
-            .env("LOGON_PASSWORD", LOGON_PASSWORD)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    serde_json::from_str(stdout.trim()).expect("one JSON line")
+    let mut command = Command::new(program);
+    command
+        .arg(interop(script))
+        .env("IMSBRIDGE_URL", format!("http://{}", stack.url()))
+        .env("LOGIN", LOGIN)
+        .env("PASSWORD", PASSWORD)
+        .env("LOGON_LOGIN", LOGON_LOGIN)
+        .env("LOGON_PASSWORD", LOGON_PASSWORD);
+    json_report(command).await
 }
 
 /// What each library saw: the PushEvent's result, a fault for the wrong password with
@@ -115,31 +105,14 @@ const ZEEP: &str = "zeep==4.3.1";
 
 /// zeep in a virtualenv under `target/`, installed once; its Python, or why it cannot be.
 fn zeep() -> Result<PathBuf, String> {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/zeep");
-    let python = venv.join("bin/python");
-    let ready = |python: &Path| {
-        Command::new(python)
+    let python = |venv: &Path| venv.join("bin/python");
+    let ready = |venv: &Path| {
+        Command::new(python(venv))
             .args(["-c", "import zeep"])
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    if ready(&python) {
-        return Ok(python);
-    }
-    tool("python3", &["-m", "venv", "--help"])?;
-    install(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    let installed = install(Command::new(venv.join("bin/pip")).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        ZEEP,
-    ]));
-    if let Err(error) = installed {
-        // No half-made virtualenv left to look installed next time.
-        let _ = std::fs::remove_dir_all(&venv);
-        return Err(error);
-    }
-    Ok(python)
+    python_tool("zeep", ZEEP, ready).map(|venv| python(&venv))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -509,6 +509,51 @@ pub fn install(command: &mut std::process::Command) -> Result<(), String> {
     ))
 }
 
+/// `package` from PyPI in a virtualenv `target/tools/NAME`, installed once (when `ready` says
+/// the one there is not); the virtualenv, or why it cannot be.
+pub fn python_tool(
+    name: &str,
+    package: &str,
+    ready: impl Fn(&Path) -> bool,
+) -> Result<std::path::PathBuf, String> {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/tools")
+        .join(name);
+    if ready(&venv) {
+        return Ok(venv);
+    }
+    tool("python3", &["-m", "venv", "--help"])?;
+    install(
+        std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv),
+    )?;
+    let installed = install(std::process::Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        package,
+    ]));
+    if let Err(error) = installed {
+        // No half-made virtualenv left to look installed next time.
+        let _ = std::fs::remove_dir_all(&venv);
+        return Err(error);
+    }
+    Ok(venv)
+}
+
+/// Runs `command` (a client library's script, off the runtime's threads) to its end; the JSON
+/// line it prints. It must succeed.
+pub async fn json_report(mut command: std::process::Command) -> serde_json::Value {
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    serde_json::from_str(stdout.trim()).expect("one JSON line")
+}
+
 /// An HTTP/1.1 server on `127.0.0.1:0` that answers every request with `answer(head)` (the
 /// request head as text, names in lower case as hyper sends them), on keep-alive connections
 /// unless the answer says `connection: close`. Request bodies are read by their
