@@ -169,6 +169,21 @@ fn append(
 /// What polling a body gives: a frame, an error, or its end (`None`).
 type Frame<B> = Option<Result<http_body::Frame<<B as Body>::Data>, <B as Body>::Error>>;
 
+/// Adds `chunk` to the bytes `received` and `counted`; past `max_body`, the body is too large.
+fn count(
+    received: &mut u64,
+    chunk: &[u8],
+    counted: &AtomicU64,
+    max_body: u64,
+) -> Result<(), PrefixError> {
+    *received += chunk.len() as u64;
+    counted.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    if *received > max_body {
+        return Err(BodyError::TooLarge(max_body).into());
+    }
+    Ok(())
+}
+
 /// The next frame of `body` if it is there already (`Pending` if not), without waiting.
 fn ready_frame<B: Body + Unpin>(body: &mut B) -> Poll<Frame<B>> {
     Pin::new(body).poll_frame(&mut Context::from_waker(std::task::Waker::noop()))
@@ -225,11 +240,7 @@ where
                 None => Err(ScanError::Truncated.into()),
             };
         };
-        received += chunk.len() as u64;
-        counted.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        if received > max_body {
-            return Err(BodyError::TooLarge(max_body).into());
-        }
+        count(&mut received, &chunk, counted, max_body)?;
         let mut at_eof = body.is_end_stream();
         // Only the first `max_prefix` bytes are ever scanned or copied.
         let mut take = chunk.len().min(max_prefix - buffer.len());
@@ -255,11 +266,7 @@ where
                     at_eof = true;
                     break;
                 };
-                received += next.len() as u64;
-                counted.fetch_add(next.len() as u64, Ordering::Relaxed);
-                if received > max_body {
-                    return Err(BodyError::TooLarge(max_body).into());
-                }
+                count(&mut received, &next, counted, max_body)?;
                 at_eof = body.is_end_stream();
                 take = next.len().min(max_prefix - buffer.len());
                 whole = take == next.len();
