@@ -22,7 +22,7 @@ use std::fmt;
 use http::{HeaderMap, HeaderName, header};
 
 pub use cookie::{session_cookie, session_cookies, strip_session_cookie};
-pub use strip::{body_edits, strip_headers, strip_query};
+pub use strip::{body_edits, strip_headers, strip_request};
 
 use crate::secret::Secret;
 use crate::soap::{CarrierKind, Envelope};

@@ -526,10 +526,7 @@ impl Proxy {
 
         let edits = carriers::body_edits(&prefix.envelope);
         let length = declared.map(|length| prefix::length_after(length, &edits));
-        carriers::strip_headers(&mut parts.headers);
-        if let Some(uri) = carriers::strip_query(&parts.uri) {
-            parts.uri = uri;
-        }
+        carriers::strip_request(&mut parts);
         let parts = self.prepare(parts, Some(token.bearer()), peer, length);
         let mut body = self.upstream_body(prefix, &edits, length, record)?;
         // A body that may fit the replay buffer is kept as it is sent.
@@ -626,10 +623,7 @@ impl Proxy {
             Err(_) => true,
         };
         if claimed {
-            carriers::strip_headers(&mut parts.headers);
-            if let Some(uri) = carriers::strip_query(&parts.uri) {
-                parts.uri = uri;
-            }
+            carriers::strip_request(&mut parts);
         }
         self.unread(parts, body, peer, record).await
     }
@@ -723,10 +717,7 @@ impl Proxy {
             }
             _ => None,
         };
-        carriers::strip_headers(&mut parts.headers);
-        if let Some(uri) = carriers::strip_query(&parts.uri) {
-            parts.uri = uri;
-        }
+        carriers::strip_request(&mut parts);
         let body = self.unread_body(body, length, record);
         let parts = self.prepare(parts, Some(token.bearer()), peer, length);
         let response = self.upstream.send(Request::from_parts(parts, body)).await?;

@@ -40,6 +40,14 @@ pub fn strip_headers(headers: &mut HeaderMap) {
     }
 }
 
+/// Every copy of the credential out of a request's head: the headers and the query.
+pub fn strip_request(parts: &mut http::request::Parts) {
+    strip_headers(&mut parts.headers);
+    if let Some(uri) = strip_query(&parts.uri) {
+        parts.uri = uri;
+    }
+}
+
 /// The request target without its `__sessiontoken` query parameters (name in any case); the
 /// other parameters stay as they came, encoding included. `None`: there were none.
 pub fn strip_query(uri: &http::Uri) -> Option<http::Uri> {
