@@ -27,7 +27,9 @@ pub fn handle<B>(
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
         "/metrics" => {
-            let body = proxy.metrics().render(proxy.readiness(), connections);
+            let body = proxy
+                .metrics()
+                .render(proxy.readiness(), proxy.nodes(), connections);
             let mut response = text(StatusCode::OK, body);
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

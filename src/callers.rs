@@ -320,6 +320,12 @@ impl Callers {
             .is_some_and(|&index| self.callers[index].mode != Mode::Legacy)
     }
 
+    /// The caller whose login a `login/password` token names, right password or not.
+    pub fn owner(&self, token: &str) -> Option<&Caller> {
+        let (login, _) = token.split_once('/')?;
+        self.by_login.get(login).map(|&index| &self.callers[index])
+    }
+
     /// How long issued sessions last, when Logon is emulated.
     pub fn session_ttl(&self) -> Option<Duration> {
         self.sessions.as_ref().map(Sessions::ttl)

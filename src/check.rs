@@ -16,12 +16,12 @@ use http::{HeaderValue, Request, header};
 use http_body_util::{BodyExt, Limited};
 
 use crate::body::UpstreamBody;
-use crate::config::{Config, Profile, ProfileKind};
+use crate::config::{Config, Profile, ProfileKind, UpstreamSettings};
 use crate::connect::{Egress, TlsSetupError, https_connector, system_roots};
 use crate::dates::utc;
 use crate::ims::{ImsClient, ImsError, Source, Token, TokenSource};
 use crate::soap::SOAP_ROUTER_PATH;
-use crate::upstream::Upstream;
+use crate::upstream::{AttemptCounters, Upstream};
 
 /// The harmless call of `--probe`: who am I?
 const PROBE_ACTION: &str = "xtk:session#GetUserInfo";
@@ -55,13 +55,21 @@ pub async fn run(
     );
     let ims_roots = [roots.as_slice(), &config.ims.extra_roots].concat();
     let ims = ImsClient::new(
-        https_connector(&ims_roots, config.ims.timeout, &egress)?,
+        https_connector(&ims_roots, Some(config.ims.timeout), &egress)?,
         config.ims.timeout,
     );
-    let upstream = if probe {
-        Some(Upstream::new(&config.upstream, &roots, &egress)?)
+    let upstreams: Vec<&UpstreamSettings> = std::iter::once(&config.upstream)
+        .chain(&config.upstreams)
+        .collect();
+    let upstreams = if probe {
+        // The counts of a check are not kept anywhere.
+        let attempts = |_: &str, _: &str| AttemptCounters::default();
+        upstreams
+            .iter()
+            .map(|settings| Upstream::new(settings, &roots, &egress, &attempts))
+            .collect::<Result<Vec<_>, _>>()?
     } else {
-        None
+        Vec::new()
     };
     writeln!(
         out,
@@ -70,25 +78,12 @@ pub async fn run(
         count(config.callers.len(), "caller"),
         config.unknown_callers.as_str()
     )?;
-    // The way out to each: straight, or through which proxy (without its credentials).
-    let campaign = http::Uri::builder()
-        .scheme(config.upstream.scheme.clone())
-        .authority(config.upstream.authority.clone())
-        .path_and_query("/")
-        .build()
-        .ok();
-    for (what, url) in [
-        ("IMS", Some(config.ims.token_url.clone())),
-        ("Campaign", campaign),
-    ] {
-        let route = url.as_ref().and_then(|url| egress.route(url));
-        let route = route.map_or("direct".to_owned(), |proxy| format!("through {proxy}"));
-        writeln!(out, "route to {what}: {route}")?;
-    }
-    writeln!(out)?;
+    write_routes(config, &egress, out)?;
     let mut failed = 0;
     for profile in &config.profiles {
-        let rows = check_profile(profile, config, &ims, upstream.as_ref()).await;
+        // `[upstream]` is first.
+        let upstream = upstreams.get(profile.upstream.map_or(0, |named| named + 1));
+        let rows = check_profile(profile, config, &ims, upstream).await;
         if rows.iter().any(|(name, _)| *name == "FAILED") {
             failed += 1;
         }
@@ -113,6 +108,68 @@ pub async fn run(
     Ok(failed == 0)
 }
 
+/// The way out to IMS and to each node of each Campaign: straight, or through which proxy
+/// (without its credentials); then each upstream's nodes.
+fn write_routes(config: &Config, egress: &Egress, out: &mut dyn Write) -> io::Result<()> {
+    let route = |url: &http::Uri| {
+        egress
+            .route(url)
+            .map_or("direct".to_owned(), |proxy| format!("through {proxy}"))
+    };
+    writeln!(out, "route to IMS: {}", route(&config.ims.token_url))?;
+    let upstreams: Vec<&UpstreamSettings> = std::iter::once(&config.upstream)
+        .chain(&config.upstreams)
+        .collect();
+    let nodes: Vec<Vec<(String, String)>> = upstreams
+        .iter()
+        .map(|upstream| {
+            upstream
+                .nodes
+                .iter()
+                .map(|node| {
+                    let url = http::Uri::builder()
+                        .scheme(node.scheme.clone())
+                        .authority(node.authority.clone())
+                        .path_and_query("/")
+                        .build()
+                        .map_or_else(|_| "direct".to_owned(), |url| route(&url));
+                    (node.url(), url)
+                })
+                .collect()
+        })
+        .collect();
+    let first = &nodes[0][0].1;
+    let uniform = nodes.iter().flatten().all(|(_, route)| route == first);
+    if uniform {
+        writeln!(out, "route to Campaign: {first}")?;
+    } else {
+        writeln!(out, "route to Campaign: by node, below")?;
+    }
+    for (upstream, nodes) in upstreams.iter().zip(&nodes) {
+        let listed: Vec<String> = nodes
+            .iter()
+            .map(|(url, route)| match uniform {
+                true => url.clone(),
+                false => format!("{url} ({route})"),
+            })
+            .collect();
+        let spread = match nodes.len() {
+            1 => String::new(),
+            n => format!(
+                "; {n} nodes, a failed one skipped for {}",
+                human(upstream.cooldown)
+            ),
+        };
+        writeln!(
+            out,
+            "upstream {}: {}{spread}",
+            upstream.name,
+            listed.join(", ")
+        )?;
+    }
+    writeln!(out)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
     #[error(transparent)]
@@ -134,6 +191,9 @@ async fn check_profile(
         ProfileKind::Jwt { .. } => "jwt (Service Account, retired by Adobe)",
     };
     let mut rows: Rows = vec![("kind", kind.to_owned())];
+    if let Some(named) = profile.upstream {
+        rows.push(("upstream", config.upstreams[named].name.clone()));
+    }
     let source = Source::for_profile(profile, &config.ims, ims.clone());
     let asked_at = tokio::time::Instant::now();
     match source.fetch().await {
@@ -234,9 +294,7 @@ fn claims(token: &str) -> Rows {
 async fn probe_campaign(upstream: &Upstream, bearer: &HeaderValue) -> Result<String, String> {
     let body = Bytes::from_static(PROBE_ENVELOPE.as_bytes());
     let length = body.len() as u64;
-    let uri = upstream.uri(&http::Uri::from_static(SOAP_ROUTER_PATH));
-    let request = Request::post(uri)
-        .header(header::HOST, upstream.host())
+    let request = Request::post(SOAP_ROUTER_PATH)
         .header(header::CONTENT_TYPE, "text/xml; charset=utf-8")
         .header("soapaction", PROBE_ACTION)
         .header(header::AUTHORIZATION, bearer)

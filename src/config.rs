@@ -72,6 +72,12 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// refused can be sent again with a new one.
 pub const DEFAULT_RETRY_BUFFER_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A node of Campaign that refused a connection or timed out is skipped this long.
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(10);
+/// Nodes one upstream may have.
+pub const MAX_UPSTREAM_NODES: usize = 64;
+/// The name of the `[upstream]` table's Campaign, in metrics and messages.
+pub const DEFAULT_UPSTREAM: &str = "default";
 pub const DEFAULT_IMS_HOST: &str = "https://ims-na1.adobelogin.com";
 pub const DEFAULT_IMS_TIMEOUT: Duration = Duration::from_secs(10);
 /// The IMS paths (`docs/architecture.md`, "Token providers"), appended to `ims.host` unless
@@ -114,7 +120,10 @@ pub struct Config {
     /// What happens to a credential no caller owns.
     pub unknown_callers: UnknownCallers,
     pub server: ServerSettings,
+    /// `[upstream]`: the Campaign of profiles that name none, and of requests no caller owns.
     pub upstream: UpstreamSettings,
+    /// `[upstreams.NAME]`, in name order; a profile refers to one by index.
+    pub upstreams: Vec<UpstreamSettings>,
     pub ims: ImsSettings,
     /// Technical accounts, in name order; a caller refers to one by index.
     pub profiles: Vec<Profile>,
@@ -312,19 +321,40 @@ impl Default for Limits {
     }
 }
 
+/// One Campaign instance: `[upstream]` or one of `[upstreams.NAME]`.
 #[derive(Debug)]
 pub struct UpstreamSettings {
-    pub scheme: Scheme,
-    pub authority: Authority,
-    /// Path the caller's path is appended to; empty when the URL has none.
-    pub base_path: String,
+    /// [`DEFAULT_UPSTREAM`] for `[upstream]`, else the table's name.
+    pub name: String,
+    /// Its nodes (`url`, or `urls` in order): requests are spread over them.
+    pub nodes: Vec<NodeSettings>,
     /// Time allowed from sending a request to receiving the head of Campaign's answer.
     pub timeout: Duration,
+    /// For a connection to a node, its TLS handshake and any proxy's `CONNECT` included.
     pub connect_timeout: Duration,
     /// Extra trusted roots, beside the system's.
     pub extra_roots: Vec<CertificateDer<'static>>,
     /// Bodies up to this size are replayed when Campaign refuses the token.
     pub retry_buffer_bytes: u64,
+    /// A node that refused a connection or timed out is skipped this long.
+    pub cooldown: Duration,
+}
+
+/// One node of a Campaign instance, from its URL.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Path the caller's path is appended to; empty when the URL has none.
+    pub base_path: String,
+}
+
+impl NodeSettings {
+    /// The URL it was written as (less a trailing slash): never holds a secret, as a user or
+    /// password is refused in it.
+    pub fn url(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.authority, self.base_path)
+    }
 }
 
 #[derive(Debug)]
@@ -343,6 +373,8 @@ pub struct ImsSettings {
 pub struct Profile {
     pub name: String,
     pub kind: ProfileKind,
+    /// Its Campaign: an index into [`Config::upstreams`]; `None`: `[upstream]`.
+    pub upstream: Option<usize>,
 }
 
 #[derive(Debug)]

@@ -124,7 +124,7 @@ pub enum TlsSetupError {
     #[error("TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
     #[error("no trusted root certificate for {0}: the system has none and no ca_file is set")]
-    NoRoots(&'static str),
+    NoRoots(String),
 }
 
 /// The system's trusted roots, read once at start.
@@ -132,10 +132,11 @@ pub fn system_roots() -> Vec<CertificateDer<'static>> {
     rustls_native_certs::load_native_certs().certs
 }
 
-/// An HTTPS-or-HTTP connector over rustls (ring) trusting `roots`, through `egress`.
+/// An HTTPS-or-HTTP connector over rustls (ring) trusting `roots`, through `egress`; its TCP
+/// connections time out after `connect_timeout` (`None`: the caller bounds connecting).
 pub fn https_connector(
     roots: &[CertificateDer<'static>],
-    connect_timeout: Duration,
+    connect_timeout: Option<Duration>,
     egress: &Egress,
 ) -> Result<HttpsConnector<EgressConnector>, TlsSetupError> {
     let mut store = rustls::RootCertStore::empty();
@@ -148,7 +149,7 @@ pub fn https_connector(
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
+    http.set_connect_timeout(connect_timeout);
     http.set_keepalive(Some(Duration::from_secs(60)));
     let connector = EgressConnector {
         direct: http,

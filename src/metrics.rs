@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 
 use crate::ims::{FetchCounters, Readiness};
 use crate::server::Connections;
+use crate::upstream::{AttemptCounters, NodeHealth};
 
 /// The labels of a finished request. Counted on every request: nothing here allocates but the
 /// caller's name, which is shared.
@@ -57,6 +58,21 @@ struct ProfileLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    upstream: String,
+    /// The node's URL.
+    node: String,
+    /// `ok`, `connect_error`, `connect_timeout`, `timeout`, `error`, `body_error`.
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    upstream: String,
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallerLabels {
     caller: String,
     mode: String,
@@ -76,6 +92,9 @@ pub struct Metrics {
     fetches: Family<FetchLabels, Counter>,
     expiry: Family<ProfileLabels, Gauge<f64, AtomicU64>>,
     callers: Family<CallerLabels, Gauge>,
+    attempts: Family<AttemptLabels, Counter>,
+    nodes_up: Family<NodeLabels, Gauge>,
+    nodes_in_flight: Family<NodeLabels, Gauge>,
     /// Body bytes received from callers, and sent to them.
     pub bytes_in: Counter,
     pub bytes_out: Counter,
@@ -137,6 +156,24 @@ impl Metrics {
             "One series per configured caller, naming its mode (value 1)",
             callers.clone(),
         );
+        let attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "upstream_attempts",
+            "Requests sent to a Campaign node (each node tried counts), by upstream, node and outcome",
+            attempts.clone(),
+        );
+        let nodes_up = Family::<NodeLabels, Gauge>::default();
+        registry.register(
+            "upstream_node_up",
+            "1 when the Campaign node takes requests, 0 while it is skipped after a failure (cooldown)",
+            nodes_up.clone(),
+        );
+        let nodes_in_flight = Family::<NodeLabels, Gauge>::default();
+        registry.register(
+            "upstream_node_in_flight",
+            "Requests waiting on the Campaign node's answer now (counted when the upstream has several nodes)",
+            nodes_in_flight.clone(),
+        );
         let bytes_in = Counter::default();
         registry.register(
             "request_bytes",
@@ -176,6 +213,9 @@ impl Metrics {
             fetches,
             expiry,
             callers,
+            attempts,
+            nodes_up,
+            nodes_in_flight,
             bytes_in,
             bytes_out,
             connections_open,
@@ -230,6 +270,27 @@ impl Metrics {
         }
     }
 
+    /// The counters of the attempts on a node of an upstream.
+    pub fn attempts(&self, upstream: &str, node: &str) -> AttemptCounters {
+        let counter = |outcome: &'static str| {
+            self.attempts
+                .get_or_create(&AttemptLabels {
+                    upstream: upstream.to_owned(),
+                    node: node.to_owned(),
+                    outcome,
+                })
+                .clone()
+        };
+        AttemptCounters {
+            ok: counter("ok"),
+            connect_error: counter("connect_error"),
+            connect_timeout: counter("connect_timeout"),
+            timeout: counter("timeout"),
+            error: counter("error"),
+            body_error: counter("body_error"),
+        }
+    }
+
     /// Names the callers of the running config and their modes (after a start or a reload).
     pub fn set_callers<'a>(&self, callers: impl Iterator<Item = (&'a str, &'a str)>) {
         self.callers.clear();
@@ -247,8 +308,24 @@ impl Metrics {
     pub fn render<'a>(
         &self,
         profiles: impl Iterator<Item = (&'a str, Readiness)>,
+        nodes: impl Iterator<Item = NodeHealth<'a>>,
         connections: &Connections,
     ) -> String {
+        // The nodes of the running config only: a reload may have removed some.
+        self.nodes_up.clear();
+        self.nodes_in_flight.clear();
+        for node in nodes {
+            let labels = NodeLabels {
+                upstream: node.upstream.to_owned(),
+                node: node.node.to_owned(),
+            };
+            self.nodes_up
+                .get_or_create(&labels)
+                .set(i64::from(!node.cooling));
+            self.nodes_in_flight
+                .get_or_create(&labels)
+                .set(node.in_flight as i64);
+        }
         self.expiry.clear();
         for (profile, readiness) in profiles {
             let seconds = match readiness {

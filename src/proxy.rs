@@ -42,7 +42,9 @@ use crate::ims::{ImsClient, Readiness, Source, Token, TokenCache};
 use crate::metrics::Metrics;
 use crate::server::Peer;
 use crate::soap::{Charset, Edit, SOAP_ROUTER_PATH, logoff_response, logon_response};
-use crate::upstream::{Forwarding, Upstream, UpstreamError, X_FORWARDED_FOR, forward_headers};
+use crate::upstream::{
+    Forwarding, NodeHealth, Upstream, UpstreamError, X_FORWARDED_FOR, forward_headers, origin_form,
+};
 use prefix::{Prefix, PrefixBudget, PrefixError};
 use record::{Completion, ModeLabel, Record};
 
@@ -52,6 +54,8 @@ struct Profile {
     tokens: TokenCache,
     /// An `ims` or `canary` caller uses it: `/readyz` waits for its first token.
     needed: bool,
+    /// Its Campaign: an index into [`Proxy::upstreams`].
+    upstream: usize,
 }
 
 impl Profile {
@@ -105,7 +109,8 @@ pub struct Proxy {
     callers: Callers,
     /// Same order as the config's profiles: callers refer to them by index.
     profiles: Vec<Profile>,
-    upstream: Upstream,
+    /// The Campaign instances: `[upstream]` first, then `[upstreams.NAME]` in name order.
+    upstreams: Vec<Upstream>,
     unknown_callers: UnknownCallers,
     max_body_bytes: u64,
     /// How long the rest of a refused body is read, so that its client reads the answer.
@@ -126,8 +131,6 @@ pub struct Proxy {
     prefix_budget: PrefixBudget,
     /// Longest pause of a caller in its body, and of Campaign in its answer.
     idle_timeout: Duration,
-    /// Bodies up to this size are kept for a replay when Campaign refuses the token.
-    retry_buffer_bytes: u64,
     /// How long a request waits for a token when no valid one exists (a cold start): one IMS
     /// request's worth.
     token_wait: Duration,
@@ -187,15 +190,19 @@ impl Proxy {
             config.egress.proxy.as_ref().map(|p| p.expose()),
             &config.egress.no_proxy,
         );
-        let upstream = Upstream::new(&config.upstream, &system_roots, &egress)?;
+        let attempts = |upstream: &str, node: &str| metrics.attempts(upstream, node);
+        let upstreams = std::iter::once(&config.upstream)
+            .chain(&config.upstreams)
+            .map(|settings| Upstream::new(settings, &system_roots, &egress, &attempts))
+            .collect::<Result<Vec<_>, _>>()?;
         // IMS is trusted on the system's roots and `ims.ca_file`'s.
         let ims_roots = [system_roots.as_slice(), &config.ims.extra_roots].concat();
         if config.ims.token_url.scheme() == Some(&http::uri::Scheme::HTTPS) && ims_roots.is_empty()
         {
-            return Err(TlsSetupError::NoRoots("ims.token_url"));
+            return Err(TlsSetupError::NoRoots("ims.token_url".to_owned()));
         }
         let ims = ImsClient::new(
-            https_connector(&ims_roots, config.ims.timeout, &egress)?,
+            https_connector(&ims_roots, Some(config.ims.timeout), &egress)?,
             config.ims.timeout,
         );
         let profiles = config
@@ -214,6 +221,8 @@ impl Proxy {
                     tokens: TokenCache::spawn(name.clone(), source, counters),
                     name,
                     needed,
+                    // `[upstream]` is first.
+                    upstream: profile.upstream.map_or(0, |named| named + 1),
                 }
             })
             .collect();
@@ -232,7 +241,7 @@ impl Proxy {
                 config.server.password_limits,
             ),
             profiles,
-            upstream,
+            upstreams,
             unknown_callers: config.unknown_callers,
             max_body_bytes: config.server.max_body_bytes,
             fault_status: config.server.fault_status,
@@ -249,7 +258,6 @@ impl Proxy {
             },
             prefix_budget: PrefixBudget::new(config.server.max_prefix_memory),
             idle_timeout: config.server.limits.idle_timeout,
-            retry_buffer_bytes: config.upstream.retry_buffer_bytes,
             token_wait: config.ims.timeout,
             metrics,
         })
@@ -272,6 +280,18 @@ impl Proxy {
         self.profiles
             .iter()
             .map(|p| (&*p.name, p.tokens.readiness()))
+    }
+
+    /// Each node of each Campaign instance, and its state now.
+    pub fn nodes(&self) -> impl Iterator<Item = NodeHealth<'_>> {
+        self.upstreams.iter().flat_map(Upstream::health)
+    }
+
+    /// The Campaign of a request: that of the caller's profile; `[upstream]` for a credential
+    /// no caller owns.
+    fn upstream_of(&self, caller: Option<&Caller>) -> &Upstream {
+        let index = caller.map_or(0, |caller| self.profiles[caller.profile].upstream);
+        &self.upstreams[index]
     }
 
     /// Each profile's part in `/readyz`: whether an `ims` or `canary` caller uses it, whether it
@@ -402,8 +422,10 @@ impl Proxy {
         match way {
             Way::Local(response, _) => Ok(*response),
             // Boxed: not the `ims` way (see `PassThrough`).
-            Way::Forward(_) => {
-                Box::pin(self.forward_unchanged(parts, prefix, declared, peer, record)).await
+            Way::Forward(caller) => {
+                let upstream = self.upstream_of(caller);
+                Box::pin(self.forward_unchanged(upstream, parts, prefix, declared, peer, record))
+                    .await
             }
             Way::Ims(caller) => {
                 self.forward_ims(caller, parts, prefix, declared, peer, record)
@@ -496,6 +518,7 @@ impl Proxy {
     /// pre-migration path), and streams the answer back.
     async fn forward_unchanged(
         &self,
+        upstream: &Upstream,
         parts: request::Parts,
         prefix: Prefix<Lingering>,
         declared: Option<u64>,
@@ -504,7 +527,7 @@ impl Proxy {
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let body = self.upstream_body(prefix, &[], declared, record)?;
         let parts = self.prepare(parts, None, peer, declared);
-        self.send(parts, body, record).await
+        self.send(upstream, parts, body, record).await
     }
 
     /// Phase 4 of [`Way::Ims`]: the token of the caller's technical account (no wait while a
@@ -523,6 +546,8 @@ impl Proxy {
         let profile = &self.profiles[caller.profile];
         record.profile = Some(profile.name.clone());
         let token = profile.token(self.token_wait).await?;
+        let upstream = &self.upstreams[profile.upstream];
+        let retry_buffer_bytes = upstream.retry_buffer_bytes();
 
         let edits = carriers::body_edits(&prefix.envelope);
         let length = declared.map(|length| prefix::length_after(length, &edits));
@@ -531,13 +556,13 @@ impl Proxy {
         let mut body = self.upstream_body(prefix, &edits, length, record)?;
         // A body that may fit the replay buffer is kept as it is sent.
         let replay = length
-            .is_none_or(|length| length <= self.retry_buffer_bytes)
-            .then(|| (Replay::new(self.retry_buffer_bytes), parts.clone()));
+            .is_none_or(|length| length <= retry_buffer_bytes)
+            .then(|| (Replay::new(retry_buffer_bytes), parts.clone()));
         if let Some((kept, _)) = &replay {
             body = body.recording(kept.clone());
         }
 
-        let response = self.upstream.send(Request::from_parts(parts, body)).await?;
+        let response = upstream.send(Request::from_parts(parts, body)).await?;
         record.upstream_status = Some(response.status());
         let judged = self.judge(response, &token).await?;
         if !judged.refused {
@@ -571,7 +596,8 @@ impl Proxy {
         record.retried = true;
         // The kept body was counted and checked against the limits as it first came.
         let body = UpstreamBody::new(kept, None, 0, u64::MAX, length, self.idle_timeout);
-        let response = self.upstream.send(Request::from_parts(parts, body)).await?;
+        let upstream = &self.upstreams[profile.upstream];
+        let response = upstream.send(Request::from_parts(parts, body)).await?;
         record.upstream_status = Some(response.status());
         // A second refusal is relayed: one replay per call.
         Ok(self.judge(response, &token).await?.response)
@@ -618,19 +644,26 @@ impl Proxy {
         record: &mut Record,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
-        let claimed = match carriers::read(&parts.headers, parts.uri.query(), None) {
-            Ok(carried) => self.callers.claims(carried.credential().token()),
-            Err(_) => true,
+        let (claimed, owner) = match carriers::read(&parts.headers, parts.uri.query(), None) {
+            Ok(carried) => {
+                let credential = carried.credential();
+                let token = credential.token();
+                (self.callers.claims(token), self.callers.owner(token))
+            }
+            Err(_) => (true, None),
         };
         if claimed {
             carriers::strip_request(&mut parts);
         }
-        self.unread(parts, body, peer, record).await
+        // A legacy caller's credential goes to its own Campaign, which checks it.
+        let upstream = self.upstream_of(owner.filter(|_| !claimed));
+        self.unread(upstream, parts, body, peer, record).await
     }
 
     /// A request whose body the proxy does not read, to Campaign with the headers it has.
     async fn unread(
         &self,
+        upstream: &Upstream,
         parts: request::Parts,
         body: Lingering,
         peer: &Peer,
@@ -639,7 +672,7 @@ impl Proxy {
         let length = declared_length(&parts.headers)?;
         let body = self.unread_body(body, length, record);
         let parts = self.prepare(parts, None, peer, length);
-        self.send(parts, body, record).await
+        self.send(upstream, parts, body, record).await
     }
 
     /// A body the proxy does not read, streamed to Campaign as it comes, counted in the record,
@@ -687,7 +720,8 @@ impl Proxy {
             match (self.wsdl.profile, self.unknown_callers) {
                 (Some(profile), _) if wsdl && allowed => profile,
                 (_, UnknownCallers::Legacy) => {
-                    return Box::pin(self.unread(parts, body, peer, record)).await;
+                    let upstream = self.upstream_of(None);
+                    return Box::pin(self.unread(upstream, parts, body, peer, record)).await;
                 }
                 (_, UnknownCallers::Reject) => return Err(ProxyError::Unauthorized),
             }
@@ -703,7 +737,11 @@ impl Proxy {
             match way {
                 Way::Ims(caller) => caller.profile,
                 // Campaign checks the credential itself, as on the SOAP router.
-                _ => return Box::pin(self.unread(parts, body, peer, record)).await,
+                Way::Forward(caller) => {
+                    let upstream = self.upstream_of(caller);
+                    return Box::pin(self.unread(upstream, parts, body, peer, record)).await;
+                }
+                Way::Local(..) => unreachable!("a page is never answered here"),
             }
         };
         let profile = &self.profiles[profile];
@@ -720,7 +758,8 @@ impl Proxy {
         carriers::strip_request(&mut parts);
         let body = self.unread_body(body, length, record);
         let parts = self.prepare(parts, Some(token.bearer()), peer, length);
-        let response = self.upstream.send(Request::from_parts(parts, body)).await?;
+        let upstream = &self.upstreams[profile.upstream];
+        let response = upstream.send(Request::from_parts(parts, body)).await?;
         record.upstream_status = Some(response.status());
         let judged = self.judge(response, &token).await?;
         if judged.refused {
@@ -762,7 +801,8 @@ impl Proxy {
         Ok(body)
     }
 
-    /// The request as Campaign gets it: its URL, HTTP/1.1, the header policy applied.
+    /// The request as Campaign gets it: its target in origin form, HTTP/1.1, the header
+    /// policy applied (the node it goes to sets `Host` and any base path).
     fn prepare(
         &self,
         mut parts: request::Parts,
@@ -770,14 +810,13 @@ impl Proxy {
         peer: &Peer,
         content_length: Option<u64>,
     ) -> request::Parts {
-        parts.uri = self.upstream.uri(&parts.uri);
+        parts.uri = origin_form(&parts.uri);
         parts.version = Version::HTTP_11;
         forward_headers(
             &mut parts.headers,
             &Forwarding {
                 bearer,
                 peer: &peer.forwarded_for,
-                host: self.upstream.host(),
                 content_length,
             },
         );
@@ -787,11 +826,12 @@ impl Proxy {
     /// Sends a prepared request to Campaign and streams the answer back.
     async fn send(
         &self,
+        upstream: &Upstream,
         parts: request::Parts,
         body: UpstreamBody,
         record: &mut Record,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let response = self.upstream.send(Request::from_parts(parts, body)).await?;
+        let response = upstream.send(Request::from_parts(parts, body)).await?;
         record.upstream_status = Some(response.status());
         let (parts, body) = response.into_parts();
         let body = ResponseBody::upstream(None, body, self.idle_timeout);

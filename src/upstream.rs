@@ -1,25 +1,39 @@
-//! Campaign: the pooled HTTP client that reaches it (`upstream/pool.rs`), and the header
-//! policy of what is sent to it.
+//! Campaign: the instances of the config (`[upstream]`, `[upstreams.NAME]`), each with its
+//! nodes (`upstream/node.rs`) and their pooled connections (`upstream/pool.rs`), and the header
+//! policy of what is sent to them.
+//!
+//! A request goes to the node of its instance with the fewest requests waiting, taking turns
+//! among equals; nodes that refused a connection or timed out are skipped for `cooldown` while
+//! any other is not. A request none of which went out (no connection, or one closed before it
+//! was written) goes to the next node; one that went out is never sent twice: Campaign may
+//! have run it (a `PushEvent` sent twice is two messages).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::Scheme;
 use http::{Request, Response, Uri};
 use rustls_pki_types::CertificateDer;
 
 use crate::body::{BodyError, CampaignBody, MAX_BUF_SIZE, UpstreamBody};
-use crate::config::UpstreamSettings;
+use crate::config::{DEFAULT_UPSTREAM, UpstreamSettings};
 use crate::connect::{Egress, TlsSetupError, error_chain, https_connector};
 use crate::headers::{remove_all, strip_hop_by_hop};
-use pool::Pool;
+use node::{Node, Outcome};
+use pool::{Failed, Pool};
 
+pub use node::AttemptCounters;
+
+mod node;
 mod pool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("Campaign unreachable: {0}")]
     Unreachable(String),
+    #[error("no connection to Campaign within {0:?}")]
+    ConnectTimeout(Duration),
     #[error("Campaign did not answer within {0:?}")]
     Timeout(Duration),
     /// Campaign's answer (or that of something before it) holds the access token it was
@@ -39,81 +53,214 @@ impl UpstreamError {
             None => UpstreamError::Unreachable(error_chain(error)),
         }
     }
+
+    /// How an attempt that failed with it ended, for the node's counts.
+    fn outcome(&self, sent: bool) -> Outcome {
+        match self {
+            UpstreamError::Body(_) => Outcome::BodyError,
+            UpstreamError::ConnectTimeout(_) => Outcome::ConnectTimeout,
+            UpstreamError::Timeout(_) => Outcome::Timeout,
+            _ if sent => Outcome::Error,
+            _ => Outcome::ConnectError,
+        }
+    }
+
+    /// The same error, saying which node it came from.
+    fn at(self, node: &str) -> UpstreamError {
+        match self {
+            UpstreamError::Unreachable(text) => {
+                UpstreamError::Unreachable(format!("{node}: {text}"))
+            }
+            other => other,
+        }
+    }
 }
 
-/// The way to Campaign.
+/// A node's state, as `/metrics` shows it.
+pub struct NodeHealth<'a> {
+    pub upstream: &'a str,
+    pub node: &'a str,
+    /// Skipped now, after a failure.
+    pub cooling: bool,
+    pub in_flight: usize,
+}
+
+/// One Campaign instance: its nodes, and how long they get.
 pub struct Upstream {
-    pool: Pool,
-    base_path: String,
-    /// `Host` sent upstream: Campaign (and the load balancer before it) route on it.
-    host: HeaderValue,
+    name: String,
+    nodes: Box<[Node]>,
+    /// Whether a node has a base path: then the caller's target is kept to aim each attempt.
+    base_paths: bool,
+    /// Whose turn it is among nodes equally busy.
+    turn: AtomicUsize,
     timeout: Duration,
+    cooldown: Duration,
+    retry_buffer_bytes: u64,
 }
 
 impl Upstream {
-    /// The client to Campaign, trusting `system_roots` and the config's `ca_file`, through
-    /// `egress`.
+    /// The client to a Campaign instance, trusting `system_roots` and its `ca_file`, through
+    /// `egress`; `attempts` gives the counters of each node (by upstream and node URL).
     pub fn new(
         settings: &UpstreamSettings,
         system_roots: &[CertificateDer<'static>],
         egress: &Egress,
+        attempts: &dyn Fn(&str, &str) -> AttemptCounters,
     ) -> Result<Upstream, TlsSetupError> {
         let roots: Vec<_> = system_roots
             .iter()
             .chain(&settings.extra_roots)
             .cloned()
             .collect();
-        if settings.scheme == Scheme::HTTPS && roots.is_empty() {
-            return Err(TlsSetupError::NoRoots("upstream.url"));
+        if settings.nodes.iter().any(|n| n.scheme == Scheme::HTTPS) && roots.is_empty() {
+            let key = match settings.name.as_str() {
+                DEFAULT_UPSTREAM => "upstream".to_owned(),
+                name => format!("upstreams.{name}"),
+            };
+            return Err(TlsSetupError::NoRoots(key));
         }
-        let connector = https_connector(&roots, settings.connect_timeout, egress)?;
-        let target = Uri::builder()
-            .scheme(settings.scheme.clone())
-            .authority(settings.authority.clone())
-            .path_and_query("/")
-            .build()
-            .expect("scheme and authority are valid");
-        let host = HeaderValue::from_str(settings.authority.as_str())
-            .expect("an authority is a valid header value");
+        // Each pool bounds the whole of connecting, TLS included.
+        let connector = https_connector(&roots, None, egress)?;
+        let nodes = settings
+            .nodes
+            .iter()
+            .map(|node| {
+                let target = Uri::builder()
+                    .scheme(node.scheme.clone())
+                    .authority(node.authority.clone())
+                    .path_and_query("/")
+                    .build()
+                    .expect("scheme and authority are valid");
+                let host = HeaderValue::from_str(node.authority.as_str())
+                    .expect("an authority is a valid header value");
+                let pool = Pool::new(
+                    connector.clone(),
+                    target,
+                    settings.connect_timeout,
+                    MAX_BUF_SIZE,
+                );
+                let url = node.url();
+                let counters = attempts(&settings.name, &url);
+                Node::new(pool, url, host, node.base_path.clone(), counters)
+            })
+            .collect();
         Ok(Upstream {
-            pool: Pool::new(connector, target, MAX_BUF_SIZE),
-            base_path: settings.base_path.clone(),
-            host,
+            name: settings.name.clone(),
+            nodes,
+            base_paths: settings.nodes.iter().any(|n| !n.base_path.is_empty()),
+            turn: AtomicUsize::new(0),
             timeout: settings.timeout,
+            cooldown: settings.cooldown,
+            retry_buffer_bytes: settings.retry_buffer_bytes,
         })
     }
 
-    pub fn host(&self) -> &HeaderValue {
-        &self.host
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
-    /// The request target Campaign gets (origin form): the base path of `upstream.url`, then
-    /// the caller's path and query.
-    pub fn uri(&self, original: &Uri) -> Uri {
-        let path_and_query = original
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let path_and_query = if self.base_path.is_empty() {
-            path_and_query
-        } else {
-            format!("{}{}", self.base_path, path_and_query)
-                .parse()
-                .unwrap_or(path_and_query)
-        };
-        Uri::from(path_and_query)
+    /// Bodies up to this size are kept for a replay when Campaign refuses the token.
+    pub fn retry_buffer_bytes(&self) -> u64 {
+        self.retry_buffer_bytes
     }
 
-    /// Sends a request; the timeout covers the connection and the wait for the head of the
-    /// answer.
+    /// Each node and its state now.
+    pub fn health(&self) -> impl Iterator<Item = NodeHealth<'_>> {
+        let now = node::clock();
+        self.nodes.iter().map(move |node| NodeHealth {
+            upstream: &self.name,
+            node: node.url(),
+            cooling: node.cooling(now),
+            in_flight: node.in_flight(),
+        })
+    }
+
+    /// Sends a request whose target is the caller's (origin form) to a node, aimed at it (its
+    /// `Host` and base path); if none of it went out, to the next node, until each was tried.
+    /// `timeout` bounds it all, from the first connection to the head of the answer.
     pub async fn send(
         &self,
-        request: Request<UpstreamBody>,
+        mut request: Request<UpstreamBody>,
     ) -> Result<Response<CampaignBody>, UpstreamError> {
-        tokio::time::timeout(self.timeout, self.pool.send(request))
-            .await
-            .unwrap_or(Err(UpstreamError::Timeout(self.timeout)))
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let original = self.base_paths.then(|| request.uri().clone());
+        let mut tried = 0u64;
+        let mut errors = Vec::new();
+        loop {
+            let index = self.choose(tried);
+            tried |= 1 << index;
+            let node = &self.nodes[index];
+            node.aim(&mut request, original.as_ref());
+            let in_flight = (self.nodes.len() > 1).then(|| node.enter());
+            let attempt = tokio::time::timeout_at(deadline, node.pool.send(request)).await;
+            drop(in_flight);
+            let (error, unsent) = match attempt {
+                Ok(Ok(response)) => {
+                    node.record(Outcome::Ok, self.cooldown);
+                    return Ok(response);
+                }
+                Err(_elapsed) => (UpstreamError::Timeout(self.timeout), None),
+                Ok(Err(Failed { error, unsent })) => (error, unsent),
+            };
+            node.record(error.outcome(unsent.is_none()), self.cooldown);
+            let error = error.at(node.url());
+            match unsent {
+                Some(back) if tried.count_ones() < self.nodes.len() as u32 => {
+                    tracing::warn!(upstream = %self.name, %error, "no connection to a Campaign node; the request goes to the next");
+                    errors.push(error.to_string());
+                    request = back;
+                }
+                _ if errors.is_empty() => return Err(error),
+                _ => {
+                    errors.push(error.to_string());
+                    return Err(UpstreamError::Unreachable(format!(
+                        "no node of upstream `{}` took the request: {}",
+                        self.name,
+                        errors.join("; ")
+                    )));
+                }
+            }
+        }
     }
+
+    /// The node a request tries next, among those not `tried` yet: one not cooling down if
+    /// any, with the fewest requests waiting, taking turns among equals.
+    fn choose(&self, tried: u64) -> usize {
+        let count = self.nodes.len();
+        if count == 1 {
+            return 0;
+        }
+        let now = node::clock();
+        let rank = |index: usize| {
+            let node = &self.nodes[index];
+            (node.cooling(now), node.in_flight())
+        };
+        let untried = || (0..count).filter(|index| tried & (1 << index) == 0);
+        let Some(best) = untried().map(rank).min() else {
+            return 0;
+        };
+        let equals = untried().filter(|&index| rank(index) == best).count();
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed) % equals;
+        untried()
+            .filter(|&index| rank(index) == best)
+            .nth(turn)
+            // Ranks can change under other requests between the two looks.
+            .or_else(|| untried().next())
+            .unwrap_or(0)
+    }
+}
+
+/// `uri`'s path and query alone, as a request to Campaign names its target (an HTTP/2
+/// caller's has its scheme and authority too).
+pub fn origin_form(uri: &Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return uri.clone();
+    }
+    let path_and_query = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    Uri::from(path_and_query)
 }
 
 /// The caller's own body error, if that is what made the request fail.
@@ -135,19 +282,18 @@ pub struct Forwarding<'a> {
     pub bearer: Option<&'a HeaderValue>,
     /// The caller's address as a header value, appended to `X-Forwarded-For`.
     pub peer: &'a HeaderValue,
-    pub host: &'a HeaderValue,
     /// Length of the body as forwarded; `None`: unknown, sent chunked.
     pub content_length: Option<u64>,
 }
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// Applies the header policy to a request about to go upstream.
+/// Applies the header policy to a request about to go upstream (`Host` is the node's, set as
+/// it is sent).
 pub fn forward_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
     strip_hop_by_hop(headers);
     // hyper's client does not wait for `100 Continue`; the proxy already answered it.
     remove_all(headers, std::slice::from_ref(&header::EXPECT));
-    headers.insert(header::HOST, forwarding.host.clone());
     match forwarding.content_length {
         Some(length) => {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
@@ -208,14 +354,12 @@ mod tests {
             ("soapaction", "\"nms:rtEvent#PushEvent\""),
         ]);
         let bearer = HeaderValue::from_static("Bearer ims-token");
-        let host = HeaderValue::from_static("campaign.example.com");
         crate::carriers::strip_headers(&mut map);
         forward_headers(
             &mut map,
             &Forwarding {
                 bearer: Some(&bearer),
                 peer: &HeaderValue::from_static("10.0.0.7"),
-                host: &host,
                 content_length: Some(42),
             },
         );
@@ -224,10 +368,90 @@ mod tests {
         assert!(map.get("x-security-token").is_none());
         assert!(map.get("acc-sdk-auth").is_none());
         assert_eq!(values(&map, "authorization"), ["Bearer ims-token"]);
-        assert_eq!(values(&map, "host"), ["campaign.example.com"]);
         assert_eq!(values(&map, "content-length"), ["42"]);
         assert_eq!(values(&map, "x-forwarded-for"), ["10.0.0.7"]);
         assert_eq!(values(&map, "soapaction"), ["\"nms:rtEvent#PushEvent\""]);
+    }
+
+    fn upstream(urls: &[&str]) -> Upstream {
+        let nodes = urls
+            .iter()
+            .map(|url| {
+                let uri: Uri = url.parse().unwrap();
+                crate::config::NodeSettings {
+                    scheme: uri.scheme().unwrap().clone(),
+                    authority: uri.authority().unwrap().clone(),
+                    base_path: uri.path().trim_end_matches('/').to_owned(),
+                }
+            })
+            .collect();
+        let settings = UpstreamSettings {
+            name: "test".to_owned(),
+            nodes,
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            extra_roots: Vec::new(),
+            retry_buffer_bytes: 0,
+            cooldown: Duration::from_secs(60),
+        };
+        let attempts = |_: &str, _: &str| AttemptCounters::default();
+        Upstream::new(&settings, &[], &Egress::default(), &attempts).unwrap()
+    }
+
+    #[test]
+    fn each_node_gets_its_host_and_base_path_before_the_callers_target() {
+        let upstream = upstream(&["http://a.example.com:8080/", "http://b.example.com/campaign/"]);
+        let caller: Uri = "http://proxy.example.com/nl/jsp/soaprouter.jsp?x=1"
+            .parse()
+            .unwrap();
+        assert_eq!(origin_form(&caller), "/nl/jsp/soaprouter.jsp?x=1");
+        let mut request = Request::new(UpstreamBody::new(
+            [],
+            None,
+            0,
+            0,
+            Some(0),
+            Duration::from_secs(1),
+        ));
+        let original = origin_form(&caller);
+        for (node, host, target) in [
+            (0, "a.example.com:8080", "/nl/jsp/soaprouter.jsp?x=1"),
+            (1, "b.example.com", "/campaign/nl/jsp/soaprouter.jsp?x=1"),
+            // Back to the first: from the caller's target, not the last node's.
+            (0, "a.example.com:8080", "/nl/jsp/soaprouter.jsp?x=1"),
+        ] {
+            upstream.nodes[node].aim(&mut request, Some(&original));
+            assert_eq!(request.uri(), target);
+            assert_eq!(values(request.headers(), "host"), [host]);
+        }
+    }
+
+    #[test]
+    fn the_choice_skips_failed_and_busy_nodes_and_takes_turns_among_equals() {
+        let upstream = upstream(&["http://a", "http://b", "http://c"]);
+        let turns: Vec<usize> = (0..6).map(|_| upstream.choose(0)).collect();
+        assert_eq!(turns, [0, 1, 2, 0, 1, 2]);
+        // Not one already tried for this request.
+        assert_eq!(upstream.choose(0b011), 2);
+        // Not one cooling down, while another is not.
+        upstream.nodes[1].record(Outcome::ConnectError, upstream.cooldown);
+        let mut turns: Vec<usize> = (0..4).map(|_| upstream.choose(0)).collect();
+        turns.sort();
+        assert_eq!(turns, [0, 0, 2, 2], "shared evenly by the others");
+        // The one with fewest requests waiting.
+        let _waiting = upstream.nodes[0].enter();
+        assert_eq!(upstream.choose(0), 2);
+        // Every node cooling down: all are tried rather than none.
+        upstream.nodes[0].record(Outcome::Timeout, upstream.cooldown);
+        upstream.nodes[2].record(Outcome::Error, upstream.cooldown);
+        assert_eq!(upstream.choose(0b100), 1, "the least busy of those cooling");
+        // An answer ends a cooldown; a caller's broken body does not start one.
+        upstream.nodes[2].record(Outcome::Ok, upstream.cooldown);
+        upstream.nodes[1].record(Outcome::BodyError, upstream.cooldown);
+        assert_eq!(upstream.choose(0), 2);
+        assert!(upstream.health().all(|node| node.upstream == "test"));
+        let cooling: Vec<bool> = upstream.health().map(|node| node.cooling).collect();
+        assert_eq!(cooling, [true, true, false]);
     }
 
     #[test]
@@ -241,13 +465,11 @@ mod tests {
             ("content-length", "10"),
             ("transfer-encoding", "chunked"),
         ]);
-        let host = HeaderValue::from_static("campaign.example.com");
         forward_headers(
             &mut map,
             &Forwarding {
                 bearer: None,
                 peer: &HeaderValue::from_static("2001:db8::1"),
-                host: &host,
                 content_length: None,
             },
         );

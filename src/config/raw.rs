@@ -15,6 +15,9 @@ pub struct RawConfig {
     pub unknown_callers: Option<RawUnknownCallers>,
     pub server: Option<RawServer>,
     pub upstream: Option<RawUpstream>,
+    /// Campaign instances beside the default one, by name.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
     pub ims: Option<RawIms>,
     #[serde(default)]
     pub profiles: BTreeMap<String, RawProfile>,
@@ -99,6 +102,8 @@ pub struct RawTls {
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     pub url: Option<String>,
+    pub urls: Option<Vec<String>>,
+    pub cooldown: Option<String>,
     pub timeout: Option<String>,
     pub connect_timeout: Option<String>,
     pub ca_file: Option<PathBuf>,
@@ -134,6 +139,7 @@ pub struct RawProfile {
     pub technical_account_id: Option<String>,
     pub private_key: Option<SecretSource>,
     pub metascopes: Option<Vec<String>>,
+    pub upstream: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -70,8 +70,11 @@ fn defaults() {
     assert_eq!(config.server.limits.shutdown_grace, Duration::from_secs(30));
     assert_eq!(config.upstream.retry_buffer_bytes, 1024 * 1024);
     assert_eq!(config.upstream.timeout, DEFAULT_UPSTREAM_TIMEOUT);
-    assert_eq!(config.upstream.authority.as_str(), "campaign.example.com");
-    assert_eq!(config.upstream.base_path, "");
+    assert_eq!(
+        config.upstream.nodes[0].authority.as_str(),
+        "campaign.example.com"
+    );
+    assert_eq!(config.upstream.nodes[0].base_path, "");
     assert_eq!(config.ims.host, DEFAULT_IMS_HOST);
     assert_eq!(
         config.ims.token_url,
@@ -161,8 +164,8 @@ timeout = "250ms"
     assert_eq!(config.server.limits.max_connections, 64);
     assert_eq!(config.server.limits.shutdown_grace, Duration::from_secs(3));
     assert_eq!(config.upstream.retry_buffer_bytes, 0);
-    assert_eq!(config.upstream.scheme, Scheme::HTTP);
-    assert_eq!(config.upstream.base_path, "/campaign");
+    assert_eq!(config.upstream.nodes[0].scheme, Scheme::HTTP);
+    assert_eq!(config.upstream.nodes[0].base_path, "/campaign");
     assert_eq!(config.upstream.timeout, Duration::from_secs(30));
     assert_eq!(config.upstream.connect_timeout, Duration::from_secs(2));
     assert_eq!(config.ims.host, "https://ims-eu1.adobelogin.com");
@@ -725,6 +728,7 @@ fn the_documented_example_names_every_key() {
             keys_of::<raw::RawPasswordFailures>(),
         ),
         ("upstream.", keys_of::<raw::RawUpstream>()),
+        ("upstreams.NAME.", keys_of::<raw::RawUpstream>()),
         ("ims.", keys_of::<raw::RawIms>()),
         ("profiles.NAME.", keys_of::<raw::RawProfile>()),
         ("sessions.", keys_of::<raw::RawSessions>()),
@@ -788,4 +792,116 @@ fn password_limits_have_defaults_and_are_checked() {
             "server.password_failures.per_peer",
         ),
     ]);
+}
+
+#[test]
+fn named_upstreams_have_nodes_and_profiles_choose_them() {
+    let text = format!(
+        r#"{}
+[upstreams.execution]
+urls = ["http://10.0.0.1:8080/", "http://10.0.0.2:8080/nl"]
+cooldown = "3s"
+retry_buffer_bytes = 0
+
+[profiles.events]
+type = "oauth"
+client_id = "def"
+client_secret = {{ env = "MC_SECRET" }}
+scopes = ["openid"]
+upstream = "execution"
+"#,
+        config("")
+    );
+    let parsed = parse(&text).unwrap();
+    assert_eq!(parsed.upstream.name, DEFAULT_UPSTREAM);
+    assert_eq!(parsed.upstream.cooldown, DEFAULT_COOLDOWN);
+    assert_eq!(parsed.upstreams.len(), 1);
+    let execution = &parsed.upstreams[0];
+    assert_eq!(execution.name, "execution");
+    let urls: Vec<String> = execution.nodes.iter().map(NodeSettings::url).collect();
+    assert_eq!(urls, ["http://10.0.0.1:8080", "http://10.0.0.2:8080/nl"]);
+    assert_eq!(execution.cooldown, Duration::from_secs(3));
+    assert_eq!(execution.retry_buffer_bytes, 0);
+    assert_eq!(execution.timeout, DEFAULT_UPSTREAM_TIMEOUT);
+    let profile = |name: &str| parsed.profiles.iter().find(|p| p.name == name).unwrap();
+    assert_eq!(profile("events").upstream, Some(0));
+    assert_eq!(profile("marketing").upstream, None);
+
+    // `[upstream]` may list its nodes too.
+    let several = config("").replace(
+        "url = \"https://campaign.example.com\"",
+        "urls = [\"https://a.example.com\", \"https://b.example.com\"]",
+    );
+    assert_eq!(parse(&several).unwrap().upstream.nodes.len(), 2);
+}
+
+#[test]
+fn upstream_mistakes_are_named() {
+    let with = |table: &str, profile_upstream: &str| {
+        config("").replace(
+            "scopes = [\"openid\", \"AdobeID\"]",
+            &format!("scopes = [\"openid\", \"AdobeID\"]\n{profile_upstream}\n{table}"),
+        )
+    };
+    assert_refused(&[
+        (
+            with("", "upstream = \"execution\""),
+            "profiles.marketing.upstream: no upstream named `execution`",
+        ),
+        (
+            with("[upstreams.execution]\nurls = []", ""),
+            "upstreams.execution.urls: is empty",
+        ),
+        (
+            with("[upstreams.execution]\ntimeout = \"5s\"", ""),
+            "upstreams.execution.url: missing",
+        ),
+        (
+            with(
+                "[upstreams.execution]\nurl = \"http://a\"\nurls = [\"http://b\"]",
+                "",
+            ),
+            "give either `url` or `urls`",
+        ),
+        (
+            with(
+                "[upstreams.execution]\nurls = [\"http://a:1\", \"http://a:1/\"]",
+                "",
+            ),
+            "upstreams.execution.urls: `http://a:1/` is named twice",
+        ),
+        (
+            with("[upstreams.execution]\nurls = [\"ftp://a\"]", ""),
+            "upstreams.execution.urls",
+        ),
+        (
+            with(
+                "[upstreams.execution]\nurls = [\"http://a\"]\ncooldown = \"0s\"",
+                "",
+            ),
+            "upstreams.execution.cooldown: must be more than 0",
+        ),
+        (
+            with("[upstreams.default]\nurls = [\"http://a\"]", ""),
+            "upstreams.default: `default` is the name of the [upstream] table",
+        ),
+        (
+            with("[upstreams.\"a b\"]\nurls = [\"http://a\"]", ""),
+            "upstreams.a b: a name is letters",
+        ),
+        (
+            with("[upstreams.execution]\nurls = [\"http://a\"]\nurll = 1", ""),
+            "unknown field `urll`",
+        ),
+    ]);
+    let many: Vec<String> = (0..=MAX_UPSTREAM_NODES)
+        .map(|i| format!("\"http://10.0.0.{i}\""))
+        .collect();
+    assert_refused(&[(
+        with(
+            &format!("[upstreams.execution]\nurls = [{}]", many.join(", ")),
+            "",
+        ),
+        "upstreams.execution.urls: 65 nodes; at most 64",
+    )]);
 }

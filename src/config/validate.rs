@@ -58,8 +58,9 @@ pub(super) fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
 }
 
 /// The keys whose values are durations (`"30s"`).
-const DURATION_KEYS: [&str; 8] = [
+const DURATION_KEYS: [&str; 9] = [
     "timeout",
+    "cooldown",
     "connect_timeout",
     "ttl",
     "header_read_timeout",
@@ -82,12 +83,36 @@ pub(super) fn config(
         Some(RawUnknownCallers::Legacy) => UnknownCallers::Legacy,
     };
     let server = validate_server(raw.server.unwrap_or_default(), base_dir, env)?;
-    let upstream = validate_upstream(raw.upstream, base_dir)?;
+    let upstream = raw
+        .upstream
+        .ok_or_else(|| invalid("upstream", "missing: say where Campaign is"))?;
+    let upstream = validate_upstream("upstream", DEFAULT_UPSTREAM, upstream, base_dir)?;
+    let upstreams = raw
+        .upstreams
+        .into_iter()
+        .map(|(name, table)| {
+            let key = format!("upstreams.{name}");
+            if name == DEFAULT_UPSTREAM {
+                return Err(invalid(
+                    key,
+                    "`default` is the name of the [upstream] table",
+                ));
+            }
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+            {
+                return Err(invalid(key, "a name is letters, digits, `-` and `_`"));
+            }
+            validate_upstream(&key, &name, table, base_dir)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let ims = validate_ims(raw.ims.unwrap_or_default(), base_dir)?;
     let profiles = raw
         .profiles
         .into_iter()
-        .map(|(name, profile)| validate_profile(name, profile, base_dir, env))
+        .map(|(name, profile)| validate_profile(name, profile, &upstreams, base_dir, env))
         .collect::<Result<Vec<_>, _>>()?;
     let sessions = raw
         .sessions
@@ -203,6 +228,7 @@ pub(super) fn config(
         unknown_callers,
         server,
         upstream,
+        upstreams,
         ims,
         profiles,
         sessions,
@@ -462,30 +488,67 @@ fn http_url(key: &str, text: &str) -> Result<(Scheme, Authority, String), Config
     Ok((scheme, authority, path))
 }
 
+/// `[upstream]` or `[upstreams.NAME]` (`key`): its nodes from `url` or `urls`, and its limits.
 fn validate_upstream(
-    raw: Option<raw::RawUpstream>,
+    key: &str,
+    name: &str,
+    raw: raw::RawUpstream,
     base_dir: &Path,
 ) -> Result<UpstreamSettings, ConfigError> {
-    let raw = raw.ok_or_else(|| invalid("upstream", "missing: say where Campaign is"))?;
-    let url = raw.url.ok_or_else(|| invalid("upstream.url", "missing"))?;
-    let (scheme, authority, base_path) = http_url("upstream.url", &url)?;
-    let extra_roots = ca_file("upstream.ca_file", raw.ca_file, base_dir)?;
+    let field = |field: &str| format!("{key}.{field}");
+    let (urls, urls_key) = match (raw.url, raw.urls) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                field("urls"),
+                "give either `url` or `urls`, not both",
+            ));
+        }
+        (Some(url), None) => (vec![url], field("url")),
+        (None, Some(urls)) if urls.is_empty() => {
+            return Err(invalid(field("urls"), "is empty: give at least one URL"));
+        }
+        (None, Some(urls)) => (urls, field("urls")),
+        (None, None) => {
+            return Err(invalid(
+                field("url"),
+                "missing: give `url`, or `urls` for several nodes",
+            ));
+        }
+    };
+    if urls.len() > MAX_UPSTREAM_NODES {
+        return Err(invalid(
+            urls_key,
+            format!("{} nodes; at most {MAX_UPSTREAM_NODES}", urls.len()),
+        ));
+    }
+    let mut nodes: Vec<NodeSettings> = Vec::with_capacity(urls.len());
+    for url in &urls {
+        let (scheme, authority, base_path) = http_url(&urls_key, url)?;
+        let node = NodeSettings {
+            scheme,
+            authority,
+            base_path,
+        };
+        if nodes.iter().any(|other| other.url() == node.url()) {
+            return Err(invalid(&urls_key, format!("`{url}` is named twice")));
+        }
+        nodes.push(node);
+    }
+    let positive = |field_name: &str, value: Option<String>, default: Duration| {
+        duration(&field(field_name), value.as_deref(), default)
+    };
     Ok(UpstreamSettings {
-        scheme,
-        authority,
-        base_path,
-        timeout: duration(
-            "upstream.timeout",
-            raw.timeout.as_deref(),
-            DEFAULT_UPSTREAM_TIMEOUT,
-        )?,
-        connect_timeout: duration(
-            "upstream.connect_timeout",
-            raw.connect_timeout.as_deref(),
+        name: name.to_owned(),
+        nodes,
+        timeout: positive("timeout", raw.timeout, DEFAULT_UPSTREAM_TIMEOUT)?,
+        connect_timeout: positive(
+            "connect_timeout",
+            raw.connect_timeout,
             DEFAULT_CONNECT_TIMEOUT,
         )?,
-        extra_roots,
+        extra_roots: ca_file(&field("ca_file"), raw.ca_file, base_dir)?,
         retry_buffer_bytes: raw.retry_buffer_bytes.unwrap_or(DEFAULT_RETRY_BUFFER_BYTES),
+        cooldown: positive("cooldown", raw.cooldown, DEFAULT_COOLDOWN)?,
     })
 }
 
@@ -511,6 +574,7 @@ fn validate_ims(raw: raw::RawIms, base_dir: &Path) -> Result<ImsSettings, Config
 fn validate_profile(
     name: String,
     raw: RawProfile,
+    upstreams: &[UpstreamSettings],
     base_dir: &Path,
     env: &dyn Env,
 ) -> Result<Profile, ConfigError> {
@@ -579,7 +643,30 @@ fn validate_profile(
             }
         }
     };
-    Ok(Profile { name, kind })
+    let upstream = raw
+        .upstream
+        .map(|wanted| {
+            if wanted == DEFAULT_UPSTREAM {
+                return Ok(None);
+            }
+            upstreams
+                .iter()
+                .position(|u| u.name == wanted)
+                .map(Some)
+                .ok_or_else(|| {
+                    invalid(
+                        key("upstream"),
+                        format!("no upstream named `{wanted}` ([upstreams.{wanted}] is missing)"),
+                    )
+                })
+        })
+        .transpose()?
+        .flatten();
+    Ok(Profile {
+        name,
+        kind,
+        upstream,
+    })
 }
 
 /// Names the caller an error is about, and its line, after the message.

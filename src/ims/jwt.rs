@@ -121,7 +121,7 @@ mod tests {
             "ent_analytics_bulk_ingest_sdk".to_owned(),
         ];
         let connector =
-            crate::connect::https_connector(&[], Duration::from_secs(1), &Default::default())
+            crate::connect::https_connector(&[], Some(Duration::from_secs(1)), &Default::default())
                 .unwrap();
         let source = JwtSource::new(
             ImsClient::new(connector, Duration::from_secs(1)),

@@ -232,7 +232,9 @@ impl ProxyError {
                 Server,
                 "The IMS access token of this caller's technical account is not available. Try again later.",
             ),
-            ProxyError::Upstream(UpstreamError::Unreachable(_)) => answer(
+            ProxyError::Upstream(
+                UpstreamError::Unreachable(_) | UpstreamError::ConnectTimeout(_),
+            ) => answer(
                 "upstream_unreachable",
                 StatusCode::BAD_GATEWAY,
                 Server,

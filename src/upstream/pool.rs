@@ -40,9 +40,27 @@ pub struct Pool {
     connector: HttpsConnector<EgressConnector>,
     /// What the connector dials: Campaign's scheme and authority.
     target: Uri,
+    /// Bound on a new connection: TCP, a proxy's `CONNECT` and the TLS handshake together.
+    connect_timeout: Duration,
     /// The most at a time hyper buffers per connection, each way.
     max_buf_size: usize,
     shared: Arc<Shared>,
+}
+
+/// A request the pool could not get an answer to.
+pub struct Failed {
+    pub error: UpstreamError,
+    /// The request, when none of it went out: it may go to another node.
+    pub unsent: Option<Request<UpstreamBody>>,
+}
+
+impl Failed {
+    fn unsent(error: UpstreamError, request: Request<UpstreamBody>) -> Failed {
+        Failed {
+            error,
+            unsent: Some(request),
+        }
+    }
 }
 
 /// What the pool shares with the connections out of it.
@@ -80,11 +98,13 @@ impl Pool {
     pub fn new(
         connector: HttpsConnector<EgressConnector>,
         target: Uri,
+        connect_timeout: Duration,
         max_buf_size: usize,
     ) -> Pool {
         Pool {
             connector,
             target,
+            connect_timeout,
             max_buf_size,
             shared: Arc::default(),
         }
@@ -92,11 +112,12 @@ impl Pool {
 
     /// Sends `request` (its URI in origin form) on an idle connection, or a new one. A pooled
     /// connection that turns out closed before the request went out is replaced, and the
-    /// request sent again: nothing of it reached Campaign.
+    /// request sent again: nothing of it reached Campaign. When a new connection cannot be
+    /// made, or closes before the request goes out, the request comes back with the error.
     pub fn send(
         &self,
         request: Request<UpstreamBody>,
-    ) -> impl Future<Output = Result<Response<CampaignBody>, UpstreamError>> + '_ {
+    ) -> impl Future<Output = Result<Response<CampaignBody>, Failed>> + '_ {
         // Not an `async fn` of its own: a future around the one below would be one more move
         // of the request on every call.
         self.send_from(None, request)
@@ -107,20 +128,24 @@ impl Pool {
         &self,
         mut pooled: Option<Sender>,
         mut request: Request<UpstreamBody>,
-    ) -> Result<Response<CampaignBody>, UpstreamError> {
+    ) -> Result<Response<CampaignBody>, Failed> {
         loop {
             let (mut sender, reused) = match pooled.take().or_else(|| self.checkout()) {
                 Some(sender) => (sender, true),
                 // Boxed: connecting is the rare case, and its future would double the size of
                 // every request's.
-                None => Box::pin(self.connect_or_wait()).await?,
+                None => match Box::pin(self.connect_or_wait()).await {
+                    Ok(connected) => connected,
+                    Err(error) => return Err(Failed::unsent(error, request)),
+                },
             };
             // A connection back from the pool may still be finishing its last answer.
             if let Err(error) = sender.ready().await {
                 if reused {
                     continue;
                 }
-                return Err(UpstreamError::Unreachable(error_chain(&error)));
+                let error = UpstreamError::Unreachable(error_chain(&error));
+                return Err(Failed::unsent(error, request));
             }
             match sender.try_send_request(request).await {
                 Ok(response) => {
@@ -130,7 +155,16 @@ impl Pool {
                 Err(mut error) => match error.take_message() {
                     // Closed before the request went out: nothing reached Campaign.
                     Some(unsent) if reused => request = unsent,
-                    _ => return Err(UpstreamError::from_hyper(&error.into_error())),
+                    Some(unsent) => {
+                        let error = UpstreamError::from_hyper(&error.into_error());
+                        return Err(Failed::unsent(error, unsent));
+                    }
+                    None => {
+                        return Err(Failed {
+                            error: UpstreamError::from_hyper(&error.into_error()),
+                            unsent: None,
+                        });
+                    }
                 },
             }
         }
@@ -168,9 +202,9 @@ impl Pool {
 
     async fn connect(&self) -> Result<Sender, UpstreamError> {
         let mut connector = self.connector.clone();
-        let io = connector
-            .call(self.target.clone())
+        let io = tokio::time::timeout(self.connect_timeout, connector.call(self.target.clone()))
             .await
+            .map_err(|_| UpstreamError::ConnectTimeout(self.connect_timeout))?
             .map_err(|error| UpstreamError::Unreachable(error_chain(&*error)))?;
         let (sender, connection) = http1::Builder::new()
             .max_buf_size(self.max_buf_size)

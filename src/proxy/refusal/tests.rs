@@ -59,15 +59,26 @@ async fn answer(raw: Vec<u8>) -> Response<CampaignBody> {
         let _ = stream.read(&mut byte).await;
     });
     let settings = UpstreamSettings {
-        scheme: http::uri::Scheme::HTTP,
-        authority: addr.to_string().parse().unwrap(),
-        base_path: String::new(),
+        name: "default".to_owned(),
+        nodes: vec![crate::config::NodeSettings {
+            scheme: http::uri::Scheme::HTTP,
+            authority: addr.to_string().parse().unwrap(),
+            base_path: String::new(),
+        }],
         timeout: IDLE,
         connect_timeout: IDLE,
         extra_roots: Vec::new(),
         retry_buffer_bytes: 0,
+        cooldown: IDLE,
     };
-    let upstream = Upstream::new(&settings, &[], &crate::connect::Egress::default()).unwrap();
+    let attempts = |_: &str, _: &str| Default::default();
+    let upstream = Upstream::new(
+        &settings,
+        &[],
+        &crate::connect::Egress::default(),
+        &attempts,
+    )
+    .unwrap();
     let request = Request::post("/nl/jsp/soaprouter.jsp")
         .header("host", "campaign")
         .body(UpstreamBody::new([], None, 0, 0, Some(0), IDLE))

@@ -85,8 +85,13 @@ impl Campaign {
     }
 
     fn pool(&self) -> Pool {
-        let connector = https_connector(&[], Duration::from_secs(2), &Default::default()).unwrap();
-        Pool::new(connector, self.url.clone(), MAX_BUF_SIZE)
+        let connector = https_connector(&[], None, &Default::default()).unwrap();
+        Pool::new(
+            connector,
+            self.url.clone(),
+            Duration::from_secs(2),
+            MAX_BUF_SIZE,
+        )
     }
 
     fn counts(&self) -> (usize, usize) {
@@ -115,7 +120,9 @@ fn request() -> Request<UpstreamBody> {
 
 /// Sends a request and reads the answer to its end.
 async fn exchange(pool: &Pool, pooled: Option<Sender>) -> String {
-    let response = pool.send_from(pooled, request()).await.unwrap();
+    let Ok(response) = pool.send_from(pooled, request()).await else {
+        panic!("no answer");
+    };
     assert_eq!(response.status(), 200);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(body.to_vec()).unwrap()
@@ -135,7 +142,9 @@ async fn a_connection_read_to_the_end_is_reused_and_an_abandoned_one_is_not() {
     );
 
     // An answer dropped half-read takes its connection with it.
-    let response = pool.send(request()).await.unwrap();
+    let Ok(response) = pool.send(request()).await else {
+        panic!("no answer");
+    };
     assert_eq!(pool.idle(), 0, "lent out");
     drop(response);
     assert_eq!(pool.idle(), 0, "not given back");
@@ -167,19 +176,54 @@ async fn a_connection_closed_between_checkout_and_write_is_replaced() {
 }
 
 #[tokio::test]
-async fn a_new_connection_that_fails_is_an_error_not_a_retry() {
+async fn a_new_connection_that_fails_hands_the_request_back() {
     // A port that refuses connections: bound, never listening.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let url: Uri = format!("http://{}", socket.local_addr().unwrap())
         .parse()
         .unwrap();
-    let connector = https_connector(&[], Duration::from_secs(2), &Default::default()).unwrap();
-    let pool = Pool::new(connector, url, MAX_BUF_SIZE);
+    let connector = https_connector(&[], None, &Default::default()).unwrap();
+    let pool = Pool::new(connector, url, Duration::from_secs(2), MAX_BUF_SIZE);
     match pool.send(request()).await {
-        Err(UpstreamError::Unreachable(text)) => {
-            assert!(text.contains("refused"), "{text}")
+        Err(Failed {
+            error: UpstreamError::Unreachable(text),
+            unsent: Some(unsent),
+        }) => {
+            assert!(text.contains("refused"), "{text}");
+            assert_eq!(
+                unsent.uri(),
+                "/nl/jsp/soaprouter.jsp",
+                "the request comes back"
+            );
         }
-        other => panic!("{:?}", other.map(|r| r.status())),
+        Err(Failed { error, unsent }) => panic!("{error}, unsent: {}", unsent.is_some()),
+        Ok(response) => panic!("{}", response.status()),
     }
+}
+
+#[tokio::test]
+async fn the_connect_timeout_covers_the_tls_handshake() {
+    // A node that takes connections and says nothing: TCP connects at once, TLS never ends.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url: Uri = format!("https://{}", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let connector = https_connector(&[], None, &Default::default()).unwrap();
+    let pool = Pool::new(connector, url, Duration::from_millis(300), MAX_BUF_SIZE);
+    match pool.send(request()).await {
+        Err(Failed {
+            error: UpstreamError::ConnectTimeout(after),
+            unsent: Some(_),
+        }) => assert_eq!(after, Duration::from_millis(300)),
+        Err(Failed { error, unsent }) => panic!("{error}, unsent: {}", unsent.is_some()),
+        Ok(response) => panic!("{}", response.status()),
+    }
+    held.abort();
 }
