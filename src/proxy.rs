@@ -655,8 +655,9 @@ impl Proxy {
         if claimed {
             carriers::strip_request(&mut parts);
         }
-        // A legacy caller's credential goes to its own Campaign, which checks it.
-        let upstream = self.upstream_of(owner.filter(|_| !claimed));
+        // To the Campaign of the caller whose login the credential names (the credential
+        // itself only when that caller is `legacy`: Campaign checks it).
+        let upstream = self.upstream_of(owner);
         self.unread(upstream, parts, body, peer, record).await
     }
 
@@ -741,7 +742,8 @@ impl Proxy {
                     let upstream = self.upstream_of(caller);
                     return Box::pin(self.unread(upstream, parts, body, peer, record)).await;
                 }
-                Way::Local(..) => unreachable!("a page is never answered here"),
+                // (A page's route is never answered here.)
+                Way::Local(response, _) => return Ok(*response),
             }
         };
         let profile = &self.profiles[profile];

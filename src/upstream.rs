@@ -400,7 +400,10 @@ mod tests {
 
     #[test]
     fn each_node_gets_its_host_and_base_path_before_the_callers_target() {
-        let upstream = upstream(&["http://a.example.com:8080/", "http://b.example.com/campaign/"]);
+        let upstream = upstream(&[
+            "http://a.example.com:8080/",
+            "http://b.example.com/campaign/",
+        ]);
         let caller: Uri = "http://proxy.example.com/nl/jsp/soaprouter.jsp?x=1"
             .parse()
             .unwrap();

@@ -1,8 +1,8 @@
 //! The deployment files hold what they claim: Kubernetes manifests valid against the
 //! Kubernetes schemas (with `kubernetes-validate`, installed from PyPI by this test), probes and
 //! references that match the config they carry, a systemd unit that `systemd-analyze verify`
-//! accepts, a Grafana dashboard whose queries name metrics the proxy exports, and a container
-//! image without a shell that runs as non-root.
+//! accepts, a Grafana dashboard and Prometheus alerts whose queries name metrics the proxy
+//! exports, and a container image without a shell that runs as non-root.
 //!
 //! The schema and unit checks need Python with pip and PyPI, and systemd-analyze: without
 //! them they are skipped and say so, unless `IMSBRIDGE_REQUIRE_ALL_TESTS=1` (`.ci/run`).
@@ -237,13 +237,19 @@ async fn the_dashboard_queries_metrics_the_proxy_exports() {
         ]
     );
 
+    assert_exported(&exprs).await;
+}
+
+/// Every metric the PromQL `exprs` name is exported by a proxy that served a call, and every
+/// label they group by is one of its labels.
+async fn assert_exported(exprs: &[String]) {
     let stack = Stack::default().await;
     assert_eq!(
         post(stack.url(), seed_002(&credential()), &[]).await.status,
         200
     );
     let metrics = get(stack.proxy.admin, "/metrics").await.body;
-    for expr in &exprs {
+    for expr in exprs {
         for (at, _) in expr.match_indices("imsbridge_") {
             let name: String = expr[at..]
                 .chars()
@@ -258,7 +264,86 @@ async fn the_dashboard_queries_metrics_the_proxy_exports() {
                 "`{name}` in `{expr}` is not exported:\n{metrics}"
             );
         }
+        for (at, _) in expr.match_indices("by (") {
+            let labels = &expr[at + 4..];
+            let labels = &labels[..labels.find(')').unwrap()];
+            for label in labels.split(',').map(str::trim) {
+                assert!(
+                    metrics.contains(&format!("{label}=\"")),
+                    "no metric has the label `{label}` of `{expr}`:\n{metrics}"
+                );
+            }
+        }
     }
+    stack.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alerts_are_prometheus_rules_on_metrics_the_proxy_exports() {
+    // PyYAML comes with kubernetes-validate.
+    let python = match validator() {
+        Ok(validator) => validator.with_file_name("python"),
+        Err(why) => {
+            return skip(
+                "the_alerts_are_prometheus_rules_on_metrics_the_proxy_exports",
+                &why,
+            );
+        }
+    };
+    let output = Command::new(python)
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(repo("deploy/prometheus/alerts.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rules: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut names = Vec::new();
+    let mut exprs = Vec::new();
+    for group in rules["groups"].as_array().unwrap() {
+        assert!(group["name"].is_string());
+        for rule in group["rules"].as_array().unwrap() {
+            let name = rule["alert"].as_str().expect("an alert name");
+            let fields: Vec<&str> = rule
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.as_str())
+                .collect();
+            for field in &fields {
+                assert!(
+                    ["alert", "expr", "for", "labels", "annotations"].contains(field),
+                    "{name}: `{field}` is no field of an alerting rule"
+                );
+            }
+            assert!(
+                ["warning", "critical"].contains(&rule["labels"]["severity"].as_str().unwrap()),
+                "{name}"
+            );
+            assert!(rule["annotations"]["summary"].is_string(), "{name}");
+            names.push(name.to_owned());
+            exprs.push(rule["expr"].as_str().expect("an expression").to_owned());
+        }
+    }
+    // Token health and Campaign's nodes: what /readyz leaves to alerts.
+    for wanted in [
+        "ImsbridgeTokenExpiringSoon",
+        "ImsbridgeTokenFetchesFailing",
+        "ImsbridgeCampaignNodeDown",
+        "ImsbridgeCampaignUnreachable",
+    ] {
+        assert!(
+            names.iter().any(|n| n == wanted),
+            "{wanted} missing: {names:?}"
+        );
+    }
+    assert_exported(&exprs).await;
 }
 
 #[test]
