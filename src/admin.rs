@@ -1,13 +1,17 @@
 //! The admin listener: `GET /healthz` (the process serves), `GET /readyz` (ready once every
 //! profile an `ims` or `canary` caller uses has held a token since start; otherwise 503 naming
 //! those that have not; each profile's token now in the body), `GET /metrics` (Prometheus
-//! text, see `metrics.rs`).
+//! text, see `metrics.rs`), `GET /inventory` (every legacy login seen, JSON, see
+//! `inventory.rs`) and `GET /` (the migration cockpit, a page for people, `admin/page.rs`).
 //!
 //! Readiness does not follow IMS after the first token: every replica shares IMS, so an outage
 //! would take them all out of the load balancer at once, `legacy` callers included, while
 //! tokens in hand still serve. Token health is in the body and in the metrics.
 
+mod page;
+
 use std::fmt::Write;
+use std::time::SystemTime;
 
 use http::{Method, Request, Response, StatusCode, header};
 
@@ -26,6 +30,27 @@ pub fn handle<B>(
     }
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
+        "/" => {
+            let now = SystemTime::now();
+            let inventory = inventory(proxy, now);
+            let page = page::Page {
+                profiles: proxy.profile_views().collect(),
+                callers: proxy.caller_views().collect(),
+                inventory: &inventory,
+                nodes: proxy.nodes().collect(),
+                shadow: proxy.metrics().shadow_table(),
+                now,
+            };
+            typed(
+                text(StatusCode::OK, page.render()),
+                "text/html; charset=utf-8",
+            )
+        }
+        "/inventory" => {
+            let inventory = inventory(proxy, SystemTime::now());
+            let json = serde_json::to_string_pretty(&inventory).expect("an inventory is JSON");
+            typed(text(StatusCode::OK, json + "\n"), "application/json")
+        }
         "/metrics" => {
             let body = proxy
                 .metrics()
@@ -74,6 +99,24 @@ pub fn handle<B>(
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),
     }
+}
+
+/// The inventory, with the profiles a caller skeleton may name.
+fn inventory(proxy: &Proxy, now: SystemTime) -> crate::inventory::Report {
+    let mut report = proxy.metrics().inventory.report(now);
+    report.profiles = proxy.profile_views().map(|p| p.name.to_owned()).collect();
+    report
+}
+
+fn typed(
+    mut response: Response<ResponseBody>,
+    content_type: &'static str,
+) -> Response<ResponseBody> {
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
 }
 
 fn text(status: StatusCode, body: String) -> Response<ResponseBody> {

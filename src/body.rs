@@ -27,7 +27,7 @@ use std::time::Duration;
 pub use campaign::{CampaignBody, Lease, Reuse, Sender};
 pub use linger::Lingering;
 pub use replay::Replay;
-pub use response::{AnswerError, Finish, ResponseBody};
+pub use response::{AnswerError, Finish, ResponseBody, Tee};
 pub use upstream::{Inspect, UpstreamBody};
 
 /// The most a connection buffers in hyper, each way, on the listener and towards Campaign; also

@@ -32,7 +32,7 @@ use verifier::{Busy, Verifier};
 #[derive(Debug)]
 pub struct Caller {
     pub name: Arc<str>,
-    pub login: String,
+    pub login: Arc<str>,
     password: Arc<PasswordHash>,
     /// Index of its technical account in the profile list.
     pub profile: usize,
@@ -41,9 +41,16 @@ pub struct Caller {
     /// Subject its client certificate must have, or one of these DNS names and URIs.
     cert_subject: Option<String>,
     cert_sans: Vec<String>,
+    /// `shadow` mode: the actions copied the `ims` way.
+    shadow_actions: Vec<String>,
 }
 
 impl Caller {
+    /// Whether a call of `action` is copied the `ims` way (`shadow` mode).
+    pub fn shadows(&self, action: &str) -> bool {
+        self.mode == Mode::Shadow && self.shadow_actions.iter().any(|a| a == action)
+    }
+
     /// Whether a request from `peer` may be this caller's.
     fn allows(&self, peer: IpAddr) -> bool {
         let peer = match peer {
@@ -142,19 +149,20 @@ impl Callers {
             .iter()
             .map(|c| Caller {
                 name: c.name.as_str().into(),
-                login: c.login.clone(),
+                login: c.login.as_str().into(),
                 password: Arc::new(c.password.clone()),
                 profile: c.profile,
                 mode: c.mode,
                 allow_from: c.allow_from.clone(),
                 cert_subject: c.client_cert_subject.clone(),
                 cert_sans: c.client_cert_san.clone(),
+                shadow_actions: c.shadow_actions.clone(),
             })
             .collect();
         let by_login = callers
             .iter()
             .enumerate()
-            .map(|(i, c)| (c.login.clone(), i))
+            .map(|(i, c)| (c.login.to_string(), i))
             .collect();
         Callers {
             callers,
@@ -209,7 +217,8 @@ impl Callers {
         let caller = &self.callers[index];
         self.check_origin(caller, presented)?;
         let ims = match caller.mode {
-            Mode::Legacy => false,
+            // A shadow copy goes the `ims` way only once the password is checked (`proxy`).
+            Mode::Legacy | Mode::Shadow => false,
             Mode::Ims => true,
             // Decided per request.
             Mode::Canary { percent } => {
@@ -317,7 +326,28 @@ impl Callers {
         token
             .split_once('/')
             .and_then(|(login, _)| self.by_login.get(login))
-            .is_some_and(|&index| self.callers[index].mode != Mode::Legacy)
+            .is_some_and(|&index| {
+                matches!(self.callers[index].mode, Mode::Ims | Mode::Canary { .. })
+            })
+    }
+
+    /// Whether `token` is the login and right password of the `shadow` caller `name`: checked
+    /// before its call is copied the `ims` way (its own call went the legacy way unchecked).
+    pub async fn verify_copy(&self, name: &str, token: &str, peer: IpAddr) -> bool {
+        let Some((login, password)) = token.split_once('/') else {
+            return false;
+        };
+        let Some(&index) = self.by_login.get(login) else {
+            return false;
+        };
+        let caller = &self.callers[index];
+        if *caller.name != *name || caller.mode != Mode::Shadow {
+            return false;
+        }
+        self.verifier
+            .verify(index, caller, password, peer)
+            .await
+            .unwrap_or(false)
     }
 
     /// The caller whose login a `login/password` token names, right password or not.

@@ -91,6 +91,10 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_MAX_PENDING_PASSWORD_CHECKS: usize = 16;
 /// A password check refused over `server.password_failures` is answered after this.
 pub const DEFAULT_REFUSAL_DELAY: Duration = Duration::from_secs(1);
+/// Logins the inventory keeps; past it, the least recently seen is dropped.
+pub const DEFAULT_INVENTORY_MAX_LOGINS: u64 = 10_000;
+/// Shadow copies sent to Campaign at once; past it, a call gets no copy.
+pub const DEFAULT_SHADOW_MAX_IN_FLIGHT: u64 = 8;
 /// The session secret signs tokens every replica accepts: it must be hard to guess.
 pub const MIN_SESSION_SECRET_BYTES: usize = 32;
 
@@ -133,6 +137,8 @@ pub struct Config {
     pub wsdl: WsdlSettings,
     /// The HTTP proxy outgoing connections go through.
     pub egress: EgressSettings,
+    /// The migration cockpit of the admin listener: inventory and shadow copies.
+    pub admin: AdminSettings,
     pub callers: Vec<CallerSettings>,
     /// Seed of the draws that send a `canary` caller's share of requests the `ims` way;
     /// `None` (what the file gives): a random one. Set by tests, for splits they can predict.
@@ -155,6 +161,24 @@ impl fmt::Debug for EgressSettings {
             .field("proxy", &self.proxy.as_ref().map(|_| "****"))
             .field("no_proxy", &self.no_proxy)
             .finish()
+    }
+}
+
+/// `[admin]`: what the inventory and the shadow copies may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Logins the inventory keeps (the least recently seen dropped past it).
+    pub inventory_max_logins: usize,
+    /// Shadow copies on their way at once; past it, a call gets none.
+    pub shadow_max_in_flight: usize,
+}
+
+impl Default for AdminSettings {
+    fn default() -> AdminSettings {
+        AdminSettings {
+            inventory_max_logins: DEFAULT_INVENTORY_MAX_LOGINS as usize,
+            shadow_max_in_flight: DEFAULT_SHADOW_MAX_IN_FLIGHT as usize,
+        }
     }
 }
 
@@ -420,6 +444,9 @@ pub enum Mode {
     /// This share of requests (0 to 100), decided per request, goes the `ims` way; the rest
     /// goes `legacy`.
     Canary { percent: f64 },
+    /// Every call goes `legacy`, and the caller gets that answer; a call of one of its
+    /// `shadow_actions` also goes the `ims` way, as a copy whose answer is compared with it.
+    Shadow,
 }
 
 impl Mode {
@@ -428,6 +455,7 @@ impl Mode {
             Mode::Ims => "ims",
             Mode::Legacy => "legacy",
             Mode::Canary { .. } => "canary",
+            Mode::Shadow => "shadow",
         }
     }
 }
@@ -448,6 +476,9 @@ pub struct CallerSettings {
     pub client_cert_subject: Option<String>,
     /// Or one of these DNS names and URIs of its certificate (`dns:…`, `uri:…`).
     pub client_cert_san: Vec<String>,
+    /// With `mode = "shadow"`: the read-only actions (`xtk:queryDef#ExecuteQuery`) copied the
+    /// `ims` way.
+    pub shadow_actions: Vec<String>,
 }
 
 impl fmt::Debug for CallerSettings {

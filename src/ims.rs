@@ -21,7 +21,9 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use serde::Deserialize;
 
-pub use cache::{FetchCounters, NotReady, REFRESH_MARGIN, Readiness, Token, TokenCache};
+pub use cache::{
+    FetchCounters, NotReady, REFRESH_MARGIN, Readiness, Token, TokenCache, TokenStatus,
+};
 pub use jwt::{JWT_LIFETIME, JwtCredential, JwtSource};
 pub use oauth::OAuthSource;
 

@@ -49,6 +49,7 @@ pub mod demo;
 pub mod headers;
 pub mod import;
 pub mod ims;
+pub mod inventory;
 pub mod metrics;
 pub mod proxy;
 pub mod secret;

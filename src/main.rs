@@ -55,6 +55,14 @@ enum Command {
     },
     /// Read a password from standard input and print its argon2 hash for the config.
     HashPassword,
+    /// Print every legacy login the proxy has seen (from its admin listener's /inventory), with
+    /// a [[callers]] entry for each login no caller owns.
+    Inventory {
+        /// The admin listener, e.g. http://127.0.0.1:9090; repeat it for each replica: their
+        /// inventories are merged.
+        #[arg(long = "admin", value_name = "URL", required = true)]
+        admins: Vec<String>,
+    },
     /// Turn the `-setimsjwtauth:Org/Client/TechAccount/Secret/Base64Key` string of
     /// `nlserver config` into a `jwt` profile; the secret and the key go to files (mode 0600).
     ImportNlserver {
@@ -98,6 +106,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::Check { config, probe } => check(config, probe),
         Command::HashPassword => hash_password(),
+        Command::Inventory { admins } => inventory(&admins),
         Command::ImportNlserver {
             credential,
             name,
@@ -151,6 +160,24 @@ fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
         None => tokio::runtime::Builder::new_multi_thread(),
     };
     builder.enable_all().build()
+}
+
+fn inventory(admins: &[String]) -> ExitCode {
+    let runtime = match runtime(Some(1)) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("imsbridge: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match runtime.block_on(imsbridge::inventory::command::run(admins, &mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("imsbridge: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run(path: PathBuf) -> ExitCode {

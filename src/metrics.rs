@@ -6,8 +6,9 @@
 //!
 //! One [`Metrics`] lives for the whole process: a reload makes a new proxy, not new counters.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -17,6 +18,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::ims::{FetchCounters, Readiness};
+use crate::inventory::Inventory;
 use crate::server::Connections;
 use crate::upstream::{AttemptCounters, NodeHealth};
 
@@ -67,6 +69,17 @@ struct AttemptLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    caller: String,
+    action: String,
+    /// `match`, `mismatch`, or why there was no comparison (see [`Metrics::shadow`]).
+    result: &'static str,
+}
+
+/// What the shadow copies of a caller's action gave, by result.
+pub type ShadowCounts = std::collections::BTreeMap<&'static str, u64>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
     upstream: String,
     node: String,
@@ -95,6 +108,11 @@ pub struct Metrics {
     attempts: Family<AttemptLabels, Counter>,
     nodes_up: Family<NodeLabels, Gauge>,
     nodes_in_flight: Family<NodeLabels, Gauge>,
+    /// Every legacy login seen (`GET /inventory`, the admin page).
+    pub inventory: Inventory,
+    shadow: Family<ShadowLabels, Counter>,
+    /// The same counts, for the admin page: by caller and action.
+    shadow_table: Mutex<BTreeMap<(String, String), ShadowCounts>>,
     /// Body bytes received from callers, and sent to them.
     pub bytes_in: Counter,
     pub bytes_out: Counter,
@@ -174,6 +192,12 @@ impl Metrics {
             "Requests waiting on the Campaign node's answer now (counted when the upstream has several nodes)",
             nodes_in_flight.clone(),
         );
+        let shadow = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "shadow_comparisons",
+            "Shadow copies of a caller's calls, by caller, action and result: match, mismatch, or why none was compared (busy, too_large, unverified, failed, incomplete)",
+            shadow.clone(),
+        );
         let bytes_in = Counter::default();
         registry.register(
             "request_bytes",
@@ -216,6 +240,9 @@ impl Metrics {
             attempts,
             nodes_up,
             nodes_in_flight,
+            inventory: Inventory::default(),
+            shadow,
+            shadow_table: Mutex::default(),
             bytes_in,
             bytes_out,
             connections_open,
@@ -268,6 +295,32 @@ impl Metrics {
             ok: counter("ok"),
             failed: counter("failed"),
         }
+    }
+
+    /// Counts what the shadow copy of a call of `caller`'s `action` gave: `match`, `mismatch`;
+    /// or no comparison: `busy` (`admin.shadow_max_in_flight` copies on their way), `too_large`
+    /// (a body or answer over `retry_buffer_bytes`), `unverified` (not the caller's password),
+    /// `failed` (no token, or Campaign unreachable), `incomplete` (an answer cut off).
+    pub fn shadow(&self, caller: &str, action: &str, result: &'static str) {
+        self.shadow
+            .get_or_create(&ShadowLabels {
+                caller: caller.to_owned(),
+                action: action.to_owned(),
+                result,
+            })
+            .inc();
+        let mut table = self.shadow_table.lock().unwrap_or_else(|e| e.into_inner());
+        *table
+            .entry((caller.to_owned(), action.to_owned()))
+            .or_default()
+            .entry(result)
+            .or_default() += 1;
+    }
+
+    /// The shadow counts by caller and action, for the admin page.
+    pub fn shadow_table(&self) -> Vec<((String, String), ShadowCounts)> {
+        let table = self.shadow_table.lock().unwrap_or_else(|e| e.into_inner());
+        table.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// The counters of the attempts on a node of an upstream.

@@ -32,14 +32,15 @@ use hyper::body::Incoming;
 
 pub use error::ProxyError;
 
-use crate::body::{BodyError, Lingering, Replay, ResponseBody, UpstreamBody};
+use crate::body::{BodyError, Lingering, Replay, ResponseBody, Tee, UpstreamBody};
 use crate::callers::{AuthError, Caller, Callers, LogonWay, Presented, Route};
 use crate::carriers;
 use crate::config::{Config, FaultStatus, UnknownCallers, WSDL_PATH, WsdlSettings};
 use crate::connect::{Egress, TlsSetupError, https_connector, system_roots};
 use crate::headers::strip_hop_by_hop;
-use crate::ims::{ImsClient, Readiness, Source, Token, TokenCache};
+use crate::ims::{ImsClient, Readiness, Source, Token, TokenCache, TokenStatus};
 use crate::metrics::Metrics;
+use crate::secret::Secret;
 use crate::server::Peer;
 use crate::soap::{Charset, Edit, SOAP_ROUTER_PATH, logoff_response, logon_response};
 use crate::upstream::{
@@ -104,6 +105,24 @@ pub struct ProfileHealth<'a> {
     pub readiness: Readiness,
 }
 
+/// A profile, as the admin page shows it.
+pub struct ProfileView<'a> {
+    pub name: &'a str,
+    /// The name of its Campaign instance.
+    pub upstream: &'a str,
+    /// An `ims` or `canary` caller uses it.
+    pub needed: bool,
+    pub status: TokenStatus,
+}
+
+/// A configured caller, as the admin page shows it.
+pub struct CallerView<'a> {
+    pub name: &'a str,
+    pub login: &'a str,
+    pub mode: crate::config::Mode,
+    pub profile: &'a str,
+}
+
 /// The proxy: what every request needs, built once from the config.
 pub struct Proxy {
     callers: Callers,
@@ -134,6 +153,8 @@ pub struct Proxy {
     /// How long a request waits for a token when no valid one exists (a cold start): one IMS
     /// request's worth.
     token_wait: Duration,
+    /// Shadow copies on their way (`admin.shadow_max_in_flight`).
+    shadow_permits: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
 }
 
@@ -232,14 +253,19 @@ impl Proxy {
                 .iter()
                 .map(|c| (c.name.as_str(), c.mode.as_str())),
         );
+        let callers = Callers::new(
+            &config.callers,
+            config.unknown_callers,
+            config.sessions.as_ref(),
+            config.canary_seed,
+            config.server.password_limits,
+        );
+        metrics.inventory.configure(
+            callers.iter().map(|c| (&*c.login, &c.name)),
+            config.admin.inventory_max_logins,
+        );
         Ok(Proxy {
-            callers: Callers::new(
-                &config.callers,
-                config.unknown_callers,
-                config.sessions.as_ref(),
-                config.canary_seed,
-                config.server.password_limits,
-            ),
+            callers,
             profiles,
             upstreams,
             unknown_callers: config.unknown_callers,
@@ -259,6 +285,9 @@ impl Proxy {
             prefix_budget: PrefixBudget::new(config.server.max_prefix_memory),
             idle_timeout: config.server.limits.idle_timeout,
             token_wait: config.ims.timeout,
+            shadow_permits: Arc::new(tokio::sync::Semaphore::new(
+                config.admin.shadow_max_in_flight,
+            )),
             metrics,
         })
     }
@@ -280,6 +309,26 @@ impl Proxy {
         self.profiles
             .iter()
             .map(|p| (&*p.name, p.tokens.readiness()))
+    }
+
+    /// Each profile as the admin page shows it.
+    pub fn profile_views(&self) -> impl Iterator<Item = ProfileView<'_>> {
+        self.profiles.iter().map(|p| ProfileView {
+            name: &p.name,
+            upstream: self.upstreams[p.upstream].name(),
+            needed: p.needed,
+            status: p.tokens.status(),
+        })
+    }
+
+    /// Each configured caller as the admin page shows it.
+    pub fn caller_views(&self) -> impl Iterator<Item = CallerView<'_>> {
+        self.callers.iter().map(|c| CallerView {
+            name: &c.name,
+            login: &c.login,
+            mode: c.mode,
+            profile: &self.profiles[c.profile].name,
+        })
     }
 
     /// Each node of each Campaign instance, and its state now.
@@ -344,7 +393,7 @@ impl Proxy {
 
     /// Answers one request; its log line and counts follow when the answer is done with.
     pub async fn handle(
-        &self,
+        self: &Arc<Self>,
         mut peer: Arc<Peer>,
         mut request: Request<Incoming>,
     ) -> Response<ResponseBody> {
@@ -391,7 +440,7 @@ impl Proxy {
     /// The phases, in request order (see the module documentation). The request's parts and
     /// prefix are handed from phase to phase, never copied.
     async fn pipeline(
-        &self,
+        self: &Arc<Self>,
         peer: &Peer,
         request: Request<Lingering>,
         record: &mut Record,
@@ -415,13 +464,16 @@ impl Proxy {
         let prefix = self.read_prefix(body, charset, record).await?;
         record.read(&parts, &prefix);
         let way = self
-            .identify(&parts, &prefix, peer)
+            .identify(&parts, &prefix, peer, record)
             .await
             .inspect_err(|error| record.refused(error))?;
         record.took(&way);
         match way {
             Way::Local(response, _) => Ok(*response),
             // Boxed: not the `ims` way (see `PassThrough`).
+            Way::Forward(Some(caller)) if shadowed(caller, record, &prefix) => {
+                Box::pin(self.forward_shadowed(caller, parts, prefix, declared, peer, record)).await
+            }
             Way::Forward(caller) => {
                 let upstream = self.upstream_of(caller);
                 Box::pin(self.forward_unchanged(upstream, parts, prefix, declared, peer, record))
@@ -490,12 +542,16 @@ impl Proxy {
         parts: &request::Parts,
         prefix: &Prefix<Lingering>,
         peer: &Peer,
+        record: &mut Record,
     ) -> Result<Way<'_>, AuthError> {
         let envelope = &prefix.envelope;
         let carried = carriers::read(&parts.headers, parts.uri.query(), Some(envelope))?;
         let presented = presented(carried.credential(), peer);
         if envelope.is_logon() {
             let (login, password) = carriers::logon(envelope);
+            if !login.is_empty() {
+                record.login = Some(Arc::from(login));
+            }
             // Boxed: a Logon is rare, and its future carries a password check.
             return Ok(
                 match Box::pin(self.callers.logon(login, password, presented)).await? {
@@ -511,7 +567,12 @@ impl Proxy {
         if envelope.is_logoff() && self.callers.logoff(presented)? {
             return Ok(Way::Local(Box::new(soap_answer(logoff_response())), None));
         }
-        Ok(self.callers.route(presented).await?.into())
+        let route = self.callers.route(presented).await;
+        if !matches!(route, Ok(Route::Ims(_) | Route::Legacy(_))) {
+            // No caller to name its login: the inventory takes it from the credential.
+            record.presented(presented.credential.token());
+        }
+        Ok(route?.into())
     }
 
     /// Phase 4 of [`Way::Forward`]: sends the request to Campaign as it came (the
@@ -528,6 +589,146 @@ impl Proxy {
         let body = self.upstream_body(prefix, &[], declared, record)?;
         let parts = self.prepare(parts, None, peer, declared);
         self.send(upstream, parts, body, record).await
+    }
+
+    /// Phase 4 of [`Way::Forward`] for a call a `shadow` caller has copied (one of its
+    /// `shadow_actions`): the call goes to Campaign as it came, and the caller gets that answer;
+    /// once both the call and the answer went through whole (within `retry_buffer_bytes`), a copy
+    /// goes the `ims` way, its answer is compared with the legacy one, and the result is
+    /// counted ([`Proxy::shadow_copy`]). At most `admin.shadow_max_in_flight` copies at once:
+    /// past it, a call is forwarded without one.
+    async fn forward_shadowed(
+        self: &Arc<Self>,
+        caller: &Caller,
+        parts: request::Parts,
+        prefix: Prefix<Lingering>,
+        declared: Option<u64>,
+        peer: &Peer,
+        record: &mut Record,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let action = record
+            .action
+            .as_ref()
+            .map_or("-", |a| a.as_str())
+            .to_owned();
+        let upstream_index = self.profiles[caller.profile].upstream;
+        let upstream = &self.upstreams[upstream_index];
+        let limit = upstream.retry_buffer_bytes();
+        let permit = match self.shadow_permits.clone().try_acquire_owned() {
+            Ok(permit) if declared.is_none_or(|length| length <= limit) => permit,
+            other => {
+                let why = if other.is_ok() { "too_large" } else { "busy" };
+                self.metrics.shadow(&caller.name, &action, why);
+                return self
+                    .forward_unchanged(upstream, parts, prefix, declared, peer, record)
+                    .await;
+            }
+        };
+        // The copy: every copy of the credential out of its head and body (the technical
+        // account's Bearer goes in once the password is checked).
+        let carried = carriers::read(&parts.headers, parts.uri.query(), Some(&prefix.envelope))
+            .map_err(AuthError::from)?;
+        let credential = Secret::new(carried.credential().token());
+        let edits = carriers::body_edits(&prefix.envelope);
+        let copy = ShadowCopy {
+            caller: caller.name.clone(),
+            action,
+            credential,
+            peer: peer.addr.ip(),
+            profile: caller.profile,
+            head: {
+                let mut head = parts.clone();
+                carriers::strip_request(&mut head);
+                let length = declared.map(|length| prefix::length_after(length, &edits));
+                self.prepare(head, None, peer, length)
+            },
+            length: declared.map(|length| prefix::length_after(length, &edits)),
+            prefix: prefix.chunks(&edits),
+            prefix_received: prefix.received,
+        };
+        let kept = Replay::new(limit);
+        let body = self
+            .upstream_body(prefix, &[], declared, record)?
+            .recording(kept.clone());
+        let parts = self.prepare(parts, None, peer, declared);
+        let response = upstream.send(Request::from_parts(parts, body)).await?;
+        record.upstream_status = Some(response.status());
+        let status = response.status();
+        let (parts, body) = response.into_parts();
+        let mut body = ResponseBody::upstream(None, body, self.idle_timeout);
+        let (tee, answer) = Tee::new(limit);
+        body.tee(tee);
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            let result = proxy.shadow_copy(&copy, kept, status, answer).await;
+            proxy.metrics.shadow(&copy.caller, &copy.action, result);
+            drop(permit);
+        });
+        Ok(finish(Response::from_parts(parts, body)))
+    }
+
+    /// The `ims` way's copy of a shadowed call, once the legacy call and its answer went through
+    /// whole; what the comparison gave. A mismatch is logged with digests, never a body.
+    async fn shadow_copy(
+        &self,
+        copy: &ShadowCopy,
+        kept: Arc<std::sync::Mutex<Replay>>,
+        status: http::StatusCode,
+        answer: tokio::sync::oneshot::Receiver<Option<Vec<Bytes>>>,
+    ) -> &'static str {
+        let Ok(Some(legacy)) = answer.await else {
+            return "incomplete";
+        };
+        let Some(sent) = Replay::lock(&kept).take() else {
+            return "incomplete";
+        };
+        // Nothing unauthenticated goes the `ims` way, copies included.
+        if !self
+            .callers
+            .verify_copy(&copy.caller, copy.credential.expose(), copy.peer)
+            .await
+        {
+            return "unverified";
+        }
+        let profile = &self.profiles[copy.profile];
+        let Ok(token) = profile.token(self.token_wait).await else {
+            return "failed";
+        };
+        let mut head = copy.head.clone();
+        head.headers
+            .insert(header::AUTHORIZATION, token.bearer().clone());
+        let mut chunks = copy.prefix.clone();
+        chunks.extend(skip_bytes(sent, copy.prefix_received));
+        let body = UpstreamBody::new(chunks, None, 0, u64::MAX, copy.length, self.idle_timeout);
+        let upstream = &self.upstreams[profile.upstream];
+        let Ok(response) = upstream.send(Request::from_parts(head, body)).await else {
+            return "failed";
+        };
+        let copy_status = response.status();
+        let limit = upstream.retry_buffer_bytes() as usize;
+        let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(
+            response.into_body(),
+            limit,
+        ))
+        .await;
+        let Ok(answered) = read else {
+            return "too_large";
+        };
+        let legacy: Vec<u8> = legacy.concat();
+        let (same, legacy_digest, ims_digest) = crate::soap::agree(&legacy, &answered.to_bytes());
+        if same && status == copy_status {
+            return "match";
+        }
+        tracing::warn!(
+            caller = %copy.caller,
+            action = %copy.action,
+            legacy_status = status.as_u16(),
+            ims_status = copy_status.as_u16(),
+            legacy_digest,
+            ims_digest,
+            "shadow copy: the ims way answered otherwise"
+        );
+        "mismatch"
     }
 
     /// Phase 4 of [`Way::Ims`]: the token of the caller's technical account (no wait while a
@@ -648,6 +849,7 @@ impl Proxy {
             Ok(carried) => {
                 let credential = carried.credential();
                 let token = credential.token();
+                record.presented(token);
                 (self.callers.claims(token), self.callers.owner(token))
             }
             Err(_) => (true, None),
@@ -728,12 +930,11 @@ impl Proxy {
             }
         } else {
             let presented = presented(credential, peer);
-            let way: Way<'_> = self
-                .callers
-                .route(presented)
-                .await
-                .inspect_err(|error| record.refused(error))?
-                .into();
+            let route = self.callers.route(presented).await;
+            if !matches!(route, Ok(Route::Ims(_) | Route::Legacy(_))) {
+                record.presented(presented.credential.token());
+            }
+            let way: Way<'_> = route.inspect_err(|error| record.refused(error))?.into();
             record.took(&way);
             match way {
                 Way::Ims(caller) => caller.profile,
@@ -839,6 +1040,48 @@ impl Proxy {
         let body = ResponseBody::upstream(None, body, self.idle_timeout);
         Ok(finish(Response::from_parts(parts, body)))
     }
+}
+
+/// Whether a call of a `shadow` caller gets a copy: its action is one of the caller's
+/// `shadow_actions`, named alike by its `SOAPAction` and its method element (whichever of
+/// the two Campaign goes by, nothing but a listed action is sent twice).
+fn shadowed(caller: &Caller, record: &Record, prefix: &Prefix<Lingering>) -> bool {
+    let Some(action) = &record.action else {
+        return false;
+    };
+    caller.shadows(action.as_str())
+        && crate::soap::Action::of_method(&prefix.envelope.method).as_str() == action.as_str()
+}
+
+/// What a shadowed call's copy is made of, kept while the legacy call goes.
+struct ShadowCopy {
+    caller: Arc<str>,
+    action: String,
+    /// The `login/password` the call presented: checked before the copy goes.
+    credential: Secret,
+    peer: std::net::IpAddr,
+    profile: usize,
+    /// The request head as the `ims` way sends it, but for its Bearer.
+    head: request::Parts,
+    length: Option<u64>,
+    /// The body prefix with the credential out.
+    prefix: Vec<Bytes>,
+    /// Bytes of the body the prefix stands for: the rest of the copy is what was sent past them.
+    prefix_received: u64,
+}
+
+/// `chunks` less their first `skip` bytes.
+fn skip_bytes(chunks: Vec<Bytes>, mut skip: u64) -> impl Iterator<Item = Bytes> {
+    chunks.into_iter().filter_map(move |chunk| {
+        let len = chunk.len() as u64;
+        if skip >= len {
+            skip -= len;
+            return None;
+        }
+        let rest = chunk.slice(skip as usize..);
+        skip = 0;
+        Some(rest)
+    })
 }
 
 /// Campaign's answer, without its hop-by-hop headers.

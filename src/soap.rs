@@ -11,6 +11,7 @@
 
 mod action;
 mod charset;
+mod compare;
 mod fault;
 mod logon;
 mod scan;
@@ -20,6 +21,7 @@ mod wsdl;
 
 pub use action::Action;
 pub use charset::Charset;
+pub use compare::{agree, canonical};
 pub use fault::{Fault, FaultCode, INVALID_LOGIN, SESSION_INVALID};
 pub use logon::{logoff_response, logon_response};
 pub use scan::{Carrier, CarrierKind, Envelope, Method, Param, ScanError, Scanner, SoapVersion};

@@ -37,6 +37,57 @@ pub struct ResponseBody {
     /// Told when the answer is done with; boxed, as most bodies built in tests and by the
     /// stand-ins have none.
     finish: Option<Box<dyn Finish>>,
+    /// A copy of what goes to the caller, for a shadow comparison; boxed, as most have none.
+    tee: Option<Box<Tee>>,
+}
+
+/// A copy of an answer as it goes to the caller, of at most `limit` bytes (shared pieces, not
+/// copies), handed over when the answer ends: the whole answer, or `None` when it was larger,
+/// broke off, or was dropped unsent.
+pub struct Tee {
+    chunks: Vec<Bytes>,
+    size: u64,
+    limit: u64,
+    over: bool,
+    done: Option<tokio::sync::oneshot::Sender<Option<Vec<Bytes>>>>,
+}
+
+impl Tee {
+    /// A tee of at most `limit` bytes, and where its copy comes out.
+    pub fn new(limit: u64) -> (Box<Tee>, tokio::sync::oneshot::Receiver<Option<Vec<Bytes>>>) {
+        let (done, copy) = tokio::sync::oneshot::channel();
+        let tee = Tee {
+            chunks: Vec::new(),
+            size: 0,
+            limit,
+            over: false,
+            done: Some(done),
+        };
+        (Box::new(tee), copy)
+    }
+
+    fn keep(&mut self, data: &Bytes) {
+        self.size += data.len() as u64;
+        if self.size > self.limit {
+            self.over = true;
+            self.chunks = Vec::new();
+        } else if !self.over {
+            self.chunks.push(data.clone());
+        }
+    }
+
+    fn end(&mut self, whole: bool) {
+        if let Some(done) = self.done.take() {
+            let copy = (whole && !self.over).then(|| std::mem::take(&mut self.chunks));
+            let _ = done.send(copy);
+        }
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        self.end(false);
+    }
 }
 
 enum Answer {
@@ -57,6 +108,7 @@ impl ResponseBody {
             answer: Answer::Full(Some(bytes.into())),
             bytes_out: 0,
             finish: None,
+            tee: None,
         }
     }
 
@@ -71,7 +123,13 @@ impl ResponseBody {
             },
             bytes_out: 0,
             finish: None,
+            tee: None,
         }
+    }
+
+    /// Has `tee` keep a copy of what goes to the caller.
+    pub fn tee(&mut self, tee: Box<Tee>) {
+        self.tee = Some(tee);
     }
 
     /// Has `finish` told when the answer is done with.
@@ -106,6 +164,10 @@ impl ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        // hyper stops polling once the body says it is at its end: whole is what it says.
+        if let Some(mut tee) = self.tee.take() {
+            tee.end(self.is_end_stream());
+        }
         if let Some(finish) = self.finish.take() {
             finish.finish(self.bytes_out);
         }
@@ -126,6 +188,16 @@ impl Body for ResponseBody {
             && let Some(data) = frame.data_ref()
         {
             this.bytes_out += data.len() as u64;
+            if let Some(tee) = &mut this.tee {
+                tee.keep(data);
+            }
+        }
+        if let (Some(tee), Poll::Ready(ready)) = (&mut this.tee, &frame) {
+            match ready {
+                None => tee.end(true),
+                Some(Err(_)) => tee.end(false),
+                Some(Ok(_)) => {}
+            }
         }
         frame
     }

@@ -24,6 +24,7 @@ fn caller(name: &str, login: &str, password: &str, mode: Mode) -> CallerSettings
         logon: false,
         client_cert_subject: None,
         client_cert_san: Vec::new(),
+        shadow_actions: Vec::new(),
     }
 }
 

@@ -184,7 +184,7 @@ impl Verifier {
 
         let now = Instant::now();
         // Made only when counted: the remembered path allocates nothing.
-        let login = || FailureKey::Login(caller.login.as_str().into());
+        let login = || FailureKey::Login((*caller.login).into());
         let remembered = {
             let verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
             verdicts

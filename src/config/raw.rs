@@ -24,8 +24,16 @@ pub struct RawConfig {
     pub sessions: Option<RawSessions>,
     pub wsdl: Option<RawWsdl>,
     pub egress: Option<RawEgress>,
+    pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub callers: Vec<RawCaller>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub inventory_max_logins: Option<u64>,
+    pub shadow_max_in_flight: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +163,7 @@ pub enum RawMode {
     Ims,
     Legacy,
     Canary,
+    Shadow,
 }
 
 #[derive(Deserialize)]
@@ -167,6 +176,7 @@ pub struct RawCaller {
     pub profile: String,
     pub mode: Option<RawMode>,
     pub canary_percent: Option<f64>,
+    pub shadow_actions: Option<Vec<String>>,
     pub allow_from: Option<Vec<String>>,
     pub client_cert_subject: Option<String>,
     pub client_cert_san: Option<Vec<String>>,

@@ -113,8 +113,9 @@ fn the_documented_example_is_valid() {
         ),
     ]);
     let config = Config::parse(&text, Path::new(env!("CARGO_MANIFEST_DIR")), &env).unwrap();
-    assert_eq!(config.callers.len(), 3);
+    assert_eq!(config.callers.len(), 4);
     assert_eq!(config.callers[1].mode, Mode::Canary { percent: 10.0 });
+    assert_eq!(config.callers[3].mode, Mode::Shadow);
     assert!(config.callers[0].logon);
     assert_eq!(config.server.workers, Some(2));
     assert_eq!(config.upstream.timeout, Duration::from_secs(60));
@@ -734,6 +735,7 @@ fn the_documented_example_names_every_key() {
         ("sessions.", keys_of::<raw::RawSessions>()),
         ("wsdl.", keys_of::<raw::RawWsdl>()),
         ("egress.", keys_of::<raw::RawEgress>()),
+        ("admin.", keys_of::<raw::RawAdmin>()),
         ("callers.", keys_of::<raw::RawCaller>()),
     ];
     let mut missing = Vec::new();
@@ -904,4 +906,80 @@ fn upstream_mistakes_are_named() {
         ),
         "upstreams.execution.urls: 65 nodes; at most 64",
     )]);
+}
+
+#[test]
+fn shadow_callers_list_read_only_actions() {
+    let shadow = |lines: &str| config(&format!("mode = \"shadow\"\n{lines}"));
+    let parsed = parse(&shadow(
+        "shadow_actions = [\"xtk:queryDef#ExecuteQuery\", \"xtk:session#GetUserInfo\"]",
+    ))
+    .unwrap();
+    assert_eq!(parsed.callers[0].mode, Mode::Shadow);
+    assert_eq!(
+        parsed.callers[0].shadow_actions,
+        ["xtk:queryDef#ExecuteQuery", "xtk:session#GetUserInfo"]
+    );
+    assert_eq!(parsed.admin, AdminSettings::default());
+    assert_refused(&[
+        (shadow(""), "callers[0].shadow_actions: missing"),
+        (
+            shadow("shadow_actions = []"),
+            "callers[0].shadow_actions: missing",
+        ),
+        (
+            shadow("shadow_actions = [\"nms:rtEvent#PushEvent\"]"),
+            "`nms:rtEvent#PushEvent` may change Campaign (`Push…`)",
+        ),
+        (
+            shadow("shadow_actions = [\"xtk:session#Write\"]"),
+            "may change Campaign (`Write…`)",
+        ),
+        (
+            shadow("shadow_actions = [\"xtk:workflow#Execute\"]"),
+            "may change Campaign (`Execute…`)",
+        ),
+        (
+            shadow("shadow_actions = [\"GetUserInfo\"]"),
+            "`GetUserInfo` is not an action",
+        ),
+        (
+            shadow("shadow_actions = [\"xtk:session#GetUserInfo\"]\nlogon = true"),
+            "callers[0].mode: a caller that logs on",
+        ),
+        (
+            config("shadow_actions = [\"xtk:session#GetUserInfo\"]"),
+            "callers[0].shadow_actions: only goes with mode = \"shadow\"",
+        ),
+    ]);
+}
+
+#[test]
+fn the_admin_table_bounds_the_cockpit() {
+    let parsed = parse(&format!(
+        "[admin]\ninventory_max_logins = 50\nshadow_max_in_flight = 2\n{}",
+        config("")
+    ))
+    .unwrap();
+    assert_eq!(
+        parsed.admin,
+        AdminSettings {
+            inventory_max_logins: 50,
+            shadow_max_in_flight: 2
+        }
+    );
+    assert_refused(&[
+        (
+            format!("[admin]\ninventory_max_logins = 0\n{}", config("")),
+            "admin.inventory_max_logins: must be between 1 and 1000000",
+        ),
+        (
+            format!("[admin]\nshadow_max_in_flight = 0\n{}", config("")),
+            "admin.shadow_max_in_flight: must be between 1 and 10000",
+        ),
+        (
+            format!("[admin]\nshadow_max = 1\n{}", config("")),
+            "unknown field `shadow_max`",
+        ),
+    ]);
 }

@@ -224,6 +224,21 @@ pub(super) fn config(
             }
         }
     };
+    let raw_admin = raw.admin.unwrap_or_default();
+    let admin = AdminSettings {
+        inventory_max_logins: count(
+            "admin.inventory_max_logins",
+            raw_admin.inventory_max_logins,
+            DEFAULT_INVENTORY_MAX_LOGINS,
+            1..=1_000_000,
+        )? as usize,
+        shadow_max_in_flight: count(
+            "admin.shadow_max_in_flight",
+            raw_admin.shadow_max_in_flight,
+            DEFAULT_SHADOW_MAX_IN_FLIGHT,
+            1..=10_000,
+        )? as usize,
+    };
     Ok(Config {
         unknown_callers,
         server,
@@ -234,6 +249,7 @@ pub(super) fn config(
         sessions,
         wsdl,
         egress,
+        admin,
         callers,
         canary_seed: None,
     })
@@ -712,6 +728,7 @@ fn validate_caller(
         })?;
     let logon = raw.logon.unwrap_or(false);
     let mode = caller_mode(key, raw.mode, raw.canary_percent, logon)?;
+    let shadow_actions = shadow_actions(key, mode, raw.shadow_actions)?;
     let client_cert_san = raw.client_cert_san.unwrap_or_default();
     if let Some(bad) = client_cert_san
         .iter()
@@ -744,7 +761,78 @@ fn validate_caller(
         logon,
         client_cert_subject: raw.client_cert_subject,
         client_cert_san,
+        shadow_actions,
     })
+}
+
+/// Method names of calls that change something in Campaign, or that imsbridge answers itself:
+/// never copied, however they are listed. A copy runs the call a second time.
+const NOT_SHADOWED: [&str; 20] = [
+    "Write",
+    "Push",
+    "Delete",
+    "Insert",
+    "Update",
+    "Send",
+    "Submit",
+    "Post",
+    "Start",
+    "Stop",
+    "Pause",
+    "Resume",
+    "Import",
+    "Create",
+    "Remove",
+    "Logon",
+    "Logoff",
+    "Execute",
+    "Prepare",
+    "Duplicate",
+];
+
+/// The actions a `shadow` caller has copied the `ims` way: `ns:schema#Method`, read-only.
+fn shadow_actions(
+    key: &str,
+    mode: Mode,
+    actions: Option<Vec<String>>,
+) -> Result<Vec<String>, ConfigError> {
+    let key = format!("{key}.shadow_actions");
+    let actions = match (mode, actions) {
+        (Mode::Shadow, Some(actions)) if !actions.is_empty() => actions,
+        (Mode::Shadow, _) => {
+            return Err(invalid(
+                key,
+                "missing: mode = \"shadow\" copies these read-only actions the ims way, e.g. [\"xtk:queryDef#ExecuteQuery\", \"xtk:session#GetUserInfo\"]",
+            ));
+        }
+        (_, None) => return Ok(Vec::new()),
+        (_, Some(_)) => return Err(invalid(key, "only goes with mode = \"shadow\"")),
+    };
+    for action in &actions {
+        let method = action
+            .split_once('#')
+            .filter(|(schema, method)| {
+                schema.contains(':') && !method.is_empty() && !action.contains(char::is_whitespace)
+            })
+            .map(|(_, method)| method)
+            .ok_or_else(|| {
+                invalid(
+                    &key,
+                    format!("`{action}` is not an action such as \"xtk:queryDef#ExecuteQuery\""),
+                )
+            })?;
+        // `ExecuteQuery` reads; any other `Execute…` may not.
+        let reads = method == "ExecuteQuery";
+        if !reads && let Some(verb) = NOT_SHADOWED.iter().find(|verb| method.starts_with(*verb)) {
+            return Err(invalid(
+                &key,
+                format!(
+                    "`{action}` may change Campaign (`{verb}…`): a copy would run it twice; only read-only actions are shadowed"
+                ),
+            ));
+        }
+    }
+    Ok(actions)
 }
 
 /// `mode` and `canary_percent` of a caller, which go together.
@@ -757,6 +845,11 @@ fn caller_mode(
     match (mode, canary_percent) {
         (None | Some(RawMode::Ims), None) => Ok(Mode::Ims),
         (Some(RawMode::Legacy), None) => Ok(Mode::Legacy),
+        (Some(RawMode::Shadow), None) if logon => Err(invalid(
+            format!("{key}.mode"),
+            "a caller that logs on (logon = true) sends Campaign's own session tokens on the legacy way, which name no technical account: use mode = \"ims\" or \"legacy\"",
+        )),
+        (Some(RawMode::Shadow), None) => Ok(Mode::Shadow),
         (Some(RawMode::Canary), _) if logon => Err(invalid(
             format!("{key}.mode"),
             "a caller that logs on (logon = true) sends session tokens imsbridge issued, which Campaign does not know, so its requests cannot be split: use mode = \"ims\" or \"legacy\"",

@@ -13,7 +13,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
@@ -93,6 +93,20 @@ struct State {
     fetching: bool,
     /// Why the last fetch failed; cleared by a success.
     last_error: Option<Arc<str>>,
+    /// When the last fetch ended, and the last one that gave a token.
+    last_fetch: Option<SystemTime>,
+    last_token: Option<SystemTime>,
+}
+
+/// A profile's token and fetches, as the admin page shows them.
+#[derive(Debug, Clone)]
+pub struct TokenStatus {
+    pub readiness: Readiness,
+    pub last_fetch: Option<SystemTime>,
+    pub last_token: Option<SystemTime>,
+    /// Fetches that gave a token, and that failed, since the process started.
+    pub fetched: u64,
+    pub failed: u64,
 }
 
 /// Why a request gets no token.
@@ -125,8 +139,9 @@ pub struct TokenCache {
     wake: Arc<Notify>,
     refresher: JoinHandle<()>,
     /// Tokens fetched for this profile since the process started (across reloads: the counter
-    /// lives in the metrics).
+    /// lives in the metrics), and fetches that failed.
     fetched: Counter,
+    failed: Counter,
 }
 
 impl Drop for TokenCache {
@@ -146,10 +161,13 @@ impl TokenCache {
             token: None,
             fetching: true,
             last_error: None,
+            last_fetch: None,
+            last_token: None,
         });
         let wake = Arc::new(Notify::new());
         let current = Arc::new(ArcSwapOption::empty());
         let fetched = counters.ok.clone();
+        let failed = counters.failed.clone();
         let refresher = tokio::spawn(refresh(
             profile,
             source,
@@ -167,6 +185,7 @@ impl TokenCache {
             wake,
             refresher,
             fetched,
+            failed,
         }
     }
 
@@ -225,6 +244,21 @@ impl TokenCache {
         }
     }
 
+    /// Its token and fetches now.
+    pub fn status(&self) -> TokenStatus {
+        let (last_fetch, last_token) = {
+            let state = self.state.borrow();
+            (state.last_fetch, state.last_token)
+        };
+        TokenStatus {
+            readiness: self.readiness(),
+            last_fetch,
+            last_token,
+            fetched: self.fetched.get(),
+            failed: self.failed.get(),
+        }
+    }
+
     pub fn readiness(&self) -> Readiness {
         let state = self.state.borrow();
         match (&state.token, &state.last_error) {
@@ -274,10 +308,13 @@ async fn refresh<S: TokenSource>(
                 tracing::info!(profile = %profile, expires_in_s = lifetime.as_secs(), "IMS token fetched");
                 let token = Arc::new(token);
                 tx.send_modify(|state| {
+                    let now = Some(SystemTime::now());
                     *state = State {
                         token: Some(token.clone()),
                         fetching: false,
                         last_error: None,
+                        last_fetch: now,
+                        last_token: now,
                     };
                     publisher.current.store(Some(token));
                 });
@@ -304,6 +341,7 @@ async fn refresh<S: TokenSource>(
                 tx.send_modify(|s| {
                     s.fetching = false;
                     s.last_error = Some(error.to_string().into());
+                    s.last_fetch = Some(SystemTime::now());
                 });
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 // Drops during a backoff wait for it: IMS is failing already.

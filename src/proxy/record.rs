@@ -14,6 +14,7 @@ use super::prefix::Prefix;
 use crate::body::{Finish, Lingering};
 use crate::callers::{AuthError, Caller};
 use crate::config::Mode;
+use crate::inventory::Seen;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::soap::Action;
 
@@ -26,6 +27,7 @@ pub enum ModeLabel {
     Ims,
     Legacy,
     Canary,
+    Shadow,
     /// A credential no caller owns (or none), forwarded as it came.
     Transparent,
 }
@@ -37,6 +39,7 @@ impl ModeLabel {
             ModeLabel::Ims => "ims",
             ModeLabel::Legacy => "legacy",
             ModeLabel::Canary => "canary",
+            ModeLabel::Shadow => "shadow",
             ModeLabel::Transparent => "transparent",
         }
     }
@@ -48,6 +51,7 @@ impl From<Mode> for ModeLabel {
             Mode::Ims => ModeLabel::Ims,
             Mode::Legacy => ModeLabel::Legacy,
             Mode::Canary { .. } => ModeLabel::Canary,
+            Mode::Shadow => ModeLabel::Shadow,
         }
     }
 }
@@ -82,6 +86,9 @@ pub struct Record {
     /// The caller's URI (a shared copy: only its path is logged).
     pub uri: Uri,
     pub caller: Option<Arc<str>>,
+    /// The legacy login the request presented (never more of its credential), for the
+    /// inventory.
+    pub login: Option<Arc<str>>,
     pub profile: Option<Arc<str>>,
     pub mode: ModeLabel,
     pub route: RouteLabel,
@@ -102,6 +109,7 @@ impl Record {
             method,
             uri,
             caller: None,
+            login: None,
             profile: None,
             mode: ModeLabel::Unset,
             route: RouteLabel::Unset,
@@ -115,8 +123,19 @@ impl Record {
 
     fn caller(&mut self, caller: &Caller, route: RouteLabel) {
         self.caller = Some(caller.name.clone());
+        self.login = Some(caller.login.clone());
         self.mode = caller.mode.into();
         self.route = route;
+    }
+
+    /// The login of a credential no configured caller was found for (yet): the part of a
+    /// `login/password` token before its `/`, or a Logon's login.
+    pub fn presented(&mut self, token: &str) {
+        if let Some((login, _)) = token.split_once('/')
+            && !login.is_empty()
+        {
+            self.login = Some(Arc::from(login));
+        }
     }
 
     /// The body prefix was read: the action it calls.
@@ -208,6 +227,25 @@ impl Finish for Completion {
                 bytes_out, latency_ms, outcome = self.outcome, error = %error,
                 "request refused"
             ),
+        }
+        if let Some(login) = &record.login {
+            let way = match (record.mode, record.route) {
+                (ModeLabel::Transparent, _) => "transparent",
+                // Refused before any way was taken.
+                (_, RouteLabel::Unset) => "refused",
+                (_, route) => route.as_str(),
+            };
+            self.metrics.inventory.count(&Seen {
+                login,
+                caller: record.caller.as_ref(),
+                action: Some(action)
+                    .filter(|a| *a != "-")
+                    .or(Some(record.uri.path())),
+                peer: record.peer,
+                way,
+                outcome: self.outcome,
+                at: std::time::SystemTime::now(),
+            });
         }
         self.metrics.bytes_in.inc_by(bytes_in);
         self.metrics.bytes_out.inc_by(bytes_out);
