@@ -25,7 +25,9 @@
 //! - `upstream.rs` (+ `upstream/`): the pooled client to Campaign and the header policy;
 //! - `body.rs` (+ `body/`): the bodies both ways, their limits and timers, the replay buffer;
 //! - `headers.rs`: hop-by-hop fields; `connect.rs`: outgoing TCP and TLS, error chains;
-//! - `admin.rs`: `/healthz`, `/readyz`, `/metrics`; `metrics.rs`: what they count;
+//! - `admin.rs` (+ `admin/`): `/healthz`, `/readyz`, `/metrics`, `/inventory`, and the page `/`;
+//!   `metrics.rs`: what they count; `inventory.rs` (+ `inventory/`): every legacy login seen,
+//!   and `imsbridge inventory`;
 //! - `tls.rs`: TLS and mTLS on the listener, client certificate subjects;
 //! - `check.rs`: `imsbridge check`, a token per profile and a probe call before cutting over;
 //! - `import.rs`: `imsbridge import-nlserver`, nlserver's `-setimsjwtauth` string to a profile;
