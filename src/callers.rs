@@ -31,6 +31,8 @@ use verifier::{Busy, Verifier};
 /// A configured legacy integration.
 #[derive(Debug)]
 pub struct Caller {
+    /// Its place in the config's list.
+    pub index: usize,
     pub name: Arc<str>,
     pub login: Arc<str>,
     password: Arc<PasswordHash>,
@@ -147,7 +149,9 @@ impl Callers {
     ) -> Callers {
         let callers: Vec<Caller> = settings
             .iter()
-            .map(|c| Caller {
+            .enumerate()
+            .map(|(index, c)| Caller {
+                index,
                 name: c.name.as_str().into(),
                 login: c.login.as_str().into(),
                 password: Arc::new(c.password.clone()),

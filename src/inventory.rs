@@ -34,6 +34,8 @@ pub struct Seen<'a> {
     pub login: &'a str,
     /// The configured caller whose login it is.
     pub caller: Option<&'a Arc<str>>,
+    /// Its place among the configured callers, when known: counted without a lookup.
+    pub index: Option<usize>,
     pub action: Option<&'a str>,
     pub peer: IpAddr,
     /// `ims`, `legacy`, `local` (answered here), `transparent` (no caller's), `refused`
@@ -206,8 +208,10 @@ pub struct Inventory {
 }
 
 struct Inner {
-    /// The logins of configured callers, kept whatever else comes.
-    callers: HashMap<Box<str>, Entry>,
+    /// The logins of configured callers, in the config's order, kept whatever else comes.
+    callers: Vec<(Box<str>, Entry)>,
+    /// Where each is in `callers`.
+    by_login: HashMap<Box<str>, usize>,
     /// The others, least recently seen first out.
     others: LruCache<Box<str>, Entry>,
     /// Logins dropped to keep within the bound, since start.
@@ -224,7 +228,8 @@ impl Inventory {
     pub fn new(max_logins: usize) -> Inventory {
         Inventory {
             inner: Mutex::new(Inner {
-                callers: HashMap::new(),
+                callers: Vec::new(),
+                by_login: HashMap::new(),
                 others: LruCache::new(NonZeroUsize::new(max_logins).unwrap_or(NonZeroUsize::MIN)),
                 dropped: 0,
             }),
@@ -242,11 +247,12 @@ impl Inventory {
         max_logins: usize,
     ) {
         let mut inner = self.lock();
-        let mut kept = HashMap::new();
+        let mut previous: HashMap<Box<str>, Entry> = inner.callers.drain(..).collect();
+        inner.by_login.clear();
+        let mut kept = Vec::new();
         for (login, caller) in callers {
             let login = cut(login);
-            let mut entry = inner
-                .callers
+            let mut entry = previous
                 .remove(login)
                 .or_else(|| inner.others.pop(login))
                 .unwrap_or_default();
@@ -254,10 +260,11 @@ impl Inventory {
             if entry.minutes.is_none() {
                 entry.minutes = Some(Box::new([(0, Shares::default()); MINUTES]));
             }
-            kept.insert(Box::from(login), entry);
+            inner.by_login.insert(Box::from(login), kept.len());
+            kept.push((Box::from(login), entry));
         }
         // Callers no longer configured join the others, as logins seen.
-        let gone: Vec<(Box<str>, Entry)> = inner.callers.drain().collect();
+        let gone = previous;
         inner.callers = kept;
         inner
             .others
@@ -275,8 +282,14 @@ impl Inventory {
         let now = seconds(seen.at);
         let login = cut(seen.login);
         let mut inner = self.lock();
-        if let Some(entry) = inner.callers.get_mut(login) {
-            entry.count(seen, now);
+        let inner = &mut *inner;
+        // A caller's place, checked: a request of the config before a reload may finish after.
+        let index = seen
+            .index
+            .filter(|&i| inner.callers.get(i).is_some_and(|(l, _)| **l == *login))
+            .or_else(|| inner.by_login.get(login).copied());
+        if let Some(index) = index {
+            inner.callers[index].1.count(seen, now);
             return;
         }
         if let Some(entry) = inner.others.get_mut(login) {

@@ -611,6 +611,17 @@ async fn the_admin_page_renders_in_a_browser() {
         "more than a blank page: {} bytes",
         png.len()
     );
+    // On a phone's width too: the tables scroll inside their section, the page does not.
+    let phone = screenshot.with_file_name("cockpit-phone.png");
+    let shot = run(vec![
+        format!("--screenshot={}", phone.display()),
+        "--window-size=390,1600".to_owned(),
+        format!("http://{}/", stack.proxy.admin),
+    ])
+    .await
+    .unwrap();
+    assert!(shot.status.success(), "{}", String::from_utf8_lossy(&shot.stderr));
+    assert!(std::fs::read(&phone).unwrap().starts_with(b"\x89PNG"));
     let _ = std::fs::remove_dir_all(&dir);
     stack.proxy.stop().await;
 }

@@ -6,6 +6,7 @@ fn seen<'a>(login: &'a str, action: &'a str, peer: [u8; 4], at: u64) -> Seen<'a>
     Seen {
         login,
         caller: None,
+        index: None,
         action: Some(action),
         peer: IpAddr::from(peer),
         way: "transparent",
@@ -132,6 +133,7 @@ fn a_callers_last_hour_is_counted_by_share() {
         inventory.count(&Seen {
             login: "mc",
             caller: Some(&caller),
+            index: Some(0),
             action: None,
             peer: IpAddr::from([10, 0, 0, 1]),
             way,
@@ -168,4 +170,20 @@ fn replicas_inventories_merge() {
     assert_eq!(mc.peers[0].name, "10.0.0.1");
     assert_eq!(mc.peers[0].requests, 2);
     assert_eq!(mc.counts[0].requests, 3);
+}
+
+#[test]
+fn a_callers_place_from_before_a_reload_is_checked() {
+    let inventory = Inventory::new(10);
+    let (one, two): (Arc<str>, Arc<str>) = (Arc::from("one"), Arc::from("two"));
+    inventory.configure([("a", &one), ("b", &two)].into_iter(), 10);
+    // Reloaded: `b` is first now; a request routed before says `a` is at 0.
+    inventory.configure([("b", &two), ("a", &one)].into_iter(), 10);
+    inventory.count(&Seen {
+        index: Some(0),
+        ..seen("a", "x:y#Z", [10, 0, 0, 1], 5)
+    });
+    let report = inventory.report(UNIX_EPOCH);
+    assert_eq!(logins(&report), ["a"]);
+    assert_eq!(report.logins[0].caller.as_deref(), Some("one"));
 }

@@ -89,6 +89,8 @@ pub struct Record {
     /// The legacy login the request presented (never more of its credential), for the
     /// inventory.
     pub login: Option<Arc<str>>,
+    /// The place of the caller it was routed to, among the configured callers.
+    pub caller_index: Option<usize>,
     pub profile: Option<Arc<str>>,
     pub mode: ModeLabel,
     pub route: RouteLabel,
@@ -110,6 +112,7 @@ impl Record {
             uri,
             caller: None,
             login: None,
+            caller_index: None,
             profile: None,
             mode: ModeLabel::Unset,
             route: RouteLabel::Unset,
@@ -124,6 +127,7 @@ impl Record {
     fn caller(&mut self, caller: &Caller, route: RouteLabel) {
         self.caller = Some(caller.name.clone());
         self.login = Some(caller.login.clone());
+        self.caller_index = Some(caller.index);
         self.mode = caller.mode.into();
         self.route = route;
     }
@@ -238,6 +242,7 @@ impl Finish for Completion {
             self.metrics.inventory.count(&Seen {
                 login,
                 caller: record.caller.as_ref(),
+                index: record.caller_index,
                 action: Some(action)
                     .filter(|a| *a != "-")
                     .or(Some(record.uri.path())),
