@@ -620,7 +620,11 @@ async fn the_admin_page_renders_in_a_browser() {
     ])
     .await
     .unwrap();
-    assert!(shot.status.success(), "{}", String::from_utf8_lossy(&shot.stderr));
+    assert!(
+        shot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
     assert!(std::fs::read(&phone).unwrap().starts_with(b"\x89PNG"));
     let _ = std::fs::remove_dir_all(&dir);
     stack.proxy.stop().await;

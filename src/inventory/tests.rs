@@ -187,3 +187,41 @@ fn a_callers_place_from_before_a_reload_is_checked() {
     assert_eq!(logins(&report), ["a"]);
     assert_eq!(report.logins[0].caller.as_deref(), Some("one"));
 }
+
+#[test]
+fn the_printed_callers_say_what_cannot_be_known() {
+    let inventory = Inventory::new(10);
+    inventory.count(&seen("with space", "a:b#C", [10, 0, 0, 1], 1));
+    inventory.count(&seen("a.b", "a:b#C", [10, 0, 0, 1], 2));
+    inventory.count(&seen("a,b", "a:b#C", [10, 0, 0, 1], 3));
+    for i in 0..(MAX_PEERS as u8 + 1) {
+        inventory.count(&seen("roaming", "a:b#C", [10, 0, 1, i], 4));
+    }
+    let mut report = inventory.report(UNIX_EPOCH);
+    let mut out = Vec::new();
+    command::write(&report, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("# login \"with space\" cannot be configured"),
+        "{text}"
+    );
+    assert!(text.contains("name = \"legacy-a.b\""), "{text}");
+    assert!(text.contains("name = \"legacy-a-b\""), "{text}");
+    assert!(
+        text.contains("profile = \"FILL IN\""),
+        "no profile configured yet: {text}"
+    );
+    let roaming = &text[text.find("login = \"roaming\"").unwrap()..];
+    assert!(
+        roaming.contains("# allow_from: it called from more addresses"),
+        "{roaming}"
+    );
+    report.profiles = vec!["marketing".into(), "execution".into()];
+    let mut out = Vec::new();
+    command::write(&report, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("profile = \"marketing\"   # or one of: execution"),
+        "{text}"
+    );
+}
