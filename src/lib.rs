@@ -53,7 +53,9 @@ pub mod import;
 pub mod ims;
 pub mod inventory;
 pub mod metrics;
+pub mod notify;
 pub mod proxy;
+pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod sessions;
@@ -90,6 +92,15 @@ pub async fn run(
     run_reloadable(listeners, config, shutdown, reloads).await
 }
 
+/// Says what a reload attempt gave: in the log, the metrics and to systemd.
+fn reload_failed(metrics: &Metrics, error: &dyn std::fmt::Display) {
+    tracing::error!(%error, "reload refused; the running config stays");
+    metrics.reloaded(false);
+    notify::notify(&format!(
+        "READY=1\nSTATUS=serving; the last reload was refused: {error}"
+    ));
+}
+
 /// [`run`], taking new configs from `reloads` (`SIGHUP` in the binary): each is put to work
 /// for new requests once its profiles hold tokens (or IMS had its time to answer); requests
 /// in flight finish on the config they started with. Settings of the listeners themselves
@@ -98,7 +109,7 @@ pub async fn run_reloadable(
     listeners: Listeners,
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
-    mut reloads: mpsc::Receiver<Config>,
+    mut reloads: mpsc::Receiver<reload::Reload>,
 ) -> Result<(), connect::TlsSetupError> {
     let limits = config.server.limits;
     let metrics = Arc::new(Metrics::new());
@@ -115,6 +126,13 @@ pub async fn run_reloadable(
     let server = config.server;
     let reloader = tokio::spawn(async move {
         while let Some(config) = reloads.recv().await {
+            let config = match config {
+                Ok(config) => config,
+                Err(error) => {
+                    reload_failed(&metrics, &error);
+                    continue;
+                }
+            };
             warn_unapplied(&server, &config.server);
             match Proxy::new(&config, metrics.clone()) {
                 Ok(next) => {
@@ -129,8 +147,10 @@ pub async fn run_reloadable(
                         callers = config.callers.len(),
                         "config reloaded"
                     );
+                    metrics.reloaded(true);
+                    notify::ready("serving; config reloaded");
                 }
-                Err(error) => tracing::error!(%error, "reload refused; the running config stays"),
+                Err(error) => reload_failed(&metrics, &error),
             }
         }
     });
@@ -158,6 +178,8 @@ pub async fn run_reloadable(
             },
         ))
     });
+    // The listeners are bound (by the caller) and about to be served.
+    notify::ready("serving");
     let handler = move |peer, request| {
         let proxy = proxy.borrow().clone();
         // Boxed: hyper keeps the request's future in its connection state, and a future of a
@@ -172,6 +194,7 @@ pub async fn run_reloadable(
         handler,
         async move {
             shutdown.await;
+            notify::stopping();
             tracing::info!("shutting down: no new connections, finishing requests in flight");
             let _ = stop.send(true);
         },

@@ -218,7 +218,7 @@ fn run(path: PathBuf) -> ExitCode {
             proxy,
             admin: Some(admin),
         };
-        let reloads = reload_on_sighup(path);
+        let reloads = imsbridge::reload::reloads(path);
         imsbridge::run_reloadable(listeners, config, shutdown_signal(), reloads)
             .await
             .map_err(|e| e.to_string())
@@ -230,36 +230,6 @@ fn run(path: PathBuf) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// On SIGHUP, reads the config file again; a valid one goes to the proxy, an invalid one is
-/// refused with a log line naming the problem, and the running config stays.
-fn reload_on_sighup(path: PathBuf) -> tokio::sync::mpsc::Receiver<Config> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (reloads, received) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(hangups) => hangups,
-            Err(error) => {
-                tracing::warn!(%error, "no SIGHUP handler: reload needs a restart");
-                return;
-            }
-        };
-        while hangups.recv().await.is_some() {
-            tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
-            match Config::load(&path, &ProcessEnv) {
-                Ok(config) => {
-                    if reloads.send(config).await.is_err() {
-                        return;
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(%error, "reload refused; the running config stays")
-                }
-            }
-        }
-    });
-    received
 }
 
 /// SIGTERM (service managers, Kubernetes) or SIGINT (Ctrl-C).

@@ -80,6 +80,12 @@ struct ShadowLabels {
 pub type ShadowCounts = std::collections::BTreeMap<&'static str, u64>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    /// `ok` or `failed`.
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
     upstream: String,
     node: String,
@@ -111,6 +117,7 @@ pub struct Metrics {
     /// Every legacy login seen (`GET /inventory`, the admin page).
     pub inventory: Inventory,
     shadow: Family<ShadowLabels, Counter>,
+    reloads: Family<ResultLabels, Counter>,
     /// The same counts, for the admin page: by caller and action.
     shadow_table: Mutex<BTreeMap<(String, String), ShadowCounts>>,
     /// Body bytes received from callers, and sent to them.
@@ -198,6 +205,15 @@ impl Metrics {
             "Shadow copies of a caller's calls, by caller, action and result: match, mismatch, or why none was compared (busy, too_large, unverified, failed, incomplete)",
             shadow.clone(),
         );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP or a change to the file), by result: ok, or failed (the running config stays)",
+            reloads.clone(),
+        );
+        for result in ["ok", "failed"] {
+            let _ = reloads.get_or_create(&ResultLabels { result });
+        }
         let bytes_in = Counter::default();
         registry.register(
             "request_bytes",
@@ -243,6 +259,7 @@ impl Metrics {
             inventory: Inventory::default(),
             shadow,
             shadow_table: Mutex::default(),
+            reloads,
             bytes_in,
             bytes_out,
             connections_open,
@@ -321,6 +338,12 @@ impl Metrics {
     pub fn shadow_table(&self) -> Vec<((String, String), ShadowCounts)> {
         let table = self.shadow_table.lock().unwrap_or_else(|e| e.into_inner());
         table.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Counts a reload attempt.
+    pub fn reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// The counters of the attempts on a node of an upstream.

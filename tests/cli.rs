@@ -40,10 +40,16 @@ impl Running {
 
     /// [`Running::start`], with more arguments.
     fn start_with(config: &Path, rust_log: &str, args: &[&str]) -> Running {
+        Running::start_env(config, rust_log, args, &[])
+    }
+
+    /// [`Running::start_with`], with more environment variables.
+    fn start_env(config: &Path, rust_log: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(config)
             .args(args)
+            .envs(env.iter().copied())
             .env("MC_CLIENT_SECRET", CLIENT_SECRET)
             .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
@@ -1130,5 +1136,158 @@ async fn stalled_http2_streams_hold_no_more_than_max_prefix_memory() {
         connection.abort();
     }
     let _ = running.child.wait();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The `imsbridge_config_reloads_total` of a result.
+async fn reloads(admin: SocketAddr, result: &str) -> f64 {
+    let shown = get(admin, "/metrics").await.body;
+    metric(
+        &shown,
+        &format!("imsbridge_config_reloads_total{{result=\"{result}\"}}"),
+    )
+    .unwrap_or_else(|| panic!("no reload count:\n{shown}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_config_file_is_reloaded_whichever_way_it_changed() {
+    let (ims, campaign) = stand_ins().await;
+    let dir = temp_dir("watch");
+    // A ConfigMap volume: the file is a symlink through `..data` to a dated folder.
+    let write_version = |name: &str, text: &str| {
+        let version = dir.join(name);
+        std::fs::create_dir_all(&version).unwrap();
+        std::fs::write(version.join("imsbridge.toml"), text).unwrap();
+    };
+    let base = with_server(
+        &config_text(&ims.url(), &campaign.url(), "", ""),
+        "listen = \"127.0.0.1:0\"",
+    );
+    let with_newcomer = |text: &str, login: &str| {
+        format!(
+            "{text}\n[[callers]]\nname = \"{login}\"\nlogin = \"{login}\"\npassword = \"{}\"\nprofile = \"messagecenter\"\n",
+            cheap_hash("newcomer-password-3c5d")
+        )
+    };
+    write_version("..2026_12_01_a", &base);
+    std::os::unix::fs::symlink("..2026_12_01_a", dir.join("..data")).unwrap();
+    let config = dir.join("imsbridge.toml");
+    std::os::unix::fs::symlink("..data/imsbridge.toml", &config).unwrap();
+    let mut running = Running::start(&config, "info");
+    let addr = running.addr;
+    let call = |login: &'static str| async move {
+        post(
+            addr,
+            seed_002(&format!("{login}/newcomer-password-3c5d")),
+            &[],
+        )
+        .await
+        .status
+    };
+    assert_eq!(call("first").await, 500, "not a caller yet");
+
+    // Kubernetes' update: a new dated folder, then `..data` swapped to it by a rename.
+    write_version("..2026_12_01_b", &with_newcomer(&base, "first"));
+    std::os::unix::fs::symlink("..2026_12_01_b", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    running.wait_for("config reloaded");
+    assert_eq!(call("first").await, 200, "the swapped-in config serves");
+
+    // An editor's save: a new file renamed over the target.
+    let target = dir.join("..2026_12_01_b/imsbridge.toml");
+    let saved = dir.join("..2026_12_01_b/.imsbridge.toml.swp");
+    std::fs::write(
+        &saved,
+        with_newcomer(&with_newcomer(&base, "first"), "second"),
+    )
+    .unwrap();
+    std::fs::rename(&saved, &target).unwrap();
+    running.wait_for("config reloaded");
+    assert_eq!(call("second").await, 200);
+
+    // An edit in place.
+    std::fs::write(&target, with_newcomer(&base, "third")).unwrap();
+    running.wait_for("config reloaded");
+    assert_eq!(call("third").await, 200);
+    assert_eq!(call("second").await, 500, "gone with the edit");
+    assert_eq!(reloads(running.admin, "ok").await, 3.0);
+
+    // A bad edit: refused, said why, counted; the running config stays.
+    std::fs::write(
+        &target,
+        "[upstream]\nurl = \"https://campaign.example.com\"\nretries = 3\n",
+    )
+    .unwrap();
+    let refused = running.wait_for("reload refused");
+    assert!(refused.contains("unknown field `retries`"), "{refused}");
+    assert_eq!(reloads(running.admin, "failed").await, 1.0);
+    assert_eq!(call("third").await, 200);
+    let (status, _) = running.stop();
+    assert!(status.success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_reloading_and_stopping() {
+    let (ims, campaign) = stand_ins().await;
+    let dir = temp_dir("notify");
+    let config = write_config(&dir, &ims.url(), &campaign.url(), "", "");
+    let socket_path = dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let heard = move || {
+        let mut buffer = [0u8; 4096];
+        let n = socket.recv(&mut buffer).expect("a notification");
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    };
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(heard));
+    let next = {
+        let heard = heard.clone();
+        move || tokio::task::block_in_place(|| (heard.lock().unwrap())())
+    };
+    let running = Running::start_env(
+        &config,
+        "info",
+        &[],
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
+    );
+    let ready = next();
+    assert!(ready.starts_with("READY=1\n"), "{ready}");
+    // The listeners answer once READY is said.
+    assert_eq!(get(running.admin, "/healthz").await.status, 200);
+
+    running.signal("HUP");
+    let reloading = next();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    let done = next();
+    assert!(
+        done.starts_with("READY=1\nSTATUS=serving; config reloaded"),
+        "{done}"
+    );
+
+    // A refused reload: READY again, and the status says why.
+    std::fs::write(&config, "[upstream]\nretries = 3\n").unwrap();
+    running.signal("HUP");
+    let mut said = Vec::new();
+    while !said.iter().any(|s: &String| s.starts_with("READY=1")) {
+        said.push(next());
+    }
+    assert!(said[0].starts_with("RELOADING=1"), "{said:?}");
+    let status = said.last().unwrap();
+    assert!(status.contains("the last reload was refused"), "{status}");
+    assert!(status.contains("retries"), "{status}");
+
+    let (exit, _) = running.stop();
+    assert!(exit.success());
+    let mut said = next();
+    // A change to the file may have been noticed again meanwhile.
+    while !said.starts_with("STOPPING=1") {
+        said = next();
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -193,6 +193,8 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "LoadCredential=",
         "KillSignal=SIGTERM",
         "ExecReload=/bin/kill -HUP $MAINPID",
+        "Type=notify\n",
+        "NotifyAccess=main",
     ] {
         assert!(unit.contains(setting), "{setting}");
     }

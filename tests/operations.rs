@@ -446,7 +446,7 @@ async fn certificates_are_reloaded_without_a_restart() {
 
     let second = Pki::new("second-certificate");
     second.write(&dir);
-    reload.send(load()).await.unwrap();
+    reload.send(Ok(load())).await.unwrap();
     let mut seen = String::new();
     for _ in 0..100 {
         if let Ok((_, subject)) = tls_post(addr, second.client(None)).await {
