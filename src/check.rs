@@ -22,6 +22,7 @@ use crate::dates::utc;
 use crate::ims::{ImsClient, ImsError, Source, Token, TokenSource};
 use crate::soap::SOAP_ROUTER_PATH;
 use crate::upstream::{AttemptCounters, Upstream};
+use prometheus_client::metrics::histogram::Histogram;
 
 /// The harmless call of `--probe`: who am I?
 const PROBE_ACTION: &str = "xtk:session#GetUserInfo";
@@ -66,7 +67,10 @@ pub async fn run(
         let attempts = |_: &str, _: &str| AttemptCounters::default();
         upstreams
             .iter()
-            .map(|settings| Upstream::new(settings, &roots, &egress, &attempts))
+            .map(|settings| {
+                let first_byte = Histogram::new([1.0]);
+                Upstream::new(settings, &roots, &egress, &attempts, first_byte)
+            })
             .collect::<Result<Vec<_>, _>>()?
     } else {
         Vec::new()

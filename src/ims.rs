@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 pub use cache::{
     FetchCounters, NotReady, REFRESH_MARGIN, Readiness, Token, TokenCache, TokenStatus,
+    fetch_histogram,
 };
 pub use jwt::{JWT_LIFETIME, JwtCredential, JwtSource};
 pub use oauth::OAuthSource;

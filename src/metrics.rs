@@ -80,6 +80,93 @@ struct ShadowLabels {
 pub type ShadowCounts = std::collections::BTreeMap<&'static str, u64>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
+}
+
+/// The process's own gauges, read from `/proc` when `/metrics` is asked for.
+#[derive(Default)]
+struct Process {
+    resident_memory: Gauge,
+    cpu_seconds: Gauge<f64, AtomicU64>,
+    open_fds: Gauge,
+    max_fds: Gauge,
+    start_time: Gauge,
+}
+
+impl Process {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the process",
+            self.resident_memory.clone(),
+        );
+        registry.register(
+            "process_cpu_seconds",
+            "CPU time of the process, user and system (a counter, read at each scrape)",
+            self.cpu_seconds.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "File descriptors the process has open (sockets included)",
+            self.open_fds.clone(),
+        );
+        registry.register(
+            "process_max_fds",
+            "The process's limit of open file descriptors",
+            self.max_fds.clone(),
+        );
+        registry.register(
+            "process_start_time_seconds",
+            "When the process started, in seconds since the Unix epoch",
+            self.start_time.clone(),
+        );
+        self.start_time.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        );
+    }
+
+    /// Reads the process's state now (Linux's `/proc`; elsewhere the gauges stay at 0).
+    fn read(&self) {
+        if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
+            && let Some(pages) = statm
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<i64>().ok())
+        {
+            self.resident_memory
+                .set(pages * rustix::param::page_size() as i64);
+        }
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // After the command's closing parenthesis: field 3 on; utime and stime are 14 and 15.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+            let ticks = |i: usize| fields.get(i).and_then(|t| t.parse::<u64>().ok());
+            if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+                let per_second = rustix::param::clock_ticks_per_second() as f64;
+                self.cpu_seconds.set((user + system) as f64 / per_second);
+            }
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(fds.count() as i64);
+        }
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        if let Some(max) = limit.current {
+            self.max_fds.set(max.min(i64::MAX as u64) as i64);
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     /// `ok` or `failed`.
     result: &'static str,
@@ -118,6 +205,9 @@ pub struct Metrics {
     pub inventory: Inventory,
     shadow: Family<ShadowLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
+    fetch_seconds: Family<ProfileLabels, Histogram, fn() -> Histogram>,
+    first_byte: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    process: Process,
     /// The same counts, for the admin page: by caller and action.
     shadow_table: Mutex<BTreeMap<(String, String), ShadowCounts>>,
     /// Body bytes received from callers, and sent to them.
@@ -214,6 +304,38 @@ impl Metrics {
         for result in ["ok", "failed"] {
             let _ = reloads.get_or_create(&ResultLabels { result });
         }
+        let fetch_seconds =
+            Family::<ProfileLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                crate::ims::fetch_histogram as fn() -> Histogram,
+            );
+        registry.register(
+            "ims_fetch_duration_seconds",
+            "Time of each token request to IMS, by profile (failed ones included)",
+            fetch_seconds.clone(),
+        );
+        let first_byte =
+            Family::<UpstreamLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
+        registry.register(
+            "upstream_first_byte_seconds",
+            "Time from sending a request to Campaign to the head of its answer, by upstream (every node tried included)",
+            first_byte.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "The version and commit of this binary (value 1)",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: env!("IMSBRIDGE_COMMIT"),
+            })
+            .set(1);
+        let process = Process::default();
+        process.register(&mut registry);
         let bytes_in = Counter::default();
         registry.register(
             "request_bytes",
@@ -260,6 +382,9 @@ impl Metrics {
             shadow,
             shadow_table: Mutex::default(),
             reloads,
+            fetch_seconds,
+            first_byte,
+            process,
             bytes_in,
             bytes_out,
             connections_open,
@@ -311,7 +436,22 @@ impl Metrics {
         FetchCounters {
             ok: counter("ok"),
             failed: counter("failed"),
+            seconds: self
+                .fetch_seconds
+                .get_or_create(&ProfileLabels {
+                    profile: profile.to_owned(),
+                })
+                .clone(),
         }
+    }
+
+    /// The histogram of Campaign's time to the head of its answer, for an upstream.
+    pub fn first_byte(&self, upstream: &str) -> Histogram {
+        self.first_byte
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.to_owned(),
+            })
+            .clone()
     }
 
     /// Counts what the shadow copy of a call of `caller`'s `action` gave: `match`, `mismatch`;
@@ -414,6 +554,7 @@ impl Metrics {
                 })
                 .set(seconds);
         }
+        self.process.read();
         self.connections_open.set(connections.open());
         let accepted = connections.accepted();
         let counted = self.connections_accepted.get();

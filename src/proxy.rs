@@ -214,7 +214,10 @@ impl Proxy {
         let attempts = |upstream: &str, node: &str| metrics.attempts(upstream, node);
         let upstreams = std::iter::once(&config.upstream)
             .chain(&config.upstreams)
-            .map(|settings| Upstream::new(settings, &system_roots, &egress, &attempts))
+            .map(|settings| {
+                let first_byte = metrics.first_byte(&settings.name);
+                Upstream::new(settings, &system_roots, &egress, &attempts, first_byte)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         // IMS is trusted on the system's roots and `ims.ca_file`'s.
         let ims_roots = [system_roots.as_slice(), &config.ims.extra_roots].concat();

@@ -14,6 +14,7 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::Scheme;
 use http::{Request, Response, Uri};
+use prometheus_client::metrics::histogram::Histogram;
 use rustls_pki_types::CertificateDer;
 
 use crate::body::{BodyError, CampaignBody, MAX_BUF_SIZE, UpstreamBody};
@@ -96,6 +97,8 @@ pub struct Upstream {
     timeout: Duration,
     cooldown: Duration,
     retry_buffer_bytes: u64,
+    /// Time to the head of an answer.
+    first_byte: Histogram,
 }
 
 impl Upstream {
@@ -106,6 +109,7 @@ impl Upstream {
         system_roots: &[CertificateDer<'static>],
         egress: &Egress,
         attempts: &dyn Fn(&str, &str) -> AttemptCounters,
+        first_byte: Histogram,
     ) -> Result<Upstream, TlsSetupError> {
         let roots: Vec<_> = system_roots
             .iter()
@@ -152,6 +156,7 @@ impl Upstream {
             timeout: settings.timeout,
             cooldown: settings.cooldown,
             retry_buffer_bytes: settings.retry_buffer_bytes,
+            first_byte,
         })
     }
 
@@ -182,7 +187,8 @@ impl Upstream {
         &self,
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<CampaignBody>, UpstreamError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.timeout;
         let original = self.base_paths.then(|| request.uri().clone());
         let mut tried = 0u64;
         let mut errors = Vec::new();
@@ -197,6 +203,7 @@ impl Upstream {
             let (error, unsent) = match attempt {
                 Ok(Ok(response)) => {
                     node.record(Outcome::Ok, self.cooldown);
+                    self.first_byte.observe(started.elapsed().as_secs_f64());
                     return Ok(response);
                 }
                 Err(_elapsed) => (UpstreamError::Timeout(self.timeout), None),
@@ -395,7 +402,8 @@ mod tests {
             cooldown: Duration::from_secs(60),
         };
         let attempts = |_: &str, _: &str| AttemptCounters::default();
-        Upstream::new(&settings, &[], &Egress::default(), &attempts).unwrap()
+        let first_byte = Histogram::new([1.0]);
+        Upstream::new(&settings, &[], &Egress::default(), &attempts, first_byte).unwrap()
     }
 
     #[test]

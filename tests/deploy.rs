@@ -22,8 +22,7 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-const MANIFESTS: [&str; 7] = [
-    "configmap.yaml",
+const MANIFESTS: [&str; 6] = [
     "secret.yaml",
     "deployment.yaml",
     "service.yaml",
@@ -95,18 +94,26 @@ fn kubernetes_manifests_pass_the_kubernetes_schemas() {
 
 #[test]
 fn the_manifests_agree_with_the_config_they_carry() {
-    let configmap = read("deploy/kubernetes/configmap.yaml");
+    let kustomization = read("deploy/kubernetes/kustomization.yaml");
     let deployment = read("deploy/kubernetes/deployment.yaml");
     let secret = read("deploy/kubernetes/secret.yaml");
-    // The config inside the ConfigMap is a valid imsbridge config, secrets from the Secret.
-    let toml: String = configmap
-        .split("imsbridge.toml: |\n")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .map(|l| l.strip_prefix("    ").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n");
+    // The config the kustomization makes the ConfigMap of is a valid imsbridge config, secrets
+    // from the Secret.
+    let toml = read("deploy/kubernetes/imsbridge.toml");
+    assert!(
+        kustomization.contains(
+            "configMapGenerator:\n  - name: imsbridge-config\n    files:\n      - imsbridge.toml\n"
+        ),
+        "{kustomization}"
+    );
+    // The same name across edits, and a directory mount: an edit reaches the running pods.
+    assert!(kustomization.contains("disableNameSuffixHash: true"));
+    assert!(
+        !deployment.contains("subPath"),
+        "Kubernetes never updates a subPath mount"
+    );
+    assert!(deployment.contains("mountPath: /etc/imsbridge/config\n"));
+    assert!(deployment.contains("\"--config\", \"/etc/imsbridge/config/imsbridge.toml\""));
     let dir = std::env::temp_dir().join(format!("imsbridge-k8s-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mounted = "/etc/imsbridge/secrets/";
@@ -139,10 +146,7 @@ fn the_manifests_agree_with_the_config_they_carry() {
         deployment.contains("secretName: imsbridge-credentials")
             && secret.contains("name: imsbridge-credentials")
     );
-    assert!(
-        deployment.contains("name: imsbridge-config")
-            && configmap.contains("name: imsbridge-config")
-    );
+    assert!(deployment.contains("name: imsbridge-config"));
     assert!(deployment.contains(&format!("mountPath: {}", mounted.trim_end_matches('/'))));
     // The grace period outlasts the drain.
     assert!(config.server.limits.shutdown_grace.as_secs() < 45);
@@ -292,20 +296,49 @@ async fn the_alerts_are_prometheus_rules_on_metrics_the_proxy_exports() {
             );
         }
     };
-    let output = Command::new(python)
-        .args([
-            "-c",
-            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
-        ])
-        .arg(repo("deploy/prometheus/alerts.yaml"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let load = |path: &str| -> serde_json::Value {
+        let output = Command::new(&python)
+            .args([
+                "-c",
+                "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+            ])
+            .arg(repo(path))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let rules = load("deploy/prometheus/alerts.yaml");
+    // The operator's PrometheusRule carries the same groups; its ServiceMonitor scrapes the
+    // admin port of the Service.
+    let rule = load("deploy/kubernetes/prometheusrule.yaml");
+    assert_eq!(rule["kind"], "PrometheusRule");
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(
+        rule["spec"]["groups"], rules["groups"],
+        "prometheusrule.yaml differs"
     );
-    let rules: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let monitor = load("deploy/kubernetes/servicemonitor.yaml");
+    let service = load("deploy/kubernetes/service.yaml");
+    assert_eq!(monitor["kind"], "ServiceMonitor");
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"],
+        service["metadata"]["labels"]
+    );
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["path"], "/metrics");
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == endpoint["port"]),
+        "the ServiceMonitor's port is the Service's"
+    );
     let mut names = Vec::new();
     let mut exprs = Vec::new();
     for group in rules["groups"].as_array().unwrap() {
@@ -339,6 +372,9 @@ async fn the_alerts_are_prometheus_rules_on_metrics_the_proxy_exports() {
         "ImsbridgeTokenFetchesFailing",
         "ImsbridgeCampaignNodeDown",
         "ImsbridgeCampaignUnreachable",
+        "ImsbridgeCampaign5xx",
+        "ImsbridgeConfigReloadRefused",
+        "ImsbridgeRefusalsRising",
     ] {
         assert!(
             names.iter().any(|n| n == wanted),

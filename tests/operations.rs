@@ -458,3 +458,66 @@ async fn certificates_are_reloaded_without_a_restart() {
     assert_eq!(seen, "O=Example,CN=second-certificate");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The metrics an operator alerts on: the build, the process, IMS's and Campaign's times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_process_and_latency_metrics_are_exported_and_move() {
+    let stack = Stack::default().await;
+    let scrape = || async { get(stack.proxy.admin, "/metrics").await.body };
+    let before = scrape().await;
+    let value = |text: &str, name: &str| {
+        metric(text, name).unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    let build = before
+        .lines()
+        .find(|l| l.starts_with("imsbridge_build_info{"))
+        .unwrap_or_else(|| panic!("no build_info:\n{before}"));
+    assert!(
+        build.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+        "{build}"
+    );
+    assert!(build.contains("commit=\""), "{build}");
+    assert!(build.ends_with(" 1"), "{build}");
+    assert!(value(&before, "imsbridge_process_resident_memory_bytes") > 1e6);
+    assert!(value(&before, "imsbridge_process_open_fds") > 3.0);
+    assert!(
+        value(&before, "imsbridge_process_max_fds") >= value(&before, "imsbridge_process_open_fds")
+    );
+    assert!(value(&before, "imsbridge_process_start_time_seconds") > 1.7e9);
+    let first_bytes = |text: &str| {
+        metric(
+            text,
+            "imsbridge_upstream_first_byte_seconds_count{upstream=\"default\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    let cpu_before = value(&before, "imsbridge_process_cpu_seconds");
+    for _ in 0..20 {
+        assert_eq!(
+            post(stack.url(), seed_002(&credential()), &[]).await.status,
+            200
+        );
+    }
+    let after = scrape().await;
+    assert_eq!(first_bytes(&after) - first_bytes(&before), 20.0, "{after}");
+    // The token the calls took was fetched once, and timed.
+    assert_eq!(
+        value(
+            &after,
+            "imsbridge_ims_fetch_duration_seconds_count{profile=\"messagecenter\"}"
+        ),
+        1.0,
+        "{after}"
+    );
+    assert!(
+        value(
+            &after,
+            "imsbridge_upstream_first_byte_seconds_sum{upstream=\"default\"}"
+        ) > 0.0
+    );
+    assert!(
+        value(&after, "imsbridge_process_cpu_seconds") > cpu_before,
+        "the CPU time moves"
+    );
+    stack.proxy.stop().await;
+}

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -34,10 +35,29 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// What a cache counts of its fetches (shared handles on the `/metrics` counters of its
 /// profile).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct FetchCounters {
     pub ok: Counter,
     pub failed: Counter,
+    /// How long each request to IMS took, whatever it gave.
+    pub seconds: Histogram,
+}
+
+impl Default for FetchCounters {
+    fn default() -> FetchCounters {
+        FetchCounters {
+            ok: Counter::default(),
+            failed: Counter::default(),
+            seconds: fetch_histogram(),
+        }
+    }
+}
+
+/// 5 ms to about 20 s.
+pub fn fetch_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.005, 2.0, 12,
+    ))
 }
 
 /// An access token, ready to be sent.
@@ -302,6 +322,7 @@ async fn refresh<S: TokenSource>(
             let token = Token::new(fetched.access_token.expose(), asked_at + fetched.expires_in)?;
             Ok((token, fetched.expires_in))
         });
+        counters.seconds.observe(asked_at.elapsed().as_secs_f64());
         match fetched {
             Ok((token, lifetime)) => {
                 counters.ok.inc();

@@ -77,6 +77,7 @@ async fn answer(raw: Vec<u8>) -> Response<CampaignBody> {
         &[],
         &crate::connect::Egress::default(),
         &attempts,
+        prometheus_client::metrics::histogram::Histogram::new([1.0]),
     )
     .unwrap();
     let request = Request::post("/nl/jsp/soaprouter.jsp")
