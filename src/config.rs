@@ -139,6 +139,8 @@ pub struct Config {
     pub egress: EgressSettings,
     /// The migration cockpit of the admin listener: inventory and shadow copies.
     pub admin: AdminSettings,
+    /// Where traces go (`[telemetry] otlp_endpoint`, OTLP/HTTP); `None`: no traces.
+    pub otlp_endpoint: Option<String>,
     pub callers: Vec<CallerSettings>,
     /// Seed of the draws that send a `canary` caller's share of requests the `ims` way;
     /// `None` (what the file gives): a random one. Set by tests, for splits they can predict.

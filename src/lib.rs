@@ -60,6 +60,7 @@ pub mod secret;
 pub mod server;
 pub mod sessions;
 pub mod soap;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 

@@ -101,9 +101,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    if let Command::Run { config } = cli.command {
+        // Logging starts once the config says where traces go.
+        return run(config, cli.log_format);
+    }
+    init_logging(cli.log_format, None);
     match cli.command {
-        Command::Run { config } => run(config),
+        Command::Run { .. } => unreachable!("served above"),
         Command::Check { config, probe } => check(config, probe),
         Command::HashPassword => hash_password(),
         Command::Inventory { admins } => inventory(&admins),
@@ -123,25 +127,28 @@ fn main() -> ExitCode {
 }
 
 /// Logs on standard error, as text or JSON; `RUST_LOG` filters (`info` by default, e.g.
-/// `RUST_LOG=info,imsbridge=debug`).
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::filter::Targets;
+/// `RUST_LOG=info,imsbridge=debug`). With `traces`, the spans of requests go to OTLP too (the
+/// log never shows them).
+fn init_logging(format: LogFormat, traces: Option<&imsbridge::telemetry::Traces>) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|text| text.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO))
+        .with_target(imsbridge::telemetry::TARGET, LevelFilter::OFF);
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false);
+    let otlp = traces.map(|traces| traces.layer());
     match format {
         LogFormat::Text => tracing_subscriber::registry()
-            .with(layer)
-            .with(filter)
+            .with(otlp)
+            .with(layer.with_filter(filter))
             .init(),
         LogFormat::Json => tracing_subscriber::registry()
-            .with(layer.json().flatten_event(true))
-            .with(filter)
+            .with(otlp)
+            .with(layer.json().flatten_event(true).with_filter(filter))
             .init(),
     }
 }
@@ -180,7 +187,7 @@ fn inventory(admins: &[String]) -> ExitCode {
     }
 }
 
-fn run(path: PathBuf) -> ExitCode {
+fn run(path: PathBuf, log_format: LogFormat) -> ExitCode {
     let config = match Config::load(&path, &ProcessEnv) {
         Ok(config) => config,
         Err(error) => {
@@ -188,6 +195,19 @@ fn run(path: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let traces = match config
+        .otlp_endpoint
+        .as_deref()
+        .map(imsbridge::telemetry::Traces::start)
+    {
+        None => None,
+        Some(Ok(traces)) => Some(traces),
+        Some(Err(error)) => {
+            eprintln!("imsbridge: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(log_format, traces.as_ref());
     // A proxy holds two sockets per request; the default soft limit (often 1024) is too low.
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(%error, "could not raise the open file limit");
@@ -223,6 +243,11 @@ fn run(path: PathBuf) -> ExitCode {
             .await
             .map_err(|e| e.to_string())
     });
+    drop(runtime);
+    // The spans of the last requests go before the process does.
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -43,11 +43,13 @@ use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::server::Peer;
 use crate::soap::{Charset, Edit, SOAP_ROUTER_PATH, logoff_response, logon_response};
+use crate::telemetry::TARGET as TRACES;
 use crate::upstream::{
     Forwarding, NodeHealth, Upstream, UpstreamError, X_FORWARDED_FOR, forward_headers, origin_form,
 };
 use prefix::{Prefix, PrefixBudget, PrefixError};
 use record::{Completion, ModeLabel, Record};
+use tracing::Instrument;
 
 /// A technical account at run time.
 struct Profile {
@@ -155,6 +157,8 @@ pub struct Proxy {
     token_wait: Duration,
     /// Shadow copies on their way (`admin.shadow_max_in_flight`).
     shadow_permits: Arc<tokio::sync::Semaphore>,
+    /// Spans go out over OTLP (`[telemetry] otlp_endpoint`).
+    traces: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -291,6 +295,7 @@ impl Proxy {
             shadow_permits: Arc::new(tokio::sync::Semaphore::new(
                 config.admin.shadow_max_in_flight,
             )),
+            traces: config.otlp_endpoint.is_some(),
             metrics,
         })
     }
@@ -421,7 +426,12 @@ impl Proxy {
         );
         // A body refused before its end is drained (`body/linger.rs`).
         let request = request.map(|body| Lingering::new(body, self.linger, self.max_body_bytes));
-        let (mut response, error) = match self.pipeline(&peer, request, &mut record).await {
+        let span = self.trace_of(&request);
+        let (mut response, error) = match self
+            .pipeline(&peer, request, &mut record)
+            .instrument(span)
+            .await
+        {
             Ok(response) => (response, None),
             Err(error) => (
                 error.response(record.action.as_ref(), self.fault_status),
@@ -438,6 +448,45 @@ impl Proxy {
         };
         response.body_mut().finish_with(Box::new(completion));
         response
+    }
+
+    /// The span of a request, continuing the trace its `traceparent` names; none (at no cost)
+    /// unless `[telemetry] otlp_endpoint` is set.
+    fn trace_of<B>(&self, request: &Request<B>) -> tracing::Span {
+        if !self.traces {
+            return tracing::Span::none();
+        }
+        let span = tracing::info_span!(
+            target: TRACES,
+            "request",
+            http.request.method = %request.method(),
+            url.path = request.uri().path(),
+        );
+        crate::telemetry::continue_trace(&span, request.headers());
+        span
+    }
+
+    /// The `token` stage: a valid token of `profile`, waiting when there is none.
+    fn token_of<'a>(
+        &self,
+        profile: &'a Profile,
+    ) -> impl Future<Output = Result<Arc<Token>, ProxyError>> + 'a {
+        let span = tracing::info_span!(target: TRACES, "token", profile = &*profile.name);
+        profile.token(self.token_wait).instrument(span)
+    }
+
+    /// The `upstream` stage: `request` to Campaign, carrying the stage's `traceparent` when
+    /// traces are sent.
+    fn to_campaign<'a>(
+        &self,
+        upstream: &'a Upstream,
+        mut request: Request<UpstreamBody>,
+    ) -> impl Future<Output = Result<Response<crate::body::CampaignBody>, UpstreamError>> + 'a {
+        let span = tracing::info_span!(target: TRACES, "upstream", upstream = upstream.name());
+        if self.traces {
+            crate::telemetry::send_trace(&span, request.headers_mut());
+        }
+        upstream.send(request).instrument(span)
     }
 
     /// The phases, in request order (see the module documentation). The request's parts and
@@ -464,10 +513,14 @@ impl Proxy {
             Some(value) => Charset::of_content_type(value.as_bytes()).map_err(PrefixError::Scan)?,
             None => None,
         };
-        let prefix = self.read_prefix(body, charset, record).await?;
+        let prefix = self
+            .read_prefix(body, charset, record)
+            .instrument(tracing::info_span!(target: TRACES, "prefix"))
+            .await?;
         record.read(&parts, &prefix);
         let way = self
             .identify(&parts, &prefix, peer, record)
+            .instrument(tracing::info_span!(target: TRACES, "caller check"))
             .await
             .inspect_err(|error| record.refused(error))?;
         record.took(&way);
@@ -654,7 +707,9 @@ impl Proxy {
             .upstream_body(prefix, &[], declared, record)?
             .recording(kept.clone());
         let parts = self.prepare(parts, None, peer, declared);
-        let response = upstream.send(Request::from_parts(parts, body)).await?;
+        let response = self
+            .to_campaign(upstream, Request::from_parts(parts, body))
+            .await?;
         record.upstream_status = Some(response.status());
         let status = response.status();
         let (parts, body) = response.into_parts();
@@ -694,7 +749,7 @@ impl Proxy {
             return "unverified";
         }
         let profile = &self.profiles[copy.profile];
-        let Ok(token) = profile.token(self.token_wait).await else {
+        let Ok(token) = self.token_of(profile).await else {
             return "failed";
         };
         let mut head = copy.head.clone();
@@ -704,7 +759,10 @@ impl Proxy {
         chunks.extend(skip_bytes(sent, copy.prefix_received));
         let body = UpstreamBody::new(chunks, None, 0, u64::MAX, copy.length, self.idle_timeout);
         let upstream = &self.upstreams[profile.upstream];
-        let Ok(response) = upstream.send(Request::from_parts(head, body)).await else {
+        let Ok(response) = self
+            .to_campaign(upstream, Request::from_parts(head, body))
+            .await
+        else {
             return "failed";
         };
         let copy_status = response.status();
@@ -749,7 +807,7 @@ impl Proxy {
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let profile = &self.profiles[caller.profile];
         record.profile = Some(profile.name.clone());
-        let token = profile.token(self.token_wait).await?;
+        let token = self.token_of(profile).await?;
         let upstream = &self.upstreams[profile.upstream];
         let retry_buffer_bytes = upstream.retry_buffer_bytes();
 
@@ -766,7 +824,9 @@ impl Proxy {
             body = body.recording(kept.clone());
         }
 
-        let response = upstream.send(Request::from_parts(parts, body)).await?;
+        let response = self
+            .to_campaign(upstream, Request::from_parts(parts, body))
+            .await?;
         record.upstream_status = Some(response.status());
         let judged = self.judge(response, &token).await?;
         if !judged.refused {
@@ -793,7 +853,7 @@ impl Proxy {
         length: Option<u64>,
         record: &mut Record,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let token = profile.token(self.token_wait).await?;
+        let token = self.token_of(profile).await?;
         parts
             .headers
             .insert(header::AUTHORIZATION, token.bearer().clone());
@@ -801,7 +861,9 @@ impl Proxy {
         // The kept body was counted and checked against the limits as it first came.
         let body = UpstreamBody::new(kept, None, 0, u64::MAX, length, self.idle_timeout);
         let upstream = &self.upstreams[profile.upstream];
-        let response = upstream.send(Request::from_parts(parts, body)).await?;
+        let response = self
+            .to_campaign(upstream, Request::from_parts(parts, body))
+            .await?;
         record.upstream_status = Some(response.status());
         // A second refusal is relayed: one replay per call.
         Ok(self.judge(response, &token).await?.response)
@@ -952,7 +1014,7 @@ impl Proxy {
         };
         let profile = &self.profiles[profile];
         record.profile = Some(profile.name.clone());
-        let token = profile.token(self.token_wait).await?;
+        let token = self.token_of(profile).await?;
         let relocate = match &self.public_url {
             Some(public) if parts.uri.path() == WSDL_PATH => {
                 // Its addresses are rewritten: as text, not compressed.
@@ -965,7 +1027,9 @@ impl Proxy {
         let body = self.unread_body(body, length, record);
         let parts = self.prepare(parts, Some(token.bearer()), peer, length);
         let upstream = &self.upstreams[profile.upstream];
-        let response = upstream.send(Request::from_parts(parts, body)).await?;
+        let response = self
+            .to_campaign(upstream, Request::from_parts(parts, body))
+            .await?;
         record.upstream_status = Some(response.status());
         let judged = self.judge(response, &token).await?;
         if judged.refused {
@@ -1037,7 +1101,9 @@ impl Proxy {
         body: UpstreamBody,
         record: &mut Record,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let response = upstream.send(Request::from_parts(parts, body)).await?;
+        let response = self
+            .to_campaign(upstream, Request::from_parts(parts, body))
+            .await?;
         record.upstream_status = Some(response.status());
         let (parts, body) = response.into_parts();
         let body = ResponseBody::upstream(None, body, self.idle_timeout);

@@ -1291,3 +1291,112 @@ async fn systemd_hears_ready_reloading_and_stopping() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An OTLP/HTTP receiver on loopback: the JSON bodies posted to `/v1/traces`.
+async fn otlp_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let keep = keep.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let keep = keep.clone();
+                        async move {
+                            let path = request.uri().path().to_owned();
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            if path == "/v1/traces" {
+                                keep.lock()
+                                    .unwrap()
+                                    .push(serde_json::from_slice(&body).unwrap());
+                            }
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"{}")),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (url, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_one_trace_from_the_caller_to_campaign() {
+    let (ims, campaign) = stand_ins().await;
+    let (collector, received) = otlp_receiver().await;
+    let dir = temp_dir("otlp");
+    let config = write_config(
+        &dir,
+        &ims.url(),
+        &campaign.url(),
+        &format!("[telemetry]\notlp_endpoint = \"{collector}\""),
+        "",
+    );
+    let running = Running::start(&config, "info");
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent_id = "00f067aa0ba902b7";
+    let answer = post(
+        running.addr,
+        seed_002(&credential()),
+        &[("traceparent", &format!("00-{trace_id}-{parent_id}-01"))],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let (status, log) = running.stop();
+    assert!(status.success());
+    assert!(!log.contains(trace_id), "spans are not in the log");
+
+    let bodies = received.lock().unwrap().clone();
+    let text = serde_json::to_string(&bodies).unwrap();
+    for secret in [PASSWORD, CLIENT_SECRET] {
+        assert!(!text.contains(secret), "`{secret}` in a span");
+    }
+    for token in ims.issued() {
+        assert!(!text.contains(&token), "the access token in a span");
+    }
+    let spans: Vec<&serde_json::Value> = bodies
+        .iter()
+        .flat_map(|b| b["resourceSpans"].as_array().unwrap().iter())
+        .flat_map(|r| r["scopeSpans"].as_array().unwrap().iter())
+        .flat_map(|s| s["spans"].as_array().unwrap().iter())
+        .collect();
+    let named = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no span {name} in {text}"))
+    };
+    let request = named("request");
+    assert_eq!(request["traceId"], trace_id, "the caller's trace goes on");
+    assert_eq!(request["parentSpanId"], parent_id);
+    for stage in ["prefix", "caller check", "token", "upstream"] {
+        let span = named(stage);
+        assert_eq!(span["traceId"], trace_id, "{stage}");
+        assert_eq!(span["parentSpanId"], request["spanId"], "{stage}");
+    }
+    // Campaign got the trace, as a child of the upstream stage.
+    let sent = campaign.requests();
+    let traceparent = sent[0]
+        .header("traceparent")
+        .expect("a traceparent to Campaign");
+    assert_eq!(
+        traceparent,
+        format!(
+            "00-{trace_id}-{}-01",
+            named("upstream")["spanId"].as_str().unwrap()
+        )
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

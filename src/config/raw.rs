@@ -25,8 +25,15 @@ pub struct RawConfig {
     pub wsdl: Option<RawWsdl>,
     pub egress: Option<RawEgress>,
     pub admin: Option<RawAdmin>,
+    pub telemetry: Option<RawTelemetry>,
     #[serde(default)]
     pub callers: Vec<RawCaller>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

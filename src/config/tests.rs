@@ -736,6 +736,7 @@ fn the_documented_example_names_every_key() {
         ("wsdl.", keys_of::<raw::RawWsdl>()),
         ("egress.", keys_of::<raw::RawEgress>()),
         ("admin.", keys_of::<raw::RawAdmin>()),
+        ("telemetry.", keys_of::<raw::RawTelemetry>()),
         ("callers.", keys_of::<raw::RawCaller>()),
     ];
     let mut missing = Vec::new();
@@ -980,6 +981,33 @@ fn the_admin_table_bounds_the_cockpit() {
         (
             format!("[admin]\nshadow_max = 1\n{}", config("")),
             "unknown field `shadow_max`",
+        ),
+    ]);
+}
+
+#[test]
+fn traces_go_to_a_plain_http_collector() {
+    let parsed = parse(&format!(
+        "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\n{}",
+        config("")
+    ))
+    .unwrap();
+    assert_eq!(
+        parsed.otlp_endpoint.as_deref(),
+        Some("http://127.0.0.1:4318")
+    );
+    assert_eq!(parse(&config("")).unwrap().otlp_endpoint, None);
+    assert_refused(&[
+        (
+            format!(
+                "[telemetry]\notlp_endpoint = \"https://collector:4318\"\n{}",
+                config("")
+            ),
+            "telemetry.otlp_endpoint: must be http://",
+        ),
+        (
+            format!("[telemetry]\notlp_endpoint = \"collector\"\n{}", config("")),
+            "telemetry.otlp_endpoint",
         ),
     ]);
 }

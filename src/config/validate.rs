@@ -239,6 +239,20 @@ pub(super) fn config(
             1..=10_000,
         )? as usize,
     };
+    let otlp_endpoint = raw
+        .telemetry
+        .and_then(|telemetry| telemetry.otlp_endpoint)
+        .map(|endpoint| {
+            let (scheme, _, _) = http_url("telemetry.otlp_endpoint", &endpoint)?;
+            if scheme != http::uri::Scheme::HTTP {
+                return Err(invalid(
+                    "telemetry.otlp_endpoint",
+                    "must be http:// (a collector or agent beside imsbridge, such as http://127.0.0.1:4318): traces are not sent over TLS",
+                ));
+            }
+            Ok(endpoint)
+        })
+        .transpose()?;
     Ok(Config {
         unknown_callers,
         server,
@@ -250,6 +264,7 @@ pub(super) fn config(
         wsdl,
         egress,
         admin,
+        otlp_endpoint,
         callers,
         canary_seed: None,
     })
