@@ -28,6 +28,9 @@
 //! - `admin.rs` (+ `admin/`): `/healthz`, `/readyz`, `/metrics`, `/inventory`, and the page `/`;
 //!   `metrics.rs`: what they count; `inventory.rs` (+ `inventory/`): every legacy login seen,
 //!   and `imsbridge inventory`;
+//! - `access.rs`: the access line, written off `tracing`'s formatter, into `logbuf.rs`'s
+//!   buffer, written out every 50 ms; `telemetry.rs`: traces
+//!   over OTLP; `reload.rs`: `SIGHUP` and the watched config file; `notify.rs`: systemd;
 //! - `tls.rs`: TLS and mTLS on the listener, client certificate subjects;
 //! - `check.rs`: `imsbridge check`, a token per profile and a probe call before cutting over;
 //! - `import.rs`: `imsbridge import-nlserver`, nlserver's `-setimsjwtauth` string to a profile;
@@ -39,6 +42,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod body;
 pub mod callers;
@@ -52,6 +56,7 @@ pub mod headers;
 pub mod import;
 pub mod ims;
 pub mod inventory;
+pub mod logbuf;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;

@@ -105,7 +105,7 @@ fn main() -> ExitCode {
         // Logging starts once the config says where traces go.
         return run(config, cli.log_format);
     }
-    init_logging(cli.log_format, None);
+    let _log = init_logging(cli.log_format, None);
     match cli.command {
         Command::Run { .. } => unreachable!("served above"),
         Command::Check { config, probe } => check(config, probe),
@@ -129,7 +129,14 @@ fn main() -> ExitCode {
 /// Logs on standard error, as text or JSON; `RUST_LOG` filters (`info` by default, e.g.
 /// `RUST_LOG=info,imsbridge=debug`). With `traces`, the spans of requests go to OTLP too (the
 /// log never shows them).
-fn init_logging(format: LogFormat, traces: Option<&imsbridge::telemetry::Traces>) {
+///
+/// Lines go to a buffer that a thread of its own writes out every 50 ms (`logbuf.rs`): no
+/// write on the request path, no line dropped; the returned guard, dropped last, writes what
+/// is left.
+fn init_logging(
+    format: LogFormat,
+    traces: Option<&imsbridge::telemetry::Traces>,
+) -> imsbridge::logbuf::LogGuard {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
     let filter = std::env::var("RUST_LOG")
@@ -137,8 +144,16 @@ fn init_logging(format: LogFormat, traces: Option<&imsbridge::telemetry::Traces>
         .and_then(|text| text.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO))
         .with_target(imsbridge::telemetry::TARGET, LevelFilter::OFF);
+    let (writer, guard) = imsbridge::logbuf::start();
+    imsbridge::access::write_to(
+        writer.clone(),
+        match format {
+            LogFormat::Text => imsbridge::access::Format::Text,
+            LogFormat::Json => imsbridge::access::Format::Json,
+        },
+    );
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(false);
     let otlp = traces.map(|traces| traces.layer());
     match format {
@@ -151,6 +166,7 @@ fn init_logging(format: LogFormat, traces: Option<&imsbridge::telemetry::Traces>
             .with(layer.json().flatten_event(true).with_filter(filter))
             .init(),
     }
+    guard
 }
 
 /// The runtime: `workers` threads, one per core by default. With one worker, everything runs on
@@ -207,7 +223,7 @@ fn run(path: PathBuf, log_format: LogFormat) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(log_format, traces.as_ref());
+    let log = init_logging(log_format, traces.as_ref());
     // A proxy holds two sockets per request; the default soft limit (often 1024) is too low.
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(%error, "could not raise the open file limit");
@@ -244,10 +260,11 @@ fn run(path: PathBuf, log_format: LogFormat) -> ExitCode {
             .map_err(|e| e.to_string())
     });
     drop(runtime);
-    // The spans of the last requests go before the process does.
+    // The spans of the last requests go before the process does, then the last log lines.
     if let Some(traces) = traces {
         traces.shutdown();
     }
+    drop(log);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -466,12 +466,23 @@ impl Proxy {
         span
     }
 
+    /// A stage's span when traces are sent; else none, made at no cost (a span of a target no
+    /// layer listens to still costs a look at every layer's filter, at `info` level).
+    fn traced(&self, span: impl FnOnce() -> tracing::Span) -> tracing::Span {
+        if self.traces {
+            span()
+        } else {
+            tracing::Span::none()
+        }
+    }
+
     /// The `token` stage: a valid token of `profile`, waiting when there is none.
     fn token_of<'a>(
         &self,
         profile: &'a Profile,
     ) -> impl Future<Output = Result<Arc<Token>, ProxyError>> + 'a {
-        let span = tracing::info_span!(target: TRACES, "token", profile = &*profile.name);
+        let span =
+            self.traced(|| tracing::info_span!(target: TRACES, "token", profile = &*profile.name));
         profile.token(self.token_wait).instrument(span)
     }
 
@@ -482,7 +493,8 @@ impl Proxy {
         upstream: &'a Upstream,
         mut request: Request<UpstreamBody>,
     ) -> impl Future<Output = Result<Response<crate::body::CampaignBody>, UpstreamError>> + 'a {
-        let span = tracing::info_span!(target: TRACES, "upstream", upstream = upstream.name());
+        let span = self
+            .traced(|| tracing::info_span!(target: TRACES, "upstream", upstream = upstream.name()));
         if self.traces {
             crate::telemetry::send_trace(&span, request.headers_mut());
         }
@@ -515,12 +527,12 @@ impl Proxy {
         };
         let prefix = self
             .read_prefix(body, charset, record)
-            .instrument(tracing::info_span!(target: TRACES, "prefix"))
+            .instrument(self.traced(|| tracing::info_span!(target: TRACES, "prefix")))
             .await?;
         record.read(&parts, &prefix);
         let way = self
             .identify(&parts, &prefix, peer, record)
-            .instrument(tracing::info_span!(target: TRACES, "caller check"))
+            .instrument(self.traced(|| tracing::info_span!(target: TRACES, "caller check")))
             .await
             .inspect_err(|error| record.refused(error))?;
         record.took(&way);

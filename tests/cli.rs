@@ -1400,3 +1400,56 @@ async fn a_request_is_one_trace_from_the_caller_to_campaign() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The access log is written off the request path; at SIGTERM, every request answered has its
+/// line, however many were in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_access_line_is_lost_at_sigterm_under_load() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let (ims, campaign) = stand_ins().await;
+    campaign.set_delay(Duration::from_millis(20));
+    let dir = temp_dir("log-at-sigterm");
+    let config = write_config(&dir, &ims.url(), &campaign.url(), "", "");
+    let running = Running::start(&config, "info");
+    let addr = running.addr;
+    let answered = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..16)
+        .map(|_| {
+            let (answered, stop) = (answered.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let request = soap_request(seed_002(&credential()), &[]);
+                    match imsbridge::demo::send(addr, request).await {
+                        Ok(response) if response.status() == 200 => {
+                            answered.fetch_add(1, Ordering::SeqCst);
+                        }
+                        // Refused once shutting down: no answer, no line.
+                        _ => tokio::time::sleep(Duration::from_millis(5)).await,
+                    }
+                }
+            })
+        })
+        .collect();
+    eventually("answers under load", Duration::from_secs(20), || async {
+        (answered.load(Ordering::SeqCst) >= 300).then_some(())
+    })
+    .await;
+    let (status, log) = running.stop();
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    assert!(status.success());
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("imsbridge::access") && l.contains(" status=200 "))
+        .count();
+    assert_eq!(
+        lines,
+        answered.load(Ordering::SeqCst),
+        "one access line per answered request"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

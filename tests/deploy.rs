@@ -204,6 +204,35 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     }
     let (ok, said) = verify(&unit.replace("ProtectSystem=strict", "ProtectSystem=sometimes"));
     assert!(!ok, "a broken unit passed: {said}");
+
+    // The hardening stays where it was (exposure 1.5, "OK", with Type=exec before Type=notify).
+    let exposure = |unit: &str| {
+        let dir = std::env::temp_dir().join(format!("imsbridge-security-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("imsbridge.service");
+        std::fs::write(
+            &path,
+            unit.replace("/usr/local/bin/imsbridge", env!("CARGO_BIN_EXE_imsbridge")),
+        )
+        .unwrap();
+        let output = Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let said = String::from_utf8_lossy(&output.stdout).into_owned();
+        said.lines()
+            .find_map(|l| {
+                l.split("Overall exposure level for imsbridge.service: ")
+                    .nth(1)
+            })
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no exposure level:\n{said}"))
+    };
+    assert!(exposure(&unit) <= 1.5, "{}", exposure(&unit));
+    // The measure can fail: with the capabilities kept, the exposure rises.
+    assert!(exposure(&unit.replace("CapabilityBoundingSet=\n", "")) > 1.5);
 }
 
 #[tokio::test]

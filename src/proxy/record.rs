@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::Way;
 use super::prefix::Prefix;
+use crate::access::AccessLine;
 use crate::body::{Finish, Lingering};
 use crate::callers::{AuthError, Caller};
 use crate::config::Mode;
@@ -204,34 +205,16 @@ pub struct Completion {
 
 impl Finish for Completion {
     fn finish(self: Box<Self>, bytes_out: u64) {
-        let record = &self.record;
+        let Completion {
+            record,
+            status,
+            outcome,
+            error,
+            metrics,
+        } = *self;
         let elapsed = record.started.elapsed();
-        let latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
         let bytes_in = record.bytes_in.load(Ordering::Relaxed);
-        let caller = record.caller.as_deref().unwrap_or(NO_CALLER);
-        let profile = record.profile.as_deref().unwrap_or("-");
-        let action = record.action.as_ref().map_or("-", Action::as_str);
-        let request_id = record.request_id.to_str().unwrap_or("-");
-        let upstream_status = record.upstream_status.map_or(0, |s| s.as_u16());
-        let status = self.status.as_u16();
         let (mode, route) = (record.mode.as_str(), record.route.as_str());
-        match &self.error {
-            None => tracing::info!(
-                target: "imsbridge::access",
-                request_id, peer = %record.peer, method = %record.method, path = record.uri.path(),
-                caller, profile, action, mode, route,
-                status, upstream_status, retried = record.retried, bytes_in,
-                bytes_out, latency_ms, "request"
-            ),
-            Some(error) => tracing::warn!(
-                target: "imsbridge::access",
-                request_id, peer = %record.peer, method = %record.method, path = record.uri.path(),
-                caller, profile, action, mode, route,
-                status, upstream_status, retried = record.retried, bytes_in,
-                bytes_out, latency_ms, outcome = self.outcome, error = %error,
-                "request refused"
-            ),
-        }
         if let Some(login) = &record.login {
             let way = match (record.mode, record.route) {
                 (ModeLabel::Transparent, _) => "transparent",
@@ -239,22 +222,25 @@ impl Finish for Completion {
                 (_, RouteLabel::Unset) => "refused",
                 (_, route) => route.as_str(),
             };
-            self.metrics.inventory.count(&Seen {
+            metrics.inventory.count(&Seen {
                 login,
                 caller: record.caller.as_ref(),
                 index: record.caller_index,
-                action: Some(action)
-                    .filter(|a| *a != "-")
-                    .or(Some(record.uri.path())),
+                action: Some(
+                    record
+                        .action
+                        .as_ref()
+                        .map_or(record.uri.path(), Action::as_str),
+                ),
                 peer: record.peer,
                 way,
-                outcome: self.outcome,
+                outcome,
                 at: std::time::SystemTime::now(),
             });
         }
-        self.metrics.bytes_in.inc_by(bytes_in);
-        self.metrics.bytes_out.inc_by(bytes_out);
-        self.metrics.request(
+        metrics.bytes_in.inc_by(bytes_in);
+        metrics.bytes_out.inc_by(bytes_out);
+        metrics.request(
             &RequestLabels {
                 caller: match &record.caller {
                     Some(caller) => caller.clone(),
@@ -262,11 +248,31 @@ impl Finish for Completion {
                 },
                 mode,
                 route,
-                outcome: self.outcome,
+                outcome,
             },
             elapsed.as_secs_f64(),
             record.upstream_status.map(|s| s.as_u16()),
             record.retried,
         );
+        // Last: the line takes the record's values.
+        crate::access::log(&AccessLine {
+            request_id: record.request_id,
+            peer: record.peer,
+            method: record.method,
+            uri: record.uri,
+            caller: record.caller,
+            profile: record.profile,
+            action: record.action,
+            mode,
+            route,
+            status: status.as_u16(),
+            upstream_status: record.upstream_status.map_or(0, |s| s.as_u16()),
+            retried: record.retried,
+            bytes_in,
+            bytes_out,
+            latency_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+            outcome,
+            error,
+        });
     }
 }
