@@ -154,31 +154,34 @@ fn the_manifests_agree_with_the_config_they_carry() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `systemd-analyze ARGS` on `unit` as installed, with the binary where this build put it.
+fn systemd_analyze(args: &[&str], unit: &str) -> std::process::Output {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("imsbridge-systemd-{}-{run}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("imsbridge.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/imsbridge", env!("CARGO_BIN_EXE_imsbridge")),
+    )
+    .unwrap();
+    let output = Command::new("systemd-analyze")
+        .args(args)
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    output
+}
+
 #[test]
 fn the_systemd_unit_passes_systemd_analyze_verify() {
     if let Err(why) = tool("systemd-analyze", &["--version"]) {
         return skip("the_systemd_unit_passes_systemd_analyze_verify", &why);
     }
     let verify = |unit: &str| {
-        let dir = std::env::temp_dir().join(format!(
-            "imsbridge-systemd-{}-{}",
-            std::process::id(),
-            unit.len()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("imsbridge.service");
-        // The unit as installed, the binary where this build put it.
-        std::fs::write(
-            &path,
-            unit.replace("/usr/local/bin/imsbridge", env!("CARGO_BIN_EXE_imsbridge")),
-        )
-        .unwrap();
-        let output = Command::new("systemd-analyze")
-            .arg("verify")
-            .arg(&path)
-            .output()
-            .unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        let output = systemd_analyze(&["verify"], unit);
         // It only warns for what it ignores: silence is the verdict.
         let said = format!(
             "{}{}",
@@ -207,20 +210,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
 
     // The hardening stays where it was (exposure 1.5, "OK", with Type=exec before Type=notify).
     let exposure = |unit: &str| {
-        let dir = std::env::temp_dir().join(format!("imsbridge-security-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("imsbridge.service");
-        std::fs::write(
-            &path,
-            unit.replace("/usr/local/bin/imsbridge", env!("CARGO_BIN_EXE_imsbridge")),
-        )
-        .unwrap();
-        let output = Command::new("systemd-analyze")
-            .args(["security", "--offline=true", "--no-pager"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        let output = systemd_analyze(&["security", "--offline=true", "--no-pager"], unit);
         let said = String::from_utf8_lossy(&output.stdout).into_owned();
         said.lines()
             .find_map(|l| {
