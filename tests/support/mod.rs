@@ -516,6 +516,9 @@ pub fn python_tool(
     package: &str,
     ready: impl Fn(&Path) -> bool,
 ) -> Result<std::path::PathBuf, String> {
+    // Tests of one binary run at once: one installs, the others wait and find it there.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target/tools")
         .join(name);
