@@ -59,14 +59,11 @@ pub async fn run(
         https_connector(&ims_roots, Some(config.ims.timeout), &egress)?,
         config.ims.timeout,
     );
-    let upstreams: Vec<&UpstreamSettings> = std::iter::once(&config.upstream)
-        .chain(&config.upstreams)
-        .collect();
     let upstreams = if probe {
         // The counts of a check are not kept anywhere.
         let attempts = |_: &str, _: &str| AttemptCounters::default();
-        upstreams
-            .iter()
+        config
+            .all_upstreams()
             .map(|settings| {
                 let first_byte = Histogram::new([1.0]);
                 Upstream::new(settings, &roots, &egress, &attempts, first_byte)
@@ -85,8 +82,7 @@ pub async fn run(
     write_routes(config, &egress, out)?;
     let mut failed = 0;
     for profile in &config.profiles {
-        // `[upstream]` is first.
-        let upstream = upstreams.get(profile.upstream.map_or(0, |named| named + 1));
+        let upstream = upstreams.get(profile.upstream_index());
         let rows = check_profile(profile, config, &ims, upstream).await;
         if rows.iter().any(|(name, _)| *name == "FAILED") {
             failed += 1;
@@ -121,9 +117,7 @@ fn write_routes(config: &Config, egress: &Egress, out: &mut dyn Write) -> io::Re
             .map_or("direct".to_owned(), |proxy| format!("through {proxy}"))
     };
     writeln!(out, "route to IMS: {}", route(&config.ims.token_url))?;
-    let upstreams: Vec<&UpstreamSettings> = std::iter::once(&config.upstream)
-        .chain(&config.upstreams)
-        .collect();
+    let upstreams: Vec<&UpstreamSettings> = config.all_upstreams().collect();
     let nodes: Vec<Vec<(String, String)>> = upstreams
         .iter()
         .map(|upstream| {

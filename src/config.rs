@@ -147,6 +147,14 @@ pub struct Config {
     pub canary_seed: Option<u64>,
 }
 
+impl Config {
+    /// Every Campaign instance: `[upstream]` first, then `[upstreams.NAME]` in name order (the
+    /// order [`Profile::upstream_index`] counts in).
+    pub fn all_upstreams(&self) -> impl Iterator<Item = &UpstreamSettings> {
+        std::iter::once(&self.upstream).chain(&self.upstreams)
+    }
+}
+
 /// The HTTP proxy connections to IMS and Campaign go through, from `[egress]`; without it, the
 /// environment's `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
 #[derive(Default)]
@@ -401,6 +409,13 @@ pub struct Profile {
     pub kind: ProfileKind,
     /// Its Campaign: an index into [`Config::upstreams`]; `None`: `[upstream]`.
     pub upstream: Option<usize>,
+}
+
+impl Profile {
+    /// Its Campaign's place in [`Config::all_upstreams`].
+    pub fn upstream_index(&self) -> usize {
+        self.upstream.map_or(0, |named| named + 1)
+    }
 }
 
 #[derive(Debug)]

@@ -216,8 +216,8 @@ impl Proxy {
             &config.egress.no_proxy,
         );
         let attempts = |upstream: &str, node: &str| metrics.attempts(upstream, node);
-        let upstreams = std::iter::once(&config.upstream)
-            .chain(&config.upstreams)
+        let upstreams = config
+            .all_upstreams()
             .map(|settings| {
                 let first_byte = metrics.first_byte(&settings.name);
                 Upstream::new(settings, &system_roots, &egress, &attempts, first_byte)
@@ -249,8 +249,7 @@ impl Proxy {
                     tokens: TokenCache::spawn(name.clone(), source, counters),
                     name,
                     needed,
-                    // `[upstream]` is first.
-                    upstream: profile.upstream.map_or(0, |named| named + 1),
+                    upstream: profile.upstream_index(),
                 }
             })
             .collect();
@@ -698,6 +697,7 @@ impl Proxy {
             .map_err(AuthError::from)?;
         let credential = Secret::new(carried.credential().token());
         let edits = carriers::body_edits(&prefix.envelope);
+        let copy_length = declared.map(|length| prefix::length_after(length, &edits));
         let copy = ShadowCopy {
             caller: caller.name.clone(),
             action,
@@ -707,10 +707,9 @@ impl Proxy {
             head: {
                 let mut head = parts.clone();
                 carriers::strip_request(&mut head);
-                let length = declared.map(|length| prefix::length_after(length, &edits));
-                self.prepare(head, None, peer, length)
+                self.prepare(head, None, peer, copy_length)
             },
-            length: declared.map(|length| prefix::length_after(length, &edits)),
+            length: copy_length,
             prefix: prefix.chunks(&edits),
             prefix_received: prefix.received,
         };

@@ -18,6 +18,13 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 const EXECUTION_CLIENT: &str = "execution-technical-account";
 const EXECUTION_SECRET: &str = "execution-secret-5b1e";
 
+/// The profile of the execution instance's technical account.
+fn execution_profile() -> String {
+    format!(
+        "[profiles.execution]\ntype = \"oauth\"\nclient_id = \"{EXECUTION_CLIENT}\"\nclient_secret = \"{EXECUTION_SECRET}\"\nscopes = [\"openid\", \"AdobeID\"]\nupstream = \"execution\"\n"
+    )
+}
+
 /// `config` with `[upstream]`'s `url` replaced by `urls` and these `lines`.
 fn with_nodes(config: &str, urls: &[String], lines: &str) -> String {
     let start = config.find("url = \"").unwrap();
@@ -101,12 +108,7 @@ async fn two_instances_each_get_the_calls_of_their_profiles() {
 url = "{}"
 timeout = "5s"
 
-[profiles.execution]
-type = "oauth"
-client_id = "{EXECUTION_CLIENT}"
-client_secret = "{EXECUTION_SECRET}"
-scopes = ["openid", "AdobeID"]
-upstream = "execution"
+{profile}
 
 [[callers]]
 name = "event-pusher"
@@ -125,6 +127,7 @@ mode = "legacy"
         execution.url(),
         cheap_hash("events-password"),
         cheap_hash("old-password"),
+        profile = execution_profile(),
     );
     let config = config_text(
         &ims.url(),
@@ -358,14 +361,10 @@ async fn check_prints_each_upstream_and_probes_through_the_profiles_instance() {
 urls = ["{refusing}", "{}"]
 cooldown = "30s"
 
-[profiles.execution]
-type = "oauth"
-client_id = "{EXECUTION_CLIENT}"
-client_secret = "{EXECUTION_SECRET}"
-scopes = ["openid", "AdobeID"]
-upstream = "execution"
+{profile}
 "#,
-        execution.url()
+        execution.url(),
+        profile = execution_profile(),
     );
     let dir = std::env::temp_dir().join(format!("imsbridge-upstreams-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
