@@ -55,14 +55,10 @@ pub fn handle<B>(
             let body = proxy
                 .metrics()
                 .render(proxy.readiness(), proxy.nodes(), connections);
-            let mut response = text(StatusCode::OK, body);
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
-            response
+            typed(
+                text(StatusCode::OK, body),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
         }
         "/readyz" => {
             let mut waiting = String::new();

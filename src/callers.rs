@@ -327,12 +327,8 @@ impl Callers {
         if Sessions::looks_issued(token) {
             return true;
         }
-        token
-            .split_once('/')
-            .and_then(|(login, _)| self.by_login.get(login))
-            .is_some_and(|&index| {
-                matches!(self.callers[index].mode, Mode::Ims | Mode::Canary { .. })
-            })
+        self.owner(token)
+            .is_some_and(|caller| matches!(caller.mode, Mode::Ims | Mode::Canary { .. }))
     }
 
     /// Whether `token` is the login and right password of the `shadow` caller `name`: checked
