@@ -87,8 +87,9 @@ fuzz_target!(|input: &[u8]| {
     }
 
     let rest = &body[envelope.end..];
-    let whole = Tail::new(envelope.depth).feed(rest);
-    let mut tail = Tail::new(envelope.depth);
+    // As the proxy watches it: the search for the Body's end, then the count of elements.
+    let whole = Tail::after(&envelope, &body[..envelope.end]).feed(rest);
+    let mut tail = Tail::after(&envelope, &body[..envelope.end]);
     let mut chunked = Ok(());
     let mut at = 0;
     let mut turn = 0;

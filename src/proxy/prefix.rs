@@ -64,7 +64,7 @@ impl<B> Prefix<B> {
 impl<B> Prefix<B> {
     /// The watch of the rest of the envelope, having read what came past the prefix already.
     pub fn tail(&self) -> Result<Tail, ScanError> {
-        let mut tail = Tail::new(self.envelope.depth);
+        let mut tail = Tail::after(&self.envelope, &self.head);
         tail.feed(&self.head[self.envelope.end..])?;
         if let Some(spill) = &self.spill {
             tail.feed(spill)?;

@@ -85,6 +85,9 @@ pub struct Envelope {
     /// Elements open at `end` (Envelope, Body, the method…): where the [`Tail`](super::Tail)
     /// watch of the rest starts.
     pub depth: usize,
+    /// Where the SOAP Body's qualified name (`soapenv:Body`) is in the body: the watch of the
+    /// rest looks for its end tag.
+    pub body_name: Range<usize>,
 }
 
 impl Envelope {
@@ -624,6 +627,8 @@ impl Scanner {
             params: std::mem::take(&mut self.params),
             carriers: std::mem::take(&mut self.carriers),
             depth: self.open.len(),
+            // The stages past `Body` are reached only with the Envelope and the Body open.
+            body_name: self.open.get(1).cloned().unwrap_or_default(),
         }
     }
 

@@ -9,9 +9,23 @@
 //!
 //! The watch is not a parser: it counts open elements, and steps over comments, CDATA
 //! sections, processing instructions and quoted attribute values (where a `<` or `>` is not
-//! markup), byte by byte, whatever the chunking. Well-formedness is Campaign's to judge.
+//! markup), whatever the chunking.
+//!
+//! Counting every element costs a few nanoseconds a byte, more than the whole of the rest of
+//! the proxy's work on a large batch of events. So while the SOAP Body is open, the watch reads
+//! only the markup that can end it: comments, CDATA sections and processing instructions (a
+//! `</s:Body>` inside them is text), and start and end tags of the Body's own qualified name
+//! (an element of that name nested in the Body). Everything else is skipped with `memchr`'s
+//! searches. In a well-formed document `<` is markup wherever it is outside those three (never
+//! in an attribute value, never in text), and the first `</s:Body>` that closes no nested
+//! `<s:Body>` is the Body's end: the same place the count of every element finds. From there
+//! on, every byte is read, counting elements. Where the two could differ, the document is not
+//! well-formed XML (a mismatched end tag, a `<` in an attribute value), and Campaign, an XML
+//! reader, refuses it whole; an early `</s:Body>` only makes the watch stricter.
 
-use super::ScanError;
+use memchr::{memchr2, memmem, memrchr};
+
+use super::{Envelope, ScanError};
 
 /// Where the bytes so far have left the watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,75 +53,358 @@ enum State {
 
 const CDATA: &[u8] = b"[CDATA[";
 
+/// Where the first byte of `rest` that `matches` is. Runs are short in an envelope (a tag, an
+/// attribute value): the first bytes are looked at in a plain loop, which the compiler keeps
+/// inline, and only a longer run (a text of some size) is handed to `search`, `memchr`'s, whose
+/// call costs more than such a run.
+#[inline(always)]
+fn find(
+    rest: &[u8],
+    matches: impl Fn(u8) -> bool,
+    search: impl Fn(&[u8]) -> Option<usize>,
+) -> Option<usize> {
+    const SHORT: usize = 32;
+    let short = rest.len().min(SHORT);
+    match rest[..short].iter().position(|&b| matches(b)) {
+        Some(at) => Some(at),
+        None if short < rest.len() => search(&rest[short..]).map(|at| at + short),
+        None => None,
+    }
+}
+
 /// The watch of an envelope's remaining bytes.
 #[derive(Debug)]
 pub struct Tail {
-    /// Elements open: the Envelope is 1, the Body 2.
+    /// Elements open: the Envelope is 1, the Body 2. While [`Tail::body`] is set, only the
+    /// Body and the elements of its name nested in it are counted.
     depth: usize,
     state: State,
+    /// While the SOAP Body is open: its name, searched for (see the module documentation).
+    body: Option<BodyEnd>,
+}
+
+/// The longest Body name searched for: a longer one (legal, never seen) is watched by counting
+/// every element.
+const MAX_BODY_NAME: usize = 64;
+
+/// The search for the end of the SOAP Body.
+#[derive(Debug)]
+struct BodyEnd {
+    name: [u8; MAX_BODY_NAME],
+    name_len: usize,
+    /// Markup the last chunk ended inside of that may be one the watch reads (`</s:Bo`): at most
+    /// `</`, the name and one byte more.
+    cut: [u8; MAX_BODY_NAME + 3],
+    cut_len: usize,
+}
+
+/// What the markup at a `<` is, as far as the Body's watch goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Markup {
+    /// A comment, CDATA section or processing instruction, or a tag of the Body's name: read.
+    Read,
+    /// Another tag: skipped.
+    Skip,
+    /// Too little of it to tell.
+    Unknown,
+}
+
+impl BodyEnd {
+    fn name(&self) -> &[u8] {
+        &self.name[..self.name_len]
+    }
+
+    /// The markup `data` starts with (at a `<`).
+    fn markup(&self, data: &[u8]) -> Markup {
+        let name = self.name();
+        let (rest, end_tag) = match data {
+            [b'<'] => return Markup::Unknown,
+            [b'<', b'!' | b'?', ..] => return Markup::Read,
+            [b'<', b'/', rest @ ..] => (rest, true),
+            [b'<', rest @ ..] => (rest, false),
+            _ => return Markup::Skip,
+        };
+        if rest.len() <= name.len() {
+            return if name.starts_with(rest) {
+                Markup::Unknown
+            } else {
+                Markup::Skip
+            };
+        }
+        match rest[name.len()] {
+            _ if &rest[..name.len()] != name => Markup::Skip,
+            b'>' | b' ' | b'\t' | b'\r' | b'\n' => Markup::Read,
+            b'/' if !end_tag => Markup::Read,
+            _ => Markup::Skip,
+        }
+    }
+
+    /// The next `<` in `data[from..]` that starts markup the watch reads. When there is none,
+    /// markup cut by the end of `data` that may be one is kept for the next chunk.
+    fn next(&mut self, data: &[u8], mut from: usize, found: &mut Found) -> Option<usize> {
+        let name_len = self.name_len;
+        loop {
+            // The earliest candidate: a `!` or `?` (after a `<`), or the name (after `<` or
+            // `</`). Each search runs once over a stretch of the chunk: their last answers are
+            // kept in `found` until passed.
+            let bang = found.bang.get(from, |from| {
+                memchr2(b'!', b'?', &data[from..]).map(|at| at + from)
+            });
+            let named = found.name.get(from, |from| {
+                memmem::find(&data[from..], self.name()).map(|at| at + from)
+            });
+            let (at, lt) = match (bang, named) {
+                (Some(bang), Some(named)) if bang < named => (bang, bang.checked_sub(1)),
+                (Some(bang), None) => (bang, bang.checked_sub(1)),
+                (_, Some(named)) => {
+                    let lt = match named {
+                        2.. if data[named - 1] == b'/' => named.checked_sub(2),
+                        _ => named.checked_sub(1),
+                    };
+                    (named, lt)
+                }
+                (None, None) => break,
+            };
+            // A `<` just before, in this chunk (one in the last chunk was kept as cut markup).
+            if let Some(lt) = lt.filter(|&lt| lt >= from && data[lt] == b'<')
+                && self.markup(&data[lt..]) != Markup::Skip
+            {
+                if self.markup(&data[lt..]) == Markup::Unknown {
+                    self.keep(&data[lt..]);
+                    return None;
+                }
+                return Some(lt);
+            }
+            from = at + 1;
+            if from >= data.len() {
+                break;
+            }
+        }
+        // Markup of the Body's name cut by the end of the chunk: it is found again above only
+        // once whole, and the search goes on past it.
+        let window = data
+            .len()
+            .saturating_sub(name_len + 2)
+            .max(from.min(data.len()));
+        if let Some(lt) = memrchr(b'<', &data[window..]).map(|at| at + window)
+            && self.markup(&data[lt..]) == Markup::Unknown
+        {
+            self.keep(&data[lt..]);
+        }
+        None
+    }
+
+    fn keep(&mut self, markup: &[u8]) {
+        self.cut[..markup.len()].copy_from_slice(markup);
+        self.cut_len = markup.len();
+    }
+}
+
+/// The answers of the Body's two searches in the chunk being read.
+#[derive(Default)]
+struct Found {
+    bang: Search,
+    name: Search,
+}
+
+/// The answer of a search of the rest of a chunk from `from`: valid as long as the next
+/// search starts at or before what it found.
+#[derive(Default)]
+struct Search {
+    from: usize,
+    answer: Option<Option<usize>>,
+}
+
+impl Search {
+    fn get(&mut self, from: usize, search: impl FnOnce(usize) -> Option<usize>) -> Option<usize> {
+        match self.answer {
+            Some(Some(at)) if at >= from && self.from <= from => Some(at),
+            Some(None) if self.from <= from => None,
+            _ => {
+                let answer = search(from);
+                self.from = from;
+                self.answer = Some(answer);
+                answer
+            }
+        }
+    }
 }
 
 impl Tail {
     /// A watch that starts where the prefix ended, with `depth` elements open there
-    /// ([`Envelope::depth`](super::Envelope::depth)).
+    /// ([`Envelope::depth`](super::Envelope::depth)), counting every element.
     pub fn new(depth: usize) -> Tail {
         Tail {
             depth,
             state: State::Text,
+            body: None,
+        }
+    }
+
+    /// The watch of what follows `envelope`'s prefix in `body` (the bytes read so far): it
+    /// searches for the end of the SOAP Body, then counts elements.
+    pub fn after(envelope: &Envelope, body: &[u8]) -> Tail {
+        let name = body.get(envelope.body_name.clone()).unwrap_or_default();
+        if name.is_empty() || name.len() > MAX_BODY_NAME {
+            return Tail::new(envelope.depth);
+        }
+        let mut end = BodyEnd {
+            name: [0; MAX_BODY_NAME],
+            name_len: name.len(),
+            cut: [0; MAX_BODY_NAME + 3],
+            cut_len: 0,
+        };
+        end.name[..name.len()].copy_from_slice(name);
+        Tail {
+            // The Envelope and the Body: the elements inside are not counted.
+            depth: 2,
+            state: State::Text,
+            body: Some(end),
         }
     }
 
     /// Reads the next bytes of the body.
+    ///
+    /// Character data and tags, nearly all of the bytes, are read here in tight loops (the
+    /// runs between the bytes that matter are short in an envelope: a tag, an attribute value);
+    /// the rest, byte by byte, through [`Tail::step`].
     pub fn feed(&mut self, data: &[u8]) -> Result<(), ScanError> {
         let mut at = 0;
+        if self.state == State::Text
+            && let Some(body) = &mut self.body
+            && body.cut_len > 0
+        {
+            // The last chunk ended inside markup: this one tells what it is.
+            let mut joined = [0; MAX_BODY_NAME + 3];
+            let cut = body.cut_len;
+            let more = data.len().min(joined.len() - cut);
+            joined[..cut].copy_from_slice(&body.cut[..cut]);
+            joined[cut..cut + more].copy_from_slice(&data[..more]);
+            match body.markup(&joined[..cut + more]) {
+                Markup::Unknown => {
+                    body.keep(&joined[..cut + more]);
+                    return Ok(());
+                }
+                Markup::Skip => body.cut_len = 0,
+                Markup::Read => {
+                    body.cut_len = 0;
+                    self.state = State::Open;
+                    for &byte in &joined[1..cut] {
+                        self.state = self.step(byte)?;
+                    }
+                }
+            }
+        }
+        let mut found = Found::default();
         while at < data.len() {
-            if self.state == State::Text {
-                match memchr::memchr(b'<', &data[at..]) {
+            match self.state {
+                State::Text if let Some(body) = &mut self.body => {
+                    match body.next(data, at, &mut found) {
+                        Some(lt) => {
+                            at = lt + 1;
+                            self.state = State::Open;
+                        }
+                        None => return Ok(()),
+                    }
+                }
+                State::Text => match find(
+                    &data[at..],
+                    |b| b == b'<',
+                    |rest| memchr::memchr(b'<', rest),
+                ) {
                     Some(lt) => {
                         at += lt + 1;
                         self.state = State::Open;
-                        continue;
                     }
                     None => return Ok(()),
+                },
+                State::Tag {
+                    end,
+                    quote: Some(quote),
+                    ..
+                } => match find(
+                    &data[at..],
+                    |b| b == quote,
+                    |rest| memchr::memchr(quote, rest),
+                ) {
+                    Some(closing) => {
+                        at += closing + 1;
+                        self.state = State::Tag {
+                            end,
+                            quote: None,
+                            slash: false,
+                        };
+                    }
+                    None => return Ok(()),
+                },
+                State::Tag {
+                    end,
+                    quote: None,
+                    slash,
+                } => {
+                    let rest = &data[at..];
+                    let Some(next) = find(
+                        rest,
+                        |b| matches!(b, b'>' | b'"' | b'\''),
+                        |rest| memchr::memchr3(b'>', b'"', b'\'', rest),
+                    ) else {
+                        // `slash` is the last byte's.
+                        let slash = rest.last().map_or(slash, |&b| b == b'/');
+                        self.state = State::Tag {
+                            end,
+                            quote: None,
+                            slash,
+                        };
+                        return Ok(());
+                    };
+                    let slash = if next > 0 {
+                        rest[next - 1] == b'/'
+                    } else {
+                        slash
+                    };
+                    self.state = State::Tag {
+                        end,
+                        quote: None,
+                        slash,
+                    };
+                    at += next + 1;
+                    self.state = self.step(rest[next])?;
+                    if self.depth < 2 {
+                        // The Body has ended: every element counts from here.
+                        self.body = None;
+                    }
+                }
+                _ => {
+                    at += self.skip(&data[at..]);
+                    let byte = data[at];
+                    at += 1;
+                    self.state = self.step(byte)?;
                 }
             }
-            at += self.skip(&data[at..]);
-            let byte = data[at];
-            at += 1;
-            self.state = self.step(byte)?;
         }
         Ok(())
     }
 
-    /// How many bytes at the start of `rest` cannot change the state but through the few
-    /// bytes before the next one that may (a `>`, a quote): those are left to [`Tail::step`],
-    /// the run before them is skipped in one search. At least one byte is always left.
+    /// How many bytes at the start of `rest` cannot change the state of a comment, CDATA
+    /// section or processing instruction but through the few bytes before its next `>`: those
+    /// are left to [`Tail::step`], the run before them is skipped in one search. At least one
+    /// byte is always left.
     fn skip(&mut self, rest: &[u8]) -> usize {
         // The next byte that matters, and how many before it `step` must see.
         let (next, context) = match self.state {
-            State::Tag {
-                quote: Some(quote), ..
-            } => (memchr::memchr(quote, rest), 0),
-            // `slash` needs the byte before `>`.
-            State::Tag { quote: None, .. } => (memchr::memchr3(b'>', b'"', b'\'', rest), 1),
             // `-->` and `]]>` need two bytes before `>`, `?>` one.
             State::Comment { .. } | State::Cdata { .. } => (memchr::memchr(b'>', rest), 2),
             State::Pi { .. } => (memchr::memchr(b'>', rest), 1),
-            State::Text | State::Open | State::Bang { .. } => return 0,
+            State::Text | State::Open | State::Tag { .. } | State::Bang { .. } => return 0,
         };
         let skip = next
             .unwrap_or(rest.len())
             .saturating_sub(context)
             .min(rest.len() - 1);
         if skip > 0 {
-            // What the skipped bytes leave: no `/`, dash, bracket or `?` just before what
-            // `step` sees next (it sees the bytes that count).
+            // What the skipped bytes leave: no dash, bracket or `?` just before what `step`
+            // sees next (it sees the bytes that count).
             self.state = match self.state {
-                State::Tag { end, quote, .. } => State::Tag {
-                    end,
-                    quote,
-                    slash: false,
-                },
                 State::Comment { .. } => State::Comment { dashes: 0 },
                 State::Cdata { .. } => State::Cdata { brackets: 0 },
                 State::Pi { .. } => State::Pi { question: false },
@@ -325,6 +622,147 @@ mod tests {
             if fast_verdict.is_ok() {
                 assert_eq!((fast.depth, fast.state), (slow.depth, slow.state));
             }
+        }
+    }
+
+    /// The watch that searches for the Body's end, over `rest` in the chunks `cuts` make.
+    fn body_watch(name: &str, rest: &[u8], cuts: &[usize]) -> Result<(), ScanError> {
+        let envelope = Envelope {
+            version: super::super::SoapVersion::V11,
+            end: 0,
+            method: super::super::Method {
+                name: String::new(),
+                namespace: None,
+            },
+            params: Vec::new(),
+            carriers: Vec::new(),
+            depth: 3,
+            body_name: 0..name.len(),
+        };
+        let mut watch = Tail::after(&envelope, name.as_bytes());
+        assert!(watch.body.is_some());
+        let mut from = 0;
+        for &cut in cuts.iter().chain([&rest.len()]) {
+            watch.feed(&rest[from..cut])?;
+            from = cut;
+        }
+        Ok(())
+    }
+
+    /// Random well-formed content of an element named `body` (`s:Body`), from after the first
+    /// parameter to the end of the document, with the markup that could hide or fake its end:
+    /// comments, CDATA and processing instructions holding `</s:Body>`, elements of the Body's
+    /// name nested in it, names it begins, `>` and `/>` in text and attribute values; then what
+    /// follows the Body, allowed or not.
+    fn envelope_rest(random: &mut fastrand::Rng, body: &str) -> String {
+        fn content(random: &mut fastrand::Rng, body: &str, out: &mut String, depth: usize) {
+            for _ in 0..random.usize(0..5) {
+                match random.usize(0..10) {
+                    0 => out.push_str(&format!("<!-- </{body}><{body}> - -->")),
+                    1 => out.push_str(&format!("<![CDATA[</{body}><h>]]]]>")),
+                    2 => out.push_str(&format!("<?pi </{body}> ?>")),
+                    3 => out.push_str(" a > b /> c ! ? s:Bod "),
+                    4 => out.push_str(&format!("{body} </{body}X>")[..body.len() + 1]),
+                    _ if depth > 4 => out.push_str("<e/>"),
+                    choice => {
+                        let name = match choice {
+                            5 => body.to_owned(),
+                            6 => format!("{body}X"),
+                            7 => body[..body.len() - 1].to_owned(),
+                            _ => "x:e".to_owned(),
+                        };
+                        let attributes = match random.usize(0..3) {
+                            0 => String::new(),
+                            1 => " a=\"/>'\" b='\">/'".to_owned(),
+                            _ => format!(" n=\"</{body}\" "),
+                        };
+                        if random.bool() {
+                            out.push_str(&format!("<{name}{attributes}/>"));
+                        } else {
+                            out.push_str(&format!("<{name}{attributes}>"));
+                            content(random, body, out, depth + 1);
+                            out.push_str(&format!("</{name}\n>"));
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = String::new();
+        content(random, body, &mut out, 0);
+        out.push_str("</m>");
+        content(random, body, &mut out, 0);
+        out.push_str(&format!("</{body}>"));
+        out.push_str(match random.usize(0..6) {
+            0 => "<s:Header><X-Session-Token>op/x</X-Session-Token></s:Header></s:Envelope>",
+            1 => "<!-- c --><s:Body><m><t>op/x</t></m></s:Body></s:Envelope>",
+            2 => "</s:Envelope><s:Envelope/>",
+            3 => "<?pi?>\n</s:Envelope>\n<!-- end -->",
+            _ => "</s:Envelope>",
+        });
+        out
+    }
+
+    #[test]
+    fn the_search_for_the_body_end_judges_as_the_count_of_every_element() {
+        // On well-formed envelopes, against the watch that counts every element from the
+        // prefix's depth (Envelope, Body, method); in random chunks, and byte by byte.
+        let mut random = fastrand::Rng::with_seed(18);
+        let mut refused = 0;
+        for round in 0..3_000 {
+            let body = ["s:Body", "SOAP-ENV:Body", "Body"][round % 3];
+            let rest = envelope_rest(&mut random, body);
+            let bytes = rest.as_bytes();
+            let counted = Tail::new(3).feed(bytes);
+            refused += usize::from(counted.is_err());
+            assert_eq!(body_watch(body, bytes, &[]), counted, "{rest}");
+            let mut cuts: Vec<usize> = (0..random.usize(0..6))
+                .map(|_| random.usize(0..=bytes.len()))
+                .collect();
+            cuts.sort_unstable();
+            assert_eq!(body_watch(body, bytes, &cuts), counted, "{cuts:?} {rest}");
+            if round % 10 == 0 {
+                let every: Vec<usize> = (1..bytes.len()).collect();
+                assert_eq!(body_watch(body, bytes, &every), counted, "bytewise {rest}");
+            }
+        }
+        // Both verdicts were met often.
+        assert!((1_000..2_000).contains(&refused), "{refused} refused");
+    }
+
+    #[test]
+    fn the_search_for_the_body_end_judges_any_chunking_alike() {
+        // Whatever the bytes, well-formed or not: one verdict whatever the chunking.
+        let pieces: [&[u8]; 14] = [
+            b"<s:Body",
+            b"</s:Body",
+            b"</s:Bo",
+            b">",
+            b"/>",
+            b"<!--",
+            b"-->",
+            b"<![CDATA[",
+            b"]]>",
+            b"<?",
+            b"?>",
+            b"\"",
+            b" ",
+            b"<x>",
+        ];
+        let mut random = fastrand::Rng::with_seed(19);
+        for _ in 0..20_000 {
+            let rest: Vec<u8> = (0..random.usize(0..24))
+                .flat_map(|_| pieces[random.usize(..pieces.len())].iter().copied())
+                .collect();
+            let whole = body_watch("s:Body", &rest, &[]);
+            let cut = random.usize(0..=rest.len());
+            assert_eq!(
+                body_watch("s:Body", &rest, &[cut]),
+                whole,
+                "{cut} {}",
+                String::from_utf8_lossy(&rest)
+            );
+            let every: Vec<usize> = (1..rest.len()).collect();
+            assert_eq!(body_watch("s:Body", &rest, &every), whole);
         }
     }
 
