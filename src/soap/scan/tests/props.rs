@@ -310,3 +310,210 @@ fn mutated_envelopes_fault_or_lose_exactly_the_reported_ranges() {
         }
     }
 }
+
+/// What a reading found, to compare two readings.
+fn reading(envelope: &super::Envelope) -> String {
+    let params: Vec<_> = envelope
+        .params
+        .iter()
+        .map(|p| (p.content.clone(), p.value.expose().to_owned()))
+        .collect();
+    format!(
+        "{:?} end {} {:?} {params:?} carriers {} depth {} body {:?}",
+        envelope.version,
+        envelope.end,
+        envelope.method,
+        envelope.carriers.len(),
+        envelope.depth,
+        envelope.body_name
+    )
+}
+
+/// When `quick` reads `body`, quick-xml's reading finds the same, whole or at any end of the
+/// data; true when `quick` read it.
+fn quick_reads_as_quick_xml(seed: u64, body: &[u8]) -> bool {
+    let Some(quick) = super::super::quick::read(body) else {
+        return false;
+    };
+    for at_eof in [false, true] {
+        let general = Scanner::without_shortcut(None).feed(body, at_eof);
+        match general {
+            Ok(Some(general)) => assert_eq!(
+                reading(&quick),
+                reading(&general),
+                "seed {seed}: {}",
+                String::from_utf8_lossy(body)
+            ),
+            other => panic!(
+                "seed {seed}: quick read {}, quick-xml: {:?}\n{}",
+                reading(&quick),
+                other.map(|e| e.map(|e| reading(&e))),
+                String::from_utf8_lossy(body)
+            ),
+        }
+    }
+    true
+}
+
+/// Envelopes of the kind `quick` reads, and near them.
+fn plain_envelope(rng: &mut Rng) -> String {
+    let space = |rng: &mut Rng| pick(rng, &["", " ", "\n", "\r\n  ", "\t"]).to_owned();
+    let mut body = String::new();
+    body.push_str(pick(
+        rng,
+        &[
+            "",
+            "",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
+            "<?xml version='1.0'?>",
+            "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>",
+            "<?xml version=\"1.1\"?>",
+        ],
+    ));
+    body.push_str(&space(rng));
+    let env = pick(rng, &["soapenv", "SOAP-ENV", "s", "", "s:"]);
+    let colon = if env.is_empty() { "" } else { ":" };
+    let ns = pick(
+        rng,
+        &[
+            "http://schemas.xmlsoap.org/soap/envelope/",
+            "http://www.w3.org/2003/05/soap-envelope",
+            "urn:other",
+            "",
+        ],
+    );
+    let declare = if env.is_empty() {
+        format!("xmlns=\"{ns}\"")
+    } else {
+        format!("xmlns:{env}='{ns}'")
+    };
+    let extra = pick(
+        rng,
+        &[
+            "",
+            " xmlns:urn=\"urn:nms:rtEvent\"",
+            " xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xmlns:xsd=\"x\"",
+            " a=\"1\" a=\"2\"",
+            " a=\"1\"b=\"2\"",
+            " a = \"1\"",
+            " a=\"x&amp;y\"",
+        ],
+    );
+    body.push_str(&format!("<{env}{colon}Envelope {declare}{extra}>"));
+    body.push_str(&space(rng));
+    match rng.u8(0..5) {
+        0 => body.push_str(&format!("<{env}{colon}Header/>")),
+        1 => body.push_str(&format!(
+            "<{env}{colon}Header xmlns:h=\"urn:h\">{}</{env}{colon}Header>",
+            space(rng)
+        )),
+        2 => body.push_str(&format!(
+            "<{env}{colon}Header><Cookie>__sessiontoken=a/b</Cookie></{env}{colon}Header>"
+        )),
+        _ => {}
+    }
+    body.push_str(&space(rng));
+    body.push_str(&format!(
+        "<{env}{colon}Body{}>",
+        pick(rng, &["", " ", " xmlns:m=\"urn:nms:rtEvent\""])
+    ));
+    body.push_str(&space(rng));
+    let (method, declaration) = match rng.u8(0..5) {
+        0 => ("urn:PushEvent", ""),
+        1 => ("m:PushEvent", " xmlns:m=\"urn:nms:rtEvent\""),
+        2 => ("Logon", " xmlns=\"urn:xtk:session\""),
+        3 => ("h:Write", ""),
+        _ => ("ExecuteQuery", " xmlns=\"urn:xtk:queryDef\""),
+    };
+    body.push_str(&format!("<{method}{declaration}"));
+    match rng.u8(0..8) {
+        0 => body.push_str("/>"),
+        1 => body.push_str(&format!(">{}</{method}>", space(rng))),
+        _ => {
+            body.push('>');
+            body.push_str(&space(rng));
+            let param = pick(
+                rng,
+                &["urn:sessiontoken", "sessiontoken", "strToken", "p-1.x"],
+            );
+            let typed = pick(
+                rng,
+                &["", " xsi:type=\"xsd:string\"", " xsi:type='xsd:string' "],
+            );
+            if rng.u8(0..6) == 0 {
+                body.push_str(&format!("<{param}{typed}/>"));
+            } else {
+                let value = pick(
+                    rng,
+                    &[
+                        "mc/secret",
+                        " mc/secret\n ",
+                        "",
+                        "mc/a&amp;b",
+                        "op/\u{e9}t\u{e9}",
+                        "a\r\nb",
+                        "x>y",
+                        "\t mc/p \t",
+                    ],
+                );
+                body.push_str(&format!("<{param}{typed}>{value}</{param}>"));
+            }
+            body.push_str("<urn:domEvent><rtEvent/></urn:domEvent>");
+            body.push_str(&format!("</{method}>"));
+        }
+    }
+    body.push_str(&format!("</{env}{colon}Body></{env}{colon}Envelope>"));
+    body
+}
+
+#[test]
+fn the_quick_reading_is_quick_xml_reading() {
+    // Envelopes of the kind it reads, near misses (each a choice among several, so a share of
+    // the envelopes is plain), and their mutations: wherever the quick reading answers,
+    // quick-xml's reading answers the same.
+    let mut quick = 0;
+    let rounds = 20_000;
+    for seed in 0..rounds {
+        let mut rng = Rng::with_seed(seed);
+        let body = plain_envelope(&mut rng).into_bytes();
+        quick += usize::from(quick_reads_as_quick_xml(seed, &body));
+        let mut mutated = body.clone();
+        for _ in 0..rng.usize(1..4) {
+            let at = rng.usize(..mutated.len());
+            match rng.u8(0..3) {
+                0 => mutated[at] = rng.u8(..),
+                1 => {
+                    mutated.remove(at);
+                }
+                _ => mutated.insert(
+                    at,
+                    pick(
+                        &mut rng,
+                        &["<", ">", "&", "/", "\"", "'", ":", "=", " ", "\r", "x"],
+                    )
+                    .as_bytes()[0],
+                ),
+            }
+        }
+        quick_reads_as_quick_xml(seed, &mutated);
+        // The generator of the other property tests: comments, entities, BOMs, headers.
+        let built = envelope(&mut rng).body.into_bytes();
+        quick_reads_as_quick_xml(seed, &built);
+    }
+    assert!(
+        quick > rounds as usize / 50,
+        "quick read {quick} of {rounds}"
+    );
+}
+
+#[test]
+fn the_common_envelopes_are_read_quickly() {
+    // Seed 002's call and the benchmark's PushEvent: the envelopes of event pushers.
+    let bench = "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+        xmlns:urn=\"urn:nms:rtEvent\"><soapenv:Header/><soapenv:Body><urn:PushEvent>\
+        <urn:sessiontoken>mc/secret</urn:sessiontoken><urn:domEvent><rtEvent type=\"order\"/>\
+        </urn:domEvent></urn:PushEvent></soapenv:Body></soapenv:Envelope>";
+    for body in [crate::demo::SEED_002_BEFORE, bench] {
+        assert!(quick_reads_as_quick_xml(0, body.as_bytes()), "{body}");
+    }
+}
