@@ -25,6 +25,23 @@ const DECLARATIONS: [&[u8]; 6] = [
     b"<?xml version='1.0' encoding='utf-8'?>",
 ];
 
+/// What a byte is in a name read here: letters, digits, `_`, `-`, `.`, and `:`.
+const NAME: u8 = 1;
+const COLON: u8 = 2;
+const NAME_BYTES: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.' {
+            table[byte] = NAME;
+        }
+        byte += 1;
+    }
+    table[b':' as usize] = COLON;
+    table
+};
+
 /// Namespace declarations on the path to the method, at most this many.
 const MAX_BINDINGS: usize = 8;
 
@@ -60,7 +77,7 @@ pub fn read(data: &[u8]) -> Option<Envelope> {
     reader.envelope()
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn envelope(&mut self) -> Option<Envelope> {
         if self.data.starts_with(b"<?") {
             let declaration = DECLARATIONS.iter().find(|d| self.data.starts_with(d))?;
@@ -68,14 +85,10 @@ impl Reader<'_> {
         }
         self.space();
         let envelope = self.start_tag(true)?;
-        let version = match self.resolve(envelope.name)? {
-            (SOAP11_NS, b"Envelope") => SoapVersion::V11,
-            (SOAP12_NS, b"Envelope") => SoapVersion::V12,
+        let (version, soap) = match self.resolve(envelope.name)? {
+            (uri, b"Envelope") if uri == SOAP11_NS.as_bytes() => (SoapVersion::V11, uri),
+            (uri, b"Envelope") if uri == SOAP12_NS.as_bytes() => (SoapVersion::V12, uri),
             _ => return None,
-        };
-        let soap = match version {
-            SoapVersion::V11 => SOAP11_NS,
-            SoapVersion::V12 => SOAP12_NS,
         };
         if envelope.empty {
             return None;
@@ -100,12 +113,17 @@ impl Reader<'_> {
         self.space();
         let method = self.start_tag(true)?;
         let (namespace, name) = self.resolve(method.name)?;
-        if namespace == SESSION_NS && name == b"Logon" {
+        if namespace == SESSION_NS.as_bytes() && name == b"Logon" {
             return None; // three parameters: quick-xml's reading
         }
+        // Names and values read here are ASCII.
+        let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).ok();
         let method_name = Method {
-            name: std::str::from_utf8(name).ok()?.to_owned(),
-            namespace: (!namespace.is_empty()).then(|| namespace.to_owned()),
+            name: text(name)?,
+            namespace: match namespace {
+                b"" => None,
+                uri => Some(text(uri)?),
+            },
         };
         let finish = |end, params, depth| Envelope {
             version,
@@ -153,20 +171,20 @@ impl Reader<'_> {
     fn name(&mut self) -> Option<(usize, usize)> {
         let start = self.at;
         let rest = &self.data[start..];
-        let length = rest
-            .iter()
-            .position(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')))
-            .unwrap_or(rest.len());
-        let name = &rest[..length];
-        let colons = name.iter().filter(|&&b| b == b':').count();
-        let valid = match name {
-            [first, .., last] => {
-                (first.is_ascii_alphabetic() || *first == b'_') && *last != b':' && colons <= 1
+        let mut colons = 0;
+        let mut length = 0;
+        for &byte in rest {
+            match NAME_BYTES[usize::from(byte)] {
+                NAME => {}
+                COLON => colons += 1,
+                _ => break,
             }
-            [only] => only.is_ascii_alphabetic() || *only == b'_',
-            [] => false,
-        };
-        if !valid {
+            length += 1;
+        }
+        let name = &rest[..length];
+        let first = *name.first()?;
+        if !(first.is_ascii_alphabetic() || first == b'_') || name[length - 1] == b':' || colons > 1
+        {
             return None;
         }
         self.at += length;
@@ -218,15 +236,17 @@ impl Reader<'_> {
                 return None;
             }
             let start = self.at + 2;
-            let length = self.data[start..].iter().position(|&b| b == quote)?;
-            let value = (start, start + length);
-            if self.data[start..value.1]
-                .iter()
-                .any(|&b| !(b' '..=b'~').contains(&b) || b == b'<' || b == b'&')
-            {
-                return None;
+            let mut end = start;
+            loop {
+                match *self.data.get(end)? {
+                    byte if byte == quote => break,
+                    b'<' | b'&' => return None,
+                    b' '..=b'~' => end += 1,
+                    _ => return None,
+                }
             }
-            self.at = value.1 + 1;
+            let value = (start, end);
+            self.at = end + 1;
             let prefix = if key_bytes == b"xmlns" {
                 (key.1, key.1)
             } else if let Some(prefix) = key_bytes.strip_prefix(b"xmlns:") {
@@ -258,8 +278,9 @@ impl Reader<'_> {
 
     /// A name's namespace URI (empty: none) and local part; `None` when its prefix is bound to
     /// nothing.
-    fn resolve(&self, name: (usize, usize)) -> Option<(&str, &[u8])> {
-        let qname = &self.data[name.0..name.1];
+    fn resolve(&self, name: (usize, usize)) -> Option<(&'a [u8], &'a [u8])> {
+        let data: &'a [u8] = self.data;
+        let qname = &data[name.0..name.1];
         let (prefix, local): (&[u8], &[u8]) = match qname.iter().position(|&b| b == b':') {
             Some(colon) => (&qname[..colon], &qname[colon + 1..]),
             None => (b"", qname),
@@ -267,9 +288,9 @@ impl Reader<'_> {
         let binding = self.bindings[..self.bound]
             .iter()
             .rev()
-            .find(|b| &self.data[b.prefix.0..b.prefix.1] == prefix);
+            .find(|b| &data[b.prefix.0..b.prefix.1] == prefix);
         let uri = match binding {
-            Some(binding) => &self.data[binding.uri.0..binding.uri.1],
+            Some(binding) => &data[binding.uri.0..binding.uri.1],
             // A prefix bound to nothing is quick-xml's reading's to judge.
             None if !prefix.is_empty() => return None,
             None => b"",
@@ -277,6 +298,6 @@ impl Reader<'_> {
         if uri.is_empty() && !prefix.is_empty() {
             return None;
         }
-        Some((std::str::from_utf8(uri).ok()?, local))
+        Some((uri, local))
     }
 }
