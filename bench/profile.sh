@@ -3,6 +3,7 @@
 # PushEvent: the figure bench/README.md follows from change to change.
 #
 # Usage:  bench/profile.sh [requests]      (default 4000; about 2 minutes)
+#         PROFILE_BODY=1m bench/profile.sh 100   (another body of bench/gen_bodies.sh)
 #
 # Sets up the mock Campaign and the imsbridge config the way bench/run.sh does (it runs a
 # one-second round of it, which also installs nginx and wrk), builds a release imsbridge with
@@ -13,6 +14,7 @@ set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin
 
 N=${1:-4000}
+BODY=${PROFILE_BODY:-1k}
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
 OUT=$ROOT/target/prof/callgrind
@@ -66,10 +68,10 @@ for _ in $(seq 300); do
 done
 
 # The first call opens the connection to Campaign and runs argon2 once; it is not counted.
-curl -sf -o /dev/null --data-binary "@$WORK/bodies/1k.xml" \
+curl -sf -o /dev/null --data-binary "@$WORK/bodies/$BODY.xml" \
   -H 'SOAPAction: "nms:rtEvent#PushEvent"' "http://127.0.0.1:$PORT/nl/jsp/soaprouter.jsp"
 callgrind_control -i on "$VG" >/dev/null
-python3 - "$WORK/bodies/1k.xml" "$PORT" "$N" <<'PY'
+python3 - "$WORK/bodies/$BODY.xml" "$PORT" "$N" <<'PY'
 import socket, sys
 body = open(sys.argv[1], "rb").read()
 port, n = int(sys.argv[2]), int(sys.argv[3])
@@ -103,7 +105,7 @@ wait "$VG" 2>/dev/null || true
 FILE=$(ls -t "$OUT"/callgrind.out.* | head -1)
 TOTAL=$(sed -n 's/^totals: //p' "$FILE" | tail -1)
 echo
-echo "user-space instructions per request: $((TOTAL / N))   ($N requests, $FILE)"
+echo "user-space instructions per request: $((TOTAL / N))   ($N requests of $BODY, $FILE)"
 echo
 echo "most costly functions, inclusive, per request:"
 callgrind_annotate --inclusive=yes --threshold=100 "$FILE" 2>/dev/null |

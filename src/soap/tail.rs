@@ -23,7 +23,7 @@
 //! well-formed XML (a mismatched end tag, a `<` in an attribute value), and Campaign, an XML
 //! reader, refuses it whole; an early `</s:Body>` only makes the watch stricter.
 
-use memchr::{memchr2, memmem, memrchr};
+use memchr::{memchr3, memrchr};
 
 use super::{Envelope, ScanError};
 
@@ -96,6 +96,9 @@ struct BodyEnd {
     /// `</`, the name and one byte more.
     cut: [u8; MAX_BODY_NAME + 3],
     cut_len: usize,
+    /// The byte of the name searched for, and where it is in the name.
+    rare: u8,
+    rare_at: usize,
 }
 
 /// What the markup at a `<` is, as far as the Body's watch goes.
@@ -141,50 +144,38 @@ impl BodyEnd {
 
     /// The next `<` in `data[from..]` that starts markup the watch reads. When there is none,
     /// markup cut by the end of `data` that may be one is kept for the next chunk.
-    fn next(&mut self, data: &[u8], mut from: usize, found: &mut Found) -> Option<usize> {
-        let name_len = self.name_len;
-        loop {
-            // The earliest candidate: a `!` or `?` (after a `<`), or the name (after `<` or
-            // `</`). Each search runs once over a stretch of the chunk: their last answers are
-            // kept in `found` until passed.
-            let bang = found.bang.get(from, |from| {
-                memchr2(b'!', b'?', &data[from..]).map(|at| at + from)
-            });
-            let named = found.name.get(from, |from| {
-                memmem::find(&data[from..], self.name()).map(|at| at + from)
-            });
-            let (at, lt) = match (bang, named) {
-                (Some(bang), Some(named)) if bang < named => (bang, bang.checked_sub(1)),
-                (Some(bang), None) => (bang, bang.checked_sub(1)),
-                (_, Some(named)) => {
-                    let lt = match named {
-                        2.. if data[named - 1] == b'/' => named.checked_sub(2),
-                        _ => named.checked_sub(1),
-                    };
-                    (named, lt)
-                }
-                (None, None) => break,
+    ///
+    /// One search over the chunk, for three bytes: the `!` and `?` that follow the `<` of a
+    /// comment, a CDATA section or a processing instruction, and one byte of the Body's name
+    /// (its `:`, or its last byte), every hit of which is looked at.
+    fn next(&mut self, data: &[u8], mut from: usize) -> Option<usize> {
+        while let Some(at) = memchr3(b'!', b'?', self.rare, &data[from..]).map(|at| at + from) {
+            let lt = match data[at] {
+                b'!' | b'?' => at.checked_sub(1),
+                // Where the name would start, then its `<` or `</`.
+                _ => at.checked_sub(self.rare_at).and_then(|start| match start {
+                    2.. if data[start - 1] == b'/' => Some(start - 2),
+                    _ => start.checked_sub(1),
+                }),
             };
             // A `<` just before, in this chunk (one in the last chunk was kept as cut markup).
-            if let Some(lt) = lt.filter(|&lt| lt >= from && data[lt] == b'<')
-                && self.markup(&data[lt..]) != Markup::Skip
-            {
-                if self.markup(&data[lt..]) == Markup::Unknown {
-                    self.keep(&data[lt..]);
-                    return None;
+            if let Some(lt) = lt.filter(|&lt| lt >= from && data[lt] == b'<') {
+                match self.markup(&data[lt..]) {
+                    Markup::Read => return Some(lt),
+                    Markup::Unknown => {
+                        self.keep(&data[lt..]);
+                        return None;
+                    }
+                    Markup::Skip => {}
                 }
-                return Some(lt);
             }
             from = at + 1;
-            if from >= data.len() {
-                break;
-            }
         }
         // Markup of the Body's name cut by the end of the chunk: it is found again above only
         // once whole, and the search goes on past it.
         let window = data
             .len()
-            .saturating_sub(name_len + 2)
+            .saturating_sub(self.name_len + 2)
             .max(from.min(data.len()));
         if let Some(lt) = memrchr(b'<', &data[window..]).map(|at| at + window)
             && self.markup(&data[lt..]) == Markup::Unknown
@@ -197,36 +188,6 @@ impl BodyEnd {
     fn keep(&mut self, markup: &[u8]) {
         self.cut[..markup.len()].copy_from_slice(markup);
         self.cut_len = markup.len();
-    }
-}
-
-/// The answers of the Body's two searches in the chunk being read.
-#[derive(Default)]
-struct Found {
-    bang: Search,
-    name: Search,
-}
-
-/// The answer of a search of the rest of a chunk from `from`: valid as long as the next
-/// search starts at or before what it found.
-#[derive(Default)]
-struct Search {
-    from: usize,
-    answer: Option<Option<usize>>,
-}
-
-impl Search {
-    fn get(&mut self, from: usize, search: impl FnOnce(usize) -> Option<usize>) -> Option<usize> {
-        match self.answer {
-            Some(Some(at)) if at >= from && self.from <= from => Some(at),
-            Some(None) if self.from <= from => None,
-            _ => {
-                let answer = search(from);
-                self.from = from;
-                self.answer = Some(answer);
-                answer
-            }
-        }
     }
 }
 
@@ -248,11 +209,16 @@ impl Tail {
         if name.is_empty() || name.len() > MAX_BODY_NAME {
             return Tail::new(envelope.depth);
         }
+        // A prefix's `:` is rare in an envelope's payload (one `:` in a qualified name); else
+        // the last byte.
+        let rare_at = memchr::memchr(b':', name).unwrap_or(name.len() - 1);
         let mut end = BodyEnd {
             name: [0; MAX_BODY_NAME],
             name_len: name.len(),
             cut: [0; MAX_BODY_NAME + 3],
             cut_len: 0,
+            rare: name[rare_at],
+            rare_at,
         };
         end.name[..name.len()].copy_from_slice(name);
         Tail {
@@ -295,18 +261,15 @@ impl Tail {
                 }
             }
         }
-        let mut found = Found::default();
         while at < data.len() {
             match self.state {
-                State::Text if let Some(body) = &mut self.body => {
-                    match body.next(data, at, &mut found) {
-                        Some(lt) => {
-                            at = lt + 1;
-                            self.state = State::Open;
-                        }
-                        None => return Ok(()),
+                State::Text if let Some(body) = &mut self.body => match body.next(data, at) {
+                    Some(lt) => {
+                        at = lt + 1;
+                        self.state = State::Open;
                     }
-                }
+                    None => return Ok(()),
+                },
                 State::Text => match find(
                     &data[at..],
                     |b| b == b'<',
