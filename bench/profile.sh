@@ -4,6 +4,7 @@
 #
 # Usage:  bench/profile.sh [requests]      (default 4000; about 2 minutes)
 #         PROFILE_BODY=1m bench/profile.sh 100   (another body of bench/gen_bodies.sh)
+#         PROFILE_LOG=info bench/profile.sh      (RUST_LOG of imsbridge; warn by default)
 #
 # Sets up the mock Campaign and the imsbridge config the way bench/run.sh does (it runs a
 # one-second round of it, which also installs nginx and wrk), builds a release imsbridge with
@@ -57,7 +58,7 @@ sed "s|^host = .*|host = \"$(head -1 "$WORK/ims.log")\"|" "$WORK/imsbridge/imsbr
 
 mkdir -p "$OUT"
 rm -f "$OUT"/callgrind.out.*
-env BENCH_CLIENT_SECRET=bench-client-secret RUST_LOG=warn \
+env BENCH_CLIENT_SECRET=bench-client-secret RUST_LOG=${PROFILE_LOG:-warn} \
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out.%p" \
   "$BIN/imsbridge" run --config "$WORK/profile.toml" >"$WORK/callgrind.log" 2>&1 &
 VG=$!
