@@ -4,8 +4,9 @@
 use http::header::{self, HeaderMap, HeaderName};
 
 /// The hop-by-hop fields of RFC 9110 §7.6.1 and their old companions, plus the proxy's own
-/// credential: never forwarded in either direction.
-static HOP_BY_HOP: [HeaderName; 7] = [
+/// credential: never forwarded in either direction (the first seven); then `Expect`, which a
+/// request loses too (hyper's client does not wait for `100 Continue`; the proxy answered it).
+static HOP_BY_HOP_AND_EXPECT: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -13,10 +14,20 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::TE,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    header::EXPECT,
 ];
 
 /// Removes the hop-by-hop fields, and those the `Connection` field names (RFC 9110 §7.6.1).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip(headers, &HOP_BY_HOP_AND_EXPECT[..7]);
+}
+
+/// [`strip_hop_by_hop`] and `Expect`, in the same pass: a request going to Campaign.
+pub fn strip_hop_by_hop_and_expect(headers: &mut HeaderMap) {
+    strip(headers, &HOP_BY_HOP_AND_EXPECT);
+}
+
+fn strip(headers: &mut HeaderMap, fixed: &[HeaderName]) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -34,7 +45,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    remove_all(headers, &HOP_BY_HOP);
+    remove_all(headers, fixed);
 }
 
 /// Removes every field named in `names` (16 at most). Most messages carry none of them: one
@@ -85,6 +96,23 @@ mod tests {
             ("x-kept", "1"),
         ]);
         strip_hop_by_hop(&mut map);
+        let names: Vec<_> = map.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn a_request_loses_expect_too() {
+        let fields = [
+            ("expect", "100-continue"),
+            ("te", "trailers"),
+            ("x-kept", "1"),
+        ];
+        let mut map = map(&fields);
+        strip_hop_by_hop(&mut map);
+        let names: Vec<_> = map.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["expect", "x-kept"]);
+        let mut map = super::map(&fields);
+        strip_hop_by_hop_and_expect(&mut map);
         let names: Vec<_> = map.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
     }

@@ -524,16 +524,24 @@ impl Proxy {
             Some(value) => Charset::of_content_type(value.as_bytes()).map_err(PrefixError::Scan)?,
             None => None,
         };
-        let prefix = self
-            .read_prefix(body, charset, record)
-            .instrument(self.traced(|| tracing::info_span!(target: TRACES, "prefix")))
-            .await?;
+        // Each phase's future is awaited where it is made when no trace is sent: wrapped in
+        // `instrument`, it would be moved into the wrapper, a copy of its whole state.
+        let prefix = if self.traces {
+            self.read_prefix(body, charset, record)
+                .instrument(tracing::info_span!(target: TRACES, "prefix"))
+                .await?
+        } else {
+            self.read_prefix(body, charset, record).await?
+        };
         record.read(&parts, &prefix);
-        let way = self
-            .identify(&parts, &prefix, peer, record)
-            .instrument(self.traced(|| tracing::info_span!(target: TRACES, "caller check")))
-            .await
-            .inspect_err(|error| record.refused(error))?;
+        let way = if self.traces {
+            self.identify(&parts, &prefix, peer, record)
+                .instrument(tracing::info_span!(target: TRACES, "caller check"))
+                .await
+        } else {
+            self.identify(&parts, &prefix, peer, record).await
+        };
+        let way = way.inspect_err(|error| record.refused(error))?;
         record.took(&way);
         match way {
             Way::Local(response, _) => Ok(*response),

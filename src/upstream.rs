@@ -20,7 +20,7 @@ use rustls_pki_types::CertificateDer;
 use crate::body::{BodyError, CampaignBody, MAX_BUF_SIZE, UpstreamBody};
 use crate::config::{DEFAULT_UPSTREAM, UpstreamSettings};
 use crate::connect::{Egress, TlsSetupError, error_chain, https_connector};
-use crate::headers::{remove_all, strip_hop_by_hop};
+use crate::headers::strip_hop_by_hop_and_expect;
 use node::{Node, Outcome};
 use pool::{Failed, Pool};
 
@@ -298,9 +298,7 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 /// Applies the header policy to a request about to go upstream (`Host` is the node's, set as
 /// it is sent).
 pub fn forward_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
-    strip_hop_by_hop(headers);
-    // hyper's client does not wait for `100 Continue`; the proxy already answered it.
-    remove_all(headers, std::slice::from_ref(&header::EXPECT));
+    strip_hop_by_hop_and_expect(headers);
     match forwarding.content_length {
         Some(length) => {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
