@@ -65,18 +65,28 @@ pub fn log(line: &AccessLine) {
         return;
     }
     match OUTPUT.get() {
-        Some((writer, format)) => {
-            let text = match format {
-                Format::Text => text(line, SystemTime::now()),
-                Format::Json => json(line, SystemTime::now()),
-            };
-            writer.add(text.as_bytes());
-        }
+        Some((writer, format)) => LINE.with_borrow_mut(|out| {
+            // The thread's line buffer, reused: no allocation per line.
+            out.clear();
+            match format {
+                Format::Text => write_text(out, line, SystemTime::now()),
+                Format::Json => write_json(out, line, SystemTime::now()),
+            }
+            writer.add(out.as_bytes());
+            if out.capacity() > MAX_KEPT_LINE {
+                *out = String::new(); // a very long line is not kept
+            }
+        }),
         None => event(line),
     }
 }
 
+/// The capacity of a thread's line buffer kept between lines.
+const MAX_KEPT_LINE: usize = 4096;
+
 thread_local! {
+    /// The line being made, reused from line to line.
+    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
     /// The second last written, and its `2026-12-01T04:46:46` (a date is dear to make).
     static SECOND: std::cell::RefCell<(u64, String)> = const {
         std::cell::RefCell::new((u64::MAX, String::new()))
@@ -123,19 +133,9 @@ fn address(out: &mut String, address: IpAddr) {
     }
 }
 
-/// `n` in decimal, without the formatter.
-fn number(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+/// `n` in decimal, without the formatter (`itoa`, two digits at a time).
+fn number(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 /// Milliseconds kept to the microsecond (`38.613`, `38.61`, `38.0`), as `f64`'s `Debug` (and
@@ -181,21 +181,28 @@ fn quoted(out: &mut String, text: &str) {
 }
 
 /// A line as `tracing-subscriber`'s text format writes the event of [`event`].
+#[cfg(test)]
 pub fn text(line: &AccessLine, at: SystemTime) -> String {
-    let mut out = String::with_capacity(512);
-    timestamp(&mut out, at);
+    let mut out = String::new();
+    write_text(&mut out, line, at);
+    out
+}
+
+/// [`text`], into `out`.
+fn write_text(out: &mut String, line: &AccessLine, at: SystemTime) {
+    timestamp(out, at);
     out.push_str(if line.error.is_some() {
         "  WARN imsbridge::access: request refused request_id="
     } else {
         "  INFO imsbridge::access: request request_id="
     });
-    quoted(&mut out, line.request_id.to_str().unwrap_or("-"));
+    quoted(out, line.request_id.to_str().unwrap_or("-"));
     out.push_str(" peer=");
-    address(&mut out, line.peer);
+    address(out, line.peer);
     out.push_str(" method=");
     out.push_str(line.method.as_str());
     out.push_str(" path=");
-    quoted(&mut out, line.uri.path());
+    quoted(out, line.uri.path());
     for (name, value) in [
         (" caller=", line.caller.as_deref().unwrap_or("-")),
         (" profile=", line.profile.as_deref().unwrap_or("-")),
@@ -204,32 +211,31 @@ pub fn text(line: &AccessLine, at: SystemTime) -> String {
         (" route=", line.route),
     ] {
         out.push_str(name);
-        quoted(&mut out, value);
+        quoted(out, value);
     }
     for (name, value) in [
         (" status=", u64::from(line.status)),
         (" upstream_status=", u64::from(line.upstream_status)),
     ] {
         out.push_str(name);
-        number(&mut out, value);
+        number(out, value);
     }
     out.push_str(if line.retried {
         " retried=true bytes_in="
     } else {
         " retried=false bytes_in="
     });
-    number(&mut out, line.bytes_in);
+    number(out, line.bytes_in);
     out.push_str(" bytes_out=");
-    number(&mut out, line.bytes_out);
+    number(out, line.bytes_out);
     out.push_str(" latency_ms=");
-    milliseconds(&mut out, line.latency_ms);
+    milliseconds(out, line.latency_ms);
     if let Some(error) = &line.error {
         out.push_str(" outcome=");
-        quoted(&mut out, line.outcome);
+        quoted(out, line.outcome);
         let _ = write!(out, " error={error}");
     }
     out.push('\n');
-    out
 }
 
 /// `text` as a JSON string.
@@ -247,23 +253,30 @@ fn json_string(out: &mut String, text: &str) {
 }
 
 /// A line as `tracing-subscriber`'s JSON format (flattened) writes the event of [`event`].
+#[cfg(test)]
 pub fn json(line: &AccessLine, at: SystemTime) -> String {
-    let mut out = String::with_capacity(640);
+    let mut out = String::new();
+    write_json(&mut out, line, at);
+    out
+}
+
+/// [`json`], into `out`.
+fn write_json(out: &mut String, line: &AccessLine, at: SystemTime) {
     out.push_str("{\"timestamp\":\"");
-    timestamp(&mut out, at);
+    timestamp(out, at);
     out.push_str(if line.error.is_some() {
         "\",\"level\":\"WARN\",\"message\":\"request refused\",\"request_id\":"
     } else {
         "\",\"level\":\"INFO\",\"message\":\"request\",\"request_id\":"
     });
-    json_string(&mut out, line.request_id.to_str().unwrap_or("-"));
+    json_string(out, line.request_id.to_str().unwrap_or("-"));
     out.push_str(",\"peer\":\"");
-    address(&mut out, line.peer);
+    address(out, line.peer);
     out.push('"');
     out.push_str(",\"method\":");
-    json_string(&mut out, line.method.as_str());
+    json_string(out, line.method.as_str());
     out.push_str(",\"path\":");
-    json_string(&mut out, line.uri.path());
+    json_string(out, line.uri.path());
     for (name, value) in [
         (",\"caller\":", line.caller.as_deref().unwrap_or("-")),
         (",\"profile\":", line.profile.as_deref().unwrap_or("-")),
@@ -275,33 +288,32 @@ pub fn json(line: &AccessLine, at: SystemTime) -> String {
         (",\"route\":", line.route),
     ] {
         out.push_str(name);
-        json_string(&mut out, value);
+        json_string(out, value);
     }
     for (name, value) in [
         (",\"status\":", u64::from(line.status)),
         (",\"upstream_status\":", u64::from(line.upstream_status)),
     ] {
         out.push_str(name);
-        number(&mut out, value);
+        number(out, value);
     }
     out.push_str(if line.retried {
         ",\"retried\":true,\"bytes_in\":"
     } else {
         ",\"retried\":false,\"bytes_in\":"
     });
-    number(&mut out, line.bytes_in);
+    number(out, line.bytes_in);
     out.push_str(",\"bytes_out\":");
-    number(&mut out, line.bytes_out);
+    number(out, line.bytes_out);
     out.push_str(",\"latency_ms\":");
-    milliseconds(&mut out, line.latency_ms);
+    milliseconds(out, line.latency_ms);
     if let Some(error) = &line.error {
         out.push_str(",\"outcome\":");
-        json_string(&mut out, line.outcome);
+        json_string(out, line.outcome);
         out.push_str(",\"error\":");
-        json_string(&mut out, error);
+        json_string(out, error);
     }
     out.push_str(",\"target\":\"imsbridge::access\"}\n");
-    out
 }
 
 /// The line as a `tracing` event (no output set: the library on its own).
