@@ -537,6 +537,13 @@ mod tests {
         Ok(())
     }
 
+    /// Up to 24 of `pieces`, picked at random, one after the other.
+    fn pieces_joined(random: &mut fastrand::Rng, pieces: &[&[u8]]) -> Vec<u8> {
+        (0..random.usize(0..24))
+            .flat_map(|_| pieces[random.usize(..pieces.len())].iter().copied())
+            .collect()
+    }
+
     #[test]
     fn skipping_runs_changes_no_verdict() {
         // Random bodies of the bytes that matter, and a few that do not, against the watch
@@ -565,9 +572,7 @@ mod tests {
         ];
         let mut random = fastrand::Rng::with_seed(7);
         for _ in 0..20_000 {
-            let body: Vec<u8> = (0..random.usize(0..24))
-                .flat_map(|_| pieces[random.usize(..pieces.len())].iter().copied())
-                .collect();
+            let body = pieces_joined(&mut random, &pieces);
             let len = body.len();
             let cut = random.usize(0..=len);
             let depth = random.usize(1..5);
@@ -713,9 +718,7 @@ mod tests {
         ];
         let mut random = fastrand::Rng::with_seed(19);
         for _ in 0..20_000 {
-            let rest: Vec<u8> = (0..random.usize(0..24))
-                .flat_map(|_| pieces[random.usize(..pieces.len())].iter().copied())
-                .collect();
+            let rest = pieces_joined(&mut random, &pieces);
             let whole = body_watch("s:Body", &rest, &[]);
             let cut = random.usize(0..=rest.len());
             assert_eq!(
