@@ -68,9 +68,10 @@ pub fn log(line: &AccessLine) {
         Some((writer, format)) => LINE.with_borrow_mut(|out| {
             // The thread's line buffer, reused: no allocation per line.
             out.clear();
+            let at = SystemTime::now();
             match format {
-                Format::Text => write_text(out, line, SystemTime::now()),
-                Format::Json => write_json(out, line, SystemTime::now()),
+                Format::Text => write_text(out, line, at),
+                Format::Json => write_json(out, line, at),
             }
             writer.add(out.as_bytes());
             if out.capacity() > MAX_KEPT_LINE {

@@ -42,6 +42,11 @@ const NAME_BYTES: [u8; 256] = {
     table
 };
 
+/// XML white space.
+fn is_space(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | b'\r')
+}
+
 /// Namespace declarations on the path to the method, at most this many.
 const MAX_BINDINGS: usize = 8;
 
@@ -160,9 +165,9 @@ impl<'a> Reader<'a> {
         Some(finish(self.at, vec![Param { content, value }], 3))
     }
 
-    /// XML white space.
+    /// Steps over XML white space.
     fn space(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.data.get(self.at) {
+        while self.data.get(self.at).is_some_and(|&b| is_space(b)) {
             self.at += 1;
         }
     }
@@ -202,7 +207,7 @@ impl<'a> Reader<'a> {
         let mut seen: [(usize, usize); MAX_BINDINGS] = [(0, 0); MAX_BINDINGS];
         let mut attributes = 0;
         loop {
-            let spaced = matches!(self.data.get(self.at), Some(b' ' | b'\t' | b'\n' | b'\r'));
+            let spaced = self.data.get(self.at).is_some_and(|&b| is_space(b));
             self.space();
             match self.data.get(self.at)? {
                 b'>' => {
