@@ -5,6 +5,8 @@
 # Usage:  bench/profile.sh [requests]      (default 4000; about 2 minutes)
 #         PROFILE_BODY=1m bench/profile.sh 100   (another body of bench/gen_bodies.sh)
 #         PROFILE_LOG=info bench/profile.sh      (RUST_LOG of imsbridge; warn by default)
+#         PROFILE_TARGET=nginx bench/profile.sh  (nginx of bench/run.sh instead, one process,
+#                                                 same token and body: the like-for-like figure)
 #
 # Sets up the mock Campaign and the imsbridge config the way bench/run.sh does (it runs a
 # one-second round of it, which also installs nginx and wrk), builds a release imsbridge with
@@ -16,6 +18,8 @@ export PATH=$PATH:/usr/sbin:/sbin
 
 N=${1:-4000}
 BODY=${PROFILE_BODY:-1k}
+TARGET=${PROFILE_TARGET:-imsbridge}
+[[ $TARGET == imsbridge || $TARGET == nginx ]] || { echo "error: PROFILE_TARGET is imsbridge or nginx" >&2; exit 1; }
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
 OUT=$ROOT/target/prof/callgrind
@@ -29,7 +33,10 @@ fi
 
 echo "setting up with one short bench/run.sh round"
 setup_log=$(mktemp)
-KEEP_WORK=1 QUICK=1 TARGETS=imsbridge WARMUP=1 DURATION=1 "$BENCH_DIR/run.sh" >"$setup_log" 2>&1 ||
+# imsbridge is in it for nginx too: nginx's config then carries the stand-in IMS's token.
+setup_targets=imsbridge
+[[ $TARGET == nginx ]] && setup_targets="nginx imsbridge"
+KEEP_WORK=1 QUICK=1 TARGETS="$setup_targets" WARMUP=1 DURATION=1 "$BENCH_DIR/run.sh" >"$setup_log" 2>&1 ||
   { cat "$setup_log" >&2; exit 1; }
 WORK=$(sed -n 's/^configs and logs kept in //p' "$setup_log")
 rm -f "$setup_log"
@@ -58,17 +65,31 @@ sed "s|^host = .*|host = \"$(head -1 "$WORK/ims.log")\"|" "$WORK/imsbridge/imsbr
 
 mkdir -p "$OUT"
 rm -f "$OUT"/callgrind.out.*
-env BENCH_CLIENT_SECRET=bench-client-secret RUST_LOG=${PROFILE_LOG:-warn} \
-  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out.%p" \
-  "$BIN/imsbridge" run --config "$WORK/profile.toml" >"$WORK/callgrind.log" 2>&1 &
-VG=$!
-PIDS+=($VG)
-for _ in $(seq 300); do
-  curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null && break
-  sleep 0.2
-done
+CALLGRIND=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out.%p")
+if [[ $TARGET == nginx ]]; then
+  # The bench's nginx peer as one process (no master), so that callgrind sees the worker.
+  PORT=18081
+  "${CALLGRIND[@]}" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" \
+    -g "master_process off;" >"$WORK/callgrind.log" 2>&1 &
+  VG=$!
+  PIDS+=($VG)
+  for _ in $(seq 300); do
+    curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break
+    sleep 0.2
+  done
+else
+  env BENCH_CLIENT_SECRET=bench-client-secret RUST_LOG=${PROFILE_LOG:-warn} \
+    "${CALLGRIND[@]}" "$BIN/imsbridge" run --config "$WORK/profile.toml" >"$WORK/callgrind.log" 2>&1 &
+  VG=$!
+  PIDS+=($VG)
+  for _ in $(seq 300); do
+    curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null && break
+    sleep 0.2
+  done
+fi
 
-# The first call opens the connection to Campaign and runs argon2 once; it is not counted.
+# The first call opens the connection to Campaign (and, in imsbridge, runs argon2 once); it is
+# not counted.
 curl -sf -o /dev/null --data-binary "@$WORK/bodies/$BODY.xml" \
   -H 'SOAPAction: "nms:rtEvent#PushEvent"' "http://127.0.0.1:$PORT/nl/jsp/soaprouter.jsp"
 callgrind_control -i on "$VG" >/dev/null
@@ -106,7 +127,7 @@ wait "$VG" 2>/dev/null || true
 FILE=$(ls -t "$OUT"/callgrind.out.* | head -1)
 TOTAL=$(sed -n 's/^totals: //p' "$FILE" | tail -1)
 echo
-echo "user-space instructions per request: $((TOTAL / N))   ($N requests of $BODY, $FILE)"
+echo "$TARGET: user-space instructions per request: $((TOTAL / N))   ($N requests of $BODY, $FILE)"
 echo
 echo "most costly functions, inclusive, per request:"
 callgrind_annotate --inclusive=yes --threshold=100 "$FILE" 2>/dev/null |
