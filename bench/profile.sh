@@ -68,7 +68,7 @@ rm -f "$OUT"/callgrind.out.*
 CALLGRIND=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out.%p")
 if [[ $TARGET == nginx ]]; then
   # The bench's nginx peer as one process (no master), so that callgrind sees the worker.
-  PORT=18081
+  PORT=${NGINX_PORT:-18081}   # bench/run.sh's, which wrote the config
   "${CALLGRIND[@]}" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" \
     -g "master_process off;" >"$WORK/callgrind.log" 2>&1 &
   VG=$!
