@@ -71,22 +71,18 @@ if [[ $TARGET == nginx ]]; then
   PORT=${NGINX_PORT:-18081}   # bench/run.sh's, which wrote the config
   "${CALLGRIND[@]}" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" \
     -g "master_process off;" >"$WORK/callgrind.log" 2>&1 &
-  VG=$!
-  PIDS+=($VG)
-  for _ in $(seq 300); do
-    curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break
-    sleep 0.2
-  done
+  ready() { curl -s -o /dev/null "http://127.0.0.1:$PORT/"; }   # any answer
 else
   env BENCH_CLIENT_SECRET=bench-client-secret RUST_LOG=${PROFILE_LOG:-warn} \
     "${CALLGRIND[@]}" "$BIN/imsbridge" run --config "$WORK/profile.toml" >"$WORK/callgrind.log" 2>&1 &
-  VG=$!
-  PIDS+=($VG)
-  for _ in $(seq 300); do
-    curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null && break
-    sleep 0.2
-  done
+  ready() { curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz"; }
 fi
+VG=$!
+PIDS+=($VG)
+for _ in $(seq 300); do
+  ready && break
+  sleep 0.2
+done
 
 # The first call opens the connection to Campaign (and, in imsbridge, runs argon2 once); it is
 # not counted.
