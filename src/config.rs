@@ -89,7 +89,8 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// argon2 runs waiting or running at once. At about 40 ms a run, 16 queued behind 2 cores is
 /// about a third of a second of wait for a caller's first check, whatever else is asked.
 pub const DEFAULT_MAX_PENDING_PASSWORD_CHECKS: usize = 16;
-/// A password check refused over `server.password_failures` is answered after this.
+/// A password check refused over `server.password_failures` is answered after this, and up to
+/// half as long again, at random (so that a flood's refusals do not come back in waves).
 pub const DEFAULT_REFUSAL_DELAY: Duration = Duration::from_secs(1);
 /// Logins the inventory keeps; past it, the least recently seen is dropped.
 pub const DEFAULT_INVENTORY_MAX_LOGINS: u64 = 10_000;

@@ -473,7 +473,7 @@ async fn failed_checks_are_limited_per_login_and_a_good_verdict_still_works() {
         AuthError::WrongPassword("crm-events".into())
     );
     assert_eq!(callers.verifier.runs(), 4);
-    assert_eq!(asked.elapsed(), crate::config::DEFAULT_REFUSAL_DELAY);
+    assert_refusal_delay(asked.elapsed());
     // ... while the remembered good verdict is honoured.
     assert!(callers.route(cred("mc/pw")).await.is_ok());
     // A new window, a new allowance.
@@ -495,7 +495,7 @@ async fn failed_checks_are_limited_per_peer_across_logins() {
     // Same peer, unknown login or known: no more runs, and the same delay for both.
     let asked = Instant::now();
     assert!(callers.route(cred("nobody/x")).await.is_err());
-    assert_eq!(asked.elapsed(), crate::config::DEFAULT_REFUSAL_DELAY);
+    assert_refusal_delay(asked.elapsed());
     assert!(callers.route(cred("mc/pw")).await.is_err());
     assert_eq!(callers.verifier.runs(), 2);
     // Another peer is not limited by this one's failures.
@@ -504,6 +504,33 @@ async fn failed_checks_are_limited_per_peer_across_logins() {
         ..cred("mc/pw")
     };
     assert!(callers.route(elsewhere).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn refusals_asked_together_are_answered_spread_over_half_the_delay() {
+    let settings = [caller("crm-events", "mc", "pw", Mode::Ims)];
+    let callers = with_limits(&settings, UnknownCallers::Reject, limits(32, 1, 100));
+    assert!(callers.route(cred("mc/wrong")).await.is_err());
+    // A flood's guesses, all sent in the same instant and all over the limit: answered at
+    // different times, so that their next guesses do not come back together either.
+    let callers = Arc::new(callers);
+    let asked = Instant::now();
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let callers = callers.clone();
+        guesses.spawn(async move {
+            let guess = format!("mc/guess-{i}");
+            assert!(callers.route(cred(&guess)).await.is_err());
+            asked.elapsed()
+        });
+    }
+    let answered = guesses.join_all().await;
+    assert_eq!(callers.verifier.runs(), 1);
+    answered.iter().copied().for_each(assert_refusal_delay);
+    let mut distinct = answered.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(distinct.len() > 10, "{answered:?}");
 }
 
 #[tokio::test]
@@ -528,6 +555,15 @@ async fn an_unknown_login_costs_a_check_and_a_full_queue_refuses_at_once() {
     assert!(
         full.verifier.remembered().is_empty(),
         "not remembered: checked next time"
+    );
+}
+
+/// A refusal over the limits is answered after the refusal delay and at most half as long again.
+fn assert_refusal_delay(waited: Duration) {
+    let delay = crate::config::DEFAULT_REFUSAL_DELAY;
+    assert!(
+        (delay..=delay + delay / 2).contains(&waited),
+        "answered after {waited:?}"
     );
 }
 

@@ -196,7 +196,7 @@ impl Verifier {
         let outcome = match remembered {
             Some(outcome) => outcome,
             None if self.limited(&login(), peer, now) => {
-                tokio::time::sleep(self.limits.refusal_delay).await;
+                self.refusal_delay().await;
                 return Ok(false);
             }
             None => {
@@ -255,7 +255,7 @@ impl Verifier {
         let now = Instant::now();
         let login = FailureKey::Login(login.into());
         if self.limited(&login, peer, now) {
-            tokio::time::sleep(self.limits.refusal_delay).await;
+            self.refusal_delay().await;
             return Ok(());
         }
         self.run(self.decoy.clone(), password, peer).await?;
@@ -269,6 +269,20 @@ impl Verifier {
             || self
                 .failures
                 .over(&FailureKey::Peer(peer), self.limits.per_peer, now)
+    }
+
+    /// Waits before a refusal: the refusal delay and up to half as long again, at random. A
+    /// flood whose callers each send their next guess when the last is answered would
+    /// otherwise come back in waves, all its refusals answered in the same millisecond a
+    /// second apart, and each wave takes the cores from the callers being served at that
+    /// moment (`tests/flood.rs`: its known caller's slowest calls were all in those waves).
+    async fn refusal_delay(&self) {
+        let mut random = [0u8; 2];
+        // Without randomness (it does not fail on Linux), the plain delay.
+        let _ = ring::rand::SystemRandom::new().fill(&mut random);
+        let spread = self.limits.refusal_delay / 2;
+        let extra = spread.mul_f64(f64::from(u16::from_le_bytes(random)) / f64::from(u16::MAX));
+        tokio::time::sleep(self.limits.refusal_delay + extra).await;
     }
 
     fn failed(&self, login: FailureKey, peer: IpAddr, now: Instant) {
@@ -308,7 +322,7 @@ impl Verifier {
             // refusal delay, out of the queue meanwhile, as a check over the failure limits
             // is: an address that keeps its share full asks once a delay, not at will.
             drop(_pending);
-            tokio::time::sleep(self.limits.refusal_delay).await;
+            self.refusal_delay().await;
             return Err(Busy);
         }
         let _held = PeerPending(&self.pending_by_peer, peer);
