@@ -295,8 +295,9 @@ pub struct PasswordLimits {
     /// without running argon2 until the window ends.
     pub per_login: Rate,
     pub per_peer: Rate,
-    /// How long a check refused over those limits waits before its answer: an attacker that
-    /// sends its next guess when the last is answered sends one a second, not thousands.
+    /// How long a check refused over those limits waits at least before its answer (and up to
+    /// half as long again, at random): an attacker that sends its next guess when the last is
+    /// answered sends one a second at most, not thousands.
     pub refusal_delay: Duration,
 }
 
