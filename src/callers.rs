@@ -26,6 +26,7 @@ pub use verifier::{
 use crate::carriers::{Conflict, Credential};
 use crate::config::{CallerSettings, Mode, PasswordLimits, SessionSettings, UnknownCallers};
 use crate::sessions::{Issued, SessionError, Sessions};
+use crate::tls::{AltName, CertIdentity, SubjectName};
 use verifier::{Busy, Verifier};
 
 /// A configured legacy integration.
@@ -40,9 +41,9 @@ pub struct Caller {
     pub profile: usize,
     pub mode: Mode,
     allow_from: Vec<IpNet>,
-    /// Subject its client certificate must have, or one of these DNS names and URIs.
-    cert_subject: Option<String>,
-    cert_sans: Vec<String>,
+    /// Subject its client certificate must have, or one of these subjectAltNames.
+    cert_subject: Option<SubjectName>,
+    cert_sans: Vec<AltName>,
     /// `shadow` mode: the actions copied the `ims` way.
     shadow_actions: Vec<String>,
 }
@@ -70,9 +71,8 @@ pub struct Presented<'a> {
     pub credential: Credential<'a>,
     /// The TCP peer.
     pub peer: IpAddr,
-    /// The subject of the client certificate (mTLS), and its DNS names and URIs.
-    pub cert_subject: Option<&'a str>,
-    pub cert_sans: &'a [String],
+    /// What the client certificate names (mTLS).
+    pub cert: Option<&'a CertIdentity>,
 }
 
 /// What a Logon leads to.
@@ -373,18 +373,14 @@ impl Callers {
         if caller.cert_subject.is_none() && caller.cert_sans.is_empty() {
             return Ok(());
         }
-        let subject = caller.cert_subject.as_ref().is_some_and(|subject| {
-            presented
+        let bound = presented.cert.is_some_and(|cert| {
+            caller
                 .cert_subject
-                .is_some_and(|presented| crate::tls::subjects_match(subject, presented))
+                .as_ref()
+                .is_some_and(|subject| subject.matches(cert))
+                || caller.cert_sans.iter().any(|name| cert.has_alt_name(name))
         });
-        let san = caller.cert_sans.iter().any(|want| {
-            presented
-                .cert_sans
-                .iter()
-                .any(|have| crate::tls::alt_names_match(want, have))
-        });
-        if !subject && !san {
+        if !bound {
             return Err(AuthError::WrongCertificate(caller.name.clone()));
         }
         Ok(())

@@ -27,6 +27,7 @@ pub use source::{Env, ProcessEnv, SecretSource};
 
 use crate::secret::Secret;
 use crate::secret::SigningKey;
+use crate::tls::{AltName, SubjectName};
 use raw::RawConfig;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -492,9 +493,10 @@ pub struct CallerSettings {
     /// The caller logs on (`xtk:session#Logon`) and sends the session token it gets.
     pub logon: bool,
     /// Subject its client certificate must have (mTLS).
-    pub client_cert_subject: Option<String>,
-    /// Or one of these DNS names and URIs of its certificate (`dns:…`, `uri:…`).
-    pub client_cert_san: Vec<String>,
+    pub client_cert_subject: Option<SubjectName>,
+    /// Or one of these subjectAltNames of its certificate (`dns:…`, `uri:…`, `email:…`,
+    /// `ip:…`).
+    pub client_cert_san: Vec<AltName>,
     /// With `mode = "shadow"`: the read-only actions (`xtk:queryDef#ExecuteQuery`) copied the
     /// `ims` way.
     pub shadow_actions: Vec<String>,

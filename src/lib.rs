@@ -31,7 +31,8 @@
 //! - `access.rs`: the access line, written off `tracing`'s formatter, into `logbuf.rs`'s
 //!   buffer, written out every 50 ms; `telemetry.rs`: traces
 //!   over OTLP; `reload.rs`: `SIGHUP` and the watched config file; `notify.rs`: systemd;
-//! - `tls.rs`: TLS and mTLS on the listener, client certificate subjects;
+//! - `tls.rs` (+ `tls/`): TLS and mTLS on the listener; what a client certificate names, read
+//!   with x509-parser, and the subjects and names callers are bound to;
 //! - `check.rs`: `imsbridge check`, a token per profile and a probe call before cutting over;
 //! - `import.rs`: `imsbridge import-nlserver`, nlserver's `-setimsjwtauth` string to a profile;
 //! - `config.rs` (+ `config/`): TOML → validated [`config::Config`]; secrets; durations;

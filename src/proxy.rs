@@ -202,8 +202,7 @@ fn presented<'a>(credential: carriers::Credential<'a>, peer: &'a Peer) -> Presen
     Presented {
         credential,
         peer: peer.addr.ip(),
-        cert_subject: peer.cert_subject.as_deref(),
-        cert_sans: &peer.cert_sans,
+        cert: peer.cert.as_deref(),
     }
 }
 
@@ -389,13 +388,10 @@ impl Proxy {
         }
         let client = client?;
         headers.remove(&X_FORWARDED_FOR);
-        Some(
-            Peer::new(
-                std::net::SocketAddr::new(client, 0),
-                peer.cert_subject.clone(),
-            )
-            .with_sans(peer.cert_sans.clone()),
-        )
+        Some(Peer::new(
+            std::net::SocketAddr::new(client, 0),
+            peer.cert.clone(),
+        ))
     }
 
     /// Answers one request; its log line and counts follow when the answer is done with.

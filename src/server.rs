@@ -26,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::body::MAX_BUF_SIZE;
 use crate::config::Limits;
+use crate::tls::CertIdentity;
 
 /// A TLS client gets this long to finish its handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,30 +60,21 @@ impl Connections {
 #[derive(Debug)]
 pub struct Peer {
     pub addr: SocketAddr,
-    /// Subject of the client certificate, when the listener asks for one (mTLS).
-    pub cert_subject: Option<Arc<str>>,
-    /// Its DNS names and URIs (`dns:…`, `uri:…`).
-    pub cert_sans: Arc<[String]>,
+    /// What its client certificate names, when the listener asks for one (mTLS).
+    pub cert: Option<Arc<CertIdentity>>,
     /// The address as `X-Forwarded-For` names it, written once per connection.
     pub forwarded_for: HeaderValue,
 }
 
 impl Peer {
-    pub fn new(addr: SocketAddr, cert_subject: Option<Arc<str>>) -> Peer {
+    pub fn new(addr: SocketAddr, cert: Option<Arc<CertIdentity>>) -> Peer {
         let forwarded_for = HeaderValue::try_from(addr.ip().to_string())
             .expect("an IP address is a valid header value");
         Peer {
             addr,
-            cert_subject,
-            cert_sans: Arc::from([]),
+            cert,
             forwarded_for,
         }
-    }
-
-    /// The peer, its client certificate naming `sans`.
-    pub fn with_sans(mut self, sans: Arc<[String]>) -> Peer {
-        self.cert_sans = sans;
-        self
     }
 }
 
@@ -223,14 +215,10 @@ pub async fn serve<H, F, B>(
                                 .get_ref()
                                 .1
                                 .peer_certificates()
-                                .and_then(|certs| certs.first());
-                            let cert_subject = cert
-                                .and_then(|cert| crate::tls::subject(cert))
-                                .map(Arc::from);
-                            let sans =
-                                cert.map_or_else(Vec::new, |c| crate::tls::subject_alt_names(c));
-                            let peer =
-                                Arc::new(Peer::new(peer, cert_subject).with_sans(sans.into()));
+                                .and_then(|certs| certs.first())
+                                .and_then(|cert| CertIdentity::from_der(cert))
+                                .map(Arc::new);
+                            let peer = Arc::new(Peer::new(peer, cert));
                             let connection =
                                 builder.serve_connection(TokioIo::new(stream), service(peer));
                             watch_connection(

@@ -178,6 +178,8 @@ struct Pki {
     server_cert: String,
     clients: Vec<(String, rcgen::KeyPair, String)>,
     stranger: (String, rcgen::KeyPair),
+    /// The CA of the callers' certificates, for more of them.
+    callers: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
 }
 
 fn ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
@@ -228,7 +230,15 @@ impl Pki {
             server_cert,
             clients,
             stranger: (stranger_cert, stranger_key),
+            callers,
         }
+    }
+
+    /// A client with a certificate of the callers' CA made from `params`.
+    fn client_with(&self, params: rcgen::CertificateParams) -> Arc<rustls::ClientConfig> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.callers).unwrap().pem();
+        self.client(Some((&cert, &key)))
     }
 
     fn write(&self, dir: &Path) {
@@ -272,8 +282,8 @@ impl Pki {
 
 use rustls_pki_types::pem::PemObject;
 
-/// One SOAP POST over TLS (HTTP/2 when the server agrees to it); the status, and the subject
-/// of the server's certificate.
+/// One SOAP POST over TLS (HTTP/2 when the server agrees to it); the status, and the common
+/// name of the server's certificate.
 async fn tls_post(
     addr: std::net::SocketAddr,
     client: Arc<rustls::ClientConfig>,
@@ -285,8 +295,17 @@ async fn tls_post(
         .connect(name, stream)
         .await
         .map_err(|e| e.to_string())?;
-    let server_subject =
-        imsbridge::tls::subject(&stream.get_ref().1.peer_certificates().unwrap()[0]).unwrap();
+    let server_cert = &stream.get_ref().1.peer_certificates().unwrap()[0];
+    let server_subject = x509_parser::parse_x509_certificate(server_cert)
+        .unwrap()
+        .1
+        .subject()
+        .iter_common_name()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let body = Full::new(Bytes::from(seed_002(&credential())));
     let request = |uri: &str| {
@@ -412,6 +431,122 @@ async fn tls_and_mutual_tls_on_the_listener() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Callers bound to what x509-parser reads in their certificates: attribute types by number,
+/// arcs past 2.40 (a first octet of 120 and more), values of other string types, a CN written to
+/// look like two attributes, and subjectAltNames of every kind the config takes.
+#[tokio::test]
+async fn client_certificates_are_read_as_parsed_names() {
+    use rcgen::DnType::{CommonName, CustomDnType, OrganizationName};
+    use rcgen::{DnValue, SanType};
+    let stack = Stack::default().await;
+    let pki = Pki::new("imsbridge");
+    let dir = temp_dir("mtls-names");
+    pki.write(&dir);
+    let tls = format!(
+        "tls = {{ cert = \"{0}/server.pem\", key = {{ file = \"{0}/server.key\" }}, client_ca = \"{0}/clients.pem\" }}",
+        dir.display()
+    );
+    let bound_to = |binding: &str| {
+        with_server(
+            &config_text(&stack.ims.url(), &stack.campaign.url(), "", binding),
+            &tls,
+        )
+    };
+    let with_subject = |subject: Vec<(rcgen::DnType, DnValue)>, sans: Vec<SanType>| {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (kind, value) in subject {
+            params.distinguished_name.push(kind, value);
+        }
+        params.subject_alt_names = sans;
+        pki.client_with(params)
+    };
+    let status = |proxy: std::net::SocketAddr, client| async move {
+        tls_post(proxy, client).await.unwrap().0
+    };
+
+    let proxy = Proxy::start(&bound_to(
+        "client_cert_subject = \"2.5.4.3=crm-pusher,2.40.7=Zoë ☃,1.3.6.1.4.1.311.60.2.1.3=FR,O=Example\\\\, Inc.\"",
+    ))
+    .await;
+    let subject = |cn: &str| {
+        vec![
+            (CommonName, DnValue::Utf8String(cn.into())),
+            (
+                CustomDnType(vec![2, 40, 7]),
+                DnValue::BmpString("Zoë ☃".try_into().unwrap()),
+            ),
+            (
+                CustomDnType(vec![1, 3, 6, 1, 4, 1, 311, 60, 2, 1, 3]),
+                DnValue::PrintableString("FR".try_into().unwrap()),
+            ),
+            (
+                OrganizationName,
+                DnValue::Utf8String("Example, Inc.".into()),
+            ),
+        ]
+    };
+    assert_eq!(
+        status(proxy.addr, with_subject(subject("crm-pusher"), vec![])).await,
+        200
+    );
+    assert_eq!(
+        status(proxy.addr, with_subject(subject("intruder"), vec![])).await,
+        500
+    );
+    // One CN that a text comparison would read as the bound subject's attributes.
+    let posing = vec![(
+        CommonName,
+        DnValue::Utf8String(
+            "crm-pusher,2.40.7=Zoë ☃,1.3.6.1.4.1.311.60.2.1.3=FR,O=Example\\, Inc.".into(),
+        ),
+    )];
+    assert_eq!(status(proxy.addr, with_subject(posing, vec![])).await, 500);
+    let slashed = vec![(
+        CommonName,
+        DnValue::Utf8String("crm-pusher/O=Example, Inc.".into()),
+    )];
+    assert_eq!(status(proxy.addr, with_subject(slashed, vec![])).await, 500);
+    assert_eq!(stack.campaign.requests().len(), 1);
+
+    let proxy = Proxy::start(&bound_to(
+        "client_cert_san = [\"email:crm@example.com\", \"ip:10.9.8.7\", \"uri:spiffe://example.com/crm\", \"dns:crm.example.com\"]",
+    ))
+    .await;
+    let nobody = || vec![(CommonName, DnValue::Utf8String("whoever".into()))];
+    for (san, expected) in [
+        (
+            SanType::Rfc822Name("crm@EXAMPLE.com".try_into().unwrap()),
+            200,
+        ),
+        (SanType::IpAddress("10.9.8.7".parse().unwrap()), 200),
+        (
+            SanType::URI("spiffe://example.com/crm".try_into().unwrap()),
+            200,
+        ),
+        (SanType::DnsName("CRM.example.com".try_into().unwrap()), 200),
+        (
+            SanType::Rfc822Name("other@example.com".try_into().unwrap()),
+            500,
+        ),
+        (SanType::IpAddress("10.9.8.6".parse().unwrap()), 500),
+        (SanType::DnsName("10.9.8.7".try_into().unwrap()), 500),
+        (
+            SanType::URI("spiffe://example.com/crm/x".try_into().unwrap()),
+            500,
+        ),
+    ] {
+        let shown = format!("{san:?}");
+        assert_eq!(
+            status(proxy.addr, with_subject(nobody(), vec![san])).await,
+            expected,
+            "{shown}"
+        );
+    }
+    assert_eq!(stack.campaign.requests().len(), 5);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test]
 async fn certificates_are_reloaded_without_a_restart() {
     let stack = Stack::default().await;
@@ -439,10 +574,7 @@ async fn certificates_are_reloaded_without_a_restart() {
         reloads,
     ));
     let (status, subject) = tls_post(addr, first.client(None)).await.unwrap();
-    assert_eq!(
-        (status, subject.as_str()),
-        (200, "O=Example,CN=first-certificate")
-    );
+    assert_eq!((status, subject.as_str()), (200, "first-certificate"));
 
     let second = Pki::new("second-certificate");
     second.write(&dir);
@@ -455,7 +587,7 @@ async fn certificates_are_reloaded_without_a_restart() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(seen, "O=Example,CN=second-certificate");
+    assert_eq!(seen, "second-certificate");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

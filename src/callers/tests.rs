@@ -83,8 +83,7 @@ fn copies<'a>(
             security,
         },
         peer: LOCAL,
-        cert_subject: None,
-        cert_sans: &[],
+        cert: None,
     }
 }
 
@@ -205,20 +204,21 @@ fn hashes_verify() {
 
 #[tokio::test]
 async fn a_caller_bound_to_a_certificate_needs_it() {
+    use rcgen::DnType::{CommonName, OrganizationName};
     let mut bound = caller("crm-events", "mc", "pw", Mode::Ims);
-    bound.client_cert_subject = Some("CN=crm-pusher,O=Example".into());
+    bound.client_cert_subject = Some(SubjectName::parse("CN=crm-pusher,O=Example").unwrap());
     let callers = with(&[bound], UnknownCallers::Reject);
-    let with_cert = |subject| Presented {
-        cert_subject: subject,
+    let identity = |subject: &[(rcgen::DnType, &str)]| {
+        CertIdentity::from_der(&crate::tls::certificate_for_tests(subject, Vec::new())).unwrap()
+    };
+    let with_cert = |cert| Presented {
+        cert,
         ..cred("mc/pw")
     };
-    assert!(
-        callers
-            .route(with_cert(Some("O=Example,CN=crm-pusher")))
-            .await
-            .is_ok()
-    );
-    for wrong in [None, Some("CN=intruder,O=Example")] {
+    let right = identity(&[(OrganizationName, "Example"), (CommonName, "crm-pusher")]);
+    assert!(callers.route(with_cert(Some(&right))).await.is_ok());
+    let intruder = identity(&[(CommonName, "intruder"), (OrganizationName, "Example")]);
+    for wrong in [None, Some(&intruder)] {
         assert_eq!(
             callers.route(with_cert(wrong)).await.unwrap_err(),
             AuthError::WrongCertificate("crm-events".into())
@@ -229,37 +229,53 @@ async fn a_caller_bound_to_a_certificate_needs_it() {
 #[tokio::test]
 async fn a_caller_bound_to_certificate_names_needs_one_of_them() {
     let mut bound = caller("crm-events", "mc", "pw", Mode::Ims);
-    bound.client_cert_san = vec![
-        "dns:crm.example.com".into(),
-        "uri:spiffe://example.com/crm".into(),
-    ];
+    bound.client_cert_san = ["dns:crm.example.com", "uri:spiffe://example.com/crm"]
+        .into_iter()
+        .map(|name| AltName::parse(name).unwrap())
+        .collect();
     let callers = with(&[bound], UnknownCallers::Reject);
-    let with_names = |sans: &'static [String]| Presented {
-        cert_subject: Some("CN=whoever"),
-        cert_sans: sans,
-        ..cred("mc/pw")
-    };
-    let names = |list: &[&str]| -> &'static [String] {
-        Box::leak(
-            list.iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>()
-                .into_boxed_slice(),
-        )
+    let named = |names: &[&str]| {
+        let sans = names
+            .iter()
+            .map(|name| match name.split_once(':').unwrap() {
+                ("dns", dns) => rcgen::SanType::DnsName(dns.try_into().unwrap()),
+                (_, uri) => rcgen::SanType::URI(uri.try_into().unwrap()),
+            })
+            .collect();
+        let der =
+            crate::tls::certificate_for_tests(&[(rcgen::DnType::CommonName, "whoever")], sans);
+        CertIdentity::from_der(&der).unwrap()
     };
     for good in [
-        names(&["dns:other.example.com", "dns:CRM.example.com"]),
-        names(&["uri:spiffe://example.com/crm"]),
+        &["dns:other.example.com", "dns:CRM.example.com"][..],
+        &["uri:spiffe://example.com/crm"],
     ] {
-        assert!(callers.route(with_names(good)).await.is_ok(), "{good:?}");
+        let cert = named(good);
+        assert!(
+            callers
+                .route(Presented {
+                    cert: Some(&cert),
+                    ..cred("mc/pw")
+                })
+                .await
+                .is_ok(),
+            "{good:?}"
+        );
     }
     for wrong in [
-        names(&[]),
-        names(&["dns:crm.example.com.evil.com"]),
-        names(&["uri:spiffe://example.com/crm/x", "dns:crm"]),
+        &[][..],
+        &["dns:crm.example.com.evil.com"],
+        &["uri:spiffe://example.com/crm/x", "dns:crm"],
     ] {
+        let cert = named(wrong);
         assert_eq!(
-            callers.route(with_names(wrong)).await.unwrap_err(),
+            callers
+                .route(Presented {
+                    cert: Some(&cert),
+                    ..cred("mc/pw")
+                })
+                .await
+                .unwrap_err(),
             AuthError::WrongCertificate("crm-events".into()),
             "{wrong:?}"
         );

@@ -333,7 +333,11 @@ fn tls_and_client_certificates() {
     .unwrap();
     assert!(mutual.server.tls.unwrap().mutual);
     assert_eq!(
-        mutual.callers[0].client_cert_subject.as_deref(),
+        mutual.callers[0]
+            .client_cert_subject
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
         Some("CN=crm-pusher,O=Example")
     );
 
@@ -366,13 +370,68 @@ fn tls_and_client_certificates() {
         ),
         "callers[0].client_cert_subject: needs client certificates",
     );
-    refused(
+    // A subject or a name that cannot be read is refused at load, naming the caller and its
+    // line (its `name` is on line 14 of this text).
+    let mutual_with = |caller: &str| {
         tls(
             r#"{ cert = "server.pem", key = { file = "server.key" }, client_ca = "clients.pem" }"#,
+            caller,
+        )
+    };
+    for (caller, expected) in [
+        (
             "client_cert_subject = \"nonsense\"",
+            "callers[0].client_cert_subject: `nonsense` is not TYPE=value",
         ),
-        "callers[0].client_cert_subject: is not a subject",
-    );
+        (
+            "client_cert_subject = \"CN=crm,Org=Example\"",
+            "callers[0].client_cert_subject: `Org` is not an attribute type",
+        ),
+        (
+            "client_cert_subject = \"CN=crm,2.5.4.=Example\"",
+            "callers[0].client_cert_subject: `2.5.4.` is not a numeric OID",
+        ),
+        (
+            "client_cert_subject = \"CN=crm,1.40.3=x\"",
+            "`1.40.3` is not a numeric OID",
+        ),
+        (
+            "client_cert_subject = \"CN=crm,02.5.4.3=x\"",
+            "`02.5.4.3` is not a numeric OID",
+        ),
+        (
+            "client_cert_subject = \"\"",
+            "client_cert_subject: is empty",
+        ),
+        (
+            "client_cert_subject = \"CN=crm,,O=x\"",
+            "client_cert_subject: holds an empty attribute",
+        ),
+        (
+            "client_cert_subject = \"CN=crm\\\\\"",
+            "client_cert_subject: the value of `CN` ends with a lone `\\`",
+        ),
+        (
+            "client_cert_subject = \"CN=#0c\"",
+            "the value of `CN` after `#` is not the hex of an encoded string",
+        ),
+        (
+            "client_cert_san = [\"dns:crm.example.com\", \"spiffe://x\"]",
+            "callers[0].client_cert_san: `spiffe://x` is not a name such as",
+        ),
+        (
+            "client_cert_san = [\"ip:10.1.2\"]",
+            "`ip:10.1.2` is not a name",
+        ),
+        (
+            "client_cert_san = [\"email:crm\"]",
+            "`email:crm` is not a name",
+        ),
+        ("client_cert_san = [\"dns:\"]", "`dns:` is not a name"),
+    ] {
+        refused(mutual_with(caller), expected);
+        refused(mutual_with(caller), "(caller `crm-events`, line 14)");
+    }
     let debug = format!(
         "{mutual:?}",
         mutual = parse_in(&tls(

@@ -744,26 +744,19 @@ fn validate_caller(
     let logon = raw.logon.unwrap_or(false);
     let mode = caller_mode(key, raw.mode, raw.canary_percent, logon)?;
     let shadow_actions = shadow_actions(key, mode, raw.shadow_actions)?;
-    let client_cert_san = raw.client_cert_san.unwrap_or_default();
-    if let Some(bad) = client_cert_san
+    let client_cert_san = raw
+        .client_cert_san
+        .unwrap_or_default()
         .iter()
-        .find(|name| !(name.starts_with("dns:") || name.starts_with("uri:")) || name.len() < 5)
-    {
-        return Err(invalid(
-            format!("{key}.client_cert_san"),
-            format!(
-                "`{bad}` is not a name such as \"dns:crm.example.com\" or \"uri:spiffe://example.com/crm\""
-            ),
-        ));
-    }
-    if let Some(subject) = &raw.client_cert_subject
-        && !crate::tls::is_subject(subject)
-    {
-        return Err(invalid(
-            format!("{key}.client_cert_subject"),
-            "is not a subject such as \"CN=crm-pusher,O=Example\"",
-        ));
-    }
+        .map(|name| AltName::parse(name))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| invalid(format!("{key}.client_cert_san"), error.to_string()))?;
+    let client_cert_subject = raw
+        .client_cert_subject
+        .as_deref()
+        .map(SubjectName::parse)
+        .transpose()
+        .map_err(|error| invalid(format!("{key}.client_cert_subject"), error.to_string()))?;
     let allow_from = allow_from(key, raw.allow_from.unwrap_or_default())?;
     let password = password_hash(key, raw.password, base_dir, env)?;
     Ok(CallerSettings {
@@ -774,7 +767,7 @@ fn validate_caller(
         mode,
         allow_from,
         logon,
-        client_cert_subject: raw.client_cert_subject,
+        client_cert_subject,
         client_cert_san,
         shadow_actions,
     })
