@@ -878,6 +878,101 @@ async fn latin1_envelopes_with_an_accented_password_go_through_byte_for_byte() {
     assert_eq!(stack.campaign.requests().len(), before);
 }
 
+/// Legacy exporters declare one charset and send another in the Content-Type; Campaign reads the
+/// declaration. Between the five charsets read here, the declaration is followed when the
+/// credential is ASCII (the body forwarded byte for byte but the emptied token), and refused
+/// when it is not; any other disagreement is refused. Nothing refused reaches Campaign.
+#[tokio::test]
+async fn a_declaration_and_a_charset_that_disagree_are_read_by_the_declaration() {
+    let stack = Stack::default().await;
+    let legacy = format!("{LEGACY_LOGIN}/legacy-password");
+    // The body in the charset it declares: the three single-byte ones, or UTF-8 (US-ASCII's
+    // superset, as a body declared US-ASCII is read).
+    let encoded = |text: &str, declared: &str| match declared {
+        "ISO-8859-1" | "ISO-8859-15" | "windows-1252" => single_byte(text, declared),
+        _ => text.as_bytes().to_vec(),
+    };
+    let declaring = |credential: &str, declared: &str| {
+        seed_002(credential)
+            .replacen("encoding=\"utf-8\"", &format!("encoding=\"{declared}\""), 1)
+            .replace("name@domain.com", "café@domain.com")
+            .replace(
+                "<soapenv:Header/>",
+                "<soapenv:Header><Note>déjà</Note></soapenv:Header>",
+            )
+    };
+    for (declared, charset) in [
+        ("ISO-8859-1", "utf-8"),
+        ("windows-1252", "ISO-8859-15"),
+        ("ISO-8859-15", "US-ASCII"),
+        ("UTF-8", "ISO-8859-1"),
+        ("UTF-8", "us-ascii"),
+        ("US-ASCII", "UTF-8"),
+    ] {
+        let content_type = format!("text/xml; charset={charset}");
+        let headers = [("content-type", content_type.as_str())];
+        // An ASCII credential: read by the declaration, forwarded with only the token gone,
+        // the ims way and the legacy way.
+        for (credential, forwarded) in [
+            (credential(), String::new()),
+            (legacy.clone(), legacy.clone()),
+        ] {
+            let text = declaring(&credential, declared);
+            let answer = post(stack.url(), encoded(&text, declared), &headers).await;
+            assert_eq!(answer.status, 200, "{declared}/{charset}: {}", answer.body);
+            let upstream = stack.campaign.requests().last().unwrap().body.clone();
+            let expected = encoded(&text.replace(&credential, &forwarded), declared);
+            assert_eq!(
+                &upstream[..],
+                &expected[..],
+                "{declared}/{charset} {credential}"
+            );
+        }
+        // A credential holding a non-ASCII byte, in the first parameter or a Header copy:
+        // which password was meant depends on which charset is believed.
+        let before = stack.campaign.requests().len();
+        let accented = "crème/pässwörd-é";
+        let in_header = declaring(&credential(), declared).replace(
+            "<Note>",
+            &format!("<X-Session-Token>{accented}</X-Session-Token><Note>"),
+        );
+        for text in [declaring(accented, declared), in_header] {
+            post(stack.url(), encoded(&text, declared), &headers)
+                .await
+                .assert_fault(
+                    500,
+                    "Client",
+                    "the XML declaration and the Content-Type charset disagree, and the credential is not ASCII",
+                );
+        }
+        assert_eq!(
+            stack.campaign.requests().len(),
+            before,
+            "{declared}/{charset}"
+        );
+    }
+    // Any other disagreement: UTF-16 declared, or a charset outside the five.
+    let before = stack.campaign.requests().len();
+    for credential in [credential(), legacy] {
+        for (declared, charset) in [
+            ("UTF-16", "utf-8"),
+            ("ISO-8859-1", "ISO-8859-2"),
+            ("UTF-8", "UTF-16"),
+            ("ISO-8859-1", "koi8-r"),
+        ] {
+            let text = declaring(&credential, declared);
+            post(
+                stack.url(),
+                text.into_bytes(),
+                &[("content-type", &format!("text/xml; charset={charset}"))],
+            )
+            .await
+            .assert_fault(500, "Client", "the declared encoding is not supported");
+        }
+    }
+    assert_eq!(stack.campaign.requests().len(), before);
+}
+
 /// Sends a `body_len`-byte SOAP call whose credential is `credential` on a new connection,
 /// the whole body first and only then reading the answer; the answer's status and body, or
 /// status 0 and what broke. As curl, it gives up when the body cannot be sent whole.

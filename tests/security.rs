@@ -78,7 +78,7 @@ async fn refused(stack: &Stack, attacks: &[Attack]) {
 /// Campaign could authenticate on.
 fn attacks(routed: &str) -> Vec<Attack> {
     let cookie = |value: &str| ("cookie", value.to_owned());
-    let list: Vec<(String, Headers, &'static str)> = vec![
+    let mut list: Vec<(String, Headers, &'static str)> = vec![
         // Empty first parameter, one credential in the header, another in the cookie.
         (
             seed_002(""),
@@ -146,6 +146,25 @@ fn attacks(routed: &str) -> Vec<Attack> {
             SOAP_PATH,
         ),
     ];
+    // Markup inside a SOAP Header copy (an element, a comment, a CDATA section), whether its
+    // text names another operator or agrees with the first parameter: a reader could take the
+    // text before the markup, after it, or none.
+    for carrier in ["Cookie", "X-Session-Token", "X-Security-Token"] {
+        for value in [OLD_OPERATOR, routed] {
+            let text = match carrier {
+                "Cookie" => format!("__sessiontoken={value}"),
+                _ => value.to_owned(),
+            };
+            for content in [
+                format!("<x/>{text}"),
+                format!("<!--x-->{text}"),
+                format!("<![CDATA[{text}]]>"),
+            ] {
+                let header = format!("<{carrier}>{content}</{carrier}>");
+                list.push((call(routed, &header), vec![], SOAP_PATH));
+            }
+        }
+    }
     list.into_iter()
         .map(|(body, headers, target)| Attack {
             body,

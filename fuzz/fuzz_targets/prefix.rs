@@ -5,7 +5,8 @@
 //! of common envelopes answers, quick-xml's reading answers the same.
 //!
 //! The input's first byte says how many chunk sizes follow (0 to 7, its low bits) and the
-//! `Content-Type` charset (none, ISO-8859-1, ISO-8859-15, windows-1252: the next two), then
+//! `Content-Type` charset (none, ISO-8859-1, ISO-8859-15, windows-1252, UTF-8, US-ASCII: the
+//! rest of its bits, modulo 6; a declaration may contradict it), then
 //! those sizes (1 to 64 bytes each, used in turn); the rest is the body. With no size, chunks
 //! of one byte.
 //!
@@ -23,11 +24,13 @@ fuzz_target!(|input: &[u8]| {
     let Some((&count, rest)) = input.split_first() else {
         return;
     };
-    let charset = match (count >> 3) % 4 {
+    let charset = match (count >> 3) % 6 {
         0 => None,
         1 => Some(Charset::Latin1),
         2 => Some(Charset::Latin9),
-        _ => Some(Charset::Windows1252),
+        3 => Some(Charset::Windows1252),
+        4 => Some(Charset::Utf8),
+        _ => Some(Charset::Ascii),
     };
     let count = usize::from(count % 8).min(rest.len());
     let (sizes, body) = rest.split_at(count);
@@ -102,6 +105,11 @@ fuzz_target!(|input: &[u8]| {
     assert_eq!(splice(&prefix, &edits).concat(), expected);
     if let Some(credential) = envelope.credential() {
         assert!(credential.content.end <= envelope.end);
+    }
+    // A SOAP Header copy is plain text: an element, a comment, a CDATA section or a PI in one
+    // is refused.
+    for carrier in &envelope.carriers {
+        assert!(!body[carrier.param.content.clone()].contains(&b'<'), "markup in a SOAP Header copy");
     }
 
     let rest = &body[envelope.end..];

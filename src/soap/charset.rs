@@ -11,9 +11,12 @@ use super::ScanError;
 /// How the bytes of an envelope are read as characters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Charset {
-    /// UTF-8, or US-ASCII.
+    /// UTF-8.
     #[default]
     Utf8,
+    /// US-ASCII: read as UTF-8, its superset, as it always was. Named apart so that a
+    /// declaration and a Content-Type that name the two are seen to disagree.
+    Ascii,
     /// ISO-8859-1: each byte is the code point of the same number.
     Latin1,
     /// ISO-8859-15: ISO-8859-1 with eight code points replaced (the euro sign at 0xA4).
@@ -27,18 +30,17 @@ impl Charset {
     /// in any case, or why it is refused.
     pub fn from_label(label: &str) -> Result<Charset, ScanError> {
         // Compared in place: the Content-Type of every call comes through here.
-        const LABELS: [(&[&str], Charset); 4] = [
+        const LABELS: [(&[&str], Charset); 5] = [
+            (&["utf-8", "utf8"], Charset::Utf8),
             (
                 &[
-                    "utf-8",
-                    "utf8",
                     "us-ascii",
                     "ascii",
                     "ansi_x3.4-1968",
                     "iso646-us",
                     "csascii",
                 ],
-                Charset::Utf8,
+                Charset::Ascii,
             ),
             (
                 &[
@@ -94,10 +96,15 @@ impl Charset {
         charset.map(Charset::from_label).transpose()
     }
 
+    /// Whether a body in this charset is read as UTF-8 is.
+    pub fn reads_as_utf8(self) -> bool {
+        matches!(self, Charset::Utf8 | Charset::Ascii)
+    }
+
     /// `bytes` as text.
     pub fn decode(self, bytes: &[u8]) -> Result<String, ScanError> {
         match self {
-            Charset::Utf8 => std::str::from_utf8(bytes)
+            Charset::Utf8 | Charset::Ascii => std::str::from_utf8(bytes)
                 .map(str::to_owned)
                 .map_err(|_| ScanError::NotUtf8),
             Charset::Latin1 => Ok(bytes.iter().map(|&b| char::from(b)).collect()),
@@ -149,7 +156,9 @@ mod tests {
             Charset::from_label("Windows-1252"),
             Ok(Charset::Windows1252)
         );
-        assert_eq!(Charset::from_label("US-ASCII"), Ok(Charset::Utf8));
+        assert_eq!(Charset::from_label("US-ASCII"), Ok(Charset::Ascii));
+        assert!(Charset::Ascii.reads_as_utf8() && Charset::Utf8.reads_as_utf8());
+        assert!(!Charset::Latin1.reads_as_utf8());
         assert_eq!(Charset::from_label(" utf-8 "), Ok(Charset::Utf8));
         for refused in [
             "UTF-16",

@@ -42,8 +42,12 @@ pub enum ScanError {
     /// declared or detected (UTF-16, UTF-7, EBCDIC…), see `soap/charset.rs`.
     #[error("the declared encoding is not supported")]
     Encoding,
-    /// The XML declaration and the `Content-Type` charset name different encodings.
-    #[error("the XML declaration and the Content-Type charset disagree")]
+    /// The XML declaration and the `Content-Type` charset name different encodings, and a
+    /// credential holds a byte over 0x7F: which password was meant depends on which of the two
+    /// is believed.
+    #[error(
+        "the XML declaration and the Content-Type charset disagree, and the credential is not ASCII"
+    )]
     EncodingMismatch,
     #[error("DOCTYPE and entity declarations are refused")]
     Doctype,
@@ -193,8 +197,11 @@ pub struct Scanner {
     /// How a credential's text is decoded: the declared encoding, else the `Content-Type`
     /// charset, else UTF-8.
     charset: Charset,
-    /// The `Content-Type` charset, which a declaration must agree with.
+    /// The `Content-Type` charset.
     content_type: Option<Charset>,
+    /// The XML declaration names another charset than `content_type`: the declaration is
+    /// read, and a credential must be ASCII, which both read alike.
+    disagree: bool,
     /// In a single-byte charset, the ASCII copy of the data so far (see [`Scanner::feed`]).
     masked: Vec<u8>,
     /// The first data is still to be offered to [`quick::read`].
@@ -289,6 +296,7 @@ impl Scanner {
         Scanner {
             charset: content_type.unwrap_or_default(),
             content_type,
+            disagree: false,
             masked: Vec::new(),
             pos: 0,
             stage: Stage::Prolog,
@@ -327,12 +335,12 @@ impl Scanner {
     /// is decoded from the body itself.
     pub fn feed(&mut self, data: &[u8], at_eof: bool) -> Result<Option<Envelope>, ScanError> {
         if std::mem::take(&mut self.quick)
-            && self.charset == Charset::Utf8
+            && self.charset.reads_as_utf8()
             && let Some(envelope) = quick::read(data)
         {
             return Ok(Some(envelope));
         }
-        if self.charset == Charset::Utf8 {
+        if self.charset.reads_as_utf8() {
             return self.read(data, data, at_eof);
         }
         let mut masked = std::mem::take(&mut self.masked);
@@ -436,9 +444,10 @@ impl Scanner {
                     }
                     Event::Decl(declaration) => {
                         if let Some(declared) = declared_charset(&declaration)? {
-                            if self.content_type.is_some_and(|c| c != declared) {
-                                return Err(ScanError::EncodingMismatch);
-                            }
+                            // Campaign's XML parser reads a body by its declaration, whatever
+                            // the Content-Type says (both are among the five read here, or
+                            // one was refused already).
+                            self.disagree = self.content_type.is_some_and(|c| c != declared);
                             if declared != self.charset {
                                 // Read on in the declared charset.
                                 self.charset = declared;
@@ -584,8 +593,11 @@ impl Scanner {
             // A later parameter holding elements (`<domEvent>`) is no credential: the
             // parameters end before it. Nothing past here needs reading.
             (Stage::Param, _) => return Ok(Some(self.finish(self.param_start))),
-            // Nor is a header copy holding elements.
-            (Stage::Header, _) if depth > 2 => self.carrier = None,
+            // A SOAP Header copy of the credential is text, never markup: a reader could take
+            // the text before the markup, after it, or none (one credential per request).
+            (Stage::Header, _) if depth > 2 && self.carrier.is_some() => {
+                return Err(ScanError::Ambiguous(MARKUP_IN_HEADER_COPY));
+            }
             // Anything else (extensions under Envelope, Header blocks and their children) is
             // left as it is.
             _ => {}
@@ -612,8 +624,14 @@ impl Scanner {
         match (self.stage, depth) {
             (Stage::Param, 3) => {
                 let content = self.param_start..before;
-                self.params
-                    .push(param(data, original, content, self.charset)?);
+                self.check_agreement(original, &content)?;
+                self.params.push(param(
+                    data,
+                    original,
+                    content,
+                    self.charset,
+                    Text::AsXmlReadsIt,
+                )?);
                 if self.params.len() == self.wanted {
                     return Ok(Some(self.finish(after)));
                 }
@@ -623,7 +641,8 @@ impl Scanner {
             (Stage::Body, 1) => return Err(ScanError::NoMethod),
             (Stage::Header, 2) => {
                 if let Some((kind, start)) = self.carrier.take() {
-                    let param = param(data, original, start..before, self.charset)?;
+                    self.check_agreement(original, &(start..before))?;
+                    let param = param(data, original, start..before, self.charset, Text::Only)?;
                     self.carriers.push(Carrier { kind, param });
                 }
             }
@@ -632,6 +651,15 @@ impl Scanner {
             _ => {}
         }
         Ok(None)
+    }
+
+    /// With a declaration and a Content-Type that disagree, a credential's bytes (`range` of
+    /// the body) must be ASCII, read alike by every charset taken here.
+    fn check_agreement(&self, original: &[u8], range: &Range<usize>) -> Result<(), ScanError> {
+        if self.disagree && !original[range.clone()].is_ascii() {
+            return Err(ScanError::EncodingMismatch);
+        }
+        Ok(())
     }
 
     fn finish(&mut self, end: usize) -> Envelope {
@@ -742,8 +770,23 @@ fn split_qname(qname: &str) -> (Option<&str>, &str) {
     }
 }
 
-/// Unescapes an element's content: text, entity and character references, CDATA; comments
-/// and processing instructions are skipped. The result is trimmed, as Campaign trims it.
+/// What an element holding a credential may hold besides text and references.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Text {
+    /// The first parameter and Logon's: CDATA sections are read as their text, comments and
+    /// processing instructions skipped, as an XML reader reads them (the first stage took them
+    /// so, and callers may write a password as CDATA).
+    AsXmlReadsIt,
+    /// A SOAP Header copy: clients write plain text there, so a comment, a CDATA section or a
+    /// processing instruction can only be there to make two readers disagree.
+    Only,
+}
+
+const MARKUP_IN_HEADER_COPY: &str = "markup inside a SOAP Header copy of the credential";
+
+/// Unescapes an element's content: text, entity and character references, and (as `text`
+/// allows) CDATA; comments and processing instructions are skipped or refused. The result is
+/// trimmed, as Campaign trims it.
 /// The parameter at `content`, read in `data` (UTF-8), its text decoded from the same bytes of
 /// `original` in `charset`.
 fn param(
@@ -751,6 +794,7 @@ fn param(
     original: &[u8],
     content: Range<usize>,
     charset: Charset,
+    text: Text,
 ) -> Result<Param, ScanError> {
     let mut reader = Reader::from_reader(&data[content.clone()]);
     reader.config_mut().trim_text(false);
@@ -759,6 +803,10 @@ fn param(
         let start = content.start + reader.buffer_position() as usize;
         let event = reader.read_event().map_err(|e| describe(&e))?;
         let source = &original[start..content.start + reader.buffer_position() as usize];
+        if text == Text::Only && matches!(event, Event::CData(_) | Event::Comment(_) | Event::PI(_))
+        {
+            return Err(ScanError::Ambiguous(MARKUP_IN_HEADER_COPY));
+        }
         match event {
             // Line ends normalized, as an XML reader does (XML 1.0 §2.11).
             Event::Text(_) => value.push_str(

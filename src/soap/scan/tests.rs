@@ -299,6 +299,90 @@ fn single_byte_charsets_are_read_and_their_credentials_decoded() {
     }
 }
 
+#[test]
+fn a_declaration_and_a_content_type_that_disagree() {
+    // Read by the declaration, as Campaign reads it: an ASCII credential is the same in both,
+    // a non-ASCII one is not (and in pieces, whatever the cut).
+    let mismatch = ScanError::EncodingMismatch;
+    let logon = "<m:Logon xmlns:m='urn:xtk:session'><t/><l>mc</l><p>PASSWORD</p></m:Logon>";
+    for (declared, label, charset) in [
+        ("ISO-8859-1", "ISO-8859-1", Charset::Latin1),
+        ("windows-1252", "windows-1252", Charset::Windows1252),
+        ("ISO-8859-15", "ISO-8859-15", Charset::Latin9),
+    ] {
+        for content_type in [
+            Charset::Utf8,
+            Charset::Ascii,
+            Charset::Latin1,
+            Charset::Latin9,
+        ]
+        .into_iter()
+        .filter(|&c| c != charset)
+        {
+            let body = |inner: &str| {
+                let text = format!(
+                    "<?xml version='1.0' encoding='{label}'?><s:Envelope xmlns:s='{SOAP11}'><s:Header><h>é</h>HEADER</s:Header><s:Body><!-- à -->{inner}</s:Body></s:Envelope>"
+                );
+                move |header: &str| encoded(&text.replace("HEADER", header), charset)
+            };
+            // Whole, and in pieces of 7 bytes.
+            let read = |bytes: &[u8]| {
+                let scanner = || Scanner::with_charset(Some(content_type));
+                let whole = scanner().feed(bytes, true).map(|found| found.unwrap());
+                let cuts: Vec<usize> = (1..bytes.len()).step_by(7).collect();
+                let pieces = scan_in_pieces_as(scanner(), bytes, &cuts);
+                assert_eq!(
+                    whole.as_ref().map(|e| e.end).map_err(Clone::clone),
+                    pieces.map(|e| e.end),
+                    "{declared} / {content_type:?}"
+                );
+                whole
+            };
+            let ascii = body("<m:X xmlns:m='urn:a'><t>mc/p&amp;w</t><u>ü</u></m:X>");
+            let found = read(&ascii("<Cookie>__sessiontoken=mc/p&amp;w</Cookie>")).unwrap();
+            assert_eq!(found.credential().unwrap().value.expose(), "mc/p&w");
+            assert_eq!(found.carriers.len(), 1);
+            let accented = body("<m:X xmlns:m='urn:a'><t>mc/pässwörd</t></m:X>");
+            assert_eq!(read(&accented("")).unwrap_err(), mismatch, "{declared}");
+            // In a Header copy, or in Logon's password.
+            assert_eq!(
+                read(&ascii("<X-Session-Token>mc/é</X-Session-Token>")).unwrap_err(),
+                mismatch
+            );
+            let password = body(&logon.replace("PASSWORD", "pässwörd"));
+            assert_eq!(read(&password("")).unwrap_err(), mismatch);
+            let password = body(&logon.replace("PASSWORD", "password"));
+            assert_eq!(read(&password("")).unwrap().params.len(), 3);
+        }
+    }
+    // UTF-8 and US-ASCII disagree too when a credential holds what US-ASCII cannot.
+    let text = |label: &str, password: &str| {
+        format!(
+            "<?xml version='1.0' encoding='{label}'?><s:Envelope xmlns:s='{SOAP11}'><s:Body><m:X xmlns:m='urn:a'><t>mc/{password}</t></m:X></s:Body></s:Envelope>"
+        )
+    };
+    for (label, content_type) in [("US-ASCII", Charset::Utf8), ("UTF-8", Charset::Ascii)] {
+        let read =
+            |body: String| Scanner::with_charset(Some(content_type)).feed(body.as_bytes(), true);
+        assert_eq!(read(text(label, "pässwörd")).unwrap_err(), mismatch);
+        let found = read(text(label, "password")).unwrap().unwrap();
+        assert_eq!(found.credential().unwrap().value.expose(), "mc/password");
+    }
+    // Agreeing, a UTF-8 credential is read as it always was.
+    let found = Scanner::with_charset(Some(Charset::Utf8))
+        .feed(text("UTF-8", "pässwörd").as_bytes(), true)
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.credential().unwrap().value.expose(), "mc/pässwörd");
+    // Any other disagreement: an encoding outside the five, declared.
+    assert_eq!(
+        Scanner::with_charset(Some(Charset::Utf8))
+            .feed(text("UTF-16", "password").as_bytes(), true)
+            .unwrap_err(),
+        ScanError::Encoding
+    );
+}
+
 /// Found by the fuzzer: quick-xml strips a BOM at the start of its input without counting it,
 /// so a second one shifted every position by three bytes.
 #[test]
@@ -385,7 +469,15 @@ fn a_utf8_bom_is_skipped() {
 
 /// Feeds a body in pieces, as chunks arrive: the same result whatever the boundaries.
 fn scan_in_pieces(body: &[u8], cuts: &[usize]) -> Result<Envelope, ScanError> {
-    let mut scanner = Scanner::new();
+    scan_in_pieces_as(Scanner::new(), body, cuts)
+}
+
+/// [`scan_in_pieces`] with `scanner`.
+fn scan_in_pieces_as(
+    mut scanner: Scanner,
+    body: &[u8],
+    cuts: &[usize],
+) -> Result<Envelope, ScanError> {
     for &cut in cuts {
         if let Some(envelope) = scanner.feed(&body[..cut], false)? {
             return Ok(envelope);
@@ -461,9 +553,50 @@ fn a_first_parameter_holding_elements_is_ambiguous() {
     );
     let found = scan(&body).unwrap();
     assert_eq!(found.params.len(), 2);
-    // A header copy holding elements is not one either.
+}
+
+#[test]
+fn a_header_copy_holding_markup_is_ambiguous() {
+    // A reader could take the text before the markup, after it, all of it or none: the copy
+    // is refused, whatever the first parameter says, as markup in the first parameter is.
+    let ambiguous = ScanError::Ambiguous("markup inside a SOAP Header copy of the credential");
+    for carrier in ["Cookie", "X-Session-Token", "X-Security-Token", "h:Cookie"] {
+        for (content, refused) in [
+            ("<x/>__sessiontoken=mc/pw", true),
+            ("__sessiontoken=mc/pw<x>y</x>", true),
+            ("<c>__sessiontoken=mc/pw</c>", true),
+            ("<!--x-->__sessiontoken=mc/pw", true),
+            ("__sessiontoken=mc/<!-- -->pw", true),
+            ("<![CDATA[__sessiontoken=mc/pw]]>", true),
+            ("__sessiontoken=<![CDATA[mc/pw]]>", true),
+            ("<?pi x?>__sessiontoken=mc/pw", true),
+            // Text, with references: a copy as clients write it.
+            ("__sessiontoken=mc/pw", false),
+            ("__sessiontoken&#61;mc&#x2F;pw", false),
+            ("a=1&amp;b; __sessiontoken=mc/pw", false),
+            ("", false),
+        ] {
+            let body = format!(
+                r#"<s:Envelope xmlns:s="{SOAP11}" xmlns:h="urn:h"><s:Header><Other><!--fine--><x/></Other><{carrier}>{content}</{carrier}></s:Header><s:Body><m:X xmlns:m="urn:a"><t>mc/pw</t></m:X></s:Body></s:Envelope>"#
+            );
+            let found = scan(&body);
+            if refused {
+                assert_eq!(found.unwrap_err(), ambiguous, "{body}");
+                // In pieces as well as whole.
+                let cuts: Vec<usize> = (1..body.len()).collect();
+                assert_eq!(
+                    scan_in_pieces(body.as_bytes(), &cuts).unwrap_err(),
+                    ambiguous
+                );
+            } else {
+                assert_eq!(found.unwrap().carriers.len(), 1, "{body}");
+            }
+        }
+    }
+    // Markup deeper in another Header block, or an element of that name deeper down, is no
+    // copy of the credential.
     let body = format!(
-        r#"<s:Envelope xmlns:s="{SOAP11}"><s:Header><Cookie><c>__sessiontoken=x</c></Cookie></s:Header><s:Body><m:X xmlns:m="urn:a"><t>a/b</t></m:X></s:Body></s:Envelope>"#
+        r#"<s:Envelope xmlns:s="{SOAP11}"><s:Header><Block><Cookie><x/></Cookie></Block></s:Header><s:Body><m:X xmlns:m="urn:a"><t>mc/pw</t></m:X></s:Body></s:Envelope>"#
     );
     assert!(scan(&body).unwrap().carriers.is_empty());
 }

@@ -57,8 +57,9 @@ fn filler(rng: &mut Rng, built: &mut Built) {
     }
 }
 
-/// A credential: its XML text and the value it stands for.
-fn credential(rng: &mut Rng) -> (String, String) {
+/// A credential: its XML text and the value it stands for; CDATA sections and comments in it
+/// only where `markup` allows them (the first parameter, not a SOAP Header copy).
+fn credential(rng: &mut Rng, markup: bool) -> (String, String) {
     let mut xml = String::new();
     let mut value = String::new();
     let login = pick(rng, &["mc", "crm_pusher", "op.\u{e9}v\u{e9}nements"]);
@@ -72,6 +73,11 @@ fn credential(rng: &mut Rng) -> (String, String) {
     value.push('/');
     for _ in 0..rng.usize(1..12) {
         match rng.u8(0..8) {
+            2 | 3 if !markup => {
+                let c = rng.alphanumeric();
+                xml.push(c);
+                value.push(c);
+            }
             0 => {
                 xml.push_str("&amp;");
                 value.push('&');
@@ -141,7 +147,7 @@ fn envelope(rng: &mut Rng) -> Built {
                     // A copy carrying the session cookie is emptied whole; one without is
                     // left alone.
                     let other = if rng.bool() { "a=1; " } else { "" };
-                    let (token, _) = credential(rng);
+                    let (token, _) = credential(rng, false);
                     built.keep("<Cookie>");
                     if rng.u8(0..4) == 0 {
                         built.keep("lang=fr; b=&amp;2");
@@ -196,7 +202,7 @@ fn envelope(rng: &mut Rng) -> Built {
         built.keep(&format!("<{param}{typed}/>"));
         built.credential = Some(String::new());
     } else {
-        let (xml, value) = credential(rng);
+        let (xml, value) = credential(rng, true);
         let padding = pick(rng, &["", " ", "\n  "]);
         built.keep(&format!("<{param}{typed}>"));
         built.replace(&format!("{padding}{xml}{padding}"), "");
