@@ -5,7 +5,7 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -23,7 +23,9 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 
 /// `imsbridge run` in a process of its own, its log read line by line.
 struct Running {
-    child: Child,
+    /// Killed and waited for when it is dropped (a test that fails half-way leaves no proxy
+    /// running).
+    child: ChildGuard,
     lines: mpsc::Receiver<String>,
     reader: Option<std::thread::JoinHandle<()>>,
     /// Every line read so far.
@@ -45,17 +47,17 @@ impl Running {
 
     /// [`Running::start_with`], with more environment variables.
     fn start_env(config: &Path, rust_log: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .args(args)
-            .envs(env.iter().copied())
-            .env("MC_CLIENT_SECRET", CLIENT_SECRET)
-            .env("RUST_LOG", rust_log)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = ChildGuard::spawn(
+            Command::new(BIN)
+                .args(["run", "--config"])
+                .arg(config)
+                .args(args)
+                .envs(env.iter().copied())
+                .env("MC_CLIENT_SECRET", CLIENT_SECRET)
+                .env("RUST_LOG", rust_log)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
         let (lines_tx, lines) = mpsc::channel::<String>();
         let stderr = child.stderr.take().unwrap();
         let reader = std::thread::spawn(move || {
@@ -148,16 +150,6 @@ impl Running {
                 .unwrap();
             (status, format!("{}\n{stdout}", self.log.join("\n")))
         })
-    }
-}
-
-/// A test that fails half-way must not leave its proxy running.
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -486,21 +478,21 @@ fn demo_shows_the_seed_002_call_going_through() {
 
 /// Runs `imsbridge` with the given arguments and standard input.
 fn run_with_stdin(args: &[String], stdin: &str) -> std::process::Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("MC_CLIENT_SECRET", CLIENT_SECRET)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::spawn(
+        Command::new(BIN)
+            .args(args)
+            .env("MC_CLIENT_SECRET", CLIENT_SECRET)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     child
         .stdin
         .take()
         .unwrap()
         .write_all(stdin.as_bytes())
         .unwrap();
-    child.wait_with_output().unwrap()
+    child.wait_with_output()
 }
 
 /// [`run_with_stdin`], off the runtime's threads (the stand-ins run on them).
@@ -947,19 +939,20 @@ fn with_mc_password(config: &str, password: &str) -> String {
 async fn the_try_out_path_works_with_the_stand_ins_alone() {
     let dir = temp_dir("try-out");
     let config = dir.join("imsbridge-try.toml");
-    let mut stand_ins = Command::new(BIN)
-        .args([
-            "demo",
-            "--stand-ins",
-            "--listen",
-            "127.0.0.1:0",
-            "--write-config",
-        ])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed when the test ends, pass or fail: it serves until told to stop.
+    let mut stand_ins = ChildGuard::spawn(
+        Command::new(BIN)
+            .args([
+                "demo",
+                "--stand-ins",
+                "--listen",
+                "127.0.0.1:0",
+                "--write-config",
+            ])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
     let stdout = stand_ins.stdout.take().unwrap();
     let said = tokio::task::spawn_blocking(move || {
         let mut said = String::new();
@@ -998,6 +991,30 @@ async fn the_try_out_path_works_with_the_stand_ins_alone() {
     assert!(status.success());
     drop(stand_ins);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A process a test starts is gone when the test ends, even when the test fails while it
+/// runs: the stand-ins serve until they are killed.
+#[test]
+fn a_failing_test_leaves_no_process_behind() {
+    let mut pid = None;
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let stand_ins = ChildGuard::spawn(
+            Command::new(BIN)
+                .args(["demo", "--stand-ins", "--listen", "127.0.0.1:0"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        pid = Some(stand_ins.id());
+        assert!(Path::new(&format!("/proc/{}", stand_ins.id())).exists());
+        panic!("a test failing while its process runs");
+    }));
+    assert!(failed.is_err());
+    let pid = pid.unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "process {pid} was left running"
+    );
 }
 
 #[test]

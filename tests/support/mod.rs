@@ -547,6 +547,49 @@ pub fn python_tool(
 
 /// Runs `command` (a client library's script, off the runtime's threads) to its end; the JSON
 /// line it prints. It must succeed.
+/// A process a test started: killed and waited for when the guard is dropped, so that a test
+/// that ends, passing or failing, leaves nothing running.
+pub struct ChildGuard(Option<std::process::Child>);
+
+impl ChildGuard {
+    pub fn spawn(command: &mut std::process::Command) -> ChildGuard {
+        ChildGuard(Some(command.spawn().expect("the test's process starts")))
+    }
+
+    /// Waits for the process to end by itself, with what it wrote.
+    pub fn wait_with_output(mut self) -> std::process::Output {
+        let child = self.0.take().expect("the guard holds its child");
+        child
+            .wait_with_output()
+            .expect("the test's process is waited for")
+    }
+}
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &std::process::Child {
+        self.0.as_ref().expect("the guard holds its child")
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("the guard holds its child")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
 pub async fn json_report(mut command: std::process::Command) -> serde_json::Value {
     let output = tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
