@@ -9,6 +9,7 @@
 //! tokens in hand still serve. Token health is in the body and in the metrics.
 
 mod page;
+mod views;
 
 use std::fmt::Write;
 use std::time::SystemTime;
@@ -34,10 +35,10 @@ pub fn handle<B>(
             let now = SystemTime::now();
             let inventory = inventory(proxy, now);
             let page = page::Page {
-                profiles: proxy.profile_views().collect(),
-                callers: proxy.caller_views().collect(),
+                profiles: views::profiles(proxy).collect(),
+                callers: views::callers(proxy).collect(),
                 inventory: &inventory,
-                nodes: proxy.nodes().collect(),
+                nodes: views::nodes(proxy).collect(),
                 shadow: proxy.metrics().shadow_table(),
                 now,
             };
@@ -52,9 +53,10 @@ pub fn handle<B>(
             typed(text(StatusCode::OK, json + "\n"), "application/json")
         }
         "/metrics" => {
-            let body = proxy
-                .metrics()
-                .render(proxy.readiness(), proxy.nodes(), connections);
+            let body =
+                proxy
+                    .metrics()
+                    .render(views::readiness(proxy), views::nodes(proxy), connections);
             typed(
                 text(StatusCode::OK, body),
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -63,7 +65,7 @@ pub fn handle<B>(
         "/readyz" => {
             let mut waiting = String::new();
             let mut tokens = String::new();
-            for profile in proxy.health() {
+            for profile in views::health(proxy) {
                 let name = profile.name;
                 if profile.needed && !profile.held_once {
                     let _ = writeln!(waiting, "profile {name}: no token yet");
@@ -100,7 +102,7 @@ pub fn handle<B>(
 /// The inventory, with the profiles a caller skeleton may name.
 fn inventory(proxy: &Proxy, now: SystemTime) -> crate::inventory::Report {
     let mut report = proxy.metrics().inventory.report(now);
-    report.profiles = proxy.profile_views().map(|p| p.name.to_owned()).collect();
+    report.profiles = views::profiles(proxy).map(|p| p.name.to_owned()).collect();
     report
 }
 

@@ -14,7 +14,7 @@ mod verifier;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use argon2::password_hash::phc::PasswordHash;
 use ipnet::IpNet;
@@ -24,6 +24,7 @@ pub use verifier::{
 };
 
 use crate::carriers::{Conflict, Credential};
+use crate::clock::Clock;
 use crate::config::{CallerSettings, Mode, PasswordLimits, SessionSettings, UnknownCallers};
 use crate::sessions::{Issued, SessionError, Sessions};
 use crate::tls::{AltName, CertIdentity, SubjectName};
@@ -79,9 +80,9 @@ pub struct Presented<'a> {
 pub enum LogonWay<'a> {
     /// imsbridge answers: a caller in `ims` mode, verified.
     Answer(&'a Caller, Issued),
-    /// Campaign answers: a caller in `legacy` or `canary` mode, or a login no caller owns
-    /// with `unknown_callers = "legacy"`.
-    Forward(Option<&'a Caller>),
+    /// Campaign answers: [`Route::Legacy`] for a caller in `legacy` or `canary` mode,
+    /// [`Route::Transparent`] for a login no caller owns with `unknown_callers = "legacy"`.
+    Forward(Route<'a>),
 }
 
 /// The way a request goes once its credential is known.
@@ -93,6 +94,16 @@ pub enum Route<'a> {
     Legacy(&'a Caller),
     /// A credential no caller owns, with `unknown_callers = "legacy"`: forward unchanged.
     Transparent,
+}
+
+impl<'a> Route<'a> {
+    /// The caller it goes as, if any.
+    pub fn caller(self) -> Option<&'a Caller> {
+        match self {
+            Route::Ims(caller) | Route::Legacy(caller) => Some(caller),
+            Route::Transparent => None,
+        }
+    }
 }
 
 /// Why a credential is refused.
@@ -135,6 +146,8 @@ pub struct Callers {
     sessions: Option<Sessions>,
     /// Draws the share of a `canary` caller's requests that go the `ims` way.
     canary: Mutex<fastrand::Rng>,
+    /// The time issued sessions are checked against.
+    clock: Clock,
 }
 
 impl Callers {
@@ -146,6 +159,7 @@ impl Callers {
         sessions: Option<&SessionSettings>,
         canary_seed: Option<u64>,
         limits: PasswordLimits,
+        clock: Clock,
     ) -> Callers {
         let callers: Vec<Caller> = settings
             .iter()
@@ -177,39 +191,32 @@ impl Callers {
             canary: Mutex::new(
                 canary_seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
             ),
+            clock,
         }
     }
 
     /// Decides the way of a request from the credentials it presents.
     pub async fn route(&self, presented: Presented<'_>) -> Result<Route<'_>, AuthError> {
-        let token = presented.credential.token();
-        if Sessions::looks_issued(token)
-            && let Some(sessions) = &self.sessions
-        {
-            Self::check_security_copy(presented)?;
-            let name = sessions
-                .verify(token, presented.credential.security, SystemTime::now())
-                .map_err(AuthError::Session)?;
-            // A caller moved out of `ims` mode ends its imsbridge sessions: the client logs on
-            // again, and its Logon goes the caller's new way.
-            let caller = self
-                .callers
-                .iter()
-                .find(|c| *c.name == *name && c.mode == Mode::Ims)
-                .ok_or(AuthError::SessionOfNoImsCaller(name))?;
-            self.check_origin(caller, presented)?;
-            return Ok(Route::Ims(caller));
-        }
-        let split = token.split_once('/');
-        let owner =
-            split.and_then(|(login, password)| Some((*self.by_login.get(login)?, password)));
+        let owner = match presented.credential {
+            Credential::Session {
+                token,
+                security,
+                in_body,
+            } if self.sessions.is_some() => {
+                return self.route_session(token, security, in_body, presented);
+            }
+            Credential::Password { login, password } => {
+                self.by_login.get(login).map(|&index| (index, password))
+            }
+            Credential::Empty | Credential::Session { .. } | Credential::Other(_) => None,
+        };
         let Some((index, password)) = owner else {
-            return match (self.unknown, token.is_empty()) {
+            return match (self.unknown, presented.credential) {
                 (UnknownCallers::Legacy, _) => Ok(Route::Transparent),
-                (UnknownCallers::Reject, true) => Err(AuthError::Missing),
-                (UnknownCallers::Reject, false) => {
+                (UnknownCallers::Reject, Credential::Empty) => Err(AuthError::Missing),
+                (UnknownCallers::Reject, credential) => {
                     // A `login/password` of no caller costs what a wrong password does.
-                    if let Some((login, password)) = split {
+                    if let Credential::Password { login, password } = credential {
                         self.verifier
                             .verify_unknown(login, password, presented.peer)
                             .await?;
@@ -245,6 +252,31 @@ impl Callers {
         }
     }
 
+    /// [`Callers::route`] for a session imsbridge issued: the `ims` way of the caller it was
+    /// issued to, while that caller is in `ims` mode.
+    fn route_session(
+        &self,
+        token: &str,
+        security: Option<&str>,
+        in_body: bool,
+        presented: Presented<'_>,
+    ) -> Result<Route<'_>, AuthError> {
+        let sessions = self.sessions.as_ref().ok_or(AuthError::Unknown)?;
+        Self::check_security_copy(security, in_body)?;
+        let name = sessions
+            .verify(token, security, self.clock.now())
+            .map_err(AuthError::Session)?;
+        // A caller moved out of `ims` mode ends its imsbridge sessions: the client logs on
+        // again, and its Logon goes the caller's new way.
+        let caller = self
+            .callers
+            .iter()
+            .find(|c| *c.name == *name && c.mode == Mode::Ims)
+            .ok_or(AuthError::SessionOfNoImsCaller(name))?;
+        self.check_origin(caller, presented)?;
+        Ok(Route::Ims(caller))
+    }
+
     /// Decides what to do with `xtk:session#Logon` for `login`: answer it (an `ims` caller
     /// with the right password gets a session of imsbridge's own) or let Campaign answer.
     pub async fn logon(
@@ -255,7 +287,7 @@ impl Callers {
     ) -> Result<LogonWay<'_>, AuthError> {
         let Some(&index) = self.by_login.get(login) else {
             return match (self.unknown, login.is_empty()) {
-                (UnknownCallers::Legacy, _) => Ok(LogonWay::Forward(None)),
+                (UnknownCallers::Legacy, _) => Ok(LogonWay::Forward(Route::Transparent)),
                 (UnknownCallers::Reject, true) => Err(AuthError::Missing),
                 (UnknownCallers::Reject, false) => {
                     self.verifier
@@ -268,7 +300,7 @@ impl Callers {
         let caller = &self.callers[index];
         self.check_origin(caller, presented)?;
         if caller.mode != Mode::Ims {
-            return Ok(LogonWay::Forward(Some(caller)));
+            return Ok(LogonWay::Forward(Route::Legacy(caller)));
         }
         let Some(sessions) = &self.sessions else {
             return Err(AuthError::LogonNotEnabled(caller.name.clone()));
@@ -282,7 +314,7 @@ impl Callers {
         }
         Ok(LogonWay::Answer(
             caller,
-            sessions.issue(&caller.name, SystemTime::now()),
+            sessions.issue(&caller.name, self.clock.now()),
         ))
     }
 
@@ -290,17 +322,20 @@ impl Callers {
     /// and even expired (Logoff ends it anyway); an issued-looking token that fails the check is
     /// an error. False when it is not ours: Campaign's business.
     pub fn logoff(&self, presented: Presented<'_>) -> Result<bool, AuthError> {
-        let token = presented.credential.token();
-        let Some(sessions) = self
-            .sessions
-            .as_ref()
-            .filter(|_| Sessions::looks_issued(token))
+        let Credential::Session {
+            token,
+            security,
+            in_body,
+        } = presented.credential
         else {
             return Ok(false);
         };
-        Self::check_security_copy(presented)?;
-        let now = SystemTime::now();
-        match sessions.verify(token, presented.credential.security, now) {
+        let Some(sessions) = &self.sessions else {
+            return Ok(false);
+        };
+        Self::check_security_copy(security, in_body)?;
+        let now = self.clock.now();
+        match sessions.verify(token, security, now) {
             Ok(_) => {
                 sessions.revoke(token, now);
                 Ok(true)
@@ -312,48 +347,48 @@ impl Callers {
 
     /// A session token that came in a cookie or a header, not in the first parameter, must
     /// come with its security token (as Campaign asks, against cross-site requests).
-    fn check_security_copy(presented: Presented<'_>) -> Result<(), AuthError> {
-        let credential = presented.credential;
-        if credential.first.is_empty() && credential.security.is_none() {
+    fn check_security_copy(security: Option<&str>, in_body: bool) -> Result<(), AuthError> {
+        if !in_body && security.is_none() {
             return Err(AuthError::Session(SessionError::SecurityMissing));
         }
         Ok(())
     }
 
-    /// Whether `token` is meant for a caller that must not reach Campaign with it: the
+    /// Whether `credential` is meant for a caller that must not reach Campaign with it: the
     /// `login/password` of an `ims` or `canary` caller (right password or not), or a session
     /// imsbridge issued. Nothing is checked: a cheap test, for requests that are not routed.
-    pub fn claims(&self, token: &str) -> bool {
-        if Sessions::looks_issued(token) {
+    pub fn claims(&self, credential: Credential<'_>) -> bool {
+        if matches!(credential, Credential::Session { .. }) {
             return true;
         }
-        self.owner(token)
+        self.owner(credential)
             .is_some_and(|caller| matches!(caller.mode, Mode::Ims | Mode::Canary { .. }))
     }
 
-    /// Whether `token` is the login and right password of the `shadow` caller `name`: checked
-    /// before its call is copied the `ims` way (its own call went the legacy way unchecked).
-    pub async fn verify_copy(&self, name: &str, token: &str, peer: IpAddr) -> bool {
-        let Some((login, password)) = token.split_once('/') else {
+    /// Whether `password` is the right one of the `shadow` caller `name`: checked before its
+    /// call is copied the `ims` way (its own call went the legacy way unchecked).
+    pub async fn verify_copy(&self, name: &str, password: &str, peer: IpAddr) -> bool {
+        let Some(caller) = self.callers.iter().find(|c| *c.name == *name) else {
             return false;
         };
-        let Some(&index) = self.by_login.get(login) else {
-            return false;
-        };
-        let caller = &self.callers[index];
-        if *caller.name != *name || caller.mode != Mode::Shadow {
+        if caller.mode != Mode::Shadow {
             return false;
         }
         self.verifier
-            .verify(index, caller, password, peer)
+            .verify(caller.index, caller, password, peer)
             .await
             .unwrap_or(false)
     }
 
-    /// The caller whose login a `login/password` token names, right password or not.
-    pub fn owner(&self, token: &str) -> Option<&Caller> {
-        let (login, _) = token.split_once('/')?;
+    /// The caller whose login a `login/password` names, right password or not.
+    pub fn owner(&self, credential: Credential<'_>) -> Option<&Caller> {
+        let login = credential.login()?;
         self.by_login.get(login).map(|&index| &self.callers[index])
+    }
+
+    /// The time issued sessions are checked against.
+    pub fn now(&self) -> std::time::SystemTime {
+        self.clock.now()
     }
 
     /// How long issued sessions last, when Logon is emulated.

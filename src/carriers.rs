@@ -25,6 +25,7 @@ pub use cookie::{session_cookie, session_cookies, strip_session_cookie};
 pub use strip::{body_edits, strip_headers, strip_request};
 
 use crate::secret::Secret;
+use crate::sessions::Sessions;
 use crate::soap::{CarrierKind, Envelope};
 
 /// The cookie Campaign's clients send the session token in.
@@ -35,39 +36,86 @@ pub static SECURITY_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-securi
 /// (`ACC-SDK-Auth: UserPassword mc`): on the `ims` way it goes with the credential.
 pub static SDK_AUTH_HEADER: HeaderName = HeaderName::from_static("acc-sdk-auth");
 
-/// The credential a request presents, as the caller check reads it.
-#[derive(Clone, Copy, Default)]
-pub struct Credential<'a> {
-    /// The first parameter of the method: `login/password`, or a session token.
-    pub first: &'a str,
-    /// The session token of the `__sessiontoken` cookie, `X-Session-Token` or the SOAP
-    /// Header's `<Cookie>`.
-    pub session: Option<&'a str>,
-    /// The security token (`X-Security-Token`, header or SOAP Header element), which must
-    /// belong to an issued session.
-    pub security: Option<&'a str>,
+/// The credential a request presents: read from its copies and parsed here, once. The caller
+/// check, the inventory and the shadow copy take it as it is, and none of them parses a token
+/// again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// No credential in any copy.
+    Empty,
+    /// Campaign's `login/password` form of the session token, split at the first `/` as
+    /// Campaign splits it (a login holds no `/`).
+    Password { login: &'a str, password: &'a str },
+    /// A session token imsbridge issued at a Logon, shaped like one (its signature is checked
+    /// by `sessions`), with the security token that came beside it. `in_body`: it came in the
+    /// first parameter; from a cookie, a header or a SOAP Header copy it needs its security
+    /// token, as Campaign asks.
+    Session {
+        token: &'a str,
+        security: Option<&'a str>,
+        in_body: bool,
+    },
+    /// Any other token (one of Campaign's own sessions): no caller of imsbridge's owns it.
+    Other(&'a str),
 }
 
-impl Credential<'_> {
-    /// The session token Campaign authenticates on: the first parameter, or the session copy
-    /// of a cookie or header when the first parameter is empty.
-    pub fn token(&self) -> &str {
-        match self.first {
-            "" => self.session.unwrap_or_default(),
-            first => first,
+impl<'a> Credential<'a> {
+    /// The credential of a request whose first parameter is `first` (empty when there is none)
+    /// and whose other copies, found to agree, hold `session` and `security`: Campaign
+    /// authenticates on the first parameter, or on the session copies when it is empty.
+    pub fn from_copies(
+        first: &'a str,
+        session: Option<&'a str>,
+        security: Option<&'a str>,
+    ) -> Credential<'a> {
+        let (token, in_body) = match first {
+            "" => (session.unwrap_or_default(), false),
+            first => (first, true),
+        };
+        if token.is_empty() {
+            Credential::Empty
+        } else if Sessions::looks_issued(token) {
+            Credential::Session {
+                token,
+                security,
+                in_body,
+            }
+        } else if let Some((login, password)) = token.split_once('/') {
+            Credential::Password { login, password }
+        } else {
+            Credential::Other(token)
+        }
+    }
+
+    /// The login of a `login/password`, when it names one.
+    pub fn login(&self) -> Option<&'a str> {
+        match *self {
+            Credential::Password { login, .. } if !login.is_empty() => Some(login),
+            _ => None,
         }
     }
 }
 
-/// Says which copies are there, never what they hold.
+/// Says what kind of credential it is and its login, never a password or a token.
 impl fmt::Debug for Credential<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown = |present: bool| if present { "****" } else { "-" };
-        f.debug_struct("Credential")
-            .field("first", &shown(!self.first.is_empty()))
-            .field("session", &shown(self.session.is_some()))
-            .field("security", &shown(self.security.is_some()))
-            .finish()
+        match self {
+            Credential::Empty => f.write_str("Empty"),
+            Credential::Password { login, .. } => f
+                .debug_struct("Password")
+                .field("login", login)
+                .field("password", &"****")
+                .finish(),
+            Credential::Session {
+                security, in_body, ..
+            } => f
+                .debug_struct("Session")
+                .field("token", &"****")
+                .field("security", &security.map(|_| "****"))
+                .field("in_body", in_body)
+                .finish(),
+            Credential::Other(_) => f.write_str("Other(****)"),
+        }
     }
 }
 
@@ -91,11 +139,11 @@ pub struct Carried<'a> {
 
 impl Carried<'_> {
     pub fn credential(&self) -> Credential<'_> {
-        Credential {
-            first: self.first,
-            session: self.session.as_ref().map(Secret::expose),
-            security: self.security.as_ref().map(Secret::expose),
-        }
+        Credential::from_copies(
+            self.first,
+            self.session.as_ref().map(Secret::expose),
+            self.security.as_ref().map(Secret::expose),
+        )
     }
 }
 
@@ -223,7 +271,13 @@ mod tests {
             Some(&envelope),
         )
         .unwrap();
-        assert_eq!(carried.credential().token(), "mc/pass");
+        assert_eq!(
+            carried.credential(),
+            Credential::Password {
+                login: "mc",
+                password: "pass"
+            }
+        );
     }
 
     #[test]
@@ -238,9 +292,12 @@ mod tests {
             Some(&envelope),
         )
         .unwrap();
-        let credential = carried.credential();
-        assert_eq!(credential.token(), "ibs1.abc");
-        assert_eq!(credential.security, Some("sec"));
+        let session = Credential::Session {
+            token: "ibs1.abc",
+            security: Some("sec"),
+            in_body: false,
+        };
+        assert_eq!(carried.credential(), session);
         // Empty copies say nothing.
         let carried = read(
             &headers(&[("x-session-token", "  ")]),
@@ -248,7 +305,7 @@ mod tests {
             Some(&envelope),
         )
         .unwrap();
-        assert_eq!(carried.credential().token(), "ibs1.abc");
+        assert_eq!(carried.credential(), session);
     }
 
     #[test]
@@ -321,24 +378,51 @@ mod tests {
     fn nothing_anywhere_is_an_empty_token() {
         let envelope = envelope("", "");
         let carried = read(&HeaderMap::new(), None, Some(&envelope)).unwrap();
-        assert_eq!(carried.credential().token(), "");
-        assert_eq!(carried.credential().security, None);
+        assert_eq!(carried.credential(), Credential::Empty);
         let carried = read(&HeaderMap::new(), None, None).unwrap();
-        assert_eq!(carried.credential().token(), "");
+        assert_eq!(carried.credential(), Credential::Empty);
     }
 
     #[test]
-    fn debug_shows_which_copies_not_what_they_hold() {
-        let credential = Credential {
-            first: "mc/hunter2",
-            session: None,
-            security: Some("sec-hunter2"),
-        };
-        let debug = format!("{credential:?}");
-        assert!(!debug.contains("hunter2"), "{debug}");
+    fn a_token_is_parsed_once_into_its_kind() {
+        let of = |first, session, security| Credential::from_copies(first, session, security);
         assert_eq!(
-            debug,
-            r#"Credential { first: "****", session: "-", security: "****" }"#
+            of("mc/pa/ss", None, Some("sec")),
+            Credential::Password {
+                login: "mc",
+                password: "pa/ss"
+            },
+            "split at the first slash, a security token beside it names nobody"
         );
+        assert_eq!(of("mc/pw", None, None).login(), Some("mc"));
+        assert_eq!(of("/pw", None, None).login(), None);
+        assert_eq!(
+            of("ibs1.abc", None, None),
+            Credential::Session {
+                token: "ibs1.abc",
+                security: None,
+                in_body: true
+            }
+        );
+        assert_eq!(
+            of("", Some("___D5E1C3A2"), None),
+            Credential::Other("___D5E1C3A2")
+        );
+        assert_eq!(of("", None, Some("sec")), Credential::Empty);
+        assert_eq!(of("ibs1.abc", None, None).login(), None);
+    }
+
+    #[test]
+    fn debug_shows_the_kind_and_login_not_what_they_hold() {
+        let shown = |credential: Credential<'_>| format!("{credential:?}");
+        let password = shown(Credential::from_copies("mc/hunter2", None, None));
+        assert_eq!(password, r#"Password { login: "mc", password: "****" }"#);
+        let session = shown(Credential::from_copies(
+            "",
+            Some("ibs1.hunter2"),
+            Some("sec-hunter2"),
+        ));
+        assert!(!session.contains("hunter2"), "{session}");
+        assert!(!shown(Credential::Other("hunter2")).contains("hunter2"));
     }
 }

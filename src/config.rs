@@ -147,6 +147,9 @@ pub struct Config {
     /// Seed of the draws that send a `canary` caller's share of requests the `ims` way;
     /// `None` (what the file gives): a random one. Set by tests, for splits they can predict.
     pub canary_seed: Option<u64>,
+    /// The time of day issued sessions are checked against; the system's (what the file
+    /// gives), or one a test moves forward.
+    pub clock: crate::clock::Clock,
 }
 
 impl Config {

@@ -49,6 +49,7 @@ pub mod body;
 pub mod callers;
 pub mod carriers;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod connect;
 pub mod dates;

@@ -72,12 +72,47 @@ struct AttemptLabels {
 struct ShadowLabels {
     caller: String,
     action: String,
-    /// `match`, `mismatch`, or why there was no comparison (see [`Metrics::shadow`]).
+    /// `match`, `mismatch`, or why there was no comparison ([`ShadowOutcome`]).
     result: &'static str,
 }
 
-/// What the shadow copies of a caller's action gave, by result.
-pub type ShadowCounts = std::collections::BTreeMap<&'static str, u64>;
+/// What the shadow copy of a call gave: a comparison, or why there was none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ShadowOutcome {
+    /// The `ims` way answered as the legacy way did (as XML, white space between elements
+    /// aside, and with the same status).
+    Match,
+    /// It answered otherwise.
+    Mismatch,
+    /// `admin.shadow_max_in_flight` copies were on their way.
+    Busy,
+    /// The body or an answer was over `retry_buffer_bytes`.
+    TooLarge,
+    /// The call presented another password than the caller's.
+    Unverified,
+    /// No token, or Campaign unreachable, on the `ims` way.
+    Failed,
+    /// The call or the legacy answer was cut off.
+    Incomplete,
+}
+
+impl ShadowOutcome {
+    /// Its `result` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShadowOutcome::Match => "match",
+            ShadowOutcome::Mismatch => "mismatch",
+            ShadowOutcome::Busy => "busy",
+            ShadowOutcome::TooLarge => "too_large",
+            ShadowOutcome::Unverified => "unverified",
+            ShadowOutcome::Failed => "failed",
+            ShadowOutcome::Incomplete => "incomplete",
+        }
+    }
+}
+
+/// What the shadow copies of a caller's action gave, by outcome.
+pub type ShadowCounts = std::collections::BTreeMap<ShadowOutcome, u64>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
@@ -454,16 +489,13 @@ impl Metrics {
             .clone()
     }
 
-    /// Counts what the shadow copy of a call of `caller`'s `action` gave: `match`, `mismatch`;
-    /// or no comparison: `busy` (`admin.shadow_max_in_flight` copies on their way), `too_large`
-    /// (a body or answer over `retry_buffer_bytes`), `unverified` (not the caller's password),
-    /// `failed` (no token, or Campaign unreachable), `incomplete` (an answer cut off).
-    pub fn shadow(&self, caller: &str, action: &str, result: &'static str) {
+    /// Counts what the shadow copy of a call of `caller`'s `action` gave.
+    pub fn shadow(&self, caller: &str, action: &str, result: ShadowOutcome) {
         self.shadow
             .get_or_create(&ShadowLabels {
                 caller: caller.to_owned(),
                 action: action.to_owned(),
-                result,
+                result: result.as_str(),
             })
             .inc();
         let mut table = self.shadow_table.lock().unwrap_or_else(|e| e.into_inner());

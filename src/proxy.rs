@@ -13,117 +13,49 @@
 //!    its answer judged (`proxy/refusal.rs`), and [`Proxy::replay`] once when Campaign refused
 //!    the token.
 //!
+//! The side roads have rooms of their own: a `shadow` caller's copied calls
+//! (`proxy/shadow.rs`), Campaign's other pages and what passes through unread
+//! (`proxy/pages.rs`), the client behind trusted proxies (`proxy/forwarded.rs`).
+//!
 //! Whatever stops a request is a [`ProxyError`], turned into an answer in one place
 //! (`proxy/error.rs`); what the request did is written once its answer is done with
 //! (`proxy/record.rs`).
 
+mod build;
 mod error;
+mod forwarded;
+mod pages;
 mod prefix;
 mod record;
 mod refusal;
+mod shadow;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Version, request};
 use hyper::body::Incoming;
 
+pub(crate) use build::Profile;
 pub use error::ProxyError;
 
-use crate::body::{BodyError, Lingering, Replay, ResponseBody, Tee, UpstreamBody};
+use crate::body::{BodyError, CampaignBody, Lingering, Replay, ResponseBody, UpstreamBody};
 use crate::callers::{AuthError, Caller, Callers, LogonWay, Presented, Route};
-use crate::carriers;
-use crate::config::{Config, FaultStatus, UnknownCallers, WSDL_PATH, WsdlSettings};
-use crate::connect::{Egress, TlsSetupError, https_connector, system_roots};
+use crate::carriers::{self, Credential};
+use crate::config::{FaultStatus, UnknownCallers, WsdlSettings};
 use crate::headers::strip_hop_by_hop;
-use crate::ims::{ImsClient, Readiness, Source, Token, TokenCache, TokenStatus};
+use crate::ims::Token;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::server::Peer;
 use crate::soap::{Charset, Edit, SOAP_ROUTER_PATH, logoff_response, logon_response};
 use crate::telemetry::TARGET as TRACES;
-use crate::upstream::{
-    Forwarding, NodeHealth, Upstream, UpstreamError, X_FORWARDED_FOR, forward_headers, origin_form,
-};
+use crate::upstream::{Forwarding, Upstream, UpstreamError, forward_headers, origin_form};
 use prefix::{Prefix, PrefixBudget, PrefixError};
-use record::{Completion, ModeLabel, Record};
+use record::{Completion, Record};
 use tracing::Instrument;
-
-/// A technical account at run time.
-struct Profile {
-    name: Arc<str>,
-    tokens: TokenCache,
-    /// An `ims` or `canary` caller uses it: `/readyz` waits for its first token.
-    needed: bool,
-    /// Its Campaign: an index into [`Proxy::upstreams`].
-    upstream: usize,
-}
-
-impl Profile {
-    /// A valid token, waiting up to `wait` when there is none (a cold start, a refetch).
-    async fn token(&self, wait: Duration) -> Result<Arc<Token>, ProxyError> {
-        self.tokens
-            .get(wait)
-            .await
-            .map_err(|reason| ProxyError::TokenUnavailable {
-                profile: self.name.to_string(),
-                reason,
-            })
-    }
-}
-
-/// A WSDL answer is read whole (up to this) to point its addresses at the proxy.
-const MAX_WSDL_BYTES: usize = 32 * 1024 * 1024;
-
-/// `response`, a WSDL, with its `soap:address` locations at `public` (`soap::point_at`).
-async fn relocated(
-    response: Response<ResponseBody>,
-    public: &str,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    let (mut parts, body) = response.into_parts();
-    let wsdl = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_WSDL_BYTES))
-        .await
-        .map_err(|e| UpstreamError::Unreachable(format!("reading the WSDL: {e}")))?
-        .to_bytes();
-    let wsdl = match crate::soap::point_at(&wsdl, public) {
-        Some(relocated) => Bytes::from(relocated),
-        None => wsdl,
-    };
-    parts
-        .headers
-        .insert(http::header::CONTENT_LENGTH, wsdl.len().into());
-    Ok(Response::from_parts(parts, ResponseBody::full(wsdl)))
-}
-
-/// A profile as `/readyz` sees it.
-pub struct ProfileHealth<'a> {
-    pub name: &'a str,
-    /// An `ims` or `canary` caller uses it.
-    pub needed: bool,
-    /// It held a token since the process started.
-    pub held_once: bool,
-    pub readiness: Readiness,
-}
-
-/// A profile, as the admin page shows it.
-pub struct ProfileView<'a> {
-    pub name: &'a str,
-    /// The name of its Campaign instance.
-    pub upstream: &'a str,
-    /// An `ims` or `canary` caller uses it.
-    pub needed: bool,
-    pub status: TokenStatus,
-}
-
-/// A configured caller, as the admin page shows it.
-pub struct CallerView<'a> {
-    pub name: &'a str,
-    pub login: &'a str,
-    pub mode: crate::config::Mode,
-    pub profile: &'a str,
-}
 
 /// The proxy: what every request needs, built once from the config.
 pub struct Proxy {
@@ -179,26 +111,20 @@ enum Way<'a> {
     /// imsbridge issued.
     /// Boxed: the other ways carry a reference only.
     Local(Box<Response<ResponseBody>>, Option<&'a Caller>),
-    /// To Campaign unchanged, which checks the credential itself: a `legacy` caller (or the
-    /// legacy share of a `canary` one), or a credential no caller owns (`None`) with
-    /// `unknown_callers = "legacy"`.
-    Forward(Option<&'a Caller>),
-    /// To Campaign as the caller's technical account: the credential out, its Bearer token in.
-    Ims(&'a Caller),
-}
-
-impl<'a> From<Route<'a>> for Way<'a> {
-    fn from(route: Route<'a>) -> Way<'a> {
-        match route {
-            Route::Ims(caller) => Way::Ims(caller),
-            Route::Legacy(caller) => Way::Forward(Some(caller)),
-            Route::Transparent => Way::Forward(None),
-        }
-    }
+    /// To Campaign as the callers' check decided: unchanged (a `legacy` caller, the legacy
+    /// share of a `canary` one, a credential no caller owns with `unknown_callers =
+    /// "legacy"`), or the `ims` way.
+    Routed(Route<'a>),
+    /// A `shadow` caller's call of one of its `shadow_actions`: to Campaign unchanged, and a
+    /// copy the `ims` way once `password` is checked (`proxy/shadow.rs`).
+    Shadowed {
+        caller: &'a Caller,
+        password: Secret,
+    },
 }
 
 /// What a request from `peer` with `credential` presents to the caller check.
-fn presented<'a>(credential: carriers::Credential<'a>, peer: &'a Peer) -> Presented<'a> {
+fn presented<'a>(credential: Credential<'a>, peer: &'a Peer) -> Presented<'a> {
     Presented {
         credential,
         peer: peer.addr.ip(),
@@ -207,97 +133,6 @@ fn presented<'a>(credential: carriers::Credential<'a>, peer: &'a Peer) -> Presen
 }
 
 impl Proxy {
-    /// Builds the proxy and starts one token refresher per profile.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Proxy, TlsSetupError> {
-        let system_roots = system_roots();
-        let egress = Egress::new(
-            config.egress.proxy.as_ref().map(|p| p.expose()),
-            &config.egress.no_proxy,
-        );
-        let attempts = |upstream: &str, node: &str| metrics.attempts(upstream, node);
-        let upstreams = config
-            .all_upstreams()
-            .map(|settings| {
-                let first_byte = metrics.first_byte(&settings.name);
-                Upstream::new(settings, &system_roots, &egress, &attempts, first_byte)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        // IMS is trusted on the system's roots and `ims.ca_file`'s.
-        let ims_roots = [system_roots.as_slice(), &config.ims.extra_roots].concat();
-        if config.ims.token_url.scheme() == Some(&http::uri::Scheme::HTTPS) && ims_roots.is_empty()
-        {
-            return Err(TlsSetupError::NoRoots("ims.token_url".to_owned()));
-        }
-        let ims = ImsClient::new(
-            https_connector(&ims_roots, Some(config.ims.timeout), &egress)?,
-            config.ims.timeout,
-        );
-        let profiles = config
-            .profiles
-            .iter()
-            .enumerate()
-            .map(|(index, profile)| {
-                let name: Arc<str> = profile.name.as_str().into();
-                let source = Source::for_profile(profile, &config.ims, ims.clone());
-                let counters = metrics.fetches(&name);
-                let needed = config
-                    .callers
-                    .iter()
-                    .any(|c| c.profile == index && c.mode != crate::config::Mode::Legacy);
-                Profile {
-                    tokens: TokenCache::spawn(name.clone(), source, counters),
-                    name,
-                    needed,
-                    upstream: profile.upstream_index(),
-                }
-            })
-            .collect();
-        metrics.set_callers(
-            config
-                .callers
-                .iter()
-                .map(|c| (c.name.as_str(), c.mode.as_str())),
-        );
-        let callers = Callers::new(
-            &config.callers,
-            config.unknown_callers,
-            config.sessions.as_ref(),
-            config.canary_seed,
-            config.server.password_limits,
-        );
-        metrics.inventory.configure(
-            callers.iter().map(|c| (&*c.login, &c.name)),
-            config.admin.inventory_max_logins,
-        );
-        Ok(Proxy {
-            callers,
-            profiles,
-            upstreams,
-            unknown_callers: config.unknown_callers,
-            max_body_bytes: config.server.max_body_bytes,
-            fault_status: config.server.fault_status,
-            linger: config.server.linger,
-            paths: config.server.paths.clone(),
-            public_url: config.server.public_url.clone(),
-            trusted_proxies: config.server.trusted_proxies.clone(),
-            wsdl: config.wsdl.clone(),
-            prefix_limits: prefix::Limits {
-                max_prefix: config.server.max_prefix_bytes,
-                max_body: config.server.max_body_bytes,
-                idle: config.server.limits.idle_timeout,
-                deadline: config.server.prefix_timeout,
-            },
-            prefix_budget: PrefixBudget::new(config.server.max_prefix_memory),
-            idle_timeout: config.server.limits.idle_timeout,
-            token_wait: config.ims.timeout,
-            shadow_permits: Arc::new(tokio::sync::Semaphore::new(
-                config.admin.shadow_max_in_flight,
-            )),
-            traces: config.otlp_endpoint.is_some(),
-            metrics,
-        })
-    }
-
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
@@ -310,36 +145,19 @@ impl Proxy {
         }
     }
 
-    /// Each profile with the state of its token, for the metrics.
-    pub fn readiness(&self) -> impl Iterator<Item = (&str, Readiness)> {
-        self.profiles
-            .iter()
-            .map(|p| (&*p.name, p.tokens.readiness()))
+    /// The technical accounts, in the config's order.
+    pub(crate) fn profiles(&self) -> &[Profile] {
+        &self.profiles
     }
 
-    /// Each profile as the admin page shows it.
-    pub fn profile_views(&self) -> impl Iterator<Item = ProfileView<'_>> {
-        self.profiles.iter().map(|p| ProfileView {
-            name: &p.name,
-            upstream: self.upstreams[p.upstream].name(),
-            needed: p.needed,
-            status: p.tokens.status(),
-        })
+    /// The configured callers.
+    pub(crate) fn callers(&self) -> &Callers {
+        &self.callers
     }
 
-    /// Each configured caller as the admin page shows it.
-    pub fn caller_views(&self) -> impl Iterator<Item = CallerView<'_>> {
-        self.callers.iter().map(|c| CallerView {
-            name: &c.name,
-            login: &c.login,
-            mode: c.mode,
-            profile: &self.profiles[c.profile].name,
-        })
-    }
-
-    /// Each node of each Campaign instance, and its state now.
-    pub fn nodes(&self) -> impl Iterator<Item = NodeHealth<'_>> {
-        self.upstreams.iter().flat_map(Upstream::health)
+    /// The Campaign instances: `[upstream]` first, then `[upstreams.NAME]` in name order.
+    pub(crate) fn upstreams(&self) -> &[Upstream] {
+        &self.upstreams
     }
 
     /// The Campaign of a request: that of the caller's profile; `[upstream]` for a credential
@@ -349,58 +167,14 @@ impl Proxy {
         &self.upstreams[index]
     }
 
-    /// Each profile's part in `/readyz`: whether an `ims` or `canary` caller uses it, whether it
-    /// held a token since start, and its token now.
-    pub fn health(&self) -> impl Iterator<Item = ProfileHealth<'_>> {
-        self.profiles.iter().map(|p| ProfileHealth {
-            name: &p.name,
-            needed: p.needed,
-            held_once: p.tokens.held_once(),
-            readiness: p.tokens.readiness(),
-        })
-    }
-
-    /// The client of a request that came through trusted proxies: the right-most address of
-    /// its `X-Forwarded-For` that is not one of them (whose chain is then dropped: Campaign gets
-    /// that address alone). `None`: the peer is the client.
-    fn forwarded_client(&self, peer: &Peer, headers: &mut http::HeaderMap) -> Option<Peer> {
-        let trusted = |ip: &std::net::IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
-        if self.trusted_proxies.is_empty() || !trusted(&peer.addr.ip()) {
-            return None;
-        }
-        let chain: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
-            .collect();
-        let mut client = None;
-        for entry in chain.iter().rev() {
-            // An entry that is no address ends the chain that can be believed.
-            let Ok(ip) = entry.parse::<std::net::IpAddr>() else {
-                break;
-            };
-            client = Some(ip);
-            if !trusted(&ip) {
-                break;
-            }
-        }
-        let client = client?;
-        headers.remove(&X_FORWARDED_FOR);
-        Some(Peer::new(
-            std::net::SocketAddr::new(client, 0),
-            peer.cert.clone(),
-        ))
-    }
-
     /// Answers one request; its log line and counts follow when the answer is done with.
     pub async fn handle(
         self: &Arc<Self>,
         mut peer: Arc<Peer>,
         mut request: Request<Incoming>,
     ) -> Response<ResponseBody> {
-        if let Some(client) = self.forwarded_client(&peer, request.headers_mut()) {
+        if let Some(client) = forwarded::client(&self.trusted_proxies, &peer, request.headers_mut())
+        {
             peer = Arc::new(client);
         }
         // The caller's request id, or a new one; Campaign and the caller see it too.
@@ -487,7 +261,7 @@ impl Proxy {
         &self,
         upstream: &'a Upstream,
         mut request: Request<UpstreamBody>,
-    ) -> impl Future<Output = Result<Response<crate::body::CampaignBody>, UpstreamError>> + 'a {
+    ) -> impl Future<Output = Result<Response<CampaignBody>, UpstreamError>> + 'a {
         let span = self
             .traced(|| tracing::info_span!(target: TRACES, "upstream", upstream = upstream.name()));
         if self.traces {
@@ -508,10 +282,9 @@ impl Proxy {
             Admitted::Soap { declared } => declared,
             // Boxed: not the `ims` way of the SOAP router (see `PassThrough`).
             Admitted::Page => return Box::pin(self.forward_page(request, peer, record)).await,
+            // Boxed, as every way but the `ims` one: their futures stay out of the state that
+            // the `ims` way, the busiest, moves on every request.
             Admitted::PassThrough => {
-                record.mode = ModeLabel::Transparent;
-                // Boxed, as every way but the `ims` one: their futures stay out of the state
-                // that the `ims` way, the busiest, moves on every request.
                 return Box::pin(self.pass_through(request, peer, record)).await;
             }
         };
@@ -541,18 +314,21 @@ impl Proxy {
         record.took(&way);
         match way {
             Way::Local(response, _) => Ok(*response),
-            // Boxed: not the `ims` way (see `PassThrough`).
-            Way::Forward(Some(caller)) if shadowed(caller, record, &prefix) => {
-                Box::pin(self.forward_shadowed(caller, parts, prefix, declared, peer, record)).await
+            Way::Routed(Route::Ims(caller)) => {
+                self.forward_ims(caller, parts, prefix, declared, peer, record)
+                    .await
             }
-            Way::Forward(caller) => {
-                let upstream = self.upstream_of(caller);
+            // Boxed: not the `ims` way (see `PassThrough`).
+            Way::Routed(route @ (Route::Legacy(_) | Route::Transparent)) => {
+                let upstream = self.upstream_of(route.caller());
                 Box::pin(self.forward_unchanged(upstream, parts, prefix, declared, peer, record))
                     .await
             }
-            Way::Ims(caller) => {
-                self.forward_ims(caller, parts, prefix, declared, peer, record)
-                    .await
+            Way::Shadowed { caller, password } => {
+                Box::pin(
+                    self.forward_shadowed(caller, password, parts, prefix, declared, peer, record),
+                )
+                .await
             }
         }
     }
@@ -617,37 +393,57 @@ impl Proxy {
     ) -> Result<Way<'_>, AuthError> {
         let envelope = &prefix.envelope;
         let carried = carriers::read(&parts.headers, parts.uri.query(), Some(envelope))?;
-        let presented = presented(carried.credential(), peer);
+        let credential = carried.credential();
         if envelope.is_logon() {
             let (login, password) = carriers::logon(envelope);
             if !login.is_empty() {
                 record.login = Some(Arc::from(login));
             }
+            let presented = presented(credential, peer);
             // Boxed: a Logon is rare, and its future carries a password check.
             return Ok(
                 match Box::pin(self.callers.logon(login, password, presented)).await? {
                     LogonWay::Answer(caller, issued) => {
                         let ttl = self.callers.session_ttl().unwrap_or_default();
-                        let body = logon_response(&caller.login, &issued, ttl, SystemTime::now());
+                        let now = self.callers.now();
+                        let body = logon_response(&caller.login, &issued, ttl, now);
                         Way::Local(Box::new(soap_answer(body)), Some(caller))
                     }
-                    LogonWay::Forward(caller) => Way::Forward(caller),
+                    LogonWay::Forward(route) => Way::Routed(route),
                 },
             );
         }
-        if envelope.is_logoff() && self.callers.logoff(presented)? {
+        if envelope.is_logoff() && self.callers.logoff(presented(credential, peer))? {
             return Ok(Way::Local(Box::new(soap_answer(logoff_response())), None));
         }
-        let route = self.callers.route(presented).await;
-        if !matches!(route, Ok(Route::Ims(_) | Route::Legacy(_))) {
-            // No caller to name its login: the inventory takes it from the credential.
-            record.presented(presented.credential.token());
+        let route = self.route(credential, peer, record).await?;
+        if let (Route::Legacy(caller), Credential::Password { password, .. }) = (route, credential)
+            && shadow::shadowed(caller, record, prefix)
+        {
+            let password = Secret::from(password);
+            return Ok(Way::Shadowed { caller, password });
         }
-        Ok(route?.into())
+        Ok(Way::Routed(route))
     }
 
-    /// Phase 4 of [`Way::Forward`]: sends the request to Campaign as it came (the
-    /// pre-migration path), and streams the answer back.
+    /// The callers' check of `credential` from `peer`, shared by the SOAP router and the
+    /// pages: its route, and when it names no caller, the login it presents, for the
+    /// inventory.
+    async fn route(
+        &self,
+        credential: Credential<'_>,
+        peer: &Peer,
+        record: &mut Record,
+    ) -> Result<Route<'_>, AuthError> {
+        let route = self.callers.route(presented(credential, peer)).await;
+        if !matches!(route, Ok(Route::Ims(_) | Route::Legacy(_))) {
+            record.presented(credential);
+        }
+        route
+    }
+
+    /// Phase 4 of a [`Way::Routed`] request that goes unchanged: to Campaign as it came (the
+    /// pre-migration path), and its answer streamed back.
     async fn forward_unchanged(
         &self,
         upstream: &Upstream,
@@ -662,159 +458,14 @@ impl Proxy {
         self.send(upstream, parts, body, record).await
     }
 
-    /// Phase 4 of [`Way::Forward`] for a call a `shadow` caller has copied (one of its
-    /// `shadow_actions`): the call goes to Campaign as it came, and the caller gets that answer;
-    /// once both the call and the answer went through whole (within `retry_buffer_bytes`), a copy
-    /// goes the `ims` way, its answer is compared with the legacy one, and the result is
-    /// counted ([`Proxy::shadow_copy`]). At most `admin.shadow_max_in_flight` copies at once:
-    /// past it, a call is forwarded without one.
-    async fn forward_shadowed(
-        self: &Arc<Self>,
-        caller: &Caller,
-        parts: request::Parts,
-        prefix: Prefix<Lingering>,
-        declared: Option<u64>,
-        peer: &Peer,
-        record: &mut Record,
-    ) -> Result<Response<ResponseBody>, ProxyError> {
-        let action = record
-            .action
-            .as_ref()
-            .map_or("-", |a| a.as_str())
-            .to_owned();
-        let upstream_index = self.profiles[caller.profile].upstream;
-        let upstream = &self.upstreams[upstream_index];
-        let limit = upstream.retry_buffer_bytes();
-        let permit = match self.shadow_permits.clone().try_acquire_owned() {
-            Ok(permit) if declared.is_none_or(|length| length <= limit) => permit,
-            other => {
-                let why = if other.is_ok() { "too_large" } else { "busy" };
-                self.metrics.shadow(&caller.name, &action, why);
-                return self
-                    .forward_unchanged(upstream, parts, prefix, declared, peer, record)
-                    .await;
-            }
-        };
-        // The copy: every copy of the credential out of its head and body (the technical
-        // account's Bearer goes in once the password is checked).
-        let carried = carriers::read(&parts.headers, parts.uri.query(), Some(&prefix.envelope))
-            .map_err(AuthError::from)?;
-        let credential = Secret::new(carried.credential().token());
-        let edits = carriers::body_edits(&prefix.envelope);
-        let copy_length = declared.map(|length| prefix::length_after(length, &edits));
-        let copy = ShadowCopy {
-            caller: caller.name.clone(),
-            action,
-            credential,
-            peer: peer.addr.ip(),
-            profile: caller.profile,
-            head: {
-                let mut head = parts.clone();
-                carriers::strip_request(&mut head);
-                self.prepare(head, None, peer, copy_length)
-            },
-            length: copy_length,
-            prefix: prefix.chunks(&edits),
-            prefix_received: prefix.received,
-        };
-        let kept = Replay::new(limit);
-        let body = self
-            .upstream_body(prefix, &[], declared, record)?
-            .recording(kept.clone());
-        let parts = self.prepare(parts, None, peer, declared);
-        let response = self
-            .to_campaign(upstream, Request::from_parts(parts, body))
-            .await?;
-        record.upstream_status = Some(response.status());
-        let status = response.status();
-        let (parts, body) = response.into_parts();
-        let mut body = ResponseBody::upstream(None, body, self.idle_timeout);
-        let (tee, answer) = Tee::new(limit);
-        body.tee(tee);
-        let proxy = self.clone();
-        tokio::spawn(async move {
-            let result = proxy.shadow_copy(&copy, kept, status, answer).await;
-            proxy.metrics.shadow(&copy.caller, &copy.action, result);
-            drop(permit);
-        });
-        Ok(finish(Response::from_parts(parts, body)))
-    }
-
-    /// The `ims` way's copy of a shadowed call, once the legacy call and its answer went through
-    /// whole; what the comparison gave. A mismatch is logged with digests, never a body.
-    async fn shadow_copy(
-        &self,
-        copy: &ShadowCopy,
-        kept: Arc<std::sync::Mutex<Replay>>,
-        status: http::StatusCode,
-        answer: tokio::sync::oneshot::Receiver<Option<Vec<Bytes>>>,
-    ) -> &'static str {
-        let Ok(Some(legacy)) = answer.await else {
-            return "incomplete";
-        };
-        let Some(sent) = Replay::lock(&kept).take() else {
-            return "incomplete";
-        };
-        // Nothing unauthenticated goes the `ims` way, copies included.
-        if !self
-            .callers
-            .verify_copy(&copy.caller, copy.credential.expose(), copy.peer)
-            .await
-        {
-            return "unverified";
-        }
-        let profile = &self.profiles[copy.profile];
-        let Ok(token) = self.token_of(profile).await else {
-            return "failed";
-        };
-        let mut head = copy.head.clone();
-        head.headers
-            .insert(header::AUTHORIZATION, token.bearer().clone());
-        let mut chunks = copy.prefix.clone();
-        chunks.extend(skip_bytes(sent, copy.prefix_received));
-        let body = UpstreamBody::new(chunks, None, 0, u64::MAX, copy.length, self.idle_timeout);
-        let upstream = &self.upstreams[profile.upstream];
-        let Ok(response) = self
-            .to_campaign(upstream, Request::from_parts(head, body))
-            .await
-        else {
-            return "failed";
-        };
-        let copy_status = response.status();
-        let limit = upstream.retry_buffer_bytes() as usize;
-        let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(
-            response.into_body(),
-            limit,
-        ))
-        .await;
-        let Ok(answered) = read else {
-            return "too_large";
-        };
-        let legacy: Vec<u8> = legacy.concat();
-        let (same, legacy_digest, ims_digest) = crate::soap::agree(&legacy, &answered.to_bytes());
-        if same && status == copy_status {
-            return "match";
-        }
-        tracing::warn!(
-            caller = %copy.caller,
-            action = %copy.action,
-            legacy_status = status.as_u16(),
-            ims_status = copy_status.as_u16(),
-            legacy_digest,
-            ims_digest,
-            "shadow copy: the ims way answered otherwise"
-        );
-        "mismatch"
-    }
-
-    /// Phase 4 of [`Way::Ims`]: the token of the caller's technical account (no wait while a
+    /// Phase 4 of a [`Way::Routed`] request the `ims` way: the token of the caller's technical account (no wait while a
     /// valid one exists), every copy of the credential out of the prefix and the headers, the
     /// Bearer in, the request to Campaign. Its answer streams back, unless it refuses the
     /// token: then [`Proxy::replay`].
     async fn forward_ims(
         &self,
         caller: &Caller,
-        mut parts: request::Parts,
+        parts: request::Parts,
         prefix: Prefix<Lingering>,
         declared: Option<u64>,
         peer: &Peer,
@@ -828,8 +479,7 @@ impl Proxy {
 
         let edits = carriers::body_edits(&prefix.envelope);
         let length = declared.map(|length| prefix::length_after(length, &edits));
-        carriers::strip_request(&mut parts);
-        let parts = self.prepare(parts, Some(token.bearer()), peer, length);
+        let parts = self.ims_head(parts, &token, peer, length);
         let mut body = self.upstream_body(prefix, &edits, length, record)?;
         // A body that may fit the replay buffer is kept as it is sent.
         let replay = length
@@ -840,9 +490,8 @@ impl Proxy {
         }
 
         let response = self
-            .to_campaign(upstream, Request::from_parts(parts, body))
+            .campaign(upstream, Request::from_parts(parts, body), record)
             .await?;
-        record.upstream_status = Some(response.status());
         let judged = self.judge(response, &token).await?;
         if !judged.refused {
             return Ok(judged.response);
@@ -877,70 +526,10 @@ impl Proxy {
         let body = UpstreamBody::new(kept, None, 0, u64::MAX, length, self.idle_timeout);
         let upstream = &self.upstreams[profile.upstream];
         let response = self
-            .to_campaign(upstream, Request::from_parts(parts, body))
+            .campaign(upstream, Request::from_parts(parts, body), record)
             .await?;
-        record.upstream_status = Some(response.status());
         // A second refusal is relayed: one replay per call.
         Ok(self.judge(response, &token).await?.response)
-    }
-
-    /// Campaign's answer to a call that carried `token`: whether it refuses the token, and
-    /// the answer ready for the caller, without its hop-by-hop headers and without any header
-    /// that echoes the token. An answer whose fault echoes it is not relayed at all.
-    async fn judge(
-        &self,
-        response: Response<crate::body::CampaignBody>,
-        token: &Token,
-    ) -> Result<refusal::Judged, ProxyError> {
-        let secret = token.access_token();
-        let mut judged = refusal::judge(response, self.idle_timeout, secret)
-            .await
-            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
-        if judged.echoes {
-            return Err(UpstreamError::EchoedToken.into());
-        }
-        let headers = judged.response.headers_mut();
-        strip_hop_by_hop(headers);
-        let echoing: Vec<HeaderName> = headers
-            .iter()
-            .filter(|(_, value)| {
-                !secret.is_empty() && value.as_bytes().windows(secret.len()).any(|w| w == secret)
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in echoing {
-            tracing::warn!(header = %name, "Campaign's answer echoes the access token in a header; dropped");
-            headers.remove(&name);
-        }
-        Ok(judged)
-    }
-
-    /// Phase 4 of [`Admitted::PassThrough`]: a request the proxy does not read, to Campaign
-    /// as it came, but without the credential of an `ims` caller (or copies that disagree):
-    /// that never leaves the proxy, whatever the path.
-    async fn pass_through(
-        &self,
-        request: Request<Lingering>,
-        peer: &Peer,
-        record: &mut Record,
-    ) -> Result<Response<ResponseBody>, ProxyError> {
-        let (mut parts, body) = request.into_parts();
-        let (claimed, owner) = match carriers::read(&parts.headers, parts.uri.query(), None) {
-            Ok(carried) => {
-                let credential = carried.credential();
-                let token = credential.token();
-                record.presented(token);
-                (self.callers.claims(token), self.callers.owner(token))
-            }
-            Err(_) => (true, None),
-        };
-        if claimed {
-            carriers::strip_request(&mut parts);
-        }
-        // To the Campaign of the caller whose login the credential names (the credential
-        // itself only when that caller is `legacy`: Campaign checks it).
-        let upstream = self.upstream_of(owner);
-        self.unread(upstream, parts, body, peer, record).await
     }
 
     /// A request whose body the proxy does not read, to Campaign with the headers it has.
@@ -970,93 +559,6 @@ impl Proxy {
             self.idle_timeout,
         )
         .counting(record.bytes_in.clone())
-    }
-
-    /// Phase 2 to 4 of [`Admitted::Page`]: the caller, from the credential of the cookie, the
-    /// headers or the query; on the `ims` way every copy out and the Bearer in, the body
-    /// streamed unchanged. A WSDL request without any credential takes the token of
-    /// `[wsdl] profile` when it may; any other without one is refused (401), or passes through
-    /// when unknown callers do.
-    async fn forward_page(
-        &self,
-        request: Request<Lingering>,
-        peer: &Peer,
-        record: &mut Record,
-    ) -> Result<Response<ResponseBody>, ProxyError> {
-        let (mut parts, body) = request.into_parts();
-        let length = declared_length(&parts.headers)?;
-        if length.is_some_and(|length| length > self.max_body_bytes) {
-            return Err(BodyError::TooLarge(self.max_body_bytes).into());
-        }
-        let carried = carriers::read(&parts.headers, parts.uri.query(), None)
-            .map_err(AuthError::from)
-            .inspect_err(|error| record.refused(error))?;
-        let credential = carried.credential();
-        let profile = if credential.token().is_empty() {
-            let wsdl = parts.method == Method::GET && parts.uri.path() == WSDL_PATH;
-            let allowed = self.wsdl.allow_from.is_empty()
-                || self
-                    .wsdl
-                    .allow_from
-                    .iter()
-                    .any(|net| net.contains(&peer.addr.ip()));
-            match (self.wsdl.profile, self.unknown_callers) {
-                (Some(profile), _) if wsdl && allowed => profile,
-                (_, UnknownCallers::Legacy) => {
-                    let upstream = self.upstream_of(None);
-                    return Box::pin(self.unread(upstream, parts, body, peer, record)).await;
-                }
-                (_, UnknownCallers::Reject) => return Err(ProxyError::Unauthorized),
-            }
-        } else {
-            let presented = presented(credential, peer);
-            let route = self.callers.route(presented).await;
-            if !matches!(route, Ok(Route::Ims(_) | Route::Legacy(_))) {
-                record.presented(presented.credential.token());
-            }
-            let way: Way<'_> = route.inspect_err(|error| record.refused(error))?.into();
-            record.took(&way);
-            match way {
-                Way::Ims(caller) => caller.profile,
-                // Campaign checks the credential itself, as on the SOAP router.
-                Way::Forward(caller) => {
-                    let upstream = self.upstream_of(caller);
-                    return Box::pin(self.unread(upstream, parts, body, peer, record)).await;
-                }
-                // (A page's route is never answered here.)
-                Way::Local(response, _) => return Ok(*response),
-            }
-        };
-        let profile = &self.profiles[profile];
-        record.profile = Some(profile.name.clone());
-        let token = self.token_of(profile).await?;
-        let relocate = match &self.public_url {
-            Some(public) if parts.uri.path() == WSDL_PATH => {
-                // Its addresses are rewritten: as text, not compressed.
-                parts.headers.remove(http::header::ACCEPT_ENCODING);
-                Some(public)
-            }
-            _ => None,
-        };
-        carriers::strip_request(&mut parts);
-        let body = self.unread_body(body, length, record);
-        let parts = self.prepare(parts, Some(token.bearer()), peer, length);
-        let upstream = &self.upstreams[profile.upstream];
-        let response = self
-            .to_campaign(upstream, Request::from_parts(parts, body))
-            .await?;
-        record.upstream_status = Some(response.status());
-        let judged = self.judge(response, &token).await?;
-        if judged.refused {
-            // Not replayed (the body was not kept): the next request gets a new token.
-            profile.tokens.invalidate(&token);
-        }
-        match relocate {
-            Some(public) if judged.response.status() == http::StatusCode::OK => {
-                relocated(judged.response, public).await
-            }
-            _ => Ok(judged.response),
-        }
     }
 
     /// The caller's body on its way to Campaign: what was read of it with `edits` applied, then
@@ -1108,6 +610,31 @@ impl Proxy {
         parts
     }
 
+    /// The head of a request on the `ims` way: every copy of the credential out of it, the
+    /// Bearer of `token` in, prepared for Campaign.
+    fn ims_head(
+        &self,
+        mut parts: request::Parts,
+        token: &Token,
+        peer: &Peer,
+        content_length: Option<u64>,
+    ) -> request::Parts {
+        carriers::strip_request(&mut parts);
+        self.prepare(parts, Some(token.bearer()), peer, content_length)
+    }
+
+    /// The `upstream` stage, its answer's status recorded.
+    async fn campaign(
+        &self,
+        upstream: &Upstream,
+        request: Request<UpstreamBody>,
+        record: &mut Record,
+    ) -> Result<Response<CampaignBody>, ProxyError> {
+        let response = self.to_campaign(upstream, request).await?;
+        record.upstream_status = Some(response.status());
+        Ok(response)
+    }
+
     /// Sends a prepared request to Campaign and streams the answer back.
     async fn send(
         &self,
@@ -1117,55 +644,12 @@ impl Proxy {
         record: &mut Record,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let response = self
-            .to_campaign(upstream, Request::from_parts(parts, body))
+            .campaign(upstream, Request::from_parts(parts, body), record)
             .await?;
-        record.upstream_status = Some(response.status());
         let (parts, body) = response.into_parts();
         let body = ResponseBody::upstream(None, body, self.idle_timeout);
         Ok(finish(Response::from_parts(parts, body)))
     }
-}
-
-/// Whether a call of a `shadow` caller gets a copy: its action is one of the caller's
-/// `shadow_actions`, named alike by its `SOAPAction` and its method element (whichever of
-/// the two Campaign goes by, nothing but a listed action is sent twice).
-fn shadowed(caller: &Caller, record: &Record, prefix: &Prefix<Lingering>) -> bool {
-    let Some(action) = &record.action else {
-        return false;
-    };
-    caller.shadows(action.as_str())
-        && crate::soap::Action::of_method(&prefix.envelope.method).as_str() == action.as_str()
-}
-
-/// What a shadowed call's copy is made of, kept while the legacy call goes.
-struct ShadowCopy {
-    caller: Arc<str>,
-    action: String,
-    /// The `login/password` the call presented: checked before the copy goes.
-    credential: Secret,
-    peer: std::net::IpAddr,
-    profile: usize,
-    /// The request head as the `ims` way sends it, but for its Bearer.
-    head: request::Parts,
-    length: Option<u64>,
-    /// The body prefix with the credential out.
-    prefix: Vec<Bytes>,
-    /// Bytes of the body the prefix stands for: the rest of the copy is what was sent past them.
-    prefix_received: u64,
-}
-
-/// `chunks` less their first `skip` bytes.
-fn skip_bytes(chunks: Vec<Bytes>, mut skip: u64) -> impl Iterator<Item = Bytes> {
-    chunks.into_iter().filter_map(move |chunk| {
-        let len = chunk.len() as u64;
-        if skip >= len {
-            skip -= len;
-            return None;
-        }
-        let rest = chunk.slice(skip as usize..);
-        skip = 0;
-        Some(rest)
-    })
 }
 
 /// Campaign's answer, without its hop-by-hop headers.

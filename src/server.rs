@@ -57,7 +57,7 @@ impl Connections {
 }
 
 /// Who is at the other end of a connection.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
     /// What its client certificate names, when the listener asks for one (mTLS).

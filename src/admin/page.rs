@@ -7,12 +7,12 @@
 use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::views::{CallerView, ProfileView};
 use crate::config::Mode;
 use crate::dates::utc;
 use crate::ims::Readiness;
 use crate::inventory::{LoginReport, Report, Shares};
-use crate::metrics::ShadowCounts;
-use crate::proxy::{CallerView, ProfileView};
+use crate::metrics::{ShadowCounts, ShadowOutcome};
 use crate::upstream::NodeHealth;
 
 /// The page reloads itself this often.
@@ -293,20 +293,26 @@ impl Page<'_> {
              <th>differ</th><th>not compared</th></tr></thead><tbody>",
         );
         for ((caller, action), counts) in &self.shadow {
-            let get = |result: &str| counts.get(result).copied().unwrap_or(0);
+            let get = |outcome| counts.get(&outcome).copied().unwrap_or(0);
             let others: Vec<String> = counts
                 .iter()
-                .filter(|(result, _)| !matches!(**result, "match" | "mismatch"))
-                .map(|(result, n)| format!("{result} {n}"))
+                .filter(|(outcome, _)| {
+                    !matches!(outcome, ShadowOutcome::Match | ShadowOutcome::Mismatch)
+                })
+                .map(|(outcome, n)| format!("{} {n}", outcome.as_str()))
                 .collect();
             let _ = write!(
                 out,
                 "<tr><td>{}</td><td>{}</td><td class=\"num good\">{}</td><td class=\"num{}\">{}</td><td>{}</td></tr>",
                 escape(caller),
                 escape(action),
-                get("match"),
-                if get("mismatch") > 0 { " bad" } else { "" },
-                get("mismatch"),
+                get(ShadowOutcome::Match),
+                if get(ShadowOutcome::Mismatch) > 0 {
+                    " bad"
+                } else {
+                    ""
+                },
+                get(ShadowOutcome::Mismatch),
                 others.join(" · ")
             );
         }

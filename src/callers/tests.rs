@@ -49,6 +49,7 @@ fn with_limits(
         Some(&sessions),
         Some(CANARY_SEED),
         limits,
+        Clock::system(),
     )
 }
 
@@ -77,11 +78,7 @@ fn copies<'a>(
     security: Option<&'a str>,
 ) -> Presented<'a> {
     Presented {
-        credential: Credential {
-            first,
-            session,
-            security,
-        },
+        credential: Credential::from_copies(first, session, security),
         peer: LOCAL,
         cert: None,
     }
@@ -412,7 +409,7 @@ async fn logon_issues_sessions_that_route_the_ims_way() {
     // A legacy caller's Logon is Campaign's; an unknown login is refused.
     assert!(matches!(
         callers.logon("crm", "x", cred("")).await,
-        Ok(LogonWay::Forward(Some(_)))
+        Ok(LogonWay::Forward(Route::Legacy(_)))
     ));
     assert_eq!(
         callers.logon("nobody", "x", cred("")).await.err(),
@@ -423,7 +420,7 @@ async fn logon_issues_sessions_that_route_the_ims_way() {
         secret: Secret::from("another-session-secret-of-thirty-two-bytes"),
         ttl: Duration::from_secs(60),
     })
-    .issue("crm-events", SystemTime::now());
+    .issue("crm-events", std::time::SystemTime::now());
     assert_eq!(
         callers
             .route(cred(stranger.session.expose()))
@@ -451,7 +448,7 @@ async fn sessions_end_when_the_caller_leaves_ims_mode() {
     // Its next Logon goes to Campaign.
     assert!(matches!(
         after.logon("mc", "pw", cred("")).await,
-        Ok(LogonWay::Forward(Some(_)))
+        Ok(LogonWay::Forward(Route::Legacy(_)))
     ));
 }
 

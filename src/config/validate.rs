@@ -267,6 +267,7 @@ pub(super) fn config(
         otlp_endpoint,
         callers,
         canary_seed: None,
+        clock: crate::clock::Clock::system(),
     })
 }
 

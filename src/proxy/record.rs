@@ -13,70 +13,28 @@ use super::Way;
 use super::prefix::Prefix;
 use crate::access::AccessLine;
 use crate::body::{Finish, Lingering};
-use crate::callers::{AuthError, Caller};
+use crate::callers::{AuthError, Caller, Route};
+use crate::carriers::Credential;
 use crate::config::Mode;
 use crate::inventory::Seen;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::soap::Action;
 
-/// The mode a request is logged and counted under.
+/// The way a request went, as far as its log line and counts tell it. With the mode of the
+/// caller it went as, it gives both labels of the line ([`Record::labels`]) and the way the
+/// inventory counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModeLabel {
-    /// Not known: refused before a caller was found, or not routed at all.
-    Unset,
-    /// The mode of the caller whose credential it was.
-    Ims,
-    Legacy,
-    Canary,
-    Shadow,
-    /// A credential no caller owns (or none), forwarded as it came.
-    Transparent,
-}
-
-impl ModeLabel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModeLabel::Unset => "-",
-            ModeLabel::Ims => "ims",
-            ModeLabel::Legacy => "legacy",
-            ModeLabel::Canary => "canary",
-            ModeLabel::Shadow => "shadow",
-            ModeLabel::Transparent => "transparent",
-        }
-    }
-}
-
-impl From<Mode> for ModeLabel {
-    fn from(mode: Mode) -> ModeLabel {
-        match mode {
-            Mode::Ims => ModeLabel::Ims,
-            Mode::Legacy => ModeLabel::Legacy,
-            Mode::Canary { .. } => ModeLabel::Canary,
-            Mode::Shadow => ModeLabel::Shadow,
-        }
-    }
-}
-
-/// The way a request took, as logged and counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteLabel {
-    /// Refused, or passed through without being read.
-    Unset,
-    Ims,
-    Legacy,
+pub enum Went {
     /// Answered here (Logon, Logoff).
     Local,
-}
-
-impl RouteLabel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteLabel::Unset => "-",
-            RouteLabel::Ims => "ims",
-            RouteLabel::Legacy => "legacy",
-            RouteLabel::Local => "local",
-        }
-    }
+    /// To Campaign unchanged, as a configured caller.
+    Legacy,
+    /// To Campaign unchanged, a credential no caller owns (or none).
+    Transparent,
+    /// Not read at all, with `unknown_callers = "legacy"`.
+    PassedThrough,
+    /// The `ims` way.
+    Ims,
 }
 
 /// What the log line of a request says, filled in as the pipeline goes.
@@ -93,8 +51,10 @@ pub struct Record {
     /// The place of the caller it was routed to, among the configured callers.
     pub caller_index: Option<usize>,
     pub profile: Option<Arc<str>>,
-    pub mode: ModeLabel,
-    pub route: RouteLabel,
+    /// The mode of the caller it went as.
+    pub caller_mode: Option<Mode>,
+    /// `None`: refused, or not routed yet.
+    pub went: Option<Went>,
     pub action: Option<Action>,
     pub upstream_status: Option<StatusCode>,
     /// Campaign refused the token and the call was sent again.
@@ -115,8 +75,8 @@ impl Record {
             login: None,
             caller_index: None,
             profile: None,
-            mode: ModeLabel::Unset,
-            route: RouteLabel::Unset,
+            caller_mode: None,
+            went: None,
             action: None,
             upstream_status: None,
             retried: false,
@@ -125,21 +85,51 @@ impl Record {
         }
     }
 
-    fn caller(&mut self, caller: &Caller, route: RouteLabel) {
+    fn caller(&mut self, caller: &Caller, went: Went) {
         self.caller = Some(caller.name.clone());
         self.login = Some(caller.login.clone());
         self.caller_index = Some(caller.index);
-        self.mode = caller.mode.into();
-        self.route = route;
+        self.caller_mode = Some(caller.mode);
+        self.went = Some(went);
     }
 
-    /// The login of a credential no configured caller was found for (yet): the part of a
-    /// `login/password` token before its `/`, or a Logon's login.
-    pub fn presented(&mut self, token: &str) {
-        if let Some((login, _)) = token.split_once('/')
-            && !login.is_empty()
-        {
+    /// The way a request went when it was not routed (passed through unread).
+    pub fn went(&mut self, went: Went) {
+        self.went = Some(went);
+    }
+
+    /// The login of a credential no configured caller was found for (yet), for the inventory.
+    pub fn presented(&mut self, credential: Credential<'_>) {
+        if let Some(login) = credential.login() {
             self.login = Some(Arc::from(login));
+        }
+    }
+
+    /// The `mode` and `route` labels of the log line and the metrics.
+    pub fn labels(&self) -> (&'static str, &'static str) {
+        let mode = match (self.went, self.caller_mode) {
+            (Some(Went::Transparent | Went::PassedThrough), _) => "transparent",
+            (_, Some(mode)) => mode.as_str(),
+            (_, None) => "-",
+        };
+        let route = match self.went {
+            None | Some(Went::PassedThrough) => "-",
+            Some(Went::Local) => "local",
+            Some(Went::Legacy | Went::Transparent) => "legacy",
+            Some(Went::Ims) => "ims",
+        };
+        (mode, route)
+    }
+
+    /// The way the inventory counts the request under.
+    fn inventory_way(&self) -> &'static str {
+        match self.went {
+            Some(Went::Transparent | Went::PassedThrough) => "transparent",
+            // Refused before any way was taken.
+            None => "refused",
+            Some(Went::Local) => "local",
+            Some(Went::Legacy) => "legacy",
+            Some(Went::Ims) => "ims",
         }
     }
 
@@ -155,14 +145,13 @@ impl Record {
     /// The way the caller check chose.
     pub fn took(&mut self, way: &Way<'_>) {
         match way {
-            Way::Local(_, Some(caller)) => self.caller(caller, RouteLabel::Local),
-            Way::Local(_, None) => self.route = RouteLabel::Local,
-            Way::Forward(Some(caller)) => self.caller(caller, RouteLabel::Legacy),
-            Way::Forward(None) => {
-                self.mode = ModeLabel::Transparent;
-                self.route = RouteLabel::Legacy;
+            Way::Local(_, Some(caller)) => self.caller(caller, Went::Local),
+            Way::Local(_, None) => self.went = Some(Went::Local),
+            Way::Routed(Route::Legacy(caller)) | Way::Shadowed { caller, .. } => {
+                self.caller(caller, Went::Legacy);
             }
-            Way::Ims(caller) => self.caller(caller, RouteLabel::Ims),
+            Way::Routed(Route::Transparent) => self.went = Some(Went::Transparent),
+            Way::Routed(Route::Ims(caller)) => self.caller(caller, Went::Ims),
         }
     }
 
@@ -214,14 +203,9 @@ impl Finish for Completion {
         } = *self;
         let elapsed = record.started.elapsed();
         let bytes_in = record.bytes_in.load(Ordering::Relaxed);
-        let (mode, route) = (record.mode.as_str(), record.route.as_str());
+        let (mode, route) = record.labels();
         if let Some(login) = &record.login {
-            let way = match (record.mode, record.route) {
-                (ModeLabel::Transparent, _) => "transparent",
-                // Refused before any way was taken.
-                (_, RouteLabel::Unset) => "refused",
-                (_, route) => route.as_str(),
-            };
+            let way = record.inventory_way();
             metrics.inventory.count(&Seen {
                 login,
                 caller: record.caller.as_ref(),

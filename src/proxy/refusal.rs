@@ -8,11 +8,15 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{Response, StatusCode};
+use http::{HeaderName, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 
+use super::{Proxy, ProxyError};
 use crate::body::{CampaignBody, ResponseBody};
+use crate::headers::strip_hop_by_hop;
+use crate::ims::Token;
+use crate::upstream::UpstreamError;
 
 /// Campaign's faults are small; a 500 answer is read this far to look for the codes.
 const PEEK_BYTES: usize = 64 * 1024;
@@ -65,6 +69,39 @@ pub async fn judge(
         refused,
         echoes,
     })
+}
+
+impl Proxy {
+    /// Campaign's answer to a call that carried `token`: whether it refuses the token, and
+    /// the answer ready for the caller, without its hop-by-hop headers and without any header
+    /// that echoes the token. An answer whose fault echoes it is not relayed at all.
+    pub(super) async fn judge(
+        &self,
+        response: Response<crate::body::CampaignBody>,
+        token: &Token,
+    ) -> Result<Judged, ProxyError> {
+        let secret = token.access_token();
+        let mut judged = judge(response, self.idle_timeout, secret)
+            .await
+            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        if judged.echoes {
+            return Err(UpstreamError::EchoedToken.into());
+        }
+        let headers = judged.response.headers_mut();
+        strip_hop_by_hop(headers);
+        let echoing: Vec<HeaderName> = headers
+            .iter()
+            .filter(|(_, value)| {
+                !secret.is_empty() && value.as_bytes().windows(secret.len()).any(|w| w == secret)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in echoing {
+            tracing::warn!(header = %name, "Campaign's answer echoes the access token in a header; dropped");
+            headers.remove(&name);
+        }
+        Ok(judged)
+    }
 }
 
 #[cfg(test)]
