@@ -68,7 +68,7 @@ profile = "soak"
 "#,
         campaign = campaign.url(),
         ims = ims.url(),
-        hash = imsbridge::callers::hash_password(password),
+        hash = imsbridge::cli::hash_password(password),
     );
     let config = Config::parse(&config, Path::new("."), &HashMap::new()).expect("config");
     let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -20,7 +20,9 @@ use crate::soap::Action;
 /// How the log's lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// One line of `key=value` pairs, as `tracing-subscriber` writes text.
     Text,
+    /// One JSON object a line.
     Json,
 }
 
@@ -32,7 +34,7 @@ pub fn write_to(writer: LogBuffer, format: Format) {
 }
 
 /// What one access line says.
-pub struct AccessLine {
+pub(crate) struct AccessLine {
     pub request_id: HeaderValue,
     pub peer: IpAddr,
     pub method: Method,
@@ -54,7 +56,7 @@ pub struct AccessLine {
 }
 
 /// Logs a request's line, if lines of its level are logged.
-pub fn log(line: &AccessLine) {
+pub(crate) fn log(line: &AccessLine) {
     let refused = line.error.is_some();
     let wanted = if refused {
         tracing::enabled!(target: "imsbridge::access", tracing::Level::WARN)
@@ -183,7 +185,7 @@ fn quoted(out: &mut String, text: &str) {
 
 /// A line as `tracing-subscriber`'s text format writes the event of [`event`].
 #[cfg(test)]
-pub fn text(line: &AccessLine, at: SystemTime) -> String {
+pub(crate) fn text(line: &AccessLine, at: SystemTime) -> String {
     let mut out = String::new();
     write_text(&mut out, line, at);
     out
@@ -255,7 +257,7 @@ fn json_string(out: &mut String, text: &str) {
 
 /// A line as `tracing-subscriber`'s JSON format (flattened) writes the event of [`event`].
 #[cfg(test)]
-pub fn json(line: &AccessLine, at: SystemTime) -> String {
+pub(crate) fn json(line: &AccessLine, at: SystemTime) -> String {
     let mut out = String::new();
     write_json(&mut out, line, at);
     out

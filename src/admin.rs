@@ -21,7 +21,7 @@ use crate::ims::Readiness;
 use crate::proxy::Proxy;
 use crate::server::Connections;
 
-pub fn handle<B>(
+pub(crate) fn handle<B>(
     proxy: &Proxy,
     connections: &Connections,
     request: &Request<B>,

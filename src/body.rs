@@ -24,22 +24,22 @@ mod upstream;
 
 use std::time::Duration;
 
-pub use campaign::{CampaignBody, Lease, Reuse, Sender};
-pub use linger::Lingering;
-pub use replay::Replay;
-pub use response::{AnswerError, Finish, ResponseBody, Tee};
-pub use upstream::{Inspect, UpstreamBody};
+pub(crate) use campaign::{CampaignBody, Lease, Reuse, Sender};
+pub(crate) use linger::Lingering;
+pub(crate) use replay::Replay;
+pub(crate) use response::{Finish, ResponseBody, Tee};
+pub(crate) use upstream::{Inspect, UpstreamBody};
 
 /// The most a connection buffers in hyper, each way, on the listener and towards Campaign; also
 /// the largest request head accepted. hyper's default lets a fast upload grow its buffers to
 /// about 400 KiB and queue older chunks besides; this bound keeps the memory of many concurrent
 /// uploads low, and reads this large keep the CPU per forwarded megabyte low
 /// (`bench/README.md` has the measurements).
-pub const MAX_BUF_SIZE: usize = 128 * 1024;
+pub(crate) const MAX_BUF_SIZE: usize = 128 * 1024;
 
 /// Why the caller's body could not be read or forwarded to its end.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     #[error("request body over {0} bytes")]
     TooLarge(u64),
     #[error("reading the request body: {0}")]

@@ -19,9 +19,7 @@ use std::time::Duration;
 use argon2::password_hash::phc::PasswordHash;
 use ipnet::IpNet;
 
-pub use verifier::{
-    MAX_REMEMBERED, REMEMBER_REFUSED, REMEMBER_VERIFIED, check_password, hash_password,
-};
+pub use verifier::{check_password, hash_password};
 
 use crate::carriers::{Conflict, Credential};
 use crate::clock::Clock;
@@ -32,7 +30,7 @@ use verifier::{Busy, Verifier};
 
 /// A configured legacy integration.
 #[derive(Debug)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// Its place in the config's list.
     pub index: usize,
     pub name: Arc<str>,
@@ -51,7 +49,7 @@ pub struct Caller {
 
 impl Caller {
     /// Whether a call of `action` is copied the `ims` way (`shadow` mode).
-    pub fn shadows(&self, action: &str) -> bool {
+    pub(crate) fn shadows(&self, action: &str) -> bool {
         self.mode == Mode::Shadow && self.shadow_actions.iter().any(|a| a == action)
     }
 
@@ -68,7 +66,7 @@ impl Caller {
 
 /// What a request presents: its credential (read by `carriers`), and where it comes from.
 #[derive(Debug, Clone, Copy)]
-pub struct Presented<'a> {
+pub(crate) struct Presented<'a> {
     pub credential: Credential<'a>,
     /// The TCP peer.
     pub peer: IpAddr,
@@ -77,7 +75,7 @@ pub struct Presented<'a> {
 }
 
 /// What a Logon leads to.
-pub enum LogonWay<'a> {
+pub(crate) enum LogonWay<'a> {
     /// imsbridge answers: a caller in `ims` mode, verified.
     Answer(&'a Caller, Issued),
     /// Campaign answers: [`Route::Legacy`] for a caller in `legacy` or `canary` mode,
@@ -87,7 +85,7 @@ pub enum LogonWay<'a> {
 
 /// The way a request goes once its credential is known.
 #[derive(Debug, Clone, Copy)]
-pub enum Route<'a> {
+pub(crate) enum Route<'a> {
     /// Verified caller in `ims` mode: strip the credential, add its Bearer token.
     Ims(&'a Caller),
     /// Caller in `legacy` mode: forward unchanged, Campaign checks the credential.
@@ -98,7 +96,7 @@ pub enum Route<'a> {
 
 impl<'a> Route<'a> {
     /// The caller it goes as, if any.
-    pub fn caller(self) -> Option<&'a Caller> {
+    pub(crate) fn caller(self) -> Option<&'a Caller> {
         match self {
             Route::Ims(caller) | Route::Legacy(caller) => Some(caller),
             Route::Transparent => None,
@@ -108,7 +106,7 @@ impl<'a> Route<'a> {
 
 /// Why a credential is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     #[error("no credential in the session token")]
     Missing,
     #[error("credential of no configured caller")]
@@ -137,7 +135,7 @@ impl From<Busy> for AuthError {
     }
 }
 
-pub struct Callers {
+pub(crate) struct Callers {
     callers: Vec<Caller>,
     by_login: HashMap<String, usize>,
     unknown: UnknownCallers,
@@ -153,7 +151,7 @@ pub struct Callers {
 impl Callers {
     /// The callers of the config. `canary_seed` fixes the canary draws (tests); `None`: a
     /// random seed.
-    pub fn new(
+    pub(crate) fn new(
         settings: &[CallerSettings],
         unknown: UnknownCallers,
         sessions: Option<&SessionSettings>,
@@ -196,7 +194,7 @@ impl Callers {
     }
 
     /// Decides the way of a request from the credentials it presents.
-    pub async fn route(&self, presented: Presented<'_>) -> Result<Route<'_>, AuthError> {
+    pub(crate) async fn route(&self, presented: Presented<'_>) -> Result<Route<'_>, AuthError> {
         let owner = match presented.credential {
             Credential::Session {
                 token,
@@ -233,7 +231,11 @@ impl Callers {
             Mode::Ims => true,
             // Decided per request.
             Mode::Canary { percent } => {
-                let draw = self.canary.lock().unwrap_or_else(|e| e.into_inner()).f64();
+                let draw = self
+                    .canary
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .f64();
                 draw * 100.0 < percent
             }
         };
@@ -279,7 +281,7 @@ impl Callers {
 
     /// Decides what to do with `xtk:session#Logon` for `login`: answer it (an `ims` caller
     /// with the right password gets a session of imsbridge's own) or let Campaign answer.
-    pub async fn logon(
+    pub(crate) async fn logon(
         &self,
         login: &str,
         password: &str,
@@ -321,7 +323,7 @@ impl Callers {
     /// Checks a Logoff's session token: true when it is one of ours, whoever it was issued to
     /// and even expired (Logoff ends it anyway); an issued-looking token that fails the check is
     /// an error. False when it is not ours: Campaign's business.
-    pub fn logoff(&self, presented: Presented<'_>) -> Result<bool, AuthError> {
+    pub(crate) fn logoff(&self, presented: Presented<'_>) -> Result<bool, AuthError> {
         let Credential::Session {
             token,
             security,
@@ -357,7 +359,7 @@ impl Callers {
     /// Whether `credential` is meant for a caller that must not reach Campaign with it: the
     /// `login/password` of an `ims` or `canary` caller (right password or not), or a session
     /// imsbridge issued. Nothing is checked: a cheap test, for requests that are not routed.
-    pub fn claims(&self, credential: Credential<'_>) -> bool {
+    pub(crate) fn claims(&self, credential: Credential<'_>) -> bool {
         if matches!(credential, Credential::Session { .. }) {
             return true;
         }
@@ -367,7 +369,7 @@ impl Callers {
 
     /// Whether `password` is the right one of the `shadow` caller `name`: checked before its
     /// call is copied the `ims` way (its own call went the legacy way unchecked).
-    pub async fn verify_copy(&self, name: &str, password: &str, peer: IpAddr) -> bool {
+    pub(crate) async fn verify_copy(&self, name: &str, password: &str, peer: IpAddr) -> bool {
         let Some(caller) = self.callers.iter().find(|c| *c.name == *name) else {
             return false;
         };
@@ -381,18 +383,18 @@ impl Callers {
     }
 
     /// The caller whose login a `login/password` names, right password or not.
-    pub fn owner(&self, credential: Credential<'_>) -> Option<&Caller> {
+    pub(crate) fn owner(&self, credential: Credential<'_>) -> Option<&Caller> {
         let login = credential.login()?;
         self.by_login.get(login).map(|&index| &self.callers[index])
     }
 
     /// The time issued sessions are checked against.
-    pub fn now(&self) -> std::time::SystemTime {
+    pub(crate) fn now(&self) -> std::time::SystemTime {
         self.clock.now()
     }
 
     /// How long issued sessions last, when Logon is emulated.
-    pub fn session_ttl(&self) -> Option<Duration> {
+    pub(crate) fn session_ttl(&self) -> Option<Duration> {
         self.sessions.as_ref().map(Sessions::ttl)
     }
 
@@ -421,7 +423,7 @@ impl Callers {
         Ok(())
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Caller> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Caller> {
         self.callers.iter()
     }
 }

@@ -21,26 +21,29 @@ use std::fmt;
 
 use http::{HeaderMap, HeaderName, header};
 
-pub use cookie::{session_cookie, session_cookies, strip_session_cookie};
-pub use strip::{body_edits, strip_headers, strip_request};
+pub(crate) use cookie::{session_cookie, session_cookies, strip_session_cookie};
+pub use strip::body_edits;
+#[cfg(test)]
+pub(crate) use strip::strip_headers;
+pub(crate) use strip::strip_request;
 
 use crate::secret::Secret;
 use crate::sessions::Sessions;
 use crate::soap::{CarrierKind, Envelope};
 
 /// The cookie Campaign's clients send the session token in.
-pub const SESSION_COOKIE: &str = "__sessiontoken";
-pub static SESSION_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-session-token");
-pub static SECURITY_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-security-token");
+pub(crate) const SESSION_COOKIE: &str = "__sessiontoken";
+pub(crate) static SESSION_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-session-token");
+pub(crate) static SECURITY_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-security-token");
 /// acc-js-sdk names the legacy credential type and login in every call
 /// (`ACC-SDK-Auth: UserPassword mc`): on the `ims` way it goes with the credential.
-pub static SDK_AUTH_HEADER: HeaderName = HeaderName::from_static("acc-sdk-auth");
+pub(crate) static SDK_AUTH_HEADER: HeaderName = HeaderName::from_static("acc-sdk-auth");
 
 /// The credential a request presents: read from its copies and parsed here, once. The caller
 /// check, the inventory and the shadow copy take it as it is, and none of them parses a token
 /// again.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Credential<'a> {
+pub(crate) enum Credential<'a> {
     /// No credential in any copy.
     Empty,
     /// Campaign's `login/password` form of the session token, split at the first `/` as
@@ -63,7 +66,7 @@ impl<'a> Credential<'a> {
     /// The credential of a request whose first parameter is `first` (empty when there is none)
     /// and whose other copies, found to agree, hold `session` and `security`: Campaign
     /// authenticates on the first parameter, or on the session copies when it is empty.
-    pub fn from_copies(
+    pub(crate) fn from_copies(
         first: &'a str,
         session: Option<&'a str>,
         security: Option<&'a str>,
@@ -88,7 +91,7 @@ impl<'a> Credential<'a> {
     }
 
     /// The login of a `login/password`, when it names one.
-    pub fn login(&self) -> Option<&'a str> {
+    pub(crate) fn login(&self) -> Option<&'a str> {
         match *self {
             Credential::Password { login, .. } if !login.is_empty() => Some(login),
             _ => None,
@@ -122,7 +125,7 @@ impl fmt::Debug for Credential<'_> {
 /// Why the copies of a request's credential cannot be taken as one: readers of the request
 /// (imsbridge, Campaign, a load balancer) could each take another for the credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Conflict {
+pub(crate) enum Conflict {
     #[error("the copies of the session token name different credentials")]
     Session,
     #[error("the copies of the security token differ")]
@@ -131,14 +134,14 @@ pub enum Conflict {
 
 /// Every copy of the credential a request carries, read once and found to agree.
 #[derive(Debug, Default)]
-pub struct Carried<'a> {
+pub(crate) struct Carried<'a> {
     first: &'a str,
     session: Option<Secret>,
     security: Option<Secret>,
 }
 
 impl Carried<'_> {
-    pub fn credential(&self) -> Credential<'_> {
+    pub(crate) fn credential(&self) -> Credential<'_> {
         Credential::from_copies(
             self.first,
             self.session.as_ref().map(Secret::expose),
@@ -174,7 +177,7 @@ impl Agreed {
 /// SOAP Header element. All copies of a token must be the same, and the session copies the
 /// same as a non-empty first parameter: what imsbridge routes on is then what Campaign sees,
 /// wherever it looks. Without an envelope (Campaign's other pages), the headers and the query.
-pub fn read<'a>(
+pub(crate) fn read<'a>(
     headers: &HeaderMap,
     query: Option<&str>,
     envelope: Option<&'a Envelope>,
@@ -232,7 +235,7 @@ fn query_sessions(query: Option<&str>) -> impl Iterator<Item = std::borrow::Cow<
 
 /// The login and password of `xtk:session#Logon`: its second and third parameters (the first
 /// is the session token, empty at a logon).
-pub fn logon(envelope: &Envelope) -> (&str, &str) {
+pub(crate) fn logon(envelope: &Envelope) -> (&str, &str) {
     let param = |i: usize| envelope.params.get(i).map_or("", |p| p.value.expose());
     (param(1), param(2))
 }

@@ -51,7 +51,11 @@ pub async fn run(
 ) -> Result<bool, CheckError> {
     let roots = system_roots();
     let egress = Egress::new(
-        config.egress.proxy.as_ref().map(|p| p.expose()),
+        config
+            .egress
+            .proxy
+            .as_ref()
+            .map(super::secret::Secret::expose),
         &config.egress.no_proxy,
     );
     let ims_roots = [roots.as_slice(), &config.ims.extra_roots].concat();

@@ -26,6 +26,7 @@ impl Clock {
         }
     }
 
+    /// The time of day, as this clock tells it.
     pub fn now(&self) -> SystemTime {
         let now = SystemTime::now();
         match &self.ahead {

@@ -30,13 +30,16 @@ use crate::secret::SigningKey;
 use crate::tls::{AltName, SubjectName};
 use raw::RawConfig;
 
+/// `server.listen` when the file names none.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// `server.admin_listen` when the file names none: loopback only.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 /// 64 MiB: a large `PushEvents` batch fits, an endless upload does not.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 /// The session token sits near the start of every envelope Campaign clients send; 64 KiB leaves
 /// room for a large SOAP Header before it.
 pub const DEFAULT_MAX_PREFIX_BYTES: u64 = 64 * 1024;
+/// `upstream.timeout` when the file names none.
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 /// A client gets this long to send a request's headers, and an idle keep-alive connection is
 /// closed after it (slowloris, forgotten connections).
@@ -72,6 +75,7 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// A body up to this size is kept while it is forwarded, so that a call whose token Campaign
 /// refused can be sent again with a new one.
 pub const DEFAULT_RETRY_BUFFER_BYTES: u64 = 1024 * 1024;
+/// `upstream.connect_timeout` when the file names none.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A node of Campaign that refused a connection or timed out is skipped this long.
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(10);
@@ -79,11 +83,14 @@ pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(10);
 pub const MAX_UPSTREAM_NODES: usize = 64;
 /// The name of the `[upstream]` table's Campaign, in metrics and messages.
 pub const DEFAULT_UPSTREAM: &str = "default";
+/// `ims.host` when the file names none: Adobe's IMS.
 pub const DEFAULT_IMS_HOST: &str = "https://ims-na1.adobelogin.com";
+/// `ims.timeout` when the file names none.
 pub const DEFAULT_IMS_TIMEOUT: Duration = Duration::from_secs(10);
 /// The IMS paths (`docs/architecture.md`, "Token providers"), appended to `ims.host` unless
 /// overridden.
 pub const IMS_TOKEN_PATH: &str = "/ims/token/v3";
+/// Where a JWT is exchanged for a token, under `ims.host`.
 pub const IMS_EXCHANGE_PATH: &str = "/ims/exchange/jwt";
 /// Life of the session tokens imsbridge issues at `xtk:session#Logon`, as Campaign's default.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -103,21 +110,33 @@ pub const MIN_SESSION_SECRET_BYTES: usize = 32;
 /// Why a config was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
     /// TOML syntax, unknown keys and wrong types, on one line: where, the key, toml's message.
     /// The value is never quoted: it could be a secret.
     #[error("invalid config: line {line}{}: {message}", key.as_deref().map(|k| format!(", `{k}`")).unwrap_or_default())]
     Syntax {
+        /// The line of the mistake.
         line: usize,
+        /// The key on that line, when there is one.
         key: Option<String>,
+        /// toml's description, without the value.
         message: String,
     },
+    /// A value that is read but cannot be used: the key (`server.listen`, `callers[0].login`) and why.
     #[error("invalid config: {key}: {message}")]
-    Invalid { key: String, message: String },
+    Invalid {
+        /// The key, with its place: `callers[0].login`.
+        key: String,
+        /// What is wrong with its value, never the value itself when it could be a secret.
+        message: String,
+    },
 }
 
 /// The validated configuration.
@@ -125,11 +144,13 @@ pub enum ConfigError {
 pub struct Config {
     /// What happens to a credential no caller owns.
     pub unknown_callers: UnknownCallers,
+    /// `[server]`: the listeners and their limits.
     pub server: ServerSettings,
     /// `[upstream]`: the Campaign of profiles that name none, and of requests no caller owns.
     pub upstream: UpstreamSettings,
     /// `[upstreams.NAME]`, in name order; a profile refers to one by index.
     pub upstreams: Vec<UpstreamSettings>,
+    /// `[ims]`: where tokens come from.
     pub ims: ImsSettings,
     /// Technical accounts, in name order; a caller refers to one by index.
     pub profiles: Vec<Profile>,
@@ -143,6 +164,7 @@ pub struct Config {
     pub admin: AdminSettings,
     /// Where traces go (`[telemetry] otlp_endpoint`, OTLP/HTTP); `None`: no traces.
     pub otlp_endpoint: Option<String>,
+    /// `[[callers]]`, in the file's order.
     pub callers: Vec<CallerSettings>,
     /// Seed of the draws that send a `canary` caller's share of requests the `ims` way;
     /// `None` (what the file gives): a random one. Set by tests, for splits they can predict.
@@ -206,13 +228,16 @@ pub struct WsdlSettings {
     pub allow_from: Vec<IpNet>,
 }
 
+/// `[sessions]`: the tokens imsbridge issues when it answers a Logon.
 #[derive(Debug)]
 pub struct SessionSettings {
     /// HMAC key of issued tokens: shared by the replicas, and by nothing else.
     pub secret: Secret,
+    /// How long an issued session lasts.
     pub ttl: Duration,
 }
 
+/// `unknown_callers`: what happens to a credential no caller owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnknownCallers {
     /// Refused with a SOAP fault: the end state of a migration.
@@ -242,10 +267,14 @@ pub enum FaultStatus {
     Http,
 }
 
+/// `[server]`.
 #[derive(Debug)]
 pub struct ServerSettings {
+    /// Where callers connect.
     pub listen: SocketAddr,
+    /// Where `/healthz`, `/readyz`, `/metrics`, the inventory and the page are served.
     pub admin_listen: SocketAddr,
+    /// Largest request body; a larger one is refused (413).
     pub max_body_bytes: u64,
     /// Bound on the buffered start of a body, up to the end of the session token.
     pub max_prefix_bytes: usize,
@@ -255,9 +284,11 @@ pub struct ServerSettings {
     pub max_prefix_memory: usize,
     /// Runtime worker threads; `None`: one per core.
     pub workers: Option<usize>,
+    /// What a client may hold of the listener: connections, time, HTTP/2 streams.
     pub limits: Limits,
     /// How much argon2 work requests may ask for.
     pub password_limits: PasswordLimits,
+    /// The HTTP status faults are sent with.
     pub fault_status: FaultStatus,
     /// How long the rest of a refused body is read (and at most `max_body_bytes` of it), so
     /// that its client reads the answer rather than a reset.
@@ -275,8 +306,10 @@ pub struct ServerSettings {
     pub tls: Option<TlsSettings>,
 }
 
+/// `server.tls`: the listener's certificate, and with `client_ca` mutual TLS.
 #[derive(Clone)]
 pub struct TlsSettings {
+    /// rustls' config, built from the files.
     pub config: Arc<rustls::ServerConfig>,
     /// Client certificates are required (`client_ca` is set).
     pub mutual: bool,
@@ -298,6 +331,7 @@ pub struct PasswordLimits {
     /// Failed checks of one login, and from one peer, before further checks of it are refused
     /// without running argon2 until the window ends.
     pub per_login: Rate,
+    /// Failed checks from one peer address.
     pub per_peer: Rate,
     /// How long a check refused over those limits waits at least before its answer (and up to
     /// half as long again, at random): an attacker that sends its next guess when the last is
@@ -308,7 +342,9 @@ pub struct PasswordLimits {
 /// `count` events per `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
+    /// How many.
     pub count: u32,
+    /// In how long.
     pub window: Duration,
 }
 
@@ -336,6 +372,7 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Longest pause in a request body, and in Campaign's answer.
     pub idle_timeout: Duration,
+    /// Connections served at once; past it, new ones wait in the kernel's queue.
     pub max_connections: usize,
     /// Connections served at once from one address.
     pub max_connections_per_ip: usize,
@@ -344,6 +381,7 @@ pub struct Limits {
     /// Every connection starts with a PROXY protocol header (v1 or v2), whose source address is
     /// the client's.
     pub proxy_protocol: bool,
+    /// How long in-flight requests may take to finish after `SIGTERM`.
     pub shutdown_grace: Duration,
 }
 
@@ -383,7 +421,9 @@ pub struct UpstreamSettings {
 /// One node of a Campaign instance, from its URL.
 #[derive(Debug, Clone)]
 pub struct NodeSettings {
+    /// `http` or `https`.
     pub scheme: Scheme,
+    /// Host and port.
     pub authority: Authority,
     /// Path the caller's path is appended to; empty when the URL has none.
     pub base_path: String,
@@ -397,11 +437,14 @@ impl NodeSettings {
     }
 }
 
+/// `[ims]`.
 #[derive(Debug)]
 pub struct ImsSettings {
     /// Without a trailing slash; JWT claims are built on it.
     pub host: String,
+    /// Where OAuth Server-to-Server tokens are asked for.
     pub token_url: http::Uri,
+    /// Where JWTs are exchanged for tokens.
     pub exchange_url: http::Uri,
     /// Bound on one token request.
     pub timeout: Duration,
@@ -409,9 +452,12 @@ pub struct ImsSettings {
     pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
+/// `[profiles.NAME]`: one technical account.
 #[derive(Debug)]
 pub struct Profile {
+    /// `NAME`.
     pub name: String,
+    /// How its tokens are obtained.
     pub kind: ProfileKind,
     /// Its Campaign: an index into [`Config::upstreams`]; `None`: `[upstream]`.
     pub upstream: Option<usize>,
@@ -424,26 +470,37 @@ impl Profile {
     }
 }
 
+/// The kinds of technical account.
 #[derive(Debug)]
 pub enum ProfileKind {
     /// OAuth Server-to-Server (client credentials).
     OAuth {
+        /// Its client id.
         client_id: String,
+        /// Its client secret.
         client_secret: Secret,
+        /// The scopes asked for.
         scopes: Vec<String>,
     },
     /// Service Account (JWT), retired by Adobe: see `ims/jwt.rs`.
     Jwt {
+        /// Its client id.
         client_id: String,
+        /// Its client secret.
         client_secret: Secret,
+        /// Its organization (`…@AdobeOrg`): the JWT's `iss`.
         org_id: String,
+        /// Its technical account (`…@techacct.adobe.com`): the JWT's `sub`.
         technical_account_id: String,
+        /// The key the JWT is signed with (RS256).
         private_key: SigningKey,
+        /// The metascopes claimed (`ent_campaign_sdk`).
         metascopes: Vec<String>,
     },
 }
 
 impl ProfileKind {
+    /// `oauth` or `jwt`, as the file writes it.
     pub fn name(&self) -> &'static str {
         match self {
             ProfileKind::OAuth { .. } => "oauth",
@@ -451,6 +508,7 @@ impl ProfileKind {
         }
     }
 
+    /// Its client id, whatever its kind.
     pub fn client_id(&self) -> &str {
         match self {
             ProfileKind::OAuth { client_id, .. } | ProfileKind::Jwt { client_id, .. } => client_id,
@@ -458,6 +516,7 @@ impl ProfileKind {
     }
 }
 
+/// `callers[].mode`: the way a caller's requests go.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Mode {
     /// Strip the legacy credential, send the technical account's Bearer token.
@@ -466,13 +525,17 @@ pub enum Mode {
     Legacy,
     /// This share of requests (0 to 100), decided per request, goes the `ims` way; the rest
     /// goes `legacy`.
-    Canary { percent: f64 },
+    Canary {
+        /// `canary_percent`.
+        percent: f64,
+    },
     /// Every call goes `legacy`, and the caller gets that answer; a call of one of its
     /// `shadow_actions` also goes the `ims` way, as a copy whose answer is compared with it.
     Shadow,
 }
 
 impl Mode {
+    /// As the file writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Ims => "ims",
@@ -483,13 +546,17 @@ impl Mode {
     }
 }
 
+/// One `[[callers]]` entry.
 pub struct CallerSettings {
+    /// Its name, in logs, metrics and the page.
     pub name: String,
+    /// The Campaign operator login it presents.
     pub login: String,
     /// argon2 hash of the password, in PHC form.
     pub password: PasswordHash,
     /// Index into [`Config::profiles`].
     pub profile: usize,
+    /// The way its requests go.
     pub mode: Mode,
     /// Networks the caller may come from (its TCP peer address); empty: anywhere.
     pub allow_from: Vec<IpNet>,
@@ -536,10 +603,6 @@ impl Config {
     pub fn parse(text: &str, base_dir: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| validate::syntax_error(text, &e))?;
         validate::config(raw, text, base_dir, env)
-    }
-
-    pub fn profile_names(&self) -> impl Iterator<Item = &str> {
-        self.profiles.iter().map(|p| p.name.as_str())
     }
 }
 

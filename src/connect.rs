@@ -21,7 +21,7 @@ use tower_service::Service;
 /// Which connections go through an HTTP proxy: `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` (in
 /// either case), or the config's `[egress]`, by hyper-util's rules. `None`: all go straight.
 #[derive(Clone, Default)]
-pub struct Egress {
+pub(crate) struct Egress {
     matcher: Option<Arc<Matcher>>,
 }
 
@@ -38,7 +38,7 @@ impl std::fmt::Debug for Egress {
 
 impl Egress {
     /// Through `proxy` when it is set (but for `no_proxy`), else by the environment.
-    pub fn new(proxy: Option<&str>, no_proxy: &[String]) -> Egress {
+    pub(crate) fn new(proxy: Option<&str>, no_proxy: &[String]) -> Egress {
         match proxy {
             Some(proxy) => Egress::through(proxy, no_proxy),
             None => Egress::from_env(),
@@ -46,14 +46,14 @@ impl Egress {
     }
 
     /// By the environment's `*_PROXY` variables.
-    pub fn from_env() -> Egress {
+    pub(crate) fn from_env() -> Egress {
         Egress {
             matcher: Some(Arc::new(Matcher::from_env())),
         }
     }
 
     /// Through `proxy` (`http://user:password@host:port`), but for the hosts of `no_proxy`.
-    pub fn through(proxy: &str, no_proxy: &[String]) -> Egress {
+    pub(crate) fn through(proxy: &str, no_proxy: &[String]) -> Egress {
         let matcher = Matcher::builder()
             .all(proxy.to_owned())
             .no(no_proxy.join(","))
@@ -64,7 +64,7 @@ impl Egress {
     }
 
     /// The proxy a connection to `dst` goes through, without its credentials; `None`: straight.
-    pub fn route(&self, dst: &Uri) -> Option<String> {
+    pub(crate) fn route(&self, dst: &Uri) -> Option<String> {
         let intercept = self.matcher.as_ref()?.intercept(dst)?;
         let proxy = intercept.uri();
         Some(format!(
@@ -79,7 +79,7 @@ impl Egress {
 
 /// A TCP connector that goes through the proxy [`Egress`] names for the destination, if any.
 #[derive(Clone)]
-pub struct EgressConnector {
+pub(crate) struct EgressConnector {
     direct: HttpConnector,
     egress: Egress,
 }
@@ -128,13 +128,13 @@ pub enum TlsSetupError {
 }
 
 /// The system's trusted roots, read once at start.
-pub fn system_roots() -> Vec<CertificateDer<'static>> {
+pub(crate) fn system_roots() -> Vec<CertificateDer<'static>> {
     rustls_native_certs::load_native_certs().certs
 }
 
 /// An HTTPS-or-HTTP connector over rustls (ring) trusting `roots`, through `egress`; its TCP
 /// connections time out after `connect_timeout` (`None`: the caller bounds connecting).
-pub fn https_connector(
+pub(crate) fn https_connector(
     roots: &[CertificateDer<'static>],
     connect_timeout: Option<Duration>,
     egress: &Egress,
@@ -164,7 +164,7 @@ pub fn https_connector(
 
 /// An error with its causes, `a: b: c` (hyper's own texts say little without their sources:
 /// "client error (Connect)").
-pub fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `2026-11-22 03:00:00 UTC`.
-pub fn utc(time: SystemTime) -> String {
+pub(crate) fn utc(time: SystemTime) -> String {
     let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
     let z = days + 719_468;
@@ -25,7 +25,7 @@ pub fn utc(time: SystemTime) -> String {
 }
 
 /// `2026-11-22T03:05:06.000Z` (ISO 8601, as Campaign writes `serverDate`).
-pub fn iso8601(time: SystemTime) -> String {
+pub(crate) fn iso8601(time: SystemTime) -> String {
     let utc = utc(time);
     // "YYYY-MM-DD HH:MM:SS UTC" → "YYYY-MM-DDTHH:MM:SS.000Z"
     format!("{}T{}.000Z", &utc[..10], &utc[11..19])

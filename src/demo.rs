@@ -39,12 +39,16 @@ const DEMO_CLIENT_SECRET: &str = "demo-client-secret";
 const DEMO_LOGIN: &str = "mc";
 const DEMO_PASSWORD: &str = "demo-password";
 
+/// Why the demo stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
+    /// A socket or a file.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// The config it wrote does not load.
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
+    /// The proxy's answer was not what the demo expected.
     #[error("{0}")]
     Http(String),
 }

@@ -18,12 +18,12 @@ static HOP_BY_HOP_AND_EXPECT: [HeaderName; 8] = [
 ];
 
 /// Removes the hop-by-hop fields, and those the `Connection` field names (RFC 9110 §7.6.1).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     strip(headers, &HOP_BY_HOP_AND_EXPECT[..7]);
 }
 
 /// [`strip_hop_by_hop`] and `Expect`, in the same pass: a request going to Campaign.
-pub fn strip_hop_by_hop_and_expect(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop_and_expect(headers: &mut HeaderMap) {
     strip(headers, &HOP_BY_HOP_AND_EXPECT);
 }
 
@@ -51,7 +51,7 @@ fn strip(headers: &mut HeaderMap, fixed: &[HeaderName]) {
 /// Removes every field named in `names` (16 at most). Most messages carry none of them: one
 /// pass over the names present finds those to remove, where a `remove` per name would hash
 /// every name.
-pub fn remove_all(headers: &mut HeaderMap, names: &[HeaderName]) {
+pub(crate) fn remove_all(headers: &mut HeaderMap, names: &[HeaderName]) {
     debug_assert!(names.len() <= 16);
     let mut present = 0u16;
     for name in headers.keys() {
@@ -68,7 +68,7 @@ pub fn remove_all(headers: &mut HeaderMap, names: &[HeaderName]) {
 
 /// A header map of `(name, value)` pairs, in order, for tests.
 #[cfg(test)]
-pub fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+pub(crate) fn map(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
         map.append(
@@ -96,7 +96,7 @@ mod tests {
             ("x-kept", "1"),
         ]);
         strip_hop_by_hop(&mut map);
-        let names: Vec<_> = map.keys().map(|k| k.as_str()).collect();
+        let names: Vec<_> = map.keys().map(http::HeaderName::as_str).collect();
         assert_eq!(names, ["x-kept"]);
     }
 
@@ -109,11 +109,11 @@ mod tests {
         ];
         let mut map = map(&fields);
         strip_hop_by_hop(&mut map);
-        let names: Vec<_> = map.keys().map(|k| k.as_str()).collect();
+        let names: Vec<_> = map.keys().map(http::HeaderName::as_str).collect();
         assert_eq!(names, ["expect", "x-kept"]);
         let mut map = super::map(&fields);
         strip_hop_by_hop_and_expect(&mut map);
-        let names: Vec<_> = map.keys().map(|k| k.as_str()).collect();
+        let names: Vec<_> = map.keys().map(http::HeaderName::as_str).collect();
         assert_eq!(names, ["x-kept"]);
     }
 
@@ -124,7 +124,7 @@ mod tests {
             &mut map,
             &[HeaderName::from_static("a"), HeaderName::from_static("z")],
         );
-        let mut names: Vec<_> = map.keys().map(|k| k.as_str()).collect();
+        let mut names: Vec<_> = map.keys().map(http::HeaderName::as_str).collect();
         names.sort_unstable();
         assert_eq!(names, ["b", "c"]);
     }

@@ -8,7 +8,7 @@
 //! A source only fetches; the cache decides when.
 
 mod cache;
-pub mod claims;
+pub(crate) mod claims;
 mod jwt;
 mod oauth;
 
@@ -21,12 +21,11 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use serde::Deserialize;
 
-pub use cache::{
-    FetchCounters, NotReady, REFRESH_MARGIN, Readiness, Token, TokenCache, TokenStatus,
-    fetch_histogram,
+pub(crate) use cache::{
+    FetchCounters, NotReady, Readiness, Token, TokenCache, TokenStatus, fetch_histogram,
 };
-pub use jwt::{JWT_LIFETIME, JwtCredential, JwtSource};
-pub use oauth::OAuthSource;
+pub(crate) use jwt::{JwtCredential, JwtSource};
+pub(crate) use oauth::OAuthSource;
 
 use crate::config::{ImsSettings, Profile, ProfileKind};
 use crate::connect::{EgressConnector, error_chain};
@@ -36,11 +35,11 @@ use crate::secret::Secret;
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Lifetime assumed for a token whose answer and claims both fail to say it: short, so that a
 /// wrong guess costs an early refresh, not a refused call.
-pub const FALLBACK_LIFETIME: Duration = Duration::from_secs(5 * 60);
+pub(crate) const FALLBACK_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
 /// A token as a source returns it.
 #[derive(Debug)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     pub access_token: Secret,
     /// Lifetime announced by IMS, converted from the unit of the endpoint.
     pub expires_in: Duration,
@@ -48,7 +47,7 @@ pub struct Fetched {
 
 /// Why no token came back. Texts carry IMS's `error` and `error_description`, never a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ImsError {
+pub(crate) enum ImsError {
     #[error("IMS refused the request (HTTP {status}): {error}{}", description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
     Refused {
         status: u16,
@@ -64,18 +63,18 @@ pub enum ImsError {
 }
 
 /// Something that can fetch an access token.
-pub trait TokenSource: Send + Sync + 'static {
+pub(crate) trait TokenSource: Send + Sync + 'static {
     fn fetch(&self) -> impl Future<Output = Result<Fetched, ImsError>> + Send;
 }
 
 /// The source of a configured profile.
-pub enum Source {
+pub(crate) enum Source {
     OAuth(OAuthSource),
     Jwt(JwtSource),
 }
 
 impl Source {
-    pub fn for_profile(profile: &Profile, ims: &ImsSettings, client: ImsClient) -> Source {
+    pub(crate) fn for_profile(profile: &Profile, ims: &ImsSettings, client: ImsClient) -> Source {
         match &profile.kind {
             ProfileKind::OAuth {
                 client_id,
@@ -123,20 +122,20 @@ impl TokenSource for Source {
 
 /// The HTTP client for IMS: pooled, rustls with the system roots.
 #[derive(Clone)]
-pub struct ImsClient {
+pub(crate) struct ImsClient {
     client: Client<HttpsConnector<EgressConnector>, Full<Bytes>>,
     timeout: Duration,
 }
 
 /// The unit of `expires_in`: seconds at `/ims/token/v3`, milliseconds at `/ims/exchange/jwt`.
 #[derive(Debug, Clone, Copy)]
-pub enum ExpiresIn {
+pub(crate) enum ExpiresIn {
     Seconds,
     Milliseconds,
 }
 
 impl ImsClient {
-    pub fn new(connector: HttpsConnector<EgressConnector>, timeout: Duration) -> ImsClient {
+    pub(crate) fn new(connector: HttpsConnector<EgressConnector>, timeout: Duration) -> ImsClient {
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_timer(hyper_util::rt::TokioTimer::new())
@@ -145,7 +144,7 @@ impl ImsClient {
     }
 
     /// POSTs a form and reads the token answer. `secrets` are masked in any text that comes back.
-    pub async fn request_token(
+    pub(crate) async fn request_token(
         &self,
         url: &http::Uri,
         form: String,

@@ -18,19 +18,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use lru::LruCache;
 use serde::Serialize;
 
-pub mod command;
+pub(crate) mod command;
 
 /// Actions kept by name for a login; more are counted as `other_actions`.
-pub const MAX_ACTIONS: usize = 16;
+pub(crate) const MAX_ACTIONS: usize = 16;
 /// Peers kept by address for a login; more are counted as `other_peers`.
-pub const MAX_PEERS: usize = 8;
+pub(crate) const MAX_PEERS: usize = 8;
 /// Longest login and action kept; longer ones are cut (at a character boundary).
-pub const MAX_NAME_BYTES: usize = 128;
+pub(crate) const MAX_NAME_BYTES: usize = 128;
 /// The traffic of a configured caller is kept by minute, for this many minutes.
-pub const MINUTES: usize = 60;
+pub(crate) const MINUTES: usize = 60;
 
 /// One request, as the inventory counts it.
-pub struct Seen<'a> {
+pub(crate) struct Seen<'a> {
     pub login: &'a str,
     /// The configured caller whose login it is.
     pub caller: Option<&'a Arc<str>>,
@@ -48,7 +48,7 @@ pub struct Seen<'a> {
 
 /// What the bars of the page count, for a minute.
 #[derive(Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq, Eq, Debug)]
-pub struct Shares {
+pub(crate) struct Shares {
     pub ims: u64,
     pub legacy: u64,
     pub refused: u64,
@@ -61,7 +61,7 @@ impl Shares {
         self.refused += other.refused;
     }
 
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.ims + self.legacy + self.refused
     }
 }
@@ -203,7 +203,7 @@ fn seconds(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-pub struct Inventory {
+pub(crate) struct Inventory {
     inner: Mutex<Inner>,
 }
 
@@ -225,7 +225,7 @@ impl Default for Inventory {
 }
 
 impl Inventory {
-    pub fn new(max_logins: usize) -> Inventory {
+    pub(crate) fn new(max_logins: usize) -> Inventory {
         Inventory {
             inner: Mutex::new(Inner {
                 callers: Vec::new(),
@@ -237,11 +237,13 @@ impl Inventory {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The configured callers' logins (after a start or a reload), and the bound on the others.
-    pub fn configure<'a>(
+    pub(crate) fn configure<'a>(
         &self,
         callers: impl Iterator<Item = (&'a str, &'a Arc<str>)>,
         max_logins: usize,
@@ -278,7 +280,7 @@ impl Inventory {
     }
 
     /// Counts one request.
-    pub fn count(&self, seen: &Seen<'_>) {
+    pub(crate) fn count(&self, seen: &Seen<'_>) {
         let now = seconds(seen.at);
         let login = cut(seen.login);
         let mut inner = self.lock();
@@ -302,7 +304,7 @@ impl Inventory {
     }
 
     /// Every login, most recently seen first.
-    pub fn report(&self, at: SystemTime) -> Report {
+    pub(crate) fn report(&self, at: SystemTime) -> Report {
         let now = seconds(at);
         let inner = self.lock();
         let mut logins: Vec<LoginReport> = inner
@@ -343,7 +345,7 @@ impl Inner {
 
 /// `GET /inventory`.
 #[derive(Serialize, serde::Deserialize, Debug, Clone, Default)]
-pub struct Report {
+pub(crate) struct Report {
     /// The profiles of the running config (a caller skeleton names one).
     #[serde(default)]
     pub profiles: Vec<String>,
@@ -355,7 +357,7 @@ pub struct Report {
 }
 
 #[derive(Serialize, serde::Deserialize, Debug, Clone, Default)]
-pub struct LoginReport {
+pub(crate) struct LoginReport {
     pub login: String,
     /// The configured caller whose login it is; `None`: no caller owns it.
     pub caller: Option<String>,
@@ -374,13 +376,13 @@ pub struct LoginReport {
 }
 
 #[derive(Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct Named {
+pub(crate) struct Named {
     pub name: String,
     pub requests: u64,
 }
 
 #[derive(Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct WayCount {
+pub(crate) struct WayCount {
     pub way: String,
     pub outcome: String,
     pub requests: u64,
@@ -388,7 +390,7 @@ pub struct WayCount {
 
 impl Report {
     /// Several replicas' inventories as one: counts added, first and last seen widened.
-    pub fn merge(reports: impl IntoIterator<Item = Report>) -> Report {
+    pub(crate) fn merge(reports: impl IntoIterator<Item = Report>) -> Report {
         let mut merged: Vec<LoginReport> = Vec::new();
         let mut max_logins = 0;
         let mut dropped = 0;

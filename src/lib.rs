@@ -43,33 +43,56 @@
 
 #![forbid(unsafe_code)]
 
-pub mod access;
-pub mod admin;
-pub mod body;
-pub mod callers;
-pub mod carriers;
-pub mod check;
+mod access;
+mod admin;
+mod body;
+mod callers;
+mod carriers;
+mod check;
 pub mod clock;
 pub mod config;
-pub mod connect;
-pub mod dates;
+mod connect;
+mod dates;
 pub mod demo;
-pub mod headers;
-pub mod import;
-pub mod ims;
-pub mod inventory;
-pub mod logbuf;
-pub mod metrics;
-pub mod notify;
-pub mod proxy;
-pub mod reload;
-pub mod secret;
-pub mod server;
-pub mod sessions;
-pub mod soap;
-pub mod telemetry;
-pub mod tls;
-pub mod upstream;
+mod headers;
+mod import;
+mod ims;
+mod inventory;
+mod logbuf;
+mod metrics;
+mod notify;
+mod proxy;
+mod reload;
+mod secret;
+mod server;
+mod sessions;
+mod soap;
+mod telemetry;
+mod tls;
+mod upstream;
+
+pub use secret::SigningKey;
+
+/// What the command line (`src/main.rs`) runs besides [`run_reloadable`]: its commands, the
+/// log, traces and reloads.
+pub mod cli {
+    pub use crate::access::{Format as LogFormat, write_to as write_log_to};
+    pub use crate::callers::{check_password, hash_password};
+    pub use crate::check::{JWT_RETIRED, run as check};
+    pub use crate::import::{parse as parse_nlserver, write_profile};
+    pub use crate::inventory::command::{HASH_PLACEHOLDER, run as inventory};
+    pub use crate::logbuf::{LogGuard, start as start_log};
+    pub use crate::reload::{Reload, reloads};
+    pub use crate::telemetry::{TARGET as TRACES_TARGET, Traces};
+}
+
+/// What the fuzz target (`fuzz/`) reads envelopes with: the scanner, the watch of the rest
+/// and the splice, as the proxy uses them.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::carriers::body_edits;
+    pub use crate::soap::{Charset, Scanner, Tail, splice};
+}
 
 use std::future::Future;
 use std::sync::Arc;
@@ -85,6 +108,7 @@ use server::Connections;
 
 /// The sockets `run` serves on, bound by the caller (tests bind port 0).
 pub struct Listeners {
+    /// The callers' listener.
     pub proxy: TcpListener,
     /// `/healthz`, `/readyz`.
     pub admin: Option<TcpListener>,

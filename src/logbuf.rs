@@ -9,9 +9,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// How often the buffer is written out.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// A buffer this large is written at once.
-pub const MAX_BUFFERED: usize = 1024 * 1024;
+pub(crate) const MAX_BUFFERED: usize = 1024 * 1024;
 
 #[derive(Default)]
 struct Shared {
@@ -23,7 +23,9 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
-        self.lines.lock().unwrap_or_else(|e| e.into_inner())
+        self.lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Writes out what is buffered.
@@ -57,11 +59,14 @@ pub fn start() -> (LogBuffer, LogGuard) {
         .name("log".into())
         .spawn(move || {
             loop {
-                let stop = writer.stop.lock().unwrap_or_else(|e| e.into_inner());
+                let stop = writer
+                    .stop
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let (stop, _) = writer
                     .wake
                     .wait_timeout_while(stop, FLUSH_EVERY, |stop| !*stop)
-                    .unwrap_or_else(|e| e.into_inner());
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let stopping = *stop;
                 drop(stop);
                 writer.flush();
@@ -115,7 +120,11 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        *self.shared.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *self
+            .shared
+            .stop
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
         self.shared.wake.notify_all();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

@@ -135,27 +135,27 @@ fn main() -> ExitCode {
 /// is left.
 fn init_logging(
     format: LogFormat,
-    traces: Option<&imsbridge::telemetry::Traces>,
-) -> imsbridge::logbuf::LogGuard {
+    traces: Option<&imsbridge::cli::Traces>,
+) -> imsbridge::cli::LogGuard {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|text| text.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO))
-        .with_target(imsbridge::telemetry::TARGET, LevelFilter::OFF);
-    let (writer, guard) = imsbridge::logbuf::start();
-    imsbridge::access::write_to(
+        .with_target(imsbridge::cli::TRACES_TARGET, LevelFilter::OFF);
+    let (writer, guard) = imsbridge::cli::start_log();
+    imsbridge::cli::write_log_to(
         writer.clone(),
         match format {
-            LogFormat::Text => imsbridge::access::Format::Text,
-            LogFormat::Json => imsbridge::access::Format::Json,
+            LogFormat::Text => imsbridge::cli::LogFormat::Text,
+            LogFormat::Json => imsbridge::cli::LogFormat::Json,
         },
     );
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(false);
-    let otlp = traces.map(|traces| traces.layer());
+    let otlp = traces.map(imsbridge::cli::Traces::layer);
     match format {
         LogFormat::Text => tracing_subscriber::registry()
             .with(otlp)
@@ -194,7 +194,7 @@ fn inventory(admins: &[String]) -> ExitCode {
         }
     };
     let mut out = std::io::stdout().lock();
-    match runtime.block_on(imsbridge::inventory::command::run(admins, &mut out)) {
+    match runtime.block_on(imsbridge::cli::inventory(admins, &mut out)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("imsbridge: {error}");
@@ -214,7 +214,7 @@ fn run(path: PathBuf, log_format: LogFormat) -> ExitCode {
     let traces = match config
         .otlp_endpoint
         .as_deref()
-        .map(imsbridge::telemetry::Traces::start)
+        .map(imsbridge::cli::Traces::start)
     {
         None => None,
         Some(Ok(traces)) => Some(traces),
@@ -254,7 +254,7 @@ fn run(path: PathBuf, log_format: LogFormat) -> ExitCode {
             proxy,
             admin: Some(admin),
         };
-        let reloads = imsbridge::reload::reloads(path);
+        let reloads = imsbridge::cli::reloads(path);
         imsbridge::run_reloadable(listeners, config, shutdown_signal(), reloads)
             .await
             .map_err(|e| e.to_string())
@@ -302,7 +302,7 @@ fn check(path: PathBuf, probe: bool) -> ExitCode {
         .map_err(|e| e.to_string())
         .and_then(|runtime| {
             runtime
-                .block_on(imsbridge::check::run(
+                .block_on(imsbridge::cli::check(
                     &config,
                     probe,
                     &mut std::io::stdout(),
@@ -336,15 +336,14 @@ fn import_nlserver(
             line
         }
     };
-    let profile = imsbridge::import::parse(&text).and_then(|credential| {
-        imsbridge::import::write_profile(&credential, name, dir, metascopes)
-    });
+    let profile = imsbridge::cli::parse_nlserver(&text)
+        .and_then(|credential| imsbridge::cli::write_profile(&credential, name, dir, metascopes));
     match profile {
         Ok(profile) => {
             println!("{profile}");
             eprintln!(
                 "Wrote the client secret and the private key beside it (mode 0600). Note: {}",
-                imsbridge::check::JWT_RETIRED
+                imsbridge::cli::JWT_RETIRED
             );
             ExitCode::SUCCESS
         }
@@ -370,7 +369,7 @@ fn hash_password() -> ExitCode {
         eprintln!("imsbridge: no password on standard input");
         return ExitCode::from(2);
     }
-    println!("{}", imsbridge::callers::hash_password(password));
+    println!("{}", imsbridge::cli::hash_password(password));
     ExitCode::SUCCESS
 }
 

@@ -25,7 +25,7 @@ use crate::upstream::{AttemptCounters, NodeHealth};
 /// The labels of a finished request. Counted on every request: nothing here allocates but the
 /// caller's name, which is shared.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub(crate) struct RequestLabels {
     /// The caller's name; `-` when no caller owns the credential.
     pub caller: Arc<str>,
     /// Its configured mode: `ims`, `legacy`, `canary`; `transparent`; `-` when refused early.
@@ -78,7 +78,7 @@ struct ShadowLabels {
 
 /// What the shadow copy of a call gave: a comparison, or why there was none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ShadowOutcome {
+pub(crate) enum ShadowOutcome {
     /// The `ims` way answered as the legacy way did (as XML, white space between elements
     /// aside, and with the same status).
     Match,
@@ -98,7 +98,7 @@ pub enum ShadowOutcome {
 
 impl ShadowOutcome {
     /// Its `result` label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ShadowOutcome::Match => "match",
             ShadowOutcome::Mismatch => "mismatch",
@@ -112,7 +112,7 @@ impl ShadowOutcome {
 }
 
 /// What the shadow copies of a caller's action gave, by outcome.
-pub type ShadowCounts = std::collections::BTreeMap<ShadowOutcome, u64>;
+pub(crate) type ShadowCounts = std::collections::BTreeMap<ShadowOutcome, u64>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
@@ -224,7 +224,7 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
@@ -260,7 +260,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("imsbridge");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -429,7 +429,7 @@ impl Metrics {
     }
 
     /// Counts a finished request.
-    pub fn request(
+    pub(crate) fn request(
         &self,
         labels: &RequestLabels,
         seconds: f64,
@@ -459,7 +459,7 @@ impl Metrics {
     }
 
     /// The counters of a profile's token fetches.
-    pub fn fetches(&self, profile: &str) -> FetchCounters {
+    pub(crate) fn fetches(&self, profile: &str) -> FetchCounters {
         let counter = |result: &str| {
             self.fetches
                 .get_or_create(&FetchLabels {
@@ -481,7 +481,7 @@ impl Metrics {
     }
 
     /// The histogram of Campaign's time to the head of its answer, for an upstream.
-    pub fn first_byte(&self, upstream: &str) -> Histogram {
+    pub(crate) fn first_byte(&self, upstream: &str) -> Histogram {
         self.first_byte
             .get_or_create(&UpstreamLabels {
                 upstream: upstream.to_owned(),
@@ -490,7 +490,7 @@ impl Metrics {
     }
 
     /// Counts what the shadow copy of a call of `caller`'s `action` gave.
-    pub fn shadow(&self, caller: &str, action: &str, result: ShadowOutcome) {
+    pub(crate) fn shadow(&self, caller: &str, action: &str, result: ShadowOutcome) {
         self.shadow
             .get_or_create(&ShadowLabels {
                 caller: caller.to_owned(),
@@ -498,7 +498,10 @@ impl Metrics {
                 result: result.as_str(),
             })
             .inc();
-        let mut table = self.shadow_table.lock().unwrap_or_else(|e| e.into_inner());
+        let mut table = self
+            .shadow_table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *table
             .entry((caller.to_owned(), action.to_owned()))
             .or_default()
@@ -507,19 +510,22 @@ impl Metrics {
     }
 
     /// The shadow counts by caller and action, for the admin page.
-    pub fn shadow_table(&self) -> Vec<((String, String), ShadowCounts)> {
-        let table = self.shadow_table.lock().unwrap_or_else(|e| e.into_inner());
+    pub(crate) fn shadow_table(&self) -> Vec<((String, String), ShadowCounts)> {
+        let table = self
+            .shadow_table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         table.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// Counts a reload attempt.
-    pub fn reloaded(&self, ok: bool) {
+    pub(crate) fn reloaded(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.reloads.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// The counters of the attempts on a node of an upstream.
-    pub fn attempts(&self, upstream: &str, node: &str) -> AttemptCounters {
+    pub(crate) fn attempts(&self, upstream: &str, node: &str) -> AttemptCounters {
         let counter = |outcome: &'static str| {
             self.attempts
                 .get_or_create(&AttemptLabels {
@@ -540,7 +546,7 @@ impl Metrics {
     }
 
     /// Names the callers of the running config and their modes (after a start or a reload).
-    pub fn set_callers<'a>(&self, callers: impl Iterator<Item = (&'a str, &'a str)>) {
+    pub(crate) fn set_callers<'a>(&self, callers: impl Iterator<Item = (&'a str, &'a str)>) {
         self.callers.clear();
         for (caller, mode) in callers {
             self.callers
@@ -553,7 +559,7 @@ impl Metrics {
     }
 
     /// The text exposition; gauges read at this moment.
-    pub fn render<'a>(
+    pub(crate) fn render<'a>(
         &self,
         profiles: impl Iterator<Item = (&'a str, Readiness)>,
         nodes: impl Iterator<Item = NodeHealth<'a>>,

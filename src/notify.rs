@@ -7,7 +7,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 
 /// Sends `state` (lines `KEY=value`) to the service manager, if one listens. Best effort: a
 /// failure is logged, never fatal.
-pub fn notify(state: &str) {
+pub(crate) fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
@@ -37,18 +37,18 @@ fn abstract_address(_: &[u8]) -> std::io::Result<SocketAddr> {
 }
 
 /// The listeners serve.
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     notify(&format!("READY=1\nSTATUS={status}"));
 }
 
 /// A reload starts (with the monotonic time systemd asks `Type=notify-reload` services for).
-pub fn reloading() {
+pub(crate) fn reloading() {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     let usec = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000;
     notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
 }
 
 /// Shutting down: requests in flight are finishing.
-pub fn stopping() {
+pub(crate) fn stopping() {
     notify("STOPPING=1\nSTATUS=stopping: finishing requests in flight");
 }

@@ -39,7 +39,7 @@ use http::{Method, Request, Response, Version, request};
 use hyper::body::Incoming;
 
 pub(crate) use build::Profile;
-pub use error::ProxyError;
+pub(crate) use error::ProxyError;
 
 use crate::body::{BodyError, CampaignBody, Lingering, Replay, ResponseBody, UpstreamBody};
 use crate::callers::{AuthError, Caller, Callers, LogonWay, Presented, Route};
@@ -58,7 +58,7 @@ use record::{Completion, Record};
 use tracing::Instrument;
 
 /// The proxy: what every request needs, built once from the config.
-pub struct Proxy {
+pub(crate) struct Proxy {
     callers: Callers,
     /// Same order as the config's profiles: callers refer to them by index.
     profiles: Vec<Profile>,
@@ -133,13 +133,13 @@ fn presented<'a>(credential: Credential<'a>, peer: &'a Peer) -> Presented<'a> {
 }
 
 impl Proxy {
-    pub fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
     /// Waits, up to `wait`, for every profile to hold a token (after a reload, before the new
     /// config takes the traffic).
-    pub async fn warm_up(&self, wait: Duration) {
+    pub(crate) async fn warm_up(&self, wait: Duration) {
         for profile in &self.profiles {
             let _ = profile.tokens.get(wait).await;
         }
@@ -168,7 +168,7 @@ impl Proxy {
     }
 
     /// Answers one request; its log line and counts follow when the answer is done with.
-    pub async fn handle(
+    pub(crate) async fn handle(
         self: &Arc<Self>,
         mut peer: Arc<Peer>,
         mut request: Request<Incoming>,

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::config::{Config, ConfigError, ProcessEnv};
 
 /// How often the config file is looked at.
-pub const WATCH_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// A change is read once the file has stayed the same this long (an editor may write it in
 /// several steps).
 const SETTLE: Duration = Duration::from_millis(200);

@@ -8,7 +8,7 @@
 
 mod key;
 
-pub use key::{KeyError, SigningKey};
+pub use key::SigningKey;
 
 use std::fmt;
 use std::sync::Arc;

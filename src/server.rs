@@ -29,11 +29,11 @@ use crate::config::Limits;
 use crate::tls::CertIdentity;
 
 /// A TLS client gets this long to finish its handshake.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Counts of a listener's connections.
 #[derive(Debug, Default)]
-pub struct Connections {
+pub(crate) struct Connections {
     accepted: AtomicU64,
     open: AtomicI64,
     refused_per_ip: AtomicU64,
@@ -41,24 +41,24 @@ pub struct Connections {
 
 impl Connections {
     /// Connections accepted so far.
-    pub fn accepted(&self) -> u64 {
+    pub(crate) fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
     }
 
     /// Connections open now.
-    pub fn open(&self) -> i64 {
+    pub(crate) fn open(&self) -> i64 {
         self.open.load(Ordering::Relaxed)
     }
 
     /// Connections closed at once because their address had `max_connections_per_ip` open.
-    pub fn refused_per_ip(&self) -> u64 {
+    pub(crate) fn refused_per_ip(&self) -> u64 {
         self.refused_per_ip.load(Ordering::Relaxed)
     }
 }
 
 /// Who is at the other end of a connection.
 #[derive(Debug, Clone)]
-pub struct Peer {
+pub(crate) struct Peer {
     pub addr: SocketAddr,
     /// What its client certificate names, when the listener asks for one (mTLS).
     pub cert: Option<Arc<CertIdentity>>,
@@ -67,7 +67,7 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(addr: SocketAddr, cert: Option<Arc<CertIdentity>>) -> Peer {
+    pub(crate) fn new(addr: SocketAddr, cert: Option<Arc<CertIdentity>>) -> Peer {
         let forwarded_for = HeaderValue::try_from(addr.ip().to_string())
             .expect("an IP address is a valid header value");
         Peer {
@@ -91,7 +91,7 @@ impl Peer {
 /// closed (gracefully: an HTTP/2 client gets a GOAWAY, and is dropped if still there after as
 /// long again). HTTP/2 allows `http2_max_streams` streams at once, and a peer that sent nothing
 /// for `header_read_timeout` is pinged: no answer within as long, and the connection is closed.
-pub async fn serve<H, F, B>(
+pub(crate) async fn serve<H, F, B>(
     listener: TcpListener,
     tls: Option<watch::Receiver<TlsAcceptor>>,
     connections: Arc<Connections>,
@@ -200,7 +200,7 @@ pub async fn serve<H, F, B>(
                     let connection = builder.serve_connection(TokioIo::new(stream), service(peer));
                     watch_connection(
                         connection,
-                        |c| c.graceful_shutdown(),
+                        hyper_util::server::conn::auto::Connection::graceful_shutdown,
                         &activity,
                         idle,
                         stopping,
@@ -223,7 +223,7 @@ pub async fn serve<H, F, B>(
                                 builder.serve_connection(TokioIo::new(stream), service(peer));
                             watch_connection(
                                 connection,
-                                |c| c.graceful_shutdown(),
+                                hyper_util::server::conn::auto::Connection::graceful_shutdown,
                                 &activity,
                                 idle,
                                 stopping,
@@ -261,8 +261,8 @@ pub async fn serve<H, F, B>(
 /// (`MAX_BUF_SIZE`), a stream at most a prefix's worth. (hyper's 1 MiB each let 24 connections
 /// of stalled streams hold 20 MB beside the prefix budget.) A stream still moves 64 KiB per
 /// round trip: 300 MB/s at 0.2 ms, 2 MB/s at 30 ms.
-pub const HTTP2_CONNECTION_WINDOW: u32 = MAX_BUF_SIZE as u32;
-pub const HTTP2_STREAM_WINDOW: u32 = 64 * 1024;
+pub(crate) const HTTP2_CONNECTION_WINDOW: u32 = MAX_BUF_SIZE as u32;
+pub(crate) const HTTP2_STREAM_WINDOW: u32 = 64 * 1024;
 
 type ConnectionResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -453,7 +453,10 @@ impl PerIp {
 
     /// A slot for one more connection from `ip`, if it has fewer than the limit open.
     fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let count = open.entry(ip).or_insert(0);
         if *count >= self.limit {
             return None;
@@ -474,7 +477,11 @@ struct IpSlot {
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        let mut open = self.per_ip.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = self
+            .per_ip
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(count) = open.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {

@@ -27,7 +27,7 @@ const SECURITY_PREFIX: &str = "ibx1.";
 /// Why a presented session is refused. Every one ends in Campaign's XSV-350008 fault, on which
 /// clients log on again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SessionError {
+pub(crate) enum SessionError {
     #[error("session token not signed with this proxy's session secret")]
     BadSignature,
     #[error("session token malformed")]
@@ -54,17 +54,17 @@ struct Claims {
 }
 
 /// A pair of tokens, as `LogonResponse` returns them.
-pub struct Issued {
+pub(crate) struct Issued {
     pub session: Secret,
     pub security: Secret,
 }
 
 /// At most this many sessions are remembered as revoked; past it, those that expire soonest are
 /// forgotten first (a revoked session that is forgotten still expires at its time).
-pub const MAX_REVOKED: usize = 100_000;
+pub(crate) const MAX_REVOKED: usize = 100_000;
 
 /// Issues and checks session tokens.
-pub struct Sessions {
+pub(crate) struct Sessions {
     key: hmac::Key,
     ttl: Duration,
     /// Nonces of the sessions ended by a Logoff here, with their expiry (seconds since the
@@ -73,7 +73,7 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn new(settings: &SessionSettings) -> Sessions {
+    pub(crate) fn new(settings: &SessionSettings) -> Sessions {
         Sessions {
             key: hmac::Key::new(hmac::HMAC_SHA256, settings.secret.expose().as_bytes()),
             ttl: settings.ttl,
@@ -81,17 +81,17 @@ impl Sessions {
         }
     }
 
-    pub fn ttl(&self) -> Duration {
+    pub(crate) fn ttl(&self) -> Duration {
         self.ttl
     }
 
     /// True for a token shaped like ours (the signature is not checked).
-    pub fn looks_issued(token: &str) -> bool {
+    pub(crate) fn looks_issued(token: &str) -> bool {
         token.starts_with(SESSION_PREFIX)
     }
 
     /// A new pair of tokens for `caller`, valid for the configured time from `now`.
-    pub fn issue(&self, caller: &str, now: SystemTime) -> Issued {
+    pub(crate) fn issue(&self, caller: &str, now: SystemTime) -> Issued {
         let expires = (now + self.ttl)
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -111,7 +111,7 @@ impl Sessions {
 
     /// The caller a session token was issued to, if it is ours, intact and unexpired; a
     /// security token, when presented, must be its own.
-    pub fn verify(
+    pub(crate) fn verify(
         &self,
         session: &str,
         security: Option<&str>,
@@ -147,7 +147,7 @@ impl Sessions {
 
     /// Ends an issued session (a Logoff): `verify` refuses it from now on, on this replica.
     /// Only a session token that is ours and intact is remembered.
-    pub fn revoke(&self, session: &str, now: SystemTime) {
+    pub(crate) fn revoke(&self, session: &str, now: SystemTime) {
         let Some(claims) = session
             .strip_prefix(SESSION_PREFIX)
             .and_then(|rest| rest.split_once('.'))
@@ -176,7 +176,9 @@ impl Sessions {
     }
 
     fn revoked(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        self.revoked.lock().unwrap_or_else(|e| e.into_inner())
+        self.revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn mac(&self, purpose: &str, claims: &str) -> String {

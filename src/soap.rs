@@ -19,15 +19,17 @@ mod splice;
 mod tail;
 mod wsdl;
 
-pub use action::Action;
+pub(crate) use action::Action;
 pub use charset::Charset;
-pub use compare::{agree, canonical};
-pub use fault::{Fault, FaultCode, INVALID_LOGIN, SESSION_INVALID};
-pub use logon::{logoff_response, logon_response};
-pub use scan::{Carrier, CarrierKind, Envelope, Method, Param, ScanError, Scanner, SoapVersion};
-pub use splice::{Edit, splice};
+pub(crate) use compare::agree;
+pub(crate) use fault::{Fault, FaultCode, INVALID_LOGIN, SESSION_INVALID};
+pub(crate) use logon::{logoff_response, logon_response};
+pub use scan::Scanner;
+pub(crate) use scan::{CarrierKind, Envelope, ScanError};
+pub(crate) use splice::Edit;
+pub use splice::splice;
 pub use tail::Tail;
-pub use wsdl::point_at;
+pub(crate) use wsdl::point_at;
 
 /// The one path Campaign serves SOAP on.
-pub const SOAP_ROUTER_PATH: &str = "/nl/jsp/soaprouter.jsp";
+pub(crate) const SOAP_ROUTER_PATH: &str = "/nl/jsp/soaprouter.jsp";

@@ -87,7 +87,7 @@ impl Extractor for Headers<'_> {
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
+        self.0.keys().map(http::HeaderName::as_str).collect()
     }
 }
 
@@ -105,14 +105,14 @@ impl Injector for HeadersMut<'_> {
 }
 
 /// Makes `span` continue the trace an incoming request's `traceparent` names, if any.
-pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
+pub(crate) fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
     let parent = TraceContextPropagator::new().extract(&Headers(headers));
     let _ = span.set_parent(parent);
 }
 
 /// Puts `span`'s `traceparent` (and `tracestate`) in the headers of a request to Campaign, in
 /// place of the caller's.
-pub fn send_trace(span: &tracing::Span, headers: &mut HeaderMap) {
+pub(crate) fn send_trace(span: &tracing::Span, headers: &mut HeaderMap) {
     headers.remove("traceparent");
     headers.remove("tracestate");
     TraceContextPropagator::new().inject_context(&span.context(), &mut HeadersMut(headers));

@@ -15,16 +15,16 @@ mod identity;
 
 #[cfg(test)]
 pub(crate) use identity::tests::certificate_for_tests;
-pub use identity::{AltName, CertIdentity, NameError, SubjectName};
+pub(crate) use identity::{AltName, CertIdentity, SubjectName};
 
 /// The listener's rustls config. Errors say which file and why, never what a key holds.
-pub fn server_config(
+pub(crate) fn server_config(
     cert: &Path,
     key: &Secret,
     client_ca: Option<&Path>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
     let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .and_then(std::iter::Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|e| format!("cert: {}: {e}", cert.display()))?;
     if chain.is_empty() {
         return Err(format!("cert: {} holds no PEM certificate", cert.display()));
@@ -40,7 +40,7 @@ pub fn server_config(
         Some(path) => {
             let mut roots = rustls::RootCertStore::empty();
             let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .and_then(std::iter::Iterator::collect::<Result<Vec<_>, _>>)
                 .map_err(|e| format!("client_ca: {}: {e}", path.display()))?;
             for cert in certs {
                 roots

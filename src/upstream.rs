@@ -24,13 +24,13 @@ use crate::headers::strip_hop_by_hop_and_expect;
 use node::{Node, Outcome};
 use pool::{Failed, Pool};
 
-pub use node::AttemptCounters;
+pub(crate) use node::AttemptCounters;
 
 mod node;
 mod pool;
 
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("Campaign unreachable: {0}")]
     Unreachable(String),
     #[error("no connection to Campaign within {0:?}")]
@@ -78,7 +78,7 @@ impl UpstreamError {
 }
 
 /// A node's state, as `/metrics` shows it.
-pub struct NodeHealth<'a> {
+pub(crate) struct NodeHealth<'a> {
     pub upstream: &'a str,
     pub node: &'a str,
     /// Skipped now, after a failure.
@@ -87,7 +87,7 @@ pub struct NodeHealth<'a> {
 }
 
 /// One Campaign instance: its nodes, and how long they get.
-pub struct Upstream {
+pub(crate) struct Upstream {
     name: String,
     nodes: Box<[Node]>,
     /// Whether a node has a base path: then the caller's target is kept to aim each attempt.
@@ -104,7 +104,7 @@ pub struct Upstream {
 impl Upstream {
     /// The client to a Campaign instance, trusting `system_roots` and its `ca_file`, through
     /// `egress`; `attempts` gives the counters of each node (by upstream and node URL).
-    pub fn new(
+    pub(crate) fn new(
         settings: &UpstreamSettings,
         system_roots: &[CertificateDer<'static>],
         egress: &Egress,
@@ -160,17 +160,17 @@ impl Upstream {
         })
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// Bodies up to this size are kept for a replay when Campaign refuses the token.
-    pub fn retry_buffer_bytes(&self) -> u64 {
+    pub(crate) fn retry_buffer_bytes(&self) -> u64 {
         self.retry_buffer_bytes
     }
 
     /// Each node and its state now.
-    pub fn health(&self) -> impl Iterator<Item = NodeHealth<'_>> {
+    pub(crate) fn health(&self) -> impl Iterator<Item = NodeHealth<'_>> {
         let now = node::clock();
         self.nodes.iter().map(move |node| NodeHealth {
             upstream: &self.name,
@@ -183,7 +183,7 @@ impl Upstream {
     /// Sends a request whose target is the caller's (origin form) to a node, aimed at it (its
     /// `Host` and base path); if none of it went out, to the next node, until each was tried.
     /// `timeout` bounds it all, from the first connection to the head of the answer.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<CampaignBody>, UpstreamError> {
@@ -259,7 +259,7 @@ impl Upstream {
 
 /// `uri`'s path and query alone, as a request to Campaign names its target (an HTTP/2
 /// caller's has its scheme and authority too).
-pub fn origin_form(uri: &Uri) -> Uri {
+pub(crate) fn origin_form(uri: &Uri) -> Uri {
     if uri.scheme().is_none() && uri.authority().is_none() {
         return uri.clone();
     }
@@ -283,7 +283,7 @@ fn find_body_error(error: &(dyn std::error::Error + 'static)) -> Option<BodyErro
 }
 
 /// What to do to a request's headers on the way to Campaign.
-pub struct Forwarding<'a> {
+pub(crate) struct Forwarding<'a> {
     /// `ims` mode: this `Authorization` replaces any the caller sent (the legacy credential
     /// is taken out beforehand, `carriers::strip_headers`).
     pub bearer: Option<&'a HeaderValue>,
@@ -293,11 +293,11 @@ pub struct Forwarding<'a> {
     pub content_length: Option<u64>,
 }
 
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Applies the header policy to a request about to go upstream (`Host` is the node's, set as
 /// it is sent).
-pub fn forward_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
+pub(crate) fn forward_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
     strip_hop_by_hop_and_expect(headers);
     match forwarding.content_length {
         Some(length) => {

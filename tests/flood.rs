@@ -174,7 +174,7 @@ async fn under_a_flood_of_wrong_passwords_callers_are_served() {
         caller("fresh2", &cheap_hash(FRESH_PASSWORD)),
         caller(
             "flooded",
-            &imsbridge::callers::hash_password("its-real-password"),
+            &imsbridge::cli::hash_password("its-real-password"),
         ),
     ];
     // The proxy (and its stand-ins) on a runtime of their own, as a proxy is a process of its

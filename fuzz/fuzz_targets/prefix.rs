@@ -15,8 +15,7 @@
 #![no_main]
 
 use bytes::Bytes;
-use imsbridge::carriers::body_edits;
-use imsbridge::soap::{Charset, Scanner, Tail, splice};
+use imsbridge::fuzzing::{Charset, Scanner, Tail, body_edits, splice};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {

@@ -16,7 +16,7 @@ use crate::metrics::{ShadowCounts, ShadowOutcome};
 use crate::upstream::NodeHealth;
 
 /// The page reloads itself this often.
-pub const REFRESH_SECONDS: u32 = 10;
+pub(super) const REFRESH_SECONDS: u32 = 10;
 /// Logins listed in the inventory table; the JSON has them all.
 const LISTED_LOGINS: usize = 200;
 
@@ -47,7 +47,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 "#;
 
 /// What the page shows.
-pub struct Page<'a> {
+pub(super) struct Page<'a> {
     pub profiles: Vec<ProfileView<'a>>,
     pub callers: Vec<CallerView<'a>>,
     pub inventory: &'a Report,
@@ -119,7 +119,7 @@ fn mode_name(mode: Mode) -> String {
 }
 
 impl Page<'_> {
-    pub fn render(&self) -> String {
+    pub(super) fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
         let _ = write!(
             out,
@@ -351,7 +351,7 @@ impl Page<'_> {
                     .collect();
                 let more = list.len().saturating_sub(5) as u64 + u64::from(other > 0);
                 if more > 0 {
-                    listed.push(format!("and more ({})", more));
+                    listed.push(format!("and more ({more})"));
                 }
                 listed.join("<br>")
             };

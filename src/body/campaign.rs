@@ -15,35 +15,35 @@ use hyper::client::conn::http1;
 use super::UpstreamBody;
 
 /// A connection to Campaign, ready for requests of ours.
-pub type Sender = http1::SendRequest<UpstreamBody>;
+pub(crate) type Sender = http1::SendRequest<UpstreamBody>;
 
 /// Where a connection goes when its answer was read to its end.
-pub trait Reuse: Send + Sync + 'static {
+pub(crate) trait Reuse: Send + Sync + 'static {
     fn give_back(&self, sender: Sender);
 }
 
 /// A connection lent for one exchange, and where it goes back.
-pub struct Lease {
+pub(crate) struct Lease {
     sender: Sender,
     /// A shared handle (the pool's own `Arc`): lending costs no allocation.
     home: Arc<dyn Reuse>,
 }
 
 impl Lease {
-    pub fn new(sender: Sender, home: Arc<dyn Reuse>) -> Lease {
+    pub(crate) fn new(sender: Sender, home: Arc<dyn Reuse>) -> Lease {
         Lease { sender, home }
     }
 }
 
 /// The body of Campaign's answer; see the module documentation.
-pub struct CampaignBody {
+pub(crate) struct CampaignBody {
     body: Incoming,
     lease: Option<Lease>,
     ended: bool,
 }
 
 impl CampaignBody {
-    pub fn new(body: Incoming, lease: Lease) -> CampaignBody {
+    pub(crate) fn new(body: Incoming, lease: Lease) -> CampaignBody {
         CampaignBody {
             ended: body.is_end_stream(),
             body,

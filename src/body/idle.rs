@@ -8,7 +8,7 @@ use tokio::time::{Instant, Sleep};
 
 /// Fails when a peer stays silent for longer than its limit. Armed on the first wait only, so
 /// that a body that never waits never allocates a timer.
-pub struct IdleTimer {
+pub(super) struct IdleTimer {
     pub limit: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     /// The sleep must be re-armed before it is polled again.
@@ -16,7 +16,7 @@ pub struct IdleTimer {
 }
 
 impl IdleTimer {
-    pub fn new(limit: Duration) -> IdleTimer {
+    pub(super) fn new(limit: Duration) -> IdleTimer {
         IdleTimer {
             limit,
             sleep: None,
@@ -25,12 +25,12 @@ impl IdleTimer {
     }
 
     /// Something arrived: the silence starts again.
-    pub fn touch(&mut self) {
+    pub(super) fn touch(&mut self) {
         self.stale = true;
     }
 
     /// True once the silence has lasted the limit (arms the timer on the first call).
-    pub fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+    pub(super) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         let deadline = Instant::now() + self.limit;
         // Boxed: a `Sleep` cannot move once polled, and the bodies holding this timer must.
         let sleep = self

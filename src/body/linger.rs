@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 
 /// A request body drained within bounds when dropped before its end.
 #[derive(Debug)]
-pub struct Lingering {
+pub(crate) struct Lingering {
     /// `None` once dropped.
     body: Option<Incoming>,
     linger: Duration,
@@ -29,7 +29,7 @@ pub struct Lingering {
 
 impl Lingering {
     /// `body`, to be drained for `linger` and `limit` bytes at most if dropped unread.
-    pub fn new(body: Incoming, linger: Duration, limit: u64) -> Lingering {
+    pub(crate) fn new(body: Incoming, linger: Duration, limit: u64) -> Lingering {
         Lingering {
             body: Some(body),
             linger,

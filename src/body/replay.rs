@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 
 /// The chunks sent so far, while they stay under the limit.
-pub struct Replay {
+pub(crate) struct Replay {
     chunks: Vec<Bytes>,
     size: u64,
     limit: u64,
@@ -21,7 +21,7 @@ pub struct Replay {
 impl Replay {
     /// A replay buffer of at most `limit` bytes, shared by the body that fills it and the
     /// pipeline that takes it.
-    pub fn new(limit: u64) -> Arc<Mutex<Replay>> {
+    pub(crate) fn new(limit: u64) -> Arc<Mutex<Replay>> {
         Arc::new(Mutex::new(Replay {
             chunks: Vec::new(),
             size: 0,
@@ -32,7 +32,7 @@ impl Replay {
     }
 
     /// Keeps a chunk that was just sent.
-    pub fn keep(&mut self, chunk: &Bytes) {
+    pub(crate) fn keep(&mut self, chunk: &Bytes) {
         if self.given_up {
             return;
         }
@@ -45,7 +45,7 @@ impl Replay {
     }
 
     /// The body was sent to its end (`true`), or broke off (`false`, no replay).
-    pub fn end(&mut self, complete: bool) {
+    pub(crate) fn end(&mut self, complete: bool) {
         if complete {
             self.complete = true;
         } else {
@@ -59,7 +59,7 @@ impl Replay {
     }
 
     /// The whole body as sent, if it was sent to its end within the limit; once.
-    pub fn take(&mut self) -> Option<Vec<Bytes>> {
+    pub(crate) fn take(&mut self) -> Option<Vec<Bytes>> {
         if !self.complete || self.given_up {
             return None;
         }
@@ -69,8 +69,10 @@ impl Replay {
 
     /// Locks a shared replay; a panic elsewhere leaves it usable (it holds no invariant that a
     /// half-done update could break: at worst a replay is given up).
-    pub fn lock(replay: &Mutex<Replay>) -> MutexGuard<'_, Replay> {
-        replay.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn lock(replay: &Mutex<Replay>) -> MutexGuard<'_, Replay> {
+        replay
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

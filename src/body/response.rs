@@ -16,7 +16,7 @@ use super::idle::IdleTimer;
 
 /// Why Campaign's answer stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum AnswerError {
+pub(crate) enum AnswerError {
     #[error("Campaign sent nothing for {0:?} in the middle of its answer")]
     Idle(Duration),
     #[error(transparent)]
@@ -24,13 +24,13 @@ pub enum AnswerError {
 }
 
 /// What happens when an answer is done with.
-pub trait Finish: Send + Sync + 'static {
+pub(crate) trait Finish: Send + Sync + 'static {
     /// `bytes_out`: the body bytes that went to the caller.
     fn finish(self: Box<Self>, bytes_out: u64);
 }
 
 /// The answer to the caller.
-pub struct ResponseBody {
+pub(crate) struct ResponseBody {
     answer: Answer,
     /// Body bytes handed to hyper so far.
     bytes_out: u64,
@@ -44,7 +44,7 @@ pub struct ResponseBody {
 /// A copy of an answer as it goes to the caller, of at most `limit` bytes (shared pieces, not
 /// copies), handed over when the answer ends: the whole answer, or `None` when it was larger,
 /// broke off, or was dropped unsent.
-pub struct Tee {
+pub(crate) struct Tee {
     chunks: Vec<Bytes>,
     size: u64,
     limit: u64,
@@ -54,7 +54,9 @@ pub struct Tee {
 
 impl Tee {
     /// A tee of at most `limit` bytes, and where its copy comes out.
-    pub fn new(limit: u64) -> (Box<Tee>, tokio::sync::oneshot::Receiver<Option<Vec<Bytes>>>) {
+    pub(crate) fn new(
+        limit: u64,
+    ) -> (Box<Tee>, tokio::sync::oneshot::Receiver<Option<Vec<Bytes>>>) {
         let (done, copy) = tokio::sync::oneshot::channel();
         let tee = Tee {
             chunks: Vec::new(),
@@ -103,7 +105,7 @@ enum Answer {
 }
 
 impl ResponseBody {
-    pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+    pub(crate) fn full(bytes: impl Into<Bytes>) -> ResponseBody {
         ResponseBody {
             answer: Answer::Full(Some(bytes.into())),
             bytes_out: 0,
@@ -114,7 +116,11 @@ impl ResponseBody {
 
     /// Campaign's answer: `read` (already taken from it), then `rest`; Campaign may pause
     /// `idle` at most.
-    pub fn upstream(read: Option<Bytes>, rest: CampaignBody, idle: Duration) -> ResponseBody {
+    pub(crate) fn upstream(
+        read: Option<Bytes>,
+        rest: CampaignBody,
+        idle: Duration,
+    ) -> ResponseBody {
         ResponseBody {
             answer: Answer::Upstream {
                 read: read.filter(|r| !r.is_empty()),
@@ -128,12 +134,12 @@ impl ResponseBody {
     }
 
     /// Has `tee` keep a copy of what goes to the caller.
-    pub fn tee(&mut self, tee: Box<Tee>) {
+    pub(crate) fn tee(&mut self, tee: Box<Tee>) {
         self.tee = Some(tee);
     }
 
     /// Has `finish` told when the answer is done with.
-    pub fn finish_with(&mut self, finish: Box<dyn Finish>) {
+    pub(crate) fn finish_with(&mut self, finish: Box<dyn Finish>) {
         self.finish = Some(finish);
     }
 

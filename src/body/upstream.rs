@@ -18,12 +18,12 @@ use super::{BodyError, Lingering};
 
 /// Looks at each chunk of the caller's body before it goes on; a refusal ends the body with
 /// [`BodyError::Refused`], so that Campaign never gets it whole.
-pub trait Inspect: Send + Sync {
+pub(crate) trait Inspect: Send + Sync {
     fn inspect(&mut self, chunk: &[u8]) -> Result<(), String>;
 }
 
 /// The request body sent to Campaign.
-pub struct UpstreamBody {
+pub(crate) struct UpstreamBody {
     /// Chunks ready to go: the spliced prefix, then what was read with it.
     ready: VecDeque<Bytes>,
     /// What the caller has not sent yet; streamed through untouched.
@@ -47,7 +47,7 @@ impl UpstreamBody {
     /// `ready` chunks first, then `rest`. `received` bytes of a body limited to `limit` have
     /// been read already; `length` is the total to send, when known; the caller may pause
     /// `idle` at most.
-    pub fn new(
+    pub(crate) fn new(
         ready: impl IntoIterator<Item = Bytes>,
         rest: Option<Lingering>,
         received: u64,
@@ -72,7 +72,7 @@ impl UpstreamBody {
 
     /// Has `inspect` look at each chunk still to come from the caller (boxed only if one may
     /// come).
-    pub fn inspecting(mut self, inspect: impl Inspect + 'static) -> UpstreamBody {
+    pub(crate) fn inspecting(mut self, inspect: impl Inspect + 'static) -> UpstreamBody {
         if self.rest.is_some() {
             self.inspect = Some(Box::new(inspect));
         }
@@ -80,13 +80,13 @@ impl UpstreamBody {
     }
 
     /// Adds the bytes that come from the caller to `received`.
-    pub fn counting(mut self, received: Arc<AtomicU64>) -> UpstreamBody {
+    pub(crate) fn counting(mut self, received: Arc<AtomicU64>) -> UpstreamBody {
         self.received = Some(received);
         self
     }
 
     /// Keeps what is sent in `replay`.
-    pub fn recording(mut self, replay: Arc<Mutex<Replay>>) -> UpstreamBody {
+    pub(crate) fn recording(mut self, replay: Arc<Mutex<Replay>>) -> UpstreamBody {
         self.replay = Some(replay);
         self
     }
@@ -168,7 +168,11 @@ impl Body for UpstreamBody {
                 }
                 // hyper stops polling a body that says it has ended, so the end is noted
                 // here rather than on a `None` that may never be asked for.
-                if this.rest.as_ref().is_some_and(|rest| rest.is_end_stream()) {
+                if this
+                    .rest
+                    .as_ref()
+                    .is_some_and(http_body::Body::is_end_stream)
+                {
                     this.finished(true);
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -177,7 +181,11 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ready.is_empty() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+        self.ready.is_empty()
+            && self
+                .rest
+                .as_ref()
+                .is_none_or(http_body::Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {

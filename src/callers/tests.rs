@@ -1,5 +1,6 @@
 //! Routing by credential: callers, modes, sessions, origins, and the verification behind them.
 
+use super::verifier::REMEMBER_VERIFIED;
 use super::*;
 use crate::config::CallerSettings;
 use crate::secret::Secret;

@@ -29,15 +29,15 @@ use crate::config::{PasswordLimits, Rate};
 use crate::secret::Secret;
 
 /// How long a verified credential is accepted without running argon2 again.
-pub const REMEMBER_VERIFIED: Duration = Duration::from_secs(10 * 60);
+pub(crate) const REMEMBER_VERIFIED: Duration = Duration::from_secs(10 * 60);
 /// How long a refused one is refused without running argon2 again: a client retrying with a
 /// wrong password costs one verification a minute, not one a request.
-pub const REMEMBER_REFUSED: Duration = Duration::from_secs(60);
+pub(crate) const REMEMBER_REFUSED: Duration = Duration::from_secs(60);
 /// Bound on the remembered verdicts, so that a flood of made-up credentials cannot grow memory.
-pub const MAX_REMEMBERED: usize = 10_000;
+pub(crate) const MAX_REMEMBERED: usize = 10_000;
 
 /// A remembered verdict; `outcome` is unset while the verification runs.
-pub struct Verdict {
+pub(super) struct Verdict {
     pub created: Instant,
     pub outcome: Arc<OnceCell<bool>>,
 }
@@ -84,7 +84,7 @@ impl std::hash::Hasher for TagHasher {
 
 /// The queue of argon2 runs is full: the check is refused without waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Busy;
+pub(crate) struct Busy;
 
 /// Whose failures a count is of.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -102,14 +102,20 @@ const MAX_COUNTED: usize = 100_000;
 
 impl Failures {
     fn over(&self, key: &FailureKey, rate: Rate, now: Instant) -> bool {
-        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         counts
             .get(key)
             .is_some_and(|(start, count)| now < *start + rate.window && *count >= rate.count)
     }
 
     fn record(&self, key: FailureKey, rate: Rate, now: Instant) {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if counts.len() >= MAX_COUNTED && !counts.contains_key(&key) {
             counts.retain(|_, (start, _)| now < *start + rate.window);
             if counts.len() >= MAX_COUNTED {
@@ -125,7 +131,7 @@ impl Failures {
 }
 
 /// The remembered verdicts, and the argon2 runs behind them.
-pub struct Verifier {
+pub(super) struct Verifier {
     /// The MAC key. SipHash rather than HMAC-SHA256: a tag is computed on every request, and
     /// SipHash is much cheaper on a short credential (`bench/README.md`), with the same
     /// use: without the key, nobody can find two credentials with one tag.
@@ -148,12 +154,12 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    pub fn new(limits: PasswordLimits) -> Verifier {
+    pub(super) fn new(limits: PasswordLimits) -> Verifier {
         let mut key = [0u8; 16];
         ring::rand::SystemRandom::new()
             .fill(&mut key)
             .expect("system random source");
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         Verifier {
             key,
             verdicts: Mutex::new(HashMap::default()),
@@ -170,7 +176,7 @@ impl Verifier {
 
     /// Whether `password` is the password of `caller` (the `index`-th), asked from `peer`.
     /// `Ok(false)` also when the login or the peer failed too often of late.
-    pub async fn verify(
+    pub(super) async fn verify(
         &self,
         index: usize,
         caller: &Caller,
@@ -186,7 +192,10 @@ impl Verifier {
         // Made only when counted: the remembered path allocates nothing.
         let login = || FailureKey::Login((*caller.login).into());
         let remembered = {
-            let verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+            let verdicts = self
+                .verdicts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             verdicts
                 .get(&tag)
                 .filter(|verdict| verdict.is_fresh(now))
@@ -200,7 +209,10 @@ impl Verifier {
                 return Ok(false);
             }
             None => {
-                let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+                let mut verdicts = self
+                    .verdicts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 match verdicts.get(&tag) {
                     Some(verdict) if verdict.is_fresh(now) => verdict.outcome.clone(),
                     _ => {
@@ -232,7 +244,10 @@ impl Verifier {
             Ok(false) if ran.load(Ordering::Relaxed) => self.failed(login(), peer, now),
             // Not checked: forget the verdict, so that the next request checks.
             Err(Busy) => {
-                let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+                let mut verdicts = self
+                    .verdicts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if verdicts
                     .get(&tag)
                     .is_some_and(|v| Arc::ptr_eq(&v.outcome, &outcome) && v.outcome.get().is_none())
@@ -246,7 +261,7 @@ impl Verifier {
     }
 
     /// An unknown login's check: refused, at the cost of a real one, within the same limits.
-    pub async fn verify_unknown(
+    pub(super) async fn verify_unknown(
         &self,
         login: &str,
         password: &str,
@@ -309,7 +324,7 @@ impl Verifier {
             let mut by_peer = self
                 .pending_by_peer
                 .lock()
-                .unwrap_or_else(|e| e.into_inner());
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let held = by_peer.entry(peer).or_insert(0);
             let over = *held >= share;
             if !over {
@@ -365,7 +380,10 @@ impl Workers {
                 .spawn(move || {
                     lower_priority(Workers::NICE);
                     loop {
-                        let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let job = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .recv();
                         match job {
                             Ok(job) => job(),
                             Err(_) => return,
@@ -433,7 +451,10 @@ struct PeerPending<'a>(&'a Mutex<HashMap<IpAddr, usize>>, IpAddr);
 
 impl Drop for PeerPending<'_> {
     fn drop(&mut self) {
-        let mut by_peer = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_peer = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(held) = by_peer.get_mut(&self.1) {
             *held -= 1;
             if *held == 0 {
@@ -476,13 +497,13 @@ pub fn hash_password(password: &str) -> String {
 impl Verifier {
     /// argon2 runs so far.
     #[cfg(test)]
-    pub fn runs(&self) -> u64 {
+    pub(super) fn runs(&self) -> u64 {
         self.runs.load(Ordering::Relaxed)
     }
 
     /// Takes every place where argon2 runs: checks wait until the permit is dropped.
     #[cfg(test)]
-    pub fn hold_the_runs(&self) -> tokio::sync::OwnedSemaphorePermit {
+    pub(super) fn hold_the_runs(&self) -> tokio::sync::OwnedSemaphorePermit {
         let all = self.slots.available_permits() as u32;
         self.slots
             .clone()
@@ -493,7 +514,7 @@ impl Verifier {
     /// The verdicts remembered now, with when each was made and its outcome (unset while its
     /// verification runs).
     #[cfg(test)]
-    pub fn remembered(&self) -> Vec<(Instant, Option<bool>)> {
+    pub(super) fn remembered(&self) -> Vec<(Instant, Option<bool>)> {
         let verdicts = self.verdicts.lock().unwrap();
         verdicts
             .values()

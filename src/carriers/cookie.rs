@@ -9,7 +9,7 @@ use super::SESSION_COOKIE;
 fn pairs(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b';' || b == b',')
-        .map(|pair| pair.trim_ascii_start())
+        .map(<[u8]>::trim_ascii_start)
 }
 
 fn is_session_pair(pair: &[u8]) -> bool {
@@ -20,7 +20,7 @@ fn is_session_pair(pair: &[u8]) -> bool {
 
 /// The cookie string without its `__sessiontoken` pairs; `None` when it has none (leave it as
 /// it is). The other cookies stay, in their order, joined with `"; "`.
-pub fn strip_session_cookie(value: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn strip_session_cookie(value: &[u8]) -> Option<Vec<u8>> {
     if !pairs(value).any(is_session_pair) {
         return None;
     }
@@ -35,7 +35,7 @@ pub fn strip_session_cookie(value: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The values of every `__sessiontoken` cookie in a cookie string.
-pub fn session_cookies(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn session_cookies(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     pairs(value)
         .filter(|pair| is_session_pair(pair))
         .map(|pair| match pair.iter().position(|&b| b == b'=') {
@@ -45,7 +45,7 @@ pub fn session_cookies(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// The value of the first `__sessiontoken` cookie in a cookie string.
-pub fn session_cookie(value: &[u8]) -> Option<&[u8]> {
+pub(crate) fn session_cookie(value: &[u8]) -> Option<&[u8]> {
     session_cookies(value).next()
 }
 

@@ -12,7 +12,7 @@ use crate::soap::{CarrierKind, Edit, Envelope};
 /// Drops every copy of the legacy credential in the headers: the `__sessiontoken` cookie (other
 /// cookies stay), `X-Session-Token`, `X-Security-Token`, and acc-js-sdk's `ACC-SDK-Auth`
 /// (which names the login).
-pub fn strip_headers(headers: &mut HeaderMap) {
+pub(crate) fn strip_headers(headers: &mut HeaderMap) {
     remove_all(
         headers,
         &[
@@ -41,7 +41,7 @@ pub fn strip_headers(headers: &mut HeaderMap) {
 }
 
 /// Every copy of the credential out of a request's head: the headers and the query.
-pub fn strip_request(parts: &mut http::request::Parts) {
+pub(crate) fn strip_request(parts: &mut http::request::Parts) {
     strip_headers(&mut parts.headers);
     if let Some(uri) = strip_query(&parts.uri) {
         parts.uri = uri;
@@ -50,7 +50,7 @@ pub fn strip_request(parts: &mut http::request::Parts) {
 
 /// The request target without its `__sessiontoken` query parameters (name in any case); the
 /// other parameters stay as they came, encoding included. `None`: there were none.
-pub fn strip_query(uri: &http::Uri) -> Option<http::Uri> {
+pub(super) fn strip_query(uri: &http::Uri) -> Option<http::Uri> {
     let query = uri.query()?;
     let is_session = |pair: &&str| {
         let name = pair.split('=').next().unwrap_or_default();

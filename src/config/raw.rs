@@ -11,7 +11,7 @@ use super::source::SecretSource;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(super) struct RawConfig {
     pub unknown_callers: Option<RawUnknownCallers>,
     pub server: Option<RawServer>,
     pub upstream: Option<RawUpstream>,
@@ -32,48 +32,48 @@ pub struct RawConfig {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawTelemetry {
+pub(super) struct RawTelemetry {
     pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawAdmin {
+pub(super) struct RawAdmin {
     pub inventory_max_logins: Option<u64>,
     pub shadow_max_in_flight: Option<u64>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawEgress {
+pub(super) struct RawEgress {
     pub proxy: Option<SecretSource>,
     pub no_proxy: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawWsdl {
+pub(super) struct RawWsdl {
     pub profile: Option<String>,
     pub allow_from: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
-pub enum RawUnknownCallers {
+pub(super) enum RawUnknownCallers {
     Reject,
     Legacy,
 }
 
 #[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
-pub enum RawFaultStatus {
+pub(super) enum RawFaultStatus {
     Soap,
     Http,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawServer {
+pub(super) struct RawServer {
     pub listen: Option<String>,
     pub admin_listen: Option<String>,
     pub tls: Option<RawTls>,
@@ -100,14 +100,14 @@ pub struct RawServer {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawPasswordFailures {
+pub(super) struct RawPasswordFailures {
     pub per_login: Option<String>,
     pub per_peer: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTls {
+pub(super) struct RawTls {
     pub cert: PathBuf,
     pub key: SecretSource,
     pub client_ca: Option<PathBuf>,
@@ -115,7 +115,7 @@ pub struct RawTls {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawUpstream {
+pub(super) struct RawUpstream {
     pub url: Option<String>,
     pub urls: Option<Vec<String>>,
     pub cooldown: Option<String>,
@@ -127,7 +127,7 @@ pub struct RawUpstream {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawIms {
+pub(super) struct RawIms {
     pub host: Option<String>,
     pub token_url: Option<String>,
     pub exchange_url: Option<String>,
@@ -137,14 +137,14 @@ pub struct RawIms {
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum RawProfileType {
+pub(super) enum RawProfileType {
     Oauth,
     Jwt,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawProfile {
+pub(super) struct RawProfile {
     #[serde(rename = "type")]
     pub kind: RawProfileType,
     pub client_id: Option<String>,
@@ -159,14 +159,14 @@ pub struct RawProfile {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSessions {
+pub(super) struct RawSessions {
     pub secret: SecretSource,
     pub ttl: Option<String>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum RawMode {
+pub(super) enum RawMode {
     Ims,
     Legacy,
     Canary,
@@ -175,7 +175,7 @@ pub enum RawMode {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawCaller {
+pub(super) struct RawCaller {
     /// Spanned: errors about the caller name its line.
     pub name: toml::Spanned<String>,
     pub login: String,

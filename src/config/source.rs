@@ -13,6 +13,7 @@ use crate::secret::Secret;
 
 /// Read access to environment variables.
 pub trait Env {
+    /// The value of the variable `name`, if set.
     fn var(&self, name: &str) -> Option<String>;
 }
 
@@ -33,8 +34,11 @@ impl Env for HashMap<String, String> {
 
 /// A secret field as written in the config, before it is read.
 pub enum SecretSource {
+    /// Written in the config.
     Literal(Secret),
+    /// `{ env = "VAR" }`: read from the environment.
     Env(String),
+    /// `{ file = "PATH" }`: read from a file.
     File(PathBuf),
 }
 

@@ -909,7 +909,7 @@ fn ca_file(
     };
     let path = base_dir.join(path);
     let certs = CertificateDer::pem_file_iter(&path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .and_then(std::iter::Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|e| invalid(key, format!("{}: {e}", path.display())))?;
     if certs.is_empty() {
         return Err(invalid(

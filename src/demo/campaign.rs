@@ -49,12 +49,17 @@ pub const KEPT_BODY_BYTES: usize = 1024 * 1024;
 /// One request as Campaign received it.
 #[derive(Clone, Debug)]
 pub struct Recorded {
+    /// The request's method.
     pub method: Method,
+    /// Its target.
     pub uri: Uri,
+    /// Its headers, as they arrived.
     pub headers: HeaderMap,
     /// The first [`KEPT_BODY_BYTES`] of the body.
     pub body: Bytes,
+    /// Its body's length.
     pub body_len: u64,
+    /// Its body's SHA-256.
     pub body_sha256: Vec<u8>,
 }
 
@@ -64,6 +69,7 @@ impl Recorded {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// The value of header `name`, if it is text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -83,6 +89,7 @@ struct State {
     stall: Mutex<bool>,
 }
 
+/// A stand-in Campaign on `127.0.0.1`: it records what reaches it and answers as told.
 pub struct StandInCampaign {
     addr: SocketAddr,
     scheme: &'static str,
@@ -92,7 +99,9 @@ pub struct StandInCampaign {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl StandInCampaign {
@@ -153,6 +162,7 @@ impl StandInCampaign {
         format!("{}://{}", self.scheme, self.addr)
     }
 
+    /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -195,7 +205,9 @@ impl StandInCampaign {
 
 /// The stand-in's answer body: whole, or stalled after its first piece.
 pub enum AnswerBody {
+    /// This answer (or the default one), whole.
     Whole(Option<Bytes>),
+    /// The head and this much of the body, then nothing more.
     Stalled(Option<Bytes>),
 }
 
@@ -223,6 +235,7 @@ impl http_body::Body for AnswerBody {
 /// The WSDLs of `nms:rtEvent` and `xtk:session`, as Campaign serves them (document/literal):
 /// their `soap:address` names Campaign.
 pub const RT_EVENT_WSDL: &str = include_str!("../../fixtures/rtEvent.wsdl");
+/// The WSDL of `xtk:session`, as Campaign serves it.
 pub const XTK_SESSION_WSDL: &str = include_str!("../../fixtures/xtkSession.wsdl");
 
 /// `GET /nl/jsp/schemawsdl.jsp?schema=…`: the WSDL of `xtk:session`, or of `nms:rtEvent` for

@@ -96,13 +96,16 @@ impl TokenCheck {
     }
 }
 
+/// A stand-in IMS on `127.0.0.1`: it issues tokens to the clients it knows.
 pub struct StandInIms {
     state: Arc<State>,
     _stop: oneshot::Sender<()>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl StandInIms {
@@ -221,6 +224,7 @@ impl StandInIms {
             .collect()
     }
 
+    /// What a stand-in Campaign needs to check this IMS's tokens.
     pub fn token_check(&self) -> TokenCheck {
         TokenCheck(self.state.clone())
     }
@@ -283,7 +287,7 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Respo
     });
     // The two endpoints count `expires_in` in different units, as IMS does.
     let expires_in = if oauth {
-        lifetime.as_secs() as u128
+        u128::from(lifetime.as_secs())
     } else {
         lifetime.as_millis()
     };
@@ -395,7 +399,7 @@ fn jwt_exchange(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    match claims.get("exp").and_then(|e| e.as_u64()) {
+    match claims.get("exp").and_then(serde_json::Value::as_u64) {
         Some(exp) if exp > now && exp <= now + 24 * 3600 => {}
         Some(exp) if exp <= now => return Err(bad_token("JWT expired")),
         _ => return Err(bad_token("JWT exp is missing or too far ahead")),

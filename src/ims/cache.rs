@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use super::{ImsError, TokenSource};
 
 /// A token is refreshed this long before it expires...
-pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// ... or, for a short-lived token, when this share of its life is left (1/10).
 const SHORT_TOKEN_MARGIN_DIVISOR: u32 = 10;
 /// First wait after a failed fetch; it doubles up to [`BACKOFF_MAX`].
@@ -36,7 +36,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// What a cache counts of its fetches (shared handles on the `/metrics` counters of its
 /// profile).
 #[derive(Clone)]
-pub struct FetchCounters {
+pub(crate) struct FetchCounters {
     pub ok: Counter,
     pub failed: Counter,
     /// How long each request to IMS took, whatever it gave.
@@ -54,21 +54,21 @@ impl Default for FetchCounters {
 }
 
 /// 5 ms to about 20 s.
-pub fn fetch_histogram() -> Histogram {
+pub(crate) fn fetch_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
         0.005, 2.0, 12,
     ))
 }
 
 /// An access token, ready to be sent.
-pub struct Token {
+pub(crate) struct Token {
     /// `Bearer <token>`, marked sensitive so that HTTP/2 never indexes it.
     bearer: HeaderValue,
     expires_at: Instant,
 }
 
 impl Token {
-    pub fn new(access_token: &str, expires_at: Instant) -> Result<Token, ImsError> {
+    pub(crate) fn new(access_token: &str, expires_at: Instant) -> Result<Token, ImsError> {
         let mut bearer = HeaderValue::try_from(format!("Bearer {access_token}")).map_err(|_| {
             ImsError::Malformed("access_token holds characters a header cannot carry".to_owned())
         })?;
@@ -77,18 +77,14 @@ impl Token {
     }
 
     /// The `Authorization` header value.
-    pub fn bearer(&self) -> &HeaderValue {
+    pub(crate) fn bearer(&self) -> &HeaderValue {
         &self.bearer
     }
 
     /// The access token alone (the bearer value without `Bearer `): to recognise it where it
     /// must never be, such as an answer going back to a caller.
-    pub fn access_token(&self) -> &[u8] {
+    pub(crate) fn access_token(&self) -> &[u8] {
         &self.bearer.as_bytes()["Bearer ".len()..]
-    }
-
-    pub fn expires_at(&self) -> Instant {
-        self.expires_at
     }
 
     fn is_valid(&self) -> bool {
@@ -120,7 +116,7 @@ struct State {
 
 /// A profile's token and fetches, as the admin page shows them.
 #[derive(Debug, Clone)]
-pub struct TokenStatus {
+pub(crate) struct TokenStatus {
     pub readiness: Readiness,
     pub last_fetch: Option<SystemTime>,
     pub last_token: Option<SystemTime>,
@@ -131,7 +127,7 @@ pub struct TokenStatus {
 
 /// Why a request gets no token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NotReady {
+pub(crate) enum NotReady {
     #[error("{0}")]
     Failing(Arc<str>),
     #[error("no token yet: IMS did not answer within {0:?}")]
@@ -142,13 +138,13 @@ pub enum NotReady {
 
 /// What `/readyz` says of a profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Readiness {
+pub(crate) enum Readiness {
     Ready { expires_in: Duration },
     NotReady(String),
 }
 
 /// The token cache of one profile; dropping it stops its refresher.
-pub struct TokenCache {
+pub(crate) struct TokenCache {
     /// The token of `state`, for the request path: reading it is a lock-free clone of an
     /// `Arc`. Written under the lock of `state`, so the two always agree.
     current: Arc<ArcSwapOption<Token>>,
@@ -172,7 +168,7 @@ impl Drop for TokenCache {
 
 impl TokenCache {
     /// Starts the refresher, which fetches a first token at once.
-    pub fn spawn<S: TokenSource>(
+    pub(crate) fn spawn<S: TokenSource>(
         profile: Arc<str>,
         source: S,
         counters: FetchCounters,
@@ -210,14 +206,14 @@ impl TokenCache {
     }
 
     /// Whether this profile has held a token since the process started.
-    pub fn held_once(&self) -> bool {
+    pub(crate) fn held_once(&self) -> bool {
         self.fetched.get() > 0
     }
 
     /// Drops `token` because Campaign refused it, and has a new one fetched. A no-op unless
     /// `token` is the current one: many requests can report the same refusal, one fetch
     /// follows.
-    pub fn invalidate(&self, token: &Arc<Token>) {
+    pub(crate) fn invalidate(&self, token: &Arc<Token>) {
         let dropped = self.publish.send_if_modified(|state| match &state.token {
             Some(current) if Arc::ptr_eq(current, token) => {
                 state.token = None;
@@ -232,13 +228,13 @@ impl TokenCache {
     }
 
     /// The current token if it is valid: never waits.
-    pub fn current(&self) -> Option<Arc<Token>> {
+    pub(crate) fn current(&self) -> Option<Arc<Token>> {
         self.current.load_full().filter(|t| t.is_valid())
     }
 
     /// A valid token; without one, waits up to `wait` for the fetch in flight. Fails at once
     /// when IMS is failing and the last token has expired.
-    pub async fn get(&self, wait: Duration) -> Result<Arc<Token>, NotReady> {
+    pub(crate) async fn get(&self, wait: Duration) -> Result<Arc<Token>, NotReady> {
         if let Some(token) = self.current() {
             return Ok(token);
         }
@@ -265,7 +261,7 @@ impl TokenCache {
     }
 
     /// Its token and fetches now.
-    pub fn status(&self) -> TokenStatus {
+    pub(crate) fn status(&self) -> TokenStatus {
         let (last_fetch, last_token) = {
             let state = self.state.borrow();
             (state.last_fetch, state.last_token)
@@ -279,7 +275,7 @@ impl TokenCache {
         }
     }
 
-    pub fn readiness(&self) -> Readiness {
+    pub(crate) fn readiness(&self) -> Readiness {
         let state = self.state.borrow();
         match (&state.token, &state.last_error) {
             (Some(token), _) if token.is_valid() => Readiness::Ready {

@@ -8,13 +8,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 /// The claims of a JWT-shaped token; `None` for an opaque token.
-pub fn decode(token: &str) -> Option<Map<String, Value>> {
+pub(crate) fn decode(token: &str) -> Option<Map<String, Value>> {
     let claims = URL_SAFE_NO_PAD.decode(token.split('.').nth(1)?).ok()?;
     serde_json::from_slice(&claims).ok()
 }
 
 /// A claim as text, whether IMS wrote it as a string or a number.
-pub fn text(claims: &Map<String, Value>, name: &str) -> Option<String> {
+pub(crate) fn text(claims: &Map<String, Value>, name: &str) -> Option<String> {
     match claims.get(name)? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -23,6 +23,6 @@ pub fn text(claims: &Map<String, Value>, name: &str) -> Option<String> {
 }
 
 /// A claim counting milliseconds.
-pub fn millis(claims: &Map<String, Value>, name: &str) -> Option<u64> {
+pub(crate) fn millis(claims: &Map<String, Value>, name: &str) -> Option<u64> {
     text(claims, name)?.parse().ok()
 }

@@ -16,9 +16,9 @@ use super::{ExpiresIn, Fetched, ImsClient, ImsError, TokenSource};
 use crate::secret::{Secret, SigningKey};
 
 /// How long the JWT we sign is valid: it is used once, at once.
-pub const JWT_LIFETIME: Duration = Duration::from_secs(5 * 60);
+pub(crate) const JWT_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
-pub struct JwtSource {
+pub(crate) struct JwtSource {
     client: ImsClient,
     url: http::Uri,
     client_id: String,
@@ -35,7 +35,7 @@ pub struct JwtSource {
 }
 
 /// What a JWT profile is made of.
-pub struct JwtCredential<'a> {
+pub(crate) struct JwtCredential<'a> {
     pub ims_host: &'a str,
     pub client_id: &'a str,
     pub client_secret: &'a Secret,
@@ -46,7 +46,11 @@ pub struct JwtCredential<'a> {
 }
 
 impl JwtSource {
-    pub fn new(client: ImsClient, url: http::Uri, credential: JwtCredential<'_>) -> JwtSource {
+    pub(crate) fn new(
+        client: ImsClient,
+        url: http::Uri,
+        credential: JwtCredential<'_>,
+    ) -> JwtSource {
         let host = credential.ims_host.trim_end_matches('/');
         JwtSource {
             client,
@@ -66,7 +70,7 @@ impl JwtSource {
     }
 
     /// The signed JWT, valid until `now + JWT_LIFETIME`.
-    pub fn jwt(&self, now: SystemTime) -> Secret {
+    pub(crate) fn jwt(&self, now: SystemTime) -> Secret {
         let exp = (now + JWT_LIFETIME)
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());

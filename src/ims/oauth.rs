@@ -4,7 +4,7 @@
 use super::{ExpiresIn, Fetched, ImsClient, ImsError, TokenSource};
 use crate::secret::Secret;
 
-pub struct OAuthSource {
+pub(crate) struct OAuthSource {
     client: ImsClient,
     url: http::Uri,
     client_id: String,
@@ -14,7 +14,7 @@ pub struct OAuthSource {
 }
 
 impl OAuthSource {
-    pub fn new(
+    pub(crate) fn new(
         client: ImsClient,
         url: http::Uri,
         client_id: String,

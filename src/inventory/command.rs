@@ -30,7 +30,7 @@ pub enum InventoryError {
 }
 
 /// Reads the inventory of each admin listener (`http://host:9090`), merged.
-pub async fn fetch(admins: &[String]) -> Result<Report, InventoryError> {
+pub(crate) async fn fetch(admins: &[String]) -> Result<Report, InventoryError> {
     let connector =
         https_connector(&system_roots(), Some(TIMEOUT), &Egress::default()).map_err(|e| {
             InventoryError::Admin {
@@ -108,7 +108,7 @@ fn some(names: &[super::Named], others: u64, shown: usize) -> String {
 }
 
 /// Prints the table, then the `[[callers]]` entries of the logins no caller owns.
-pub fn write(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
+pub(crate) fn write(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
     if report.logins.is_empty() {
         writeln!(out, "no login seen yet")?;
         return Ok(());

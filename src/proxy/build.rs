@@ -38,10 +38,14 @@ impl Profile {
 
 impl Proxy {
     /// Builds the proxy and starts one token refresher per profile.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Proxy, TlsSetupError> {
+    pub(crate) fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Proxy, TlsSetupError> {
         let system_roots = system_roots();
         let egress = Egress::new(
-            config.egress.proxy.as_ref().map(|p| p.expose()),
+            config
+                .egress
+                .proxy
+                .as_ref()
+                .map(super::super::secret::Secret::expose),
             &config.egress.no_proxy,
         );
         let attempts = |upstream: &str, node: &str| metrics.attempts(upstream, node);

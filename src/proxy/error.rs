@@ -17,7 +17,7 @@ use crate::soap::{Action, Fault, FaultCode, INVALID_LOGIN, SESSION_INVALID};
 use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("no SOAP router at this path")]
     NotFound,
     #[error("method not allowed")]
@@ -57,14 +57,14 @@ struct Answer {
 
 impl ProxyError {
     /// Short name of the outcome, for logs and metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         self.answer().kind
     }
 
     /// The HTTP status of the answer: with [`FaultStatus::Soap`], 500 for every fault but the
     /// answers that are no SOAP call's: the 404 of a path that is no SOAP router, the 401 of a
     /// page asked without a credential.
-    pub fn status(&self, statuses: FaultStatus) -> StatusCode {
+    pub(crate) fn status(&self, statuses: FaultStatus) -> StatusCode {
         let status = self.answer().status;
         let soap_call = !matches!(status, StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED);
         match statuses {
@@ -74,7 +74,7 @@ impl ProxyError {
     }
 
     /// The answer to the caller.
-    pub fn response(
+    pub(crate) fn response(
         &self,
         action: Option<&Action>,
         statuses: FaultStatus,

@@ -21,7 +21,7 @@ use crate::soap::{Charset, Edit, Envelope, ScanError, Scanner, Tail, splice};
 
 /// Why a prefix could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum PrefixError {
+pub(crate) enum PrefixError {
     #[error(transparent)]
     Scan(#[from] ScanError),
     #[error("session token not within the first {0} bytes of the body")]
@@ -38,7 +38,7 @@ pub enum PrefixError {
 }
 
 /// The prefix and what came with it.
-pub struct Prefix<B> {
+pub(super) struct Prefix<B> {
     pub envelope: Envelope,
     /// The bytes received so far from offset 0, in one piece: the prefix and maybe more.
     head: Bytes,
@@ -52,7 +52,7 @@ pub struct Prefix<B> {
 
 impl<B> Prefix<B> {
     /// The body bytes read so far, with `edits` applied to the prefix; slices, not copies.
-    pub fn chunks(&self, edits: &[Edit]) -> Vec<Bytes> {
+    pub(super) fn chunks(&self, edits: &[Edit]) -> Vec<Bytes> {
         let end = self.envelope.end;
         let mut chunks = splice(&self.head.slice(..end), edits);
         chunks.push(self.head.slice(end..));
@@ -63,7 +63,7 @@ impl<B> Prefix<B> {
 
 impl<B> Prefix<B> {
     /// The watch of the rest of the envelope, having read what came past the prefix already.
-    pub fn tail(&self) -> Result<Tail, ScanError> {
+    pub(super) fn tail(&self) -> Result<Tail, ScanError> {
         let mut tail = Tail::after(&self.envelope, &self.head);
         tail.feed(&self.head[self.envelope.end..])?;
         if let Some(spill) = &self.spill {
@@ -80,7 +80,7 @@ impl Inspect for Tail {
 }
 
 /// How much `edits` change the body's length.
-pub fn length_after(length: u64, edits: &[Edit]) -> u64 {
+pub(super) fn length_after(length: u64, edits: &[Edit]) -> u64 {
     let removed: u64 = edits.iter().map(|e| e.range.len() as u64).sum();
     let added: u64 = edits.iter().map(|e| e.replacement.len() as u64).sum();
     length - removed + added
@@ -88,7 +88,7 @@ pub fn length_after(length: u64, edits: &[Edit]) -> u64 {
 
 /// What a prefix read may take.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(super) struct Limits {
     /// The session token ends within this many bytes.
     pub max_prefix: usize,
     pub max_body: u64,
@@ -101,13 +101,13 @@ pub struct Limits {
 /// The bytes that all prefixes being read may hold together. A read charges its buffer before
 /// it grows it, and gives the charge back when it ends.
 #[derive(Debug)]
-pub struct PrefixBudget {
+pub(super) struct PrefixBudget {
     held: AtomicUsize,
     limit: usize,
 }
 
 impl PrefixBudget {
-    pub fn new(limit: usize) -> PrefixBudget {
+    pub(super) fn new(limit: usize) -> PrefixBudget {
         PrefixBudget {
             held: AtomicUsize::new(0),
             limit,
@@ -193,7 +193,7 @@ fn ready_frame<B: Body + Unpin>(body: &mut B) -> Poll<Frame<B>> {
 /// has the envelope's first parameter. Every byte
 /// received is added to `counted` as it comes, whether the prefix is read or refused; a buffer
 /// is charged to `budget` while the read lasts.
-pub async fn read<B>(
+pub(super) async fn read<B>(
     mut body: B,
     charset: Option<Charset>,
     limits: Limits,

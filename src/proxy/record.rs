@@ -24,7 +24,7 @@ use crate::soap::Action;
 /// caller it went as, it gives both labels of the line ([`Record::labels`]) and the way the
 /// inventory counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Went {
+pub(super) enum Went {
     /// Answered here (Logon, Logoff).
     Local,
     /// To Campaign unchanged, as a configured caller.
@@ -38,7 +38,7 @@ pub enum Went {
 }
 
 /// What the log line of a request says, filled in as the pipeline goes.
-pub struct Record {
+pub(super) struct Record {
     pub request_id: HeaderValue,
     pub peer: IpAddr,
     pub method: Method,
@@ -65,7 +65,7 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn new(request_id: HeaderValue, peer: IpAddr, method: Method, uri: Uri) -> Record {
+    pub(super) fn new(request_id: HeaderValue, peer: IpAddr, method: Method, uri: Uri) -> Record {
         Record {
             request_id,
             peer,
@@ -94,19 +94,19 @@ impl Record {
     }
 
     /// The way a request went when it was not routed (passed through unread).
-    pub fn went(&mut self, went: Went) {
+    pub(super) fn went(&mut self, went: Went) {
         self.went = Some(went);
     }
 
     /// The login of a credential no configured caller was found for (yet), for the inventory.
-    pub fn presented(&mut self, credential: Credential<'_>) {
+    pub(super) fn presented(&mut self, credential: Credential<'_>) {
         if let Some(login) = credential.login() {
             self.login = Some(Arc::from(login));
         }
     }
 
     /// The `mode` and `route` labels of the log line and the metrics.
-    pub fn labels(&self) -> (&'static str, &'static str) {
+    pub(super) fn labels(&self) -> (&'static str, &'static str) {
         let mode = match (self.went, self.caller_mode) {
             (Some(Went::Transparent | Went::PassedThrough), _) => "transparent",
             (_, Some(mode)) => mode.as_str(),
@@ -134,7 +134,7 @@ impl Record {
     }
 
     /// The body prefix was read: the action it calls.
-    pub fn read(&mut self, parts: &http::request::Parts, prefix: &Prefix<Lingering>) {
+    pub(super) fn read(&mut self, parts: &http::request::Parts, prefix: &Prefix<Lingering>) {
         self.action = Some(Action::of_request(
             &parts.headers,
             parts.uri.query(),
@@ -143,7 +143,7 @@ impl Record {
     }
 
     /// The way the caller check chose.
-    pub fn took(&mut self, way: &Way<'_>) {
+    pub(super) fn took(&mut self, way: &Way<'_>) {
         match way {
             Way::Local(_, Some(caller)) => self.caller(caller, Went::Local),
             Way::Local(_, None) => self.went = Some(Went::Local),
@@ -156,7 +156,7 @@ impl Record {
     }
 
     /// The caller named by a refusal, if any.
-    pub fn refused(&mut self, error: &AuthError) {
+    pub(super) fn refused(&mut self, error: &AuthError) {
         let caller = match error {
             AuthError::WrongPassword(caller)
             | AuthError::NotAllowed { caller, .. }
@@ -183,7 +183,7 @@ thread_local! {
 }
 
 /// The end of a request, written when its answer is done with.
-pub struct Completion {
+pub(super) struct Completion {
     pub record: Record,
     pub status: StatusCode,
     /// `ok`, or the kind of error the proxy answered.

@@ -23,7 +23,7 @@ const PEEK_BYTES: usize = 64 * 1024;
 const REFUSAL_CODES: [&[u8]; 2] = [b"XSV-350114", b"XSV-350008"];
 
 /// An answer, and whether it refuses the token.
-pub struct Judged {
+pub(super) struct Judged {
     pub response: Response<ResponseBody>,
     pub refused: bool,
     /// The fault read for the verdict holds `secret` (Campaign, or something before it,
@@ -33,7 +33,7 @@ pub struct Judged {
 
 /// Reads as much of the answer as the verdict needs (nothing, unless it is a 401 or a 500) and
 /// gives it back whole, ready to stream. `secret` is the access token the call carried.
-pub async fn judge(
+pub(super) async fn judge(
     response: Response<CampaignBody>,
     idle: Duration,
     secret: &[u8],

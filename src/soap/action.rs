@@ -15,7 +15,7 @@ static SOAP_ACTION: HeaderName = HeaderName::from_static("soapaction");
 
 /// `service#method`, kept as one string: it is logged with every request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Action {
+pub(crate) struct Action {
     text: String,
     /// Where the `#` is.
     hash: usize,
@@ -36,22 +36,22 @@ impl Action {
     }
 
     /// `nms:rtEvent`, or an interface with a pipe: `xtk:persist|xtk:session`.
-    pub fn service(&self) -> &str {
+    pub(crate) fn service(&self) -> &str {
         &self.text[..self.hash]
     }
 
     /// `PushEvent`.
-    pub fn method(&self) -> &str {
+    pub(crate) fn method(&self) -> &str {
         &self.text[self.hash + 1..]
     }
 
     /// `nms:rtEvent#PushEvent`.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.text
     }
 
     /// The action a request names, falling back to its method element.
-    pub fn of_request(headers: &HeaderMap, query: Option<&str>, method: &Method) -> Action {
+    pub(crate) fn of_request(headers: &HeaderMap, query: Option<&str>, method: &Method) -> Action {
         headers
             .get(&SOAP_ACTION)
             .and_then(|v| v.to_str().ok())
@@ -73,7 +73,7 @@ impl Action {
     }
 
     /// `"nms:rtEvent#PushEvent"`, `nms:rtEvent#PushEvent` or `urn:nms:rtEvent#PushEvent`.
-    pub fn parse(text: &str) -> Option<Action> {
+    pub(crate) fn parse(text: &str) -> Option<Action> {
         let text = text.trim().trim_matches('"').trim();
         let (service, method) = text.rsplit_once('#')?;
         let service = service.strip_prefix("urn:").unwrap_or(service);
@@ -84,7 +84,7 @@ impl Action {
     }
 
     /// From the method element: namespace `urn:nms:rtEvent` and name `PushEvent`.
-    pub fn of_method(method: &Method) -> Action {
+    pub(crate) fn of_method(method: &Method) -> Action {
         let namespace = method.namespace.as_deref().unwrap_or_default();
         Action::new(
             namespace.strip_prefix("urn:").unwrap_or(namespace),

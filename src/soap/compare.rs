@@ -10,7 +10,7 @@ use quick_xml::reader::Reader;
 /// `answer` in a form where two answers that agree as XML are the same bytes: one line per
 /// element start (`<name a="v" …>`, attributes sorted), text (trimmed, as it came, escapes
 /// and all) and element end. `None`: not XML (no element, or not well-formed).
-pub fn canonical(answer: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn canonical(answer: &[u8]) -> Option<Vec<u8>> {
     let mut reader = Reader::from_reader(answer);
     let config = reader.config_mut();
     config.check_end_names = true;
@@ -91,7 +91,7 @@ fn end(out: &mut Vec<u8>, name: &[u8]) {
 
 /// Whether two answers agree (as XML when both are, else byte for byte), and the digest of
 /// each (the first 16 hex digits of the SHA-256 of what was compared).
-pub fn agree(one: &[u8], other: &[u8]) -> (bool, String, String) {
+pub(crate) fn agree(one: &[u8], other: &[u8]) -> (bool, String, String) {
     let (one, other) = match (canonical(one), canonical(other)) {
         (Some(one), Some(other)) => (one, other),
         _ => (one.to_vec(), other.to_vec()),

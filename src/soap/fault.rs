@@ -6,13 +6,14 @@ use bytes::Bytes;
 use super::action::Action;
 
 /// Campaign's answer to a wrong login or password.
-pub const INVALID_LOGIN: &str = "Invalid login or password. Connection denied.";
+pub(crate) const INVALID_LOGIN: &str = "Invalid login or password. Connection denied.";
 /// Campaign's answer to a missing or expired session; acc-js-sdk logs on again when it sees
 /// `XSV-350008`.
-pub const SESSION_INVALID: &str = "XSV-350008 Session has expired or is invalid. Please reconnect.";
+pub(crate) const SESSION_INVALID: &str =
+    "XSV-350008 Session has expired or is invalid. Please reconnect.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultCode {
+pub(crate) enum FaultCode {
     /// The request was wrong (credential, XML).
     Client,
     /// Something behind the proxy failed (IMS, Campaign).
@@ -20,7 +21,7 @@ pub enum FaultCode {
 }
 
 #[derive(Debug, Clone)]
-pub struct Fault<'a> {
+pub(crate) struct Fault<'a> {
     pub code: FaultCode,
     /// The called method, when known: Campaign names it in `faultstring`.
     pub action: Option<&'a Action>,
@@ -28,7 +29,7 @@ pub struct Fault<'a> {
 }
 
 impl Fault<'_> {
-    pub fn to_bytes(&self) -> Bytes {
+    pub(crate) fn to_bytes(&self) -> Bytes {
         let code = match self.code {
             FaultCode::Client => "SOAP-ENV:Client",
             FaultCode::Server => "SOAP-ENV:Server",

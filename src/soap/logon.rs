@@ -18,7 +18,12 @@ const ENVELOPE_CLOSE: &str = "</SOAP-ENV:Body>\n</SOAP-ENV:Envelope>\n";
 
 /// `LogonResponse`: the session token, the session information (`serverInfo`, `userInfo`), the
 /// security token.
-pub fn logon_response(login: &str, issued: &Issued, ttl: Duration, now: SystemTime) -> Bytes {
+pub(crate) fn logon_response(
+    login: &str,
+    issued: &Issued,
+    ttl: Duration,
+    now: SystemTime,
+) -> Bytes {
     let ttl = ttl.as_secs();
     Bytes::from(format!(
         "{ENVELOPE_OPEN}<LogonResponse xmlns='urn:xtk:session' \
@@ -46,7 +51,7 @@ pub fn logon_response(login: &str, issued: &Issued, ttl: Duration, now: SystemTi
 }
 
 /// `LogoffResponse`: no result.
-pub fn logoff_response() -> Bytes {
+pub(crate) fn logoff_response() -> Bytes {
     Bytes::from(format!(
         "{ENVELOPE_OPEN}<LogoffResponse xmlns='urn:xtk:session' \
          SOAP-ENV:encodingStyle='http://schemas.xmlsoap.org/soap/encoding/'/>\n{ENVELOPE_CLOSE}"

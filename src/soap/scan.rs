@@ -877,7 +877,7 @@ fn describe(e: &XmlError) -> ScanError {
     })
 }
 
-pub mod quick;
+pub(super) mod quick;
 
 #[cfg(test)]
 mod tests;

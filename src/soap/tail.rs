@@ -596,9 +596,9 @@ mod tests {
     /// The watch that searches for the Body's end, over `rest` in the chunks `cuts` make.
     fn body_watch(name: &str, rest: &[u8], cuts: &[usize]) -> Result<(), ScanError> {
         let envelope = Envelope {
-            version: super::super::SoapVersion::V11,
+            version: crate::soap::scan::SoapVersion::V11,
             end: 0,
-            method: super::super::Method {
+            method: crate::soap::scan::Method {
                 name: String::new(),
                 namespace: None,
             },

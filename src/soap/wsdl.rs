@@ -15,7 +15,7 @@ const WSDL_SOAP12_NS: &str = "http://schemas.xmlsoap.org/wsdl/soap12/";
 /// scheme, a host and port, maybe a path) followed by the location's own path and query.
 /// `None` when there is no such address, or the WSDL cannot be read (it is then sent as it
 /// came).
-pub fn point_at(wsdl: &[u8], public: &str) -> Option<Vec<u8>> {
+pub(crate) fn point_at(wsdl: &[u8], public: &str) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(wsdl).ok()?;
     let mut reader = NsReader::from_str(text);
     // Byte ranges of the location values, and what goes there.

@@ -17,7 +17,7 @@ use crate::body::UpstreamBody;
 
 /// The counts of a node's attempts, by outcome (`imsbridge_upstream_attempts_total`).
 #[derive(Clone, Default)]
-pub struct AttemptCounters {
+pub(crate) struct AttemptCounters {
     /// Campaign answered (whatever its status).
     pub ok: Counter,
     /// No connection: refused, unreachable, TLS refused, a proxy's `CONNECT` refused.
@@ -34,7 +34,7 @@ pub struct AttemptCounters {
 
 /// How an attempt on a node ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(super) enum Outcome {
     Ok,
     ConnectError,
     ConnectTimeout,
@@ -50,7 +50,7 @@ impl Outcome {
     }
 }
 
-pub struct Node {
+pub(super) struct Node {
     pub(super) pool: Pool,
     /// Its URL, as the config wrote it: the `node` label and what errors name.
     url: String,
@@ -66,7 +66,7 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(
+    pub(super) fn new(
         pool: Pool,
         url: String,
         host: HeaderValue,
@@ -84,13 +84,13 @@ impl Node {
         }
     }
 
-    pub fn url(&self) -> &str {
+    pub(super) fn url(&self) -> &str {
         &self.url
     }
 
     /// The request target it gets (origin form): its base path, then the caller's path and
     /// query.
-    pub fn uri(&self, original: &Uri) -> Uri {
+    pub(super) fn uri(&self, original: &Uri) -> Uri {
         if self.base_path.is_empty() {
             return super::origin_form(original);
         }
@@ -104,7 +104,7 @@ impl Node {
 
     /// Points `request` at this node: its `Host`, and its base path before `original` (the
     /// caller's target) when it has one.
-    pub fn aim(&self, request: &mut Request<UpstreamBody>, original: Option<&Uri>) {
+    pub(super) fn aim(&self, request: &mut Request<UpstreamBody>, original: Option<&Uri>) {
         if let Some(original) = original {
             *request.uri_mut() = self.uri(original);
         }
@@ -114,23 +114,23 @@ impl Node {
     }
 
     /// Whether it is being skipped at `now` (milliseconds on [`clock`]).
-    pub fn cooling(&self, now: u64) -> bool {
+    pub(super) fn cooling(&self, now: u64) -> bool {
         now < self.cool_until.load(Ordering::Relaxed)
     }
 
-    pub fn in_flight(&self) -> usize {
+    pub(super) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Counts a request waiting on it, until the guard is dropped.
-    pub fn enter(&self) -> InFlight<'_> {
+    pub(super) fn enter(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(&self.in_flight)
     }
 
     /// Counts an attempt; one that failed it skips the node for `cooldown`, one answered ends
     /// any cooldown (a caller's broken body does neither).
-    pub fn record(&self, outcome: Outcome, cooldown: Duration) {
+    pub(super) fn record(&self, outcome: Outcome, cooldown: Duration) {
         let counter = match outcome {
             Outcome::Ok => &self.attempts.ok,
             Outcome::ConnectError => &self.attempts.connect_error,
@@ -152,7 +152,7 @@ impl Node {
 }
 
 /// A request counted as waiting on a node.
-pub struct InFlight<'a>(&'a AtomicUsize);
+pub(super) struct InFlight<'a>(&'a AtomicUsize);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -161,7 +161,7 @@ impl Drop for InFlight<'_> {
 }
 
 /// Milliseconds since the first call: the clock of cooldowns.
-pub fn clock() -> u64 {
+pub(super) fn clock() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }

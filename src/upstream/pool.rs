@@ -26,9 +26,9 @@ use crate::body::{CampaignBody, Lease, Reuse, Sender, UpstreamBody};
 use crate::connect::{EgressConnector, error_chain};
 
 /// Idle connections are closed after this; Campaign's own keep-alive is usually longer.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// At most this many idle connections are kept; more in use at once is fine.
-pub const MAX_IDLE: usize = 512;
+pub(super) const MAX_IDLE: usize = 512;
 
 struct Idle {
     sender: Sender,
@@ -36,7 +36,7 @@ struct Idle {
 }
 
 /// The connections to one Campaign address.
-pub struct Pool {
+pub(super) struct Pool {
     connector: HttpsConnector<EgressConnector>,
     /// What the connector dials: Campaign's scheme and authority.
     target: Uri,
@@ -48,7 +48,7 @@ pub struct Pool {
 }
 
 /// A request the pool could not get an answer to.
-pub struct Failed {
+pub(super) struct Failed {
     pub error: UpstreamError,
     /// The request, when none of it went out: it may go to another node.
     pub unsent: Option<Request<UpstreamBody>>,
@@ -77,7 +77,10 @@ impl Reuse for Shared {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         while idle
             .front()
             .is_some_and(|oldest| oldest.since.elapsed() >= IDLE_TIMEOUT)
@@ -95,7 +98,7 @@ impl Reuse for Shared {
 }
 
 impl Pool {
-    pub fn new(
+    pub(super) fn new(
         connector: HttpsConnector<EgressConnector>,
         target: Uri,
         connect_timeout: Duration,
@@ -114,7 +117,7 @@ impl Pool {
     /// connection that turns out closed before the request went out is replaced, and the
     /// request sent again: nothing of it reached Campaign. When a new connection cannot be
     /// made, or closes before the request goes out, the request comes back with the error.
-    pub fn send(
+    pub(super) fn send(
         &self,
         request: Request<UpstreamBody>,
     ) -> impl Future<Output = Result<Response<CampaignBody>, Failed>> + '_ {
@@ -172,7 +175,11 @@ impl Pool {
 
     /// The most recently returned connection that is still open and not too old.
     fn checkout(&self) -> Option<Sender> {
-        let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self
+            .shared
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         while let Some(Idle { sender, since }) = idle.pop_back() {
             if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
                 return Some(sender);

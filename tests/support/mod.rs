@@ -19,15 +19,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-pub const CLIENT_ID: &str = "mc-technical-account";
-pub const CLIENT_SECRET: &str = "client-secret-7f3a9c";
-pub const LOGIN: &str = "mc";
-pub const PASSWORD: &str = "mc-password-41d2";
-pub const LEGACY_LOGIN: &str = "crm";
-pub const SOAP_PATH: &str = "/nl/jsp/soaprouter.jsp";
+pub(crate) const CLIENT_ID: &str = "mc-technical-account";
+pub(crate) const CLIENT_SECRET: &str = "client-secret-7f3a9c";
+pub(crate) const LOGIN: &str = "mc";
+pub(crate) const PASSWORD: &str = "mc-password-41d2";
+pub(crate) const LEGACY_LOGIN: &str = "crm";
+pub(crate) const SOAP_PATH: &str = "/nl/jsp/soaprouter.jsp";
 
 /// An argon2id hash with a tiny cost, so tests stay fast (the cost is in the PHC string).
-pub fn cheap_hash(password: &str) -> String {
+pub(crate) fn cheap_hash(password: &str) -> String {
     use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
     let params = Params::new(64, 1, 1, None).unwrap();
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
@@ -38,7 +38,7 @@ pub fn cheap_hash(password: &str) -> String {
 
 /// The config the tests run with: one `ims` caller (`mc`) and one `legacy` caller (`crm`) on
 /// the `messagecenter` profile. `extra` is appended (more tables, or keys for the last caller).
-pub fn config_text(ims: &str, campaign: &str, top: &str, extra: &str) -> String {
+pub(crate) fn config_text(ims: &str, campaign: &str, top: &str, extra: &str) -> String {
     format!(
         r#"{top}
 [server]
@@ -78,12 +78,12 @@ profile = "messagecenter"
     )
 }
 
-pub fn env() -> HashMap<String, String> {
+pub(crate) fn env() -> HashMap<String, String> {
     HashMap::from([("MC_CLIENT_SECRET".to_owned(), CLIENT_SECRET.to_owned())])
 }
 
 /// A proxy running in-process.
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -91,18 +91,18 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub async fn start(config_text: &str) -> Proxy {
+    pub(crate) async fn start(config_text: &str) -> Proxy {
         let config = Config::parse(config_text, Path::new("."), &env()).expect("valid config");
         Proxy::start_config(config).await
     }
 
-    pub async fn start_config(config: Config) -> Proxy {
+    pub(crate) async fn start_config(config: Config) -> Proxy {
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
         Proxy::start_on(proxy, config).await
     }
 
     /// [`Proxy::start_config`] on a listener bound already (to know its address before).
-    pub async fn start_on(proxy: TcpListener, config: Config) -> Proxy {
+    pub(crate) async fn start_on(proxy: TcpListener, config: Config) -> Proxy {
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = proxy.local_addr().unwrap();
         let admin_addr = admin.local_addr().unwrap();
@@ -129,7 +129,7 @@ impl Proxy {
         }
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -138,7 +138,7 @@ impl Proxy {
 }
 
 /// IMS, Campaign and the proxy between them.
-pub struct Stack {
+pub(crate) struct Stack {
     pub ims: StandInIms,
     pub campaign: StandInCampaign,
     pub proxy: Proxy,
@@ -146,7 +146,7 @@ pub struct Stack {
 
 /// A stand-in IMS that knows the default client, and a stand-in Campaign that accepts only
 /// tokens that IMS issued.
-pub async fn stand_ins() -> (StandInIms, StandInCampaign) {
+pub(crate) async fn stand_ins() -> (StandInIms, StandInCampaign) {
     let ims = StandInIms::start().await.unwrap();
     ims.add_client(CLIENT_ID, CLIENT_SECRET);
     let campaign = StandInCampaign::start(Some(ims.token_check()))
@@ -157,13 +157,17 @@ pub async fn stand_ins() -> (StandInIms, StandInCampaign) {
 
 impl Stack {
     /// The default stack; `top` goes before the tables, `extra` after the `mc` caller.
-    pub async fn start(top: &str, extra: &str) -> Stack {
+    pub(crate) async fn start(top: &str, extra: &str) -> Stack {
         Stack::start_with(top, extra, |_| {}).await
     }
 
     /// [`Stack::start`], with `edit` applied to the parsed config (settings the file has no key
     /// for, such as the canary seed).
-    pub async fn start_with(top: &str, extra: &str, edit: impl FnOnce(&mut Config)) -> Stack {
+    pub(crate) async fn start_with(
+        top: &str,
+        extra: &str,
+        edit: impl FnOnce(&mut Config),
+    ) -> Stack {
         let (ims, campaign) = stand_ins().await;
         let text = config_text(&ims.url(), &campaign.url(), top, extra);
         let mut config = Config::parse(&text, Path::new("."), &env()).expect("valid config");
@@ -178,7 +182,11 @@ impl Stack {
 
     /// [`Stack::start_with`], the proxy's address its `server.public_url`: the WSDLs it
     /// relays name it.
-    pub async fn start_public(top: &str, extra: &str, edit: impl FnOnce(&mut Config)) -> Stack {
+    pub(crate) async fn start_public(
+        top: &str,
+        extra: &str,
+        edit: impl FnOnce(&mut Config),
+    ) -> Stack {
         let (ims, campaign) = stand_ins().await;
         let text = config_text(&ims.url(), &campaign.url(), top, extra);
         let mut config = Config::parse(&text, Path::new("."), &env()).expect("valid config");
@@ -193,18 +201,18 @@ impl Stack {
         }
     }
 
-    pub async fn default() -> Stack {
+    pub(crate) async fn default() -> Stack {
         Stack::start("", "").await
     }
 
-    pub fn url(&self) -> SocketAddr {
+    pub(crate) fn url(&self) -> SocketAddr {
         self.proxy.addr
     }
 }
 
 /// An answer, read to the end.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: String,
@@ -212,7 +220,7 @@ pub struct Answer {
 
 impl Answer {
     /// A Campaign-shaped fault with this code and detail.
-    pub fn assert_fault(&self, status: u16, code: &str, detail: &str) {
+    pub(crate) fn assert_fault(&self, status: u16, code: &str, detail: &str) {
         assert_eq!(self.status, status, "{}", self.body);
         assert!(self.body.contains("<SOAP-ENV:Fault>"), "{}", self.body);
         assert!(
@@ -230,10 +238,10 @@ impl Answer {
 }
 
 /// A body sent in the given chunks, without a length: hyper sends it chunked.
-pub struct Chunks(pub VecDeque<Bytes>);
+pub(crate) struct Chunks(pub VecDeque<Bytes>);
 
 impl Chunks {
-    pub fn new(chunks: impl IntoIterator<Item = Bytes>) -> Chunks {
+    pub(crate) fn new(chunks: impl IntoIterator<Item = Bytes>) -> Chunks {
         Chunks(chunks.into_iter().collect())
     }
 }
@@ -255,7 +263,7 @@ impl Body for Chunks {
 }
 
 /// A SOAP POST of `body` in pieces of `piece` bytes, without a length: sent chunked.
-pub fn chunked_request(body: &Bytes, piece: usize) -> Request<Chunks> {
+pub(crate) fn chunked_request(body: &Bytes, piece: usize) -> Request<Chunks> {
     let chunks = (0..body.len())
         .step_by(piece)
         .map(|i| body.slice(i..(i + piece).min(body.len())));
@@ -267,7 +275,7 @@ pub fn chunked_request(body: &Bytes, piece: usize) -> Request<Chunks> {
 }
 
 /// Sends one request over HTTP/1.1 on a new connection.
-pub async fn send<B>(addr: SocketAddr, request: Request<B>) -> Answer
+pub(crate) async fn send<B>(addr: SocketAddr, request: Request<B>) -> Answer
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -281,7 +289,7 @@ where
 }
 
 /// A SOAP POST with a Content-Length.
-pub fn soap_request(
+pub(crate) fn soap_request(
     body: impl Into<Bytes>,
     headers: &[(&str, &str)],
 ) -> Request<http_body_util::Full<Bytes>> {
@@ -301,11 +309,15 @@ pub fn soap_request(
     builder.body(http_body_util::Full::new(body)).unwrap()
 }
 
-pub async fn post(addr: SocketAddr, body: impl Into<Bytes>, headers: &[(&str, &str)]) -> Answer {
+pub(crate) async fn post(
+    addr: SocketAddr,
+    body: impl Into<Bytes>,
+    headers: &[(&str, &str)],
+) -> Answer {
     send(addr, soap_request(body, headers)).await
 }
 
-pub async fn get(addr: SocketAddr, path: &str) -> Answer {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> Answer {
     let request = Request::get(path)
         .header("host", "localhost")
         .body(http_body_util::Empty::<Bytes>::new())
@@ -316,7 +328,7 @@ pub async fn get(addr: SocketAddr, path: &str) -> Answer {
 /// Writes raw bytes, a write per piece, then reads the whole answer of a `Connection: close`
 /// request. (Where the pieces are chunks of a chunked body, hyper hands each chunk over as a
 /// frame of its own however the reads fall.)
-pub async fn raw_exchange(addr: SocketAddr, pieces: &[&[u8]]) -> String {
+pub(crate) async fn raw_exchange(addr: SocketAddr, pieces: &[&[u8]]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
     for piece in pieces {
@@ -329,7 +341,7 @@ pub async fn raw_exchange(addr: SocketAddr, pieces: &[&[u8]]) -> String {
 }
 
 /// Sends a SOAP call from the address `local`, on a connection of its own; the status code.
-pub async fn post_from(local: &str, proxy: std::net::SocketAddr, body: &str) -> u16 {
+pub(crate) async fn post_from(local: &str, proxy: std::net::SocketAddr, body: &str) -> u16 {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
     let stream = socket.connect(proxy).await.unwrap();
@@ -337,7 +349,7 @@ pub async fn post_from(local: &str, proxy: std::net::SocketAddr, body: &str) -> 
 }
 
 /// Sends a SOAP call with `Connection: close` on `stream`; the status code.
-pub async fn exchange_on(mut stream: tokio::net::TcpStream, body: &str) -> u16 {
+pub(crate) async fn exchange_on(mut stream: tokio::net::TcpStream, body: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let request = format!(
         "POST {SOAP_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -350,16 +362,16 @@ pub async fn exchange_on(mut stream: tokio::net::TcpStream, body: &str) -> u16 {
 }
 
 /// The seed-002 call with `credential` in its session token.
-pub fn seed_002(credential: &str) -> String {
+pub(crate) fn seed_002(credential: &str) -> String {
     imsbridge::demo::SEED_002_BEFORE.replace("SESSION_TOKEN", credential)
 }
 
-pub fn credential() -> String {
+pub(crate) fn credential() -> String {
     format!("{LOGIN}/{PASSWORD}")
 }
 
 /// A `PushEvents` batch of about `size` bytes, the token first.
-pub fn push_events(credential: &str, size: usize) -> Vec<u8> {
+pub(crate) fn push_events(credential: &str, size: usize) -> Vec<u8> {
     let head = format!(
         r#"<?xml version="1.0" encoding="utf-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:urn="urn:nms:rtEvent"><soapenv:Header/><soapenv:Body><urn:PushEvents><urn:sessiontoken>{credential}</urn:sessiontoken><urn:domEventCollection><eventCollection>"#
     );
@@ -378,28 +390,28 @@ pub fn push_events(credential: &str, size: usize) -> Vec<u8> {
     body
 }
 
-pub fn sha256(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn sha256(bytes: &[u8]) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, bytes)
         .as_ref()
         .to_vec()
 }
 
-pub const JWT_CLIENT_ID: &str = "0123456789abcdef0123456789abcdef";
-pub const JWT_CLIENT_SECRET: &str = "p8e-jwt-client-secret-2c4e";
-pub const ORG_ID: &str = "1234ABCD5678EFGH@AdobeOrg";
-pub const TECHNICAL_ACCOUNT_ID: &str = "90ABCDEF12345678@techacct.adobe.com";
-pub const TEST_KEY: &str = concat!(
+pub(crate) const JWT_CLIENT_ID: &str = "0123456789abcdef0123456789abcdef";
+pub(crate) const JWT_CLIENT_SECRET: &str = "p8e-jwt-client-secret-2c4e";
+pub(crate) const ORG_ID: &str = "1234ABCD5678EFGH@AdobeOrg";
+pub(crate) const TECHNICAL_ACCOUNT_ID: &str = "90ABCDEF12345678@techacct.adobe.com";
+pub(crate) const TEST_KEY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/fixtures/keys/test-service-account.key"
 );
-pub const OTHER_KEY: &str = concat!(
+pub(crate) const OTHER_KEY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/fixtures/keys/another-service-account.key"
 );
 
 /// Registers the test service account at the stand-in IMS, with the public key of `TEST_KEY`.
-pub fn add_jwt_client(ims: &StandInIms, metascopes: &[&str]) {
-    let key = imsbridge::secret::SigningKey::read(&std::fs::read(TEST_KEY).unwrap()).unwrap();
+pub(crate) fn add_jwt_client(ims: &StandInIms, metascopes: &[&str]) {
+    let key = imsbridge::SigningKey::read(&std::fs::read(TEST_KEY).unwrap()).unwrap();
     ims.add_jwt_client(
         JWT_CLIENT_ID,
         JWT_CLIENT_SECRET,
@@ -411,14 +423,14 @@ pub fn add_jwt_client(ims: &StandInIms, metascopes: &[&str]) {
 }
 
 /// A `jwt` profile named `messagecenter`, in place of the oauth one of `config_text`.
-pub fn jwt_profile(private_key: &str, metascopes: &str) -> String {
+pub(crate) fn jwt_profile(private_key: &str, metascopes: &str) -> String {
     format!(
         "type = \"jwt\"\nclient_id = \"{JWT_CLIENT_ID}\"\nclient_secret = \"{JWT_CLIENT_SECRET}\"\norg_id = \"{ORG_ID}\"\ntechnical_account_id = \"{TECHNICAL_ACCOUNT_ID}\"\nprivate_key = {private_key}\nmetascopes = {metascopes}"
     )
 }
 
 /// `config_text` with its `messagecenter` profile replaced by `profile`.
-pub fn with_profile(config: &str, profile: &str) -> String {
+pub(crate) fn with_profile(config: &str, profile: &str) -> String {
     let start = config.find("type = \"oauth\"").unwrap();
     let end = config[start..].find("\n\n").unwrap() + start;
     format!("{}{profile}{}", &config[..start], &config[end..])
@@ -427,7 +439,7 @@ pub fn with_profile(config: &str, profile: &str) -> String {
 /// `http://127.0.0.1:PORT` where connections are refused, and what keeps it so: a socket
 /// bound to the port and never listening, so that no other test can take the port while the
 /// guard lives.
-pub fn closed_port_url() -> (String, tokio::net::TcpSocket) {
+pub(crate) fn closed_port_url() -> (String, tokio::net::TcpSocket) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     let addr = socket.local_addr().unwrap();
@@ -436,7 +448,11 @@ pub fn closed_port_url() -> (String, tokio::net::TcpSocket) {
 
 /// Polls `probe` every 20 ms until it gives a value, for at most `deadline`; then fails,
 /// saying what never came.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: std::time::Duration, mut probe: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(
+    what: &str,
+    deadline: std::time::Duration,
+    mut probe: F,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -455,25 +471,25 @@ where
 }
 
 /// The value of the first sample of `name` (with its labels, if any) in a Prometheus text.
-pub fn metric(text: &str, name: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse().ok())
 }
 
 /// `config` with `lines` added to its `[server]` table.
-pub fn with_server(config: &str, lines: &str) -> String {
+pub(crate) fn with_server(config: &str, lines: &str) -> String {
     config.replacen("[server]\n", &format!("[server]\n{lines}\n"), 1)
 }
 
 /// Set by `.ci/run`: a test that needs a tool from outside the Rust toolchain (Node.js and npm,
 /// Python with pip, systemd-analyze, a package registry) fails without it instead of skipping.
-pub const REQUIRE_ALL_TESTS: &str = "IMSBRIDGE_REQUIRE_ALL_TESTS";
+pub(crate) const REQUIRE_ALL_TESTS: &str = "IMSBRIDGE_REQUIRE_ALL_TESTS";
 
 /// A test that cannot run here. Under `IMSBRIDGE_REQUIRE_ALL_TESTS=1` (CI) it fails; otherwise it
 /// says why on the terminal (written to stderr directly, past the test harness's capture, so a
 /// plain `cargo test` shows it) and returns, and the test passes having checked nothing.
-pub fn skip(test: &str, why: &str) {
+pub(crate) fn skip(test: &str, why: &str) {
     if std::env::var_os(REQUIRE_ALL_TESTS).is_some_and(|v| v == "1") {
         panic!("{test} cannot run: {why} ({REQUIRE_ALL_TESTS}=1 requires every test)");
     }
@@ -482,7 +498,7 @@ pub fn skip(test: &str, why: &str) {
 }
 
 /// Runs `command args` to see that the tool is there: `Err` says why not.
-pub fn tool(command: &str, args: &[&str]) -> Result<(), String> {
+pub(crate) fn tool(command: &str, args: &[&str]) -> Result<(), String> {
     match std::process::Command::new(command).args(args).output() {
         Ok(output) if output.status.success() => Ok(()),
         Ok(output) => Err(format!(
@@ -495,7 +511,7 @@ pub fn tool(command: &str, args: &[&str]) -> Result<(), String> {
 }
 
 /// Runs a command that installs what a test needs: `Err` has what it said.
-pub fn install(command: &mut std::process::Command) -> Result<(), String> {
+pub(crate) fn install(command: &mut std::process::Command) -> Result<(), String> {
     let output = command
         .output()
         .map_err(|error| format!("{command:?} could not start: {error}"))?;
@@ -511,14 +527,16 @@ pub fn install(command: &mut std::process::Command) -> Result<(), String> {
 
 /// `package` from PyPI in a virtualenv `target/tools/NAME`, installed once (when `ready` says
 /// the one there is not); the virtualenv, or why it cannot be.
-pub fn python_tool(
+pub(crate) fn python_tool(
     name: &str,
     package: &str,
     ready: impl Fn(&Path) -> bool,
 ) -> Result<std::path::PathBuf, String> {
     // Tests of one binary run at once: one installs, the others wait and find it there.
     static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _installing = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    let _installing = INSTALLING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target/tools")
         .join(name);
@@ -549,15 +567,15 @@ pub fn python_tool(
 /// line it prints. It must succeed.
 /// A process a test started: killed and waited for when the guard is dropped, so that a test
 /// that ends, passing or failing, leaves nothing running.
-pub struct ChildGuard(Option<std::process::Child>);
+pub(crate) struct ChildGuard(Option<std::process::Child>);
 
 impl ChildGuard {
-    pub fn spawn(command: &mut std::process::Command) -> ChildGuard {
+    pub(crate) fn spawn(command: &mut std::process::Command) -> ChildGuard {
         ChildGuard(Some(command.spawn().expect("the test's process starts")))
     }
 
     /// Waits for the process to end by itself, with what it wrote.
-    pub fn wait_with_output(mut self) -> std::process::Output {
+    pub(crate) fn wait_with_output(mut self) -> std::process::Output {
         let child = self.0.take().expect("the guard holds its child");
         child
             .wait_with_output()
@@ -590,7 +608,7 @@ impl Drop for ChildGuard {
     }
 }
 
-pub async fn json_report(mut command: std::process::Command) -> serde_json::Value {
+pub(crate) async fn json_report(mut command: std::process::Command) -> serde_json::Value {
     let output = tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
         .unwrap();
@@ -604,7 +622,7 @@ pub async fn json_report(mut command: std::process::Command) -> serde_json::Valu
 /// request head as text, names in lower case as hyper sends them), on keep-alive connections
 /// unless the answer says `connection: close`. Request bodies are read by their
 /// `content-length`. Returns its URL.
-pub async fn scripted_http<F>(answer: F) -> String
+pub(crate) async fn scripted_http<F>(answer: F) -> String
 where
     F: Fn(&str) -> String + Send + Sync + 'static,
 {
@@ -651,7 +669,7 @@ where
 }
 
 /// The value of a header in a request head written by hyper (names in lower case).
-pub fn header_of<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn header_of<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().find_map(|line| {
         let (field, value) = line.split_once(':')?;
         field.eq_ignore_ascii_case(name).then(|| value.trim())

@@ -72,7 +72,7 @@ struct Reader<'a> {
 
 /// The envelope `data` starts with, when it is of the kind read here and whole up to the end
 /// of the first parameter; see the module documentation.
-pub fn read(data: &[u8]) -> Option<Envelope> {
+pub(crate) fn read(data: &[u8]) -> Option<Envelope> {
     let mut reader = Reader {
         data,
         at: 0,

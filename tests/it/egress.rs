@@ -2,12 +2,10 @@
 //! loopback that tunnels `CONNECT` and records each tunnel it opened, with or without
 //! `Proxy-Authorization`.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -2,11 +2,9 @@
 //! and the upload page carry the session credential in a cookie, a header or the query. Each
 //! test asserts on what reached the stand-in Campaign.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use imsbridge::demo::Recorded;
-use support::*;
 
 const LEGACY_CREDENTIAL: &str = "crm/legacy-password";
 

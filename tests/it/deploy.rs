@@ -7,12 +7,10 @@
 //! The schema and unit checks need Python with pip and PyPI, and systemd-analyze: without
 //! them they are skipped and say so, unless `IMSBRIDGE_REQUIRE_ALL_TESTS=1` (`.ci/run`).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -368,7 +366,7 @@ async fn the_alerts_are_prometheus_rules_on_metrics_the_proxy_exports() {
                 .as_object()
                 .unwrap()
                 .keys()
-                .map(|k| k.as_str())
+                .map(std::string::String::as_str)
                 .collect();
             for field in &fields {
                 assert!(

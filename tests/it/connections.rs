@@ -3,12 +3,10 @@
 //! not answer pings, and connections from one address. HTTP/2 is spoken here frame by frame,
 //! as an attacker would, so that the client does exactly what each test says and no more.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

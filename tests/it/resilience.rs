@@ -1,15 +1,13 @@
 //! When IMS or Campaign misbehave, or a client is slow: every failure has its defined answer,
 //! and the proxy recovers. Stand-ins are told to fail, hang, answer garbage or revoke tokens.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use imsbridge::demo::{ImsFailure, Refusal, StandInCampaign, StandInIms};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -98,7 +96,7 @@ async fn a_body_over_the_retry_buffer_is_not_replayed() {
         assert_eq!(
             post(small.addr, seed_002(&credential()), &[]).await.status,
             200
-        )
+        );
     };
     fine().await;
     let fetched = stack.ims.token_requests();

@@ -1,11 +1,10 @@
 //! What operators see and run: `/metrics`, request ids, TLS and mTLS on the listener, and
 //! certificates reloaded without a restart.
 
-mod support;
-
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
@@ -13,7 +12,6 @@ use hyper_util::rt::TokioIo;
 use imsbridge::config::Config;
 use imsbridge::demo::ImsFailure;
 use rustls_pki_types::{PrivateKeyDer, ServerName};
-use support::*;
 use tokio::net::{TcpListener, TcpStream};
 
 /// The value of the first series of `/metrics` whose line starts with `series`.
@@ -197,9 +195,12 @@ fn leaf(
     issuer: &rcgen::CertifiedIssuer<'_, rcgen::KeyPair>,
 ) -> (String, rcgen::KeyPair) {
     let key = rcgen::KeyPair::generate().unwrap();
-    let mut params =
-        rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap();
+    let mut params = rcgen::CertificateParams::new(
+        sans.iter()
+            .map(std::string::ToString::to_string)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name

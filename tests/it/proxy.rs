@@ -1,15 +1,13 @@
 //! The data path end to end, over real loopback sockets: a caller, the proxy, and the stand-in
 //! IMS and Campaign of `imsbridge::demo`.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::Request;
 use imsbridge::demo::{SEED_002_AFTER, StandInCampaign, StandInIms};
-use support::*;
 
 #[tokio::test]
 async fn the_seed_002_call_reaches_campaign_with_a_bearer_token_and_an_empty_token() {
@@ -861,7 +859,7 @@ async fn latin1_envelopes_with_an_accented_password_go_through_byte_for_byte() {
     let utf16: Vec<u8> = seed_002(&credential())
         .replacen("encoding=\"utf-8\"", "encoding=\"UTF-16\"", 1)
         .encode_utf16()
-        .flat_map(|unit| unit.to_le_bytes())
+        .flat_map(u16::to_le_bytes)
         .collect();
     for body in [utf16.clone(), [&[0xFF, 0xFE][..], &utf16].concat()] {
         post(stack.url(), body, &[("content-type", "text/xml")])

@@ -1,7 +1,5 @@
 //! The `imsbridge` binary as an operator runs it.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,8 +7,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::support::*;
 use imsbridge::demo::{StandInCampaign, StandInIms};
-use support::*;
 use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_imsbridge");
@@ -414,11 +412,11 @@ fn hash_password_prints_a_hash_the_config_accepts() {
         "{hash}"
     );
     let parsed = argon2::password_hash::phc::PasswordHash::new(&hash).unwrap();
-    assert!(imsbridge::callers::check_password(
+    assert!(imsbridge::cli::check_password(
         "an operator password",
         &parsed
     ));
-    assert!(!imsbridge::callers::check_password(
+    assert!(!imsbridge::cli::check_password(
         "an operator password\n",
         &parsed
     ));
@@ -1079,7 +1077,7 @@ async fn stalled_streams(addr: SocketAddr, streams: usize, sent: usize) -> Vec<O
             std::mem::forget(body);
             answer
                 .ok()
-                .and_then(|a| a.ok())
+                .and_then(std::result::Result::ok)
                 .map(|a| a.status().as_u16())
         }));
     }

@@ -1,11 +1,9 @@
 //! Unmodified callers that log on (`xtk:session#Logon`), and the modes of a staged cut-over,
 //! over loopback with the stand-ins.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 const SESSION_SECRET: &str = "replicas-share-this-secret-0123456789abcdef";
 const SOAP_ENV: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -260,7 +258,7 @@ async fn a_legacy_caller_logs_on_at_campaign() {
 async fn canary_sends_its_share_the_ims_way() {
     const SEED: u64 = 25;
     let stack = Stack::start_with("", "mode = \"canary\"\ncanary_percent = 25", |config| {
-        config.canary_seed = Some(SEED)
+        config.canary_seed = Some(SEED);
     })
     .await;
     let body = seed_002(&credential());

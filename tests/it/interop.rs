@@ -4,12 +4,10 @@
 //! the npm registry it is skipped and says so, unless `IMSBRIDGE_REQUIRE_ALL_TESTS=1`
 //! (`.ci/run`).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 // Logins and passwords long enough to search for in what Campaign received.
 const LOGON_LOGIN: &str = "crm_pusher_logon_9f3k";

@@ -3,15 +3,13 @@
 //! once its hash is in, its bound; shadow comparisons (agreement, mismatch, a PushEvent sent
 //! once, the in-flight bound); the admin page.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::*;
 use imsbridge::config::Config;
 use imsbridge::demo::StandInCampaign;
 use serde_json::Value;
-use support::*;
 
 const STRANGER_PASSWORD: &str = "stranger-password-8c1d";
 const WRONG_PASSWORD: &str = "not-the-password-77ab";
@@ -287,7 +285,7 @@ async fn the_inventory_of_two_replicas_gives_callers_the_config_accepts() {
         "{refused}"
     );
     let config = config.replace(
-        imsbridge::inventory::command::HASH_PLACEHOLDER,
+        imsbridge::cli::HASH_PLACEHOLDER,
         &cheap_hash("newcomer-password-5e0a"),
     );
     one.stop().await;

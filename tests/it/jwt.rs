@@ -1,13 +1,11 @@
 //! Service Account (JWT) profiles end to end: the stand-in IMS verifies the JWT's signature
 //! with the credential's public key and checks every claim.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine;
 use imsbridge::demo::{SEED_002_AFTER, StandInCampaign, StandInIms};
-use support::*;
 
 async fn stack_with(
     profile: &str,

@@ -2,10 +2,8 @@
 //! below reached Campaign before the fix (the stand-in recorded it); each test asserts on what
 //! reached the stand-in Campaign, not on log text.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
-use support::*;
 
 const OLD_OPERATOR: &str = "oldop/an-operator-imsbridge-refuses";
 const LEGACY_CREDENTIAL: &str = "crm/legacy-password";
@@ -70,7 +68,9 @@ async fn refused(stack: &Stack, attacks: &[Attack]) {
     assert!(
         seen.is_empty(),
         "reached Campaign: {:?}",
-        seen.iter().map(|r| r.text()).collect::<Vec<_>>()
+        seen.iter()
+            .map(imsbridge::demo::Recorded::text)
+            .collect::<Vec<_>>()
     );
 }
 
@@ -312,7 +312,7 @@ async fn an_element_after_the_body_that_comes_later_stops_the_request() {
             .windows(b"</soapenv:Body>".len())
             .position(|w| w == b"</soapenv:Body>")
             .unwrap();
-        let request = support::Chunks::new([body.slice(..cut), body.slice(cut..)]);
+        let request = crate::support::Chunks::new([body.slice(..cut), body.slice(cut..)]);
         let request = http::Request::post(SOAP_PATH)
             .header("host", "x")
             .header("content-type", "text/xml; charset=utf-8")
@@ -324,7 +324,9 @@ async fn an_element_after_the_body_that_comes_later_stops_the_request() {
         assert!(
             seen.is_empty(),
             "{way}: Campaign got {:?}",
-            seen.iter().map(|r| r.text()).collect::<Vec<_>>()
+            seen.iter()
+                .map(imsbridge::demo::Recorded::text)
+                .collect::<Vec<_>>()
         );
     }
 }

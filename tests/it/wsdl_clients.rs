@@ -5,12 +5,10 @@
 //! session and logs off. They install what they
 //! need, or are skipped and say so, unless `IMSBRIDGE_REQUIRE_ALL_TESTS=1` (`.ci/run`).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 fn interop(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

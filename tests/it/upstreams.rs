@@ -3,16 +3,14 @@
 //! not take them is skipped for `cooldown` and its request goes to the next node, never twice;
 //! a request that went out to a node that then says nothing is not sent again.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::*;
 use imsbridge::demo::StandInCampaign;
-use support::*;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 const EXECUTION_CLIENT: &str = "execution-technical-account";
