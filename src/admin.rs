@@ -53,10 +53,15 @@ pub(crate) fn handle<B>(
             typed(text(StatusCode::OK, json + "\n"), "application/json")
         }
         "/metrics" => {
-            let body =
-                proxy
-                    .metrics()
-                    .render(views::readiness(proxy), views::nodes(proxy), connections);
+            let body = proxy.metrics().render(
+                views::readiness(proxy),
+                views::nodes(proxy),
+                connections,
+                &crate::metrics::Busy {
+                    password_checks: proxy.callers().pending_checks(),
+                    shadow_copies: proxy.shadow_copies_in_flight(),
+                },
+            );
             typed(
                 text(StatusCode::OK, body),
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -388,6 +388,11 @@ impl Callers {
         self.by_login.get(login).map(|&index| &self.callers[index])
     }
 
+    /// argon2 checks waiting or running now.
+    pub(crate) fn pending_checks(&self) -> usize {
+        self.verifier.pending()
+    }
+
     /// The time issued sessions are checked against.
     pub(crate) fn now(&self) -> std::time::SystemTime {
         self.clock.now()

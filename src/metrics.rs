@@ -251,6 +251,16 @@ pub(crate) struct Metrics {
     connections_open: Gauge,
     connections_accepted: Counter,
     connections_refused_per_ip: Counter,
+    password_checks_pending: Gauge,
+    shadow_copies_in_flight: Gauge,
+}
+
+/// What the proxy is busy with at the moment of a scrape.
+pub(crate) struct Busy {
+    /// argon2 checks waiting or running.
+    pub(crate) password_checks: usize,
+    /// Shadow copies on their way.
+    pub(crate) shadow_copies: usize,
 }
 
 impl Default for Metrics {
@@ -401,6 +411,18 @@ impl Metrics {
             "Connections closed at once: their address had server.max_connections_per_ip open",
             connections_refused_per_ip.clone(),
         );
+        let password_checks_pending = Gauge::default();
+        registry.register(
+            "password_checks_pending",
+            "argon2 password checks waiting or running now (at most server.max_pending_password_checks)",
+            password_checks_pending.clone(),
+        );
+        let shadow_copies_in_flight = Gauge::default();
+        registry.register(
+            "shadow_copies_in_flight",
+            "Shadow copies on their way now (at most admin.shadow_max_in_flight)",
+            shadow_copies_in_flight.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -425,6 +447,8 @@ impl Metrics {
             connections_open,
             connections_accepted,
             connections_refused_per_ip,
+            password_checks_pending,
+            shadow_copies_in_flight,
         }
     }
 
@@ -564,6 +588,7 @@ impl Metrics {
         profiles: impl Iterator<Item = (&'a str, Readiness)>,
         nodes: impl Iterator<Item = NodeHealth<'a>>,
         connections: &Connections,
+        busy: &Busy,
     ) -> String {
         // The nodes of the running config only: a reload may have removed some.
         self.nodes_up.clear();
@@ -594,6 +619,10 @@ impl Metrics {
         }
         self.process.read();
         self.connections_open.set(connections.open());
+        self.password_checks_pending
+            .set(i64::try_from(busy.password_checks).unwrap_or(i64::MAX));
+        self.shadow_copies_in_flight
+            .set(i64::try_from(busy.shadow_copies).unwrap_or(i64::MAX));
         let accepted = connections.accepted();
         let counted = self.connections_accepted.get();
         self.connections_accepted

@@ -89,6 +89,7 @@ pub(crate) struct Proxy {
     token_wait: Duration,
     /// Shadow copies on their way (`admin.shadow_max_in_flight`).
     shadow_permits: Arc<tokio::sync::Semaphore>,
+    shadow_max_in_flight: usize,
     /// Spans go out over OTLP (`[telemetry] otlp_endpoint`).
     traces: bool,
     metrics: Arc<Metrics>,
@@ -143,6 +144,11 @@ impl Proxy {
         for profile in &self.profiles {
             let _ = profile.tokens.get(wait).await;
         }
+    }
+
+    /// Shadow copies on their way now.
+    pub(crate) fn shadow_copies_in_flight(&self) -> usize {
+        self.shadow_max_in_flight - self.shadow_permits.available_permits()
     }
 
     /// The technical accounts, in the config's order.

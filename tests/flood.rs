@@ -191,12 +191,12 @@ async fn under_a_flood_of_wrong_passwords_callers_are_served() {
             .unwrap();
         runtime.block_on(async move {
             let stack = Stack::start("", &callers).await;
-            started_tx.send(stack.url()).unwrap();
+            started_tx.send((stack.url(), stack.proxy.admin)).unwrap();
             let _ = proxy_stopped.await;
             stack.proxy.stop().await;
         });
     });
-    let addr = started_rx.await.unwrap();
+    let (addr, admin) = started_rx.await.unwrap();
     // The known caller's verdict is remembered, and its unloaded latencies measured.
     assert_eq!(
         post_from("127.0.0.2", addr, &seed_002(&credential())).await,
@@ -212,8 +212,17 @@ async fn under_a_flood_of_wrong_passwords_callers_are_served() {
         (0..HTTP2_CONNECTIONS)
             .map(|i| tokio::spawn(http2_attackers(format!("h2-{i}"), addr, stop.clone()))),
     );
-    // The flood's argon2 runs have the queue full by now.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The flood's argon2 runs fill its address's share of the queue (a quarter of
+    // `max_pending_password_checks`, 16 by default).
+    eventually(
+        "the flood's share of the password checks",
+        Duration::from_secs(10),
+        || async {
+            let metrics = get(admin, "/metrics").await.body;
+            (metric(&metrics, "imsbridge_password_checks_pending")? >= 4.0).then_some(())
+        },
+    )
+    .await;
 
     // A caller never seen before, over HTTP/1.1 and over HTTP/2: its first check waits behind
     // no more than its share of the queue.

@@ -154,6 +154,11 @@ pub(super) struct Verifier {
 }
 
 impl Verifier {
+    /// argon2 checks waiting for a slot or running now.
+    pub(super) fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
     pub(super) fn new(limits: PasswordLimits) -> Verifier {
         let mut key = [0u8; 16];
         ring::rand::SystemRandom::new()

@@ -128,6 +128,7 @@ impl Proxy {
             shadow_permits: Arc::new(tokio::sync::Semaphore::new(
                 config.admin.shadow_max_in_flight,
             )),
+            shadow_max_in_flight: config.admin.shadow_max_in_flight,
             traces: config.otlp_endpoint.is_some(),
             metrics,
         })

@@ -826,21 +826,17 @@ async fn sigterm_lets_the_request_in_flight_finish() {
     let addr = running.addr;
     let in_flight = tokio::spawn(async move { post(addr, seed_002(&credential()), &[]).await });
     // Campaign has the call (it answers in 1.5 s) when the signal comes.
-    while campaign.requests().is_empty() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("Campaign has the call", Duration::from_secs(10), || async {
+        (!campaign.requests().is_empty()).then_some(())
+    })
+    .await;
     running.signal("TERM");
     running.wait_for("shutting down");
     // No new connection is taken (the listener closes right after that line)...
-    let mut refused = false;
-    for _ in 0..100 {
-        if TcpStream::connect(addr).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(refused, "the listener is closed");
+    eventually("the listener closed", Duration::from_secs(2), || async {
+        TcpStream::connect(addr).await.is_err().then_some(())
+    })
+    .await;
     // ... and the one in flight completes.
     let answer = in_flight.await.unwrap();
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -1118,18 +1114,16 @@ async fn stalled_http2_streams_hold_no_more_than_max_prefix_memory() {
     let attack: Vec<_> = (0..24)
         .map(|_| tokio::spawn(stalled_streams(addr, 32, 60 * 1024)))
         .collect();
-    // Until the proxy has taken in what it will: its memory steady for a second.
-    let mut steady = 0;
-    let mut last = 0;
-    for _ in 0..150 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Until the proxy has taken in what it will: its memory the same over a second of samples
+    // (one every 20 ms).
+    let (mut steady, mut last) = (0, 0);
+    eventually("the proxy's memory steady", Duration::from_secs(15), || {
         let now = memory(pid, "VmRSS");
         steady = if now == last { steady + 1 } else { 0 };
         last = now;
-        if steady == 10 {
-            break;
-        }
-    }
+        std::future::ready((steady >= 50).then_some(()))
+    })
+    .await;
     let peak = memory(pid, "VmHWM");
     let mb = |bytes: u64| bytes as f64 / 1e6;
     eprintln!(

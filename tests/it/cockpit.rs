@@ -411,7 +411,17 @@ async fn a_shadow_caller_gets_the_legacy_answer_and_its_read_calls_are_compared(
     )
     .await;
     assert_ne!(answer.status, 0);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A copy would hold its place in `shadow_copies_in_flight` from before the answer until
+    // its own answer came: none is on its way.
+    eventually(
+        "no shadow copy on its way",
+        Duration::from_secs(10),
+        || async {
+            let metrics = get(proxy.admin, "/metrics").await.body;
+            (metric(&metrics, "imsbridge_shadow_copies_in_flight")? == 0.0).then_some(())
+        },
+    )
+    .await;
     assert_eq!(stack.campaign.requests().len(), 7, "sent once");
     assert_eq!(
         shadow_counts(proxy, "xtk:queryDef#ExecuteQuery", "match").await,

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::support::*;
 use bytes::Bytes;
@@ -124,14 +125,11 @@ async fn failing_fetches_are_counted_and_expiry_drops_to_zero() {
     let (ims, campaign) = stand_ins().await;
     ims.set_failure(Some(ImsFailure::Status(503)));
     let proxy = Proxy::start(&config_text(&ims.url(), &campaign.url(), "", "")).await;
-    let mut text = String::new();
-    for _ in 0..200 {
-        text = get(proxy.admin, "/metrics").await.body;
-        if text.contains(r#"result="failed"} 2"#) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let text = eventually("two failed fetches", Duration::from_secs(10), || async {
+        let text = get(proxy.admin, "/metrics").await.body;
+        text.contains(r#"result="failed"} 2"#).then_some(text)
+    })
+    .await;
     assert!(
         value(
             &text,
@@ -580,14 +578,17 @@ async fn certificates_are_reloaded_without_a_restart() {
     let second = Pki::new("second-certificate");
     second.write(&dir);
     reload.send(Ok(load())).await.unwrap();
-    let mut seen = String::new();
-    for _ in 0..100 {
-        if let Ok((_, subject)) = tls_post(addr, second.client(None)).await {
-            seen = subject;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let seen = eventually(
+        "the new certificate served",
+        Duration::from_secs(5),
+        || async {
+            tls_post(addr, second.client(None))
+                .await
+                .ok()
+                .map(|(_, subject)| subject)
+        },
+    )
+    .await;
     assert_eq!(seen, "second-certificate");
     std::fs::remove_dir_all(&dir).unwrap();
 }

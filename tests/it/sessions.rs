@@ -188,8 +188,15 @@ async fn sessions_of_one_replica_are_accepted_by_the_others() {
 #[tokio::test]
 async fn expired_or_tampered_sessions_get_xsv_350008() {
     // Expiries are whole seconds (`floor(issued + ttl)`): a 3 s session is valid for at least
-    // 2 s after it was issued, and expired 3 s after.
-    let stack = logon_stack(SESSION_SECRET, "3s").await;
+    // 2 s after it was issued, and expired 3 s after. The proxy's clock is moved past it rather
+    // than waited for.
+    let clock = imsbridge::clock::Clock::adjustable();
+    let stack = Stack::start_with(
+        &sessions_table(SESSION_SECRET, "3s"),
+        "logon = true",
+        |config| config.clock = clock.clone(),
+    )
+    .await;
     let (session, security) = log_on(stack.url(), LOGIN, PASSWORD).await;
     assert_eq!(
         push(stack.url(), &session, &security).await.status,
@@ -220,13 +227,17 @@ async fn expired_or_tampered_sessions_get_xsv_350008() {
         expiry <= std::time::SystemTime::now() + Duration::from_secs(3),
         "a 3 s session"
     );
-    if let Ok(left) = expiry.duration_since(std::time::SystemTime::now()) {
-        tokio::time::sleep(left).await;
-    }
+    // A moment before the expiry, still valid; at the expiry, refused.
+    let left = expiry
+        .duration_since(clock.now())
+        .expect("the session has not expired yet");
+    clock.advance(left.saturating_sub(Duration::from_millis(900)));
+    assert_eq!(push(stack.url(), &session, &security).await.status, 200);
+    clock.advance(Duration::from_millis(900));
     push(stack.url(), &session, &security)
         .await
         .assert_fault(500, "Client", "XSV-350008");
-    assert_eq!(stack.campaign.requests().len(), 1);
+    assert_eq!(stack.campaign.requests().len(), 2);
 }
 
 #[tokio::test]

@@ -295,7 +295,14 @@ async fn requests_spread_over_the_nodes_and_a_node_is_tried_again_after_its_cool
         attempts(&metrics(&proxy).await, &refusing, "connect_error"),
         1.0
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Its cooldown over, the node takes requests again.
+    let up = format!("imsbridge_upstream_node_up{{upstream=\"default\",node=\"{refusing}\"}}");
+    eventually(
+        "the refusing node's cooldown to end",
+        Duration::from_secs(10),
+        || async { (metric(&metrics(&proxy).await, &up)? == 1.0).then_some(()) },
+    )
+    .await;
     for _ in 0..2 {
         let answer = post(proxy.addr, seed_002(&credential()), &[]).await;
         assert_eq!(answer.status, 200, "{}", answer.body);
