@@ -139,6 +139,15 @@ pub enum ConfigError {
     },
 }
 
+/// `[telemetry]`: where traces go.
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    /// `otlp_endpoint`: the collector, `http://` or `https://` (traces go to its `/v1/traces`).
+    pub endpoint: String,
+    /// `ca_file`'s roots, trusted beside the system's for an `https` collector.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+}
+
 /// The validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -162,8 +171,8 @@ pub struct Config {
     pub egress: EgressSettings,
     /// The migration cockpit of the admin listener: inventory and shadow copies.
     pub admin: AdminSettings,
-    /// Where traces go (`[telemetry] otlp_endpoint`, OTLP/HTTP); `None`: no traces.
-    pub otlp_endpoint: Option<String>,
+    /// Where traces go (`[telemetry]`, OTLP/HTTP); `None`: no traces.
+    pub telemetry: Option<TelemetrySettings>,
     /// `[[callers]]`, in the file's order.
     pub callers: Vec<CallerSettings>,
     /// Seed of the draws that send a `canary` caller's share of requests the `ims` way;

@@ -211,11 +211,7 @@ fn run(path: PathBuf, log_format: LogFormat) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let traces = match config
-        .otlp_endpoint
-        .as_deref()
-        .map(imsbridge::cli::Traces::start)
-    {
+    let traces = match config.telemetry.as_ref().map(imsbridge::cli::Traces::start) {
         None => None,
         Some(Ok(traces)) => Some(traces),
         Some(Err(error)) => {
@@ -225,7 +221,7 @@ fn run(path: PathBuf, log_format: LogFormat) -> ExitCode {
     };
     let log = init_logging(log_format, traces.as_ref());
     // A proxy holds two sockets per request; the default soft limit (often 1024) is too low.
-    if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
+    if let Err(error) = raise_open_file_limit() {
         tracing::warn!(%error, "could not raise the open file limit");
     }
     let runtime = match runtime(config.server.workers) {
@@ -402,4 +398,23 @@ fn demo(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Raises the soft limit of open files to the hard one (systemd's default soft limit is 1024;
+/// a proxy holds two sockets a request).
+fn raise_open_file_limit() -> std::io::Result<()> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // An unlimited hard limit is not one the kernel takes for files: the soft one stays.
+    if limit.maximum.is_none() || limit.current == limit.maximum {
+        return Ok(());
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    )?;
+    Ok(())
 }

@@ -6,36 +6,61 @@
 //!
 //! Off by default. The spans are on the target [`TARGET`], which only the OTLP layer listens
 //! to: without it no subscriber is interested, and a span costs a check of a cached flag.
+//!
+//! The spans go out through the proxy's own HTTP stack: hyper's client over the rustls
+//! connector of `connect.rs` (an `https` collector is trusted on the system's roots and
+//! `telemetry.ca_file`'s), on a runtime of its own thread, since the SDK's batch processor
+//! exports from a thread of its own where no runtime runs.
 
 use std::time::Duration;
 
-use http::HeaderMap;
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_http::{HttpClient, HttpError};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::config::TelemetrySettings;
+use crate::connect::{Egress, EgressConnector, https_connector, system_roots};
 
 /// The target of the spans exported.
 pub const TARGET: &str = "imsbridge::trace";
 /// Spans are sent in batches at least this often.
 const EXPORT_EVERY: Duration = Duration::from_secs(2);
 
+/// A collector gets this long to take a batch.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The exporter and its tracer; [`Traces::shutdown`] sends what is left.
 pub struct Traces {
     provider: SdkTracerProvider,
+    /// Ends the transport's runtime when dropped, once the last spans went.
+    _transport: std::sync::mpsc::Sender<()>,
 }
 
 impl Traces {
-    /// Sends spans to `endpoint` (`http://collector:4318`; the traces go to `/v1/traces`).
-    pub fn start(endpoint: &str) -> Result<Traces, String> {
-        let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    /// Sends spans to the collector of `settings` (`http://collector:4318`; the traces go to
+    /// `/v1/traces`).
+    pub fn start(settings: &TelemetrySettings) -> Result<Traces, String> {
+        let url = format!("{}/v1/traces", settings.endpoint.trim_end_matches('/'));
+        let roots = [system_roots().as_slice(), &settings.extra_roots].concat();
+        let connector = https_connector(&roots, Some(EXPORT_TIMEOUT), &Egress::default())
+            .map_err(|e| format!("telemetry: {e}"))?;
+        let (transport, stop) = Transport::start(connector)?;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
+            .with_http_client(transport)
             .with_protocol(opentelemetry_otlp::Protocol::HttpJson)
             .with_endpoint(url)
-            .with_timeout(Duration::from_secs(10))
+            .with_timeout(EXPORT_TIMEOUT)
             .with_headers(Default::default())
             .build()
             .map_err(|e| format!("telemetry.otlp_endpoint: {e}"))?;
@@ -53,7 +78,10 @@ impl Traces {
             .with_span_processor(batch)
             .with_resource(resource)
             .build();
-        Ok(Traces { provider })
+        Ok(Traces {
+            provider,
+            _transport: stop,
+        })
     }
 
     /// The `tracing` layer that turns the spans of [`TARGET`] into OpenTelemetry ones.
@@ -76,6 +104,68 @@ impl Traces {
         if let Err(error) = self.provider.shutdown() {
             eprintln!("imsbridge: the last spans were not sent: {error}");
         }
+    }
+}
+
+/// OTLP's transport: hyper's client over the proxy's connector, on a current-thread runtime of
+/// its own thread (see the module documentation).
+struct Transport {
+    client: Client<HttpsConnector<EgressConnector>, Full<Bytes>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Transport")
+    }
+}
+
+impl Transport {
+    /// The transport, and what ends its runtime's thread when dropped.
+    fn start(
+        connector: HttpsConnector<EgressConnector>,
+    ) -> Result<(Transport, std::sync::mpsc::Sender<()>), String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("telemetry: {e}"))?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("otlp".to_owned())
+            .spawn(move || {
+                // The runtime's tasks run while this thread waits in it; `recv` returns once the
+                // sender is dropped.
+                runtime.block_on(async {
+                    let _ = tokio::task::spawn_blocking(move || stopped.recv()).await;
+                });
+            })
+            .map_err(|e| format!("telemetry: {e}"))?;
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok((
+            Transport {
+                client,
+                runtime: handle,
+            },
+            stop,
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl HttpClient for Transport {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let client = self.client.clone();
+        let exchange = async move {
+            let response = client.request(request.map(Full::new)).await?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await?.to_bytes();
+            Ok::<_, HttpError>(Response::from_parts(parts, body))
+        };
+        // The timer is made on the runtime's thread: this one has none.
+        self.runtime
+            .spawn(async move { tokio::time::timeout(EXPORT_TIMEOUT, exchange).await })
+            .await??
     }
 }
 

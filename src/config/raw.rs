@@ -34,6 +34,7 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTelemetry {
     pub otlp_endpoint: Option<String>,
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]

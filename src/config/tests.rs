@@ -1045,28 +1045,36 @@ fn the_admin_table_bounds_the_cockpit() {
 }
 
 #[test]
-fn traces_go_to_a_plain_http_collector() {
+fn traces_go_to_an_http_or_https_collector() {
+    let endpoint = |parsed: &Config| parsed.telemetry.as_ref().map(|t| t.endpoint.clone());
     let parsed = parse(&format!(
         "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\n{}",
         config("")
     ))
     .unwrap();
-    assert_eq!(
-        parsed.otlp_endpoint.as_deref(),
-        Some("http://127.0.0.1:4318")
-    );
-    assert_eq!(parse(&config("")).unwrap().otlp_endpoint, None);
+    assert_eq!(endpoint(&parsed).as_deref(), Some("http://127.0.0.1:4318"));
+    let parsed = parse(&format!(
+        "[telemetry]\notlp_endpoint = \"https://collector:4318\"\n{}",
+        config("")
+    ))
+    .unwrap();
+    assert_eq!(endpoint(&parsed).as_deref(), Some("https://collector:4318"));
+    assert!(parse(&config("")).unwrap().telemetry.is_none());
     assert_refused(&[
-        (
-            format!(
-                "[telemetry]\notlp_endpoint = \"https://collector:4318\"\n{}",
-                config("")
-            ),
-            "telemetry.otlp_endpoint: must be http://",
-        ),
         (
             format!("[telemetry]\notlp_endpoint = \"collector\"\n{}", config("")),
             "telemetry.otlp_endpoint",
+        ),
+        (
+            format!("[telemetry]\nca_file = \"ca.pem\"\n{}", config("")),
+            "telemetry.ca_file: is for an https otlp_endpoint, and none is set",
+        ),
+        (
+            format!(
+                "[telemetry]\notlp_endpoint = \"https://collector:4318\"\nca_file = \"missing.pem\"\n{}",
+                config("")
+            ),
+            "telemetry.ca_file: ",
         ),
     ]);
 }

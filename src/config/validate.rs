@@ -239,20 +239,25 @@ pub(super) fn config(
             1..=10_000,
         )? as usize,
     };
-    let otlp_endpoint = raw
-        .telemetry
-        .and_then(|telemetry| telemetry.otlp_endpoint)
-        .map(|endpoint| {
-            let (scheme, _, _) = http_url("telemetry.otlp_endpoint", &endpoint)?;
-            if scheme != http::uri::Scheme::HTTP {
+    let telemetry = match raw.telemetry {
+        Some(telemetry) => match telemetry.otlp_endpoint {
+            Some(endpoint) => {
+                http_url("telemetry.otlp_endpoint", &endpoint)?;
+                Some(TelemetrySettings {
+                    endpoint,
+                    extra_roots: ca_file("telemetry.ca_file", telemetry.ca_file, base_dir)?,
+                })
+            }
+            None if telemetry.ca_file.is_some() => {
                 return Err(invalid(
-                    "telemetry.otlp_endpoint",
-                    "must be http:// (a collector or agent beside imsbridge, such as http://127.0.0.1:4318): traces are not sent over TLS",
+                    "telemetry.ca_file",
+                    "is for an https otlp_endpoint, and none is set",
                 ));
             }
-            Ok(endpoint)
-        })
-        .transpose()?;
+            None => None,
+        },
+        None => None,
+    };
     Ok(Config {
         unknown_callers,
         server,
@@ -264,7 +269,7 @@ pub(super) fn config(
         wsdl,
         egress,
         admin,
-        otlp_endpoint,
+        telemetry,
         callers,
         canary_seed: None,
         clock: crate::clock::Clock::system(),

@@ -129,7 +129,7 @@ impl Proxy {
                 config.admin.shadow_max_in_flight,
             )),
             shadow_max_in_flight: config.admin.shadow_max_in_flight,
-            traces: config.otlp_endpoint.is_some(),
+            traces: config.telemetry.is_some(),
             metrics,
         })
     }

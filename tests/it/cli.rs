@@ -45,14 +45,21 @@ impl Running {
 
     /// [`Running::start_with`], with more environment variables.
     fn start_env(config: &Path, rust_log: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
-        let mut child = ChildGuard::spawn(
+        Running::spawn(
             Command::new(BIN)
                 .args(["run", "--config"])
                 .arg(config)
                 .args(args)
                 .envs(env.iter().copied())
+                .env("RUST_LOG", rust_log),
+        )
+    }
+
+    /// Starts `command`, an `imsbridge run`, and waits for it to say where it listens.
+    fn spawn(command: &mut Command) -> Running {
+        let mut child = ChildGuard::spawn(
+            command
                 .env("MC_CLIENT_SECRET", CLIENT_SECRET)
-                .env("RUST_LOG", rust_log)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped()),
         );
@@ -987,6 +994,32 @@ async fn the_try_out_path_works_with_the_stand_ins_alone() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A proxy holds two sockets a request: the soft limit of open files (often 1024, systemd's
+/// default) is raised to the hard one at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_file_limit_is_raised_to_the_hard_one() {
+    use rustix::process::{Resource, getrlimit};
+    let Some(hard) = getrlimit(Resource::Nofile).maximum else {
+        return; // no finite hard limit to raise to
+    };
+    let (ims, campaign) = stand_ins().await;
+    let dir = temp_dir("nofile");
+    let config = write_config(&dir, &ims.url(), &campaign.url(), "", "");
+    let soft = 256.min(hard);
+    let running = Running::spawn(Command::new("sh").arg("-c").arg(format!(
+        "ulimit -Sn {soft} && exec {BIN} run --config '{}'",
+        config.display()
+    )));
+    let metrics = get(running.admin, "/metrics").await.body;
+    assert_eq!(
+        metric(&metrics, "imsbridge_process_max_fds"),
+        Some(hard as f64)
+    );
+    let (status, _) = running.stop();
+    assert!(status.success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A process a test starts is gone when the test ends, even when the test fails while it
 /// runs: the stand-ins serve until they are killed.
 #[test]
@@ -1301,19 +1334,25 @@ async fn systemd_hears_ready_reloading_and_stopping() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// An OTLP/HTTP receiver on loopback: the JSON bodies posted to `/v1/traces`.
-async fn otlp_receiver() -> (
+/// An OTLP/HTTP receiver on loopback: the JSON bodies posted to `/v1/traces`. With `tls`, it
+/// speaks HTTPS with that certificate.
+async fn otlp_receiver(
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> (
     String,
     std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
 ) {
     use http_body_util::BodyExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr().unwrap());
     let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let keep = received.clone();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let keep = keep.clone();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
                     move |request: http::Request<hyper::body::Incoming>| {
@@ -1332,25 +1371,81 @@ async fn otlp_receiver() -> (
                         }
                     },
                 );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+                let http1 = hyper::server::conn::http1::Builder::new();
+                let _ = match acceptor {
+                    None => {
+                        http1
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await
+                    }
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => {
+                            http1
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await
+                        }
+                        Err(_) => return,
+                    },
+                };
             });
         }
     });
     (url, received)
 }
 
+/// A CA and a certificate it signed for 127.0.0.1: the CA's PEM, and a rustls server config.
+fn collector_certificate() -> (String, std::sync::Arc<rustls::ServerConfig>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    (ca.pem(), std::sync::Arc::new(config))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_is_one_trace_from_the_caller_to_campaign() {
+    one_trace_to(false).await;
+}
+
+/// The same, to a collector that speaks HTTPS, trusted by `telemetry.ca_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_go_to_an_https_collector() {
+    one_trace_to(true).await;
+}
+
+async fn one_trace_to(https: bool) {
     let (ims, campaign) = stand_ins().await;
-    let (collector, received) = otlp_receiver().await;
-    let dir = temp_dir("otlp");
+    let dir = temp_dir(if https { "otlps" } else { "otlp" });
+    let (collector, received, ca_file) = if https {
+        let (ca, tls) = collector_certificate();
+        std::fs::write(dir.join("collector-ca.pem"), ca).unwrap();
+        let (collector, received) = otlp_receiver(Some(tls)).await;
+        (collector, received, "ca_file = \"collector-ca.pem\"\n")
+    } else {
+        let (collector, received) = otlp_receiver(None).await;
+        (collector, received, "")
+    };
     let config = write_config(
         &dir,
         &ims.url(),
         &campaign.url(),
-        &format!("[telemetry]\notlp_endpoint = \"{collector}\""),
+        &format!("[telemetry]\notlp_endpoint = \"{collector}\"\n{ca_file}"),
         "",
     );
     let running = Running::start(&config, "info");
