@@ -1,6 +1,7 @@
-//! The configuration: the TOML file (`docs/architecture.md`, "Config"), read into raw serde
-//! structs (`config/raw.rs`), then checked and turned into the typed [`Config`] the proxy
-//! runs on (`config/validate.rs`). This file holds the typed settings.
+//! The configuration: the TOML file (README, "Config reference"; `docs/architecture.md`, the
+//! `config` module), read into raw serde structs (`config/raw.rs`), then checked and turned into
+//! the typed [`Config`] the proxy runs on (`config/validate.rs`). This file holds the typed
+//! settings.
 //!
 //! Every problem is reported with the key it concerns, and unknown keys are refused: a proxy
 //! that silently skipped a misspelt setting would do something other than what its operator

@@ -13,13 +13,15 @@
 //! The data path reads off the file list, in request order:
 //!
 //! - `server.rs`: listeners, accept loop, graceful shutdown;
-//! - `proxy.rs` (+ `proxy/`): the request pipeline as a list of phases; the one mapping from
-//!   error to answer; the log record;
+//! - `proxy.rs` (+ `proxy/`): the request pipeline as a list of phases, its side roads in
+//!   rooms of their own (shadow copies, Campaign's other pages, the client behind trusted
+//!   proxies); the one mapping from error to answer; the log record;
 //! - `soap.rs` (+ `soap/`): finds the method and the credential's places in the body prefix,
 //!   applies edits to it, writes Campaign-shaped faults and Logon answers;
 //! - `carriers.rs` (+ `carriers/`): where a legacy credential travels: every copy read, the one
 //!   Campaign authenticates on chosen, every copy taken out;
 //! - `callers.rs` (+ `callers/`): who is calling, modes; the argon2 verification;
+//!   `clock.rs`: the time of day, which tests can move;
 //! - `sessions.rs`: the session tokens imsbridge issues at Logon;
 //! - `ims.rs` (+ `ims/`): token sources and the per-profile token cache;
 //! - `upstream.rs` (+ `upstream/`): the pooled client to Campaign and the header policy;
@@ -110,7 +112,7 @@ use server::Connections;
 pub struct Listeners {
     /// The callers' listener.
     pub proxy: TcpListener,
-    /// `/healthz`, `/readyz`.
+    /// The admin listener: `/healthz`, `/readyz`, `/metrics`, `/inventory` and the page `/`.
     pub admin: Option<TcpListener>,
 }
 

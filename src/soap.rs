@@ -2,12 +2,17 @@
 //!
 //! - `soap/scan.rs` reads the start of a body, as it arrives, up to the end of the first
 //!   parameter of the method element (Campaign's authentication string), and says where every
-//!   copy of the session token is;
+//!   copy of the session token is (`soap/scan/quick.rs` reads the common envelope in one pass);
+//! - `soap/charset.rs`: the five encodings an envelope may come in, and how a credential's text
+//!   is decoded;
+//! - `soap/tail.rs` watches the rest of the body, as it streams, for an element after the Body;
 //! - `soap/splice.rs` applies edits to the prefix (the copies of the token out, chosen by
 //!   `carriers`) without copying the rest;
 //! - `soap/action.rs` names the called method (`nms:rtEvent#PushEvent`);
 //! - `soap/fault.rs` writes faults shaped like Campaign's own;
-//! - `soap/logon.rs` writes the Logon and Logoff answers imsbridge gives itself.
+//! - `soap/logon.rs` writes the Logon and Logoff answers imsbridge gives itself;
+//! - `soap/wsdl.rs` points a WSDL's addresses at the proxy (`server.public_url`);
+//! - `soap/compare.rs` compares two answers as XML, for a shadow caller.
 
 mod action;
 mod charset;
