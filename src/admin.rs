@@ -21,7 +21,7 @@ use crate::ims::Readiness;
 use crate::proxy::Proxy;
 use crate::server::Connections;
 
-pub(crate) fn handle<B>(
+pub(crate) async fn handle<B>(
     proxy: &Proxy,
     connections: &Connections,
     request: &Request<B>,
@@ -33,13 +33,14 @@ pub(crate) fn handle<B>(
         "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
         "/" => {
             let now = SystemTime::now();
-            let inventory = inventory(proxy, now);
+            let inventory = inventory(proxy, now).await;
             let page = page::Page {
                 profiles: views::profiles(proxy).collect(),
                 callers: views::callers(proxy).collect(),
                 inventory: &inventory,
                 nodes: views::nodes(proxy).collect(),
                 shadow: proxy.metrics().shadow_table(),
+                store: proxy.state().status(),
                 now,
             };
             typed(
@@ -48,7 +49,7 @@ pub(crate) fn handle<B>(
             )
         }
         "/inventory" => {
-            let inventory = inventory(proxy, SystemTime::now());
+            let inventory = inventory(proxy, SystemTime::now()).await;
             let json = serde_json::to_string_pretty(&inventory).expect("an inventory is JSON");
             typed(text(StatusCode::OK, json + "\n"), "application/json")
         }
@@ -104,9 +105,33 @@ pub(crate) fn handle<B>(
     }
 }
 
-/// The inventory, with the profiles a caller skeleton may name.
-fn inventory(proxy: &Proxy, now: SystemTime) -> crate::inventory::Report {
-    let mut report = proxy.metrics().inventory.report(now);
+/// The inventory, with the profiles a caller skeleton may name: the fleet's, as the state store
+/// keeps it (with this replica's last hour of its callers), or this process's own with the
+/// store in memory, or when the store does not answer (said in `note`).
+async fn inventory(proxy: &Proxy, now: SystemTime) -> crate::inventory::Report {
+    let local = proxy.metrics().inventory.report(now);
+    let mut report = if proxy.state().keeps_inventory() {
+        match proxy.state().inventory(local.max_logins).await {
+            Ok(mut stored) => {
+                for login in &mut stored.logins {
+                    login.last_hour = local
+                        .logins
+                        .iter()
+                        .find(|l| l.login == login.login)
+                        .and_then(|l| l.last_hour);
+                }
+                stored
+            }
+            Err(error) => crate::inventory::Report {
+                note: Some(format!(
+                    "this replica's own traffic since it started: {error}"
+                )),
+                ..local
+            },
+        }
+    } else {
+        local
+    };
     report.profiles = views::profiles(proxy).map(|p| p.name.to_owned()).collect();
     report
 }

@@ -25,6 +25,7 @@ use crate::carriers::{Conflict, Credential};
 use crate::clock::Clock;
 use crate::config::{CallerSettings, Mode, PasswordLimits, SessionSettings, UnknownCallers};
 use crate::sessions::{Issued, SessionError, Sessions};
+use crate::state::State;
 use crate::tls::{AltName, CertIdentity, SubjectName};
 use verifier::{Busy, Verifier};
 
@@ -146,6 +147,8 @@ pub(crate) struct Callers {
     canary: Mutex<fastrand::Rng>,
     /// The time issued sessions are checked against.
     clock: Clock,
+    /// Where a Logoff's revocation is written, for every replica.
+    state: Arc<State>,
 }
 
 impl Callers {
@@ -158,6 +161,7 @@ impl Callers {
         canary_seed: Option<u64>,
         limits: PasswordLimits,
         clock: Clock,
+        state: &Arc<State>,
     ) -> Callers {
         let callers: Vec<Caller> = settings
             .iter()
@@ -184,8 +188,9 @@ impl Callers {
             callers,
             by_login,
             unknown,
-            verifier: Verifier::new(limits),
-            sessions: sessions.map(Sessions::new),
+            verifier: Verifier::new(limits, state.counts_failures().then(|| Arc::clone(state))),
+            sessions: sessions.map(|settings| Sessions::new(settings, state.revocations())),
+            state: Arc::clone(state),
             canary: Mutex::new(
                 canary_seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
             ),
@@ -323,7 +328,7 @@ impl Callers {
     /// Checks a Logoff's session token: true when it is one of ours, whoever it was issued to
     /// and even expired (Logoff ends it anyway); an issued-looking token that fails the check is
     /// an error. False when it is not ours: Campaign's business.
-    pub(crate) fn logoff(&self, presented: Presented<'_>) -> Result<bool, AuthError> {
+    pub(crate) async fn logoff(&self, presented: Presented<'_>) -> Result<bool, AuthError> {
         let Credential::Session {
             token,
             security,
@@ -339,7 +344,9 @@ impl Callers {
         let now = self.clock.now();
         match sessions.verify(token, security, now) {
             Ok(_) => {
-                sessions.revoke(token, now);
+                if let Some((nonce, expires)) = sessions.revocation(token) {
+                    self.state.revoke(nonce, expires).await;
+                }
                 Ok(true)
             }
             Err(SessionError::Expired | SessionError::Revoked) => Ok(true),

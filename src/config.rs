@@ -140,6 +140,59 @@ pub enum ConfigError {
     },
 }
 
+/// `[state]`: where what outlives a process is kept.
+#[derive(Debug, Clone)]
+pub struct StateSettings {
+    /// Which store.
+    pub backend: StateBackend,
+    /// Counts are written at least this often.
+    pub flush_interval: Duration,
+    /// A store call takes at most this.
+    pub timeout: Duration,
+    /// Day counts are kept this many days.
+    pub history_days: u32,
+}
+
+impl StateSettings {
+    /// No `[state]`: in the process.
+    pub fn memory() -> StateSettings {
+        StateSettings {
+            backend: StateBackend::Memory,
+            flush_interval: DEFAULT_STATE_FLUSH_INTERVAL,
+            timeout: DEFAULT_STATE_TIMEOUT,
+            history_days: DEFAULT_HISTORY_DAYS as u32,
+        }
+    }
+}
+
+/// The store of `[state]`.
+#[derive(Debug, Clone)]
+pub enum StateBackend {
+    /// No `[state]`: in the process, lost at restart.
+    Memory,
+    /// `state.path`: an SQLite file, one process.
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+    },
+    /// `state.redis`: a Redis or Valkey server shared by the replicas.
+    Redis {
+        /// `redis://` or `rediss://`, maybe with a password: a secret.
+        url: Secret,
+        /// `state.key_prefix`: several fleets can share a server.
+        key_prefix: String,
+    },
+}
+
+/// `state.flush_interval` when the file names none.
+pub const DEFAULT_STATE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// `state.timeout` when the file names none.
+pub const DEFAULT_STATE_TIMEOUT: Duration = Duration::from_millis(250);
+/// `state.history_days` when the file names none.
+pub const DEFAULT_HISTORY_DAYS: u64 = 90;
+/// `state.key_prefix` when the file names none.
+pub const DEFAULT_KEY_PREFIX: &str = "imsbridge:";
+
 /// `[telemetry]`: where traces go.
 #[derive(Debug, Clone)]
 pub struct TelemetrySettings {
@@ -174,6 +227,8 @@ pub struct Config {
     pub admin: AdminSettings,
     /// Where traces go (`[telemetry]`, OTLP/HTTP); `None`: no traces.
     pub telemetry: Option<TelemetrySettings>,
+    /// `[state]`.
+    pub state: StateSettings,
     /// `[[callers]]`, in the file's order.
     pub callers: Vec<CallerSettings>,
     /// Seed of the draws that send a `canary` caller's share of requests the `ims` way;

@@ -24,6 +24,11 @@ pub(crate) fn utc(time: SystemTime) -> String {
     )
 }
 
+/// The UTC day of `seconds` since the epoch: `2026-11-22`.
+pub(crate) fn day_of(seconds: u64) -> String {
+    utc(UNIX_EPOCH + std::time::Duration::from_secs(seconds))[..10].to_owned()
+}
+
 /// `2026-11-22T03:05:06.000Z` (ISO 8601, as Campaign writes `serverDate`).
 pub(crate) fn iso8601(time: SystemTime) -> String {
     let utc = utc(time);
@@ -46,5 +51,11 @@ mod tests {
         let time = UNIX_EPOCH + Duration::from_secs(1_795_316_706);
         assert_eq!(utc(time), "2026-11-22 03:05:06 UTC");
         assert_eq!(iso8601(time), "2026-11-22T03:05:06.000Z");
+        assert_eq!(day_of(1_795_316_706), "2026-11-22");
+        assert_eq!(
+            day_of(1_795_305_599),
+            "2026-11-21",
+            "a second before midnight UTC"
+        );
     }
 }

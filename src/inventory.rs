@@ -188,7 +188,7 @@ impl Entry {
 }
 
 /// `text` cut to [`MAX_NAME_BYTES`] at a character boundary.
-fn cut(text: &str) -> &str {
+pub(crate) fn cut(text: &str) -> &str {
     if text.len() <= MAX_NAME_BYTES {
         return text;
     }
@@ -330,6 +330,7 @@ impl Inventory {
             max_logins: inner.others.cap().get(),
             dropped: inner.dropped,
             logins,
+            note: None,
         }
     }
 }
@@ -354,6 +355,9 @@ pub(crate) struct Report {
     /// Logins dropped to keep within it.
     pub dropped: u64,
     pub logins: Vec<LoginReport>,
+    /// Why it is not the whole fleet's, when it is not (the state store did not answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Serialize, serde::Deserialize, Debug, Clone, Default)]
@@ -420,6 +424,7 @@ impl Report {
             max_logins,
             dropped,
             logins: merged,
+            note: None,
         }
     }
 }

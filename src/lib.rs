@@ -69,11 +69,23 @@ mod secret;
 mod server;
 mod sessions;
 mod soap;
+mod state;
 mod telemetry;
 mod tls;
 mod upstream;
 
 pub use secret::SigningKey;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A TLS client or server could not be set up.
+    #[error(transparent)]
+    Tls(#[from] connect::TlsSetupError),
+    /// The state store (`[state]`) could not be opened.
+    #[error(transparent)]
+    State(#[from] state::StateOpenError),
+}
 
 /// What the command line (`src/main.rs`) runs besides [`run_reloadable`]: its commands, the
 /// log, traces and reloads.
@@ -107,6 +119,7 @@ use config::{Config, Limits, ServerSettings};
 use metrics::Metrics;
 use proxy::Proxy;
 use server::Connections;
+use state::State;
 
 /// The sockets `run` serves on, bound by the caller (tests bind port 0).
 pub struct Listeners {
@@ -121,7 +134,7 @@ pub async fn run(
     listeners: Listeners,
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), connect::TlsSetupError> {
+) -> Result<(), StartError> {
     let (_keep, reloads) = mpsc::channel(1);
     run_reloadable(listeners, config, shutdown, reloads).await
 }
@@ -138,16 +151,27 @@ fn reload_failed(metrics: &Metrics, error: &dyn std::fmt::Display) {
 /// [`run`], taking new configs from `reloads` (`SIGHUP` in the binary): each is put to work
 /// for new requests once its profiles hold tokens (or IMS had its time to answer); requests
 /// in flight finish on the config they started with. Settings of the listeners themselves
-/// (`server.*`) need a restart.
+/// (`server.*`) and the state store (`[state]`) need a restart.
 pub async fn run_reloadable(
     listeners: Listeners,
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
     mut reloads: mpsc::Receiver<reload::Reload>,
-) -> Result<(), connect::TlsSetupError> {
+) -> Result<(), StartError> {
     let limits = config.server.limits;
     let metrics = Arc::new(Metrics::new());
-    let (current, proxy) = watch::channel(Arc::new(Proxy::new(&config, metrics.clone())?));
+    let state = State::start(
+        &config.state,
+        config.admin.inventory_max_logins,
+        config.clock.clone(),
+        metrics.clone(),
+    )
+    .await?;
+    let (current, proxy) = watch::channel(Arc::new(Proxy::new(
+        &config,
+        metrics.clone(),
+        state.clone(),
+    )?));
     let tls = config
         .server
         .tls
@@ -158,6 +182,8 @@ pub async fn run_reloadable(
         None => (None, None),
     };
     let server = config.server;
+    let running_state = config.state.clone();
+    let reload_state = state.clone();
     let reloader = tokio::spawn(async move {
         while let Some(config) = reloads.recv().await {
             let config = match config {
@@ -168,7 +194,12 @@ pub async fn run_reloadable(
                 }
             };
             warn_unapplied(&server, &config.server);
-            match Proxy::new(&config, metrics.clone()) {
+            if !same_store(&running_state, &config.state) {
+                tracing::warn!(
+                    "[state] changed in the reloaded config: it takes a restart to apply"
+                );
+            }
+            match Proxy::new(&config, metrics.clone(), reload_state.clone()) {
                 Ok(next) => {
                     next.warm_up(config.ims.timeout).await;
                     current.send_replace(Arc::new(next));
@@ -205,7 +236,8 @@ pub async fn run_reloadable(
             },
             move |_, request| {
                 let proxy = proxy.borrow().clone();
-                std::future::ready(admin::handle(&proxy, &connections, &request))
+                let connections = connections.clone();
+                async move { admin::handle(&proxy, &connections, &request).await }
             },
             async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
@@ -238,7 +270,33 @@ pub async fn run_reloadable(
     if let Some(admin) = admin {
         let _ = admin.await;
     }
+    // What waits is written before the process ends.
+    state.shutdown().await;
     Ok(())
+}
+
+/// Whether two `[state]` tables name the same store, the same way.
+fn same_store(running: &config::StateSettings, new: &config::StateSettings) -> bool {
+    use config::StateBackend::{Memory, Redis, Sqlite};
+    let backend = match (&running.backend, &new.backend) {
+        (Memory, Memory) => true,
+        (Sqlite { path: a }, Sqlite { path: b }) => a == b,
+        (
+            Redis {
+                url: a,
+                key_prefix: p,
+            },
+            Redis {
+                url: b,
+                key_prefix: q,
+            },
+        ) => a.expose() == b.expose() && p == q,
+        _ => false,
+    };
+    backend
+        && running.flush_interval == new.flush_interval
+        && running.timeout == new.timeout
+        && running.history_days == new.history_days
 }
 
 /// Says which changed settings a reload does not apply.

@@ -253,6 +253,15 @@ pub(crate) struct Metrics {
     connections_refused_per_ip: Counter,
     password_checks_pending: Gauge,
     shadow_copies_in_flight: Gauge,
+    state_up: Gauge,
+    state_errors: Family<OpLabels, Counter>,
+    state_dropped: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    /// `revoke`, `resync`, `subscribe`, `failures`, `flush`, `read`.
+    op: &'static str,
 }
 
 /// What the proxy is busy with at the moment of a scrape.
@@ -423,6 +432,24 @@ impl Metrics {
             "Shadow copies on their way now (at most admin.shadow_max_in_flight)",
             shadow_copies_in_flight.clone(),
         );
+        let state_up = Gauge::default();
+        registry.register(
+            "state_up",
+            "1 while the state store ([state]) answers, 0 while it is down (imsbridge serves on)",
+            state_up.clone(),
+        );
+        let state_errors = Family::<OpLabels, Counter>::default();
+        registry.register(
+            "state_errors",
+            "Failed calls to the state store, by operation",
+            state_errors.clone(),
+        );
+        let state_dropped = Counter::default();
+        registry.register(
+            "state_dropped",
+            "Requests whose counts were dropped while the state store was away (past the bound of what waits)",
+            state_dropped.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -449,7 +476,25 @@ impl Metrics {
             connections_refused_per_ip,
             password_checks_pending,
             shadow_copies_in_flight,
+            state_up,
+            state_errors,
+            state_dropped,
         }
+    }
+
+    /// Whether the state store answers.
+    pub(crate) fn state_up(&self, up: bool) {
+        self.state_up.set(i64::from(up));
+    }
+
+    /// Counts a failed call to the state store.
+    pub(crate) fn state_error(&self, op: &'static str) {
+        self.state_errors.get_or_create(&OpLabels { op }).inc();
+    }
+
+    /// Counts requests whose counts were dropped.
+    pub(crate) fn state_dropped(&self, requests: u64) {
+        self.state_dropped.inc_by(requests);
     }
 
     /// Counts a finished request.

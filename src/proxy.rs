@@ -51,6 +51,7 @@ use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::server::Peer;
 use crate::soap::{Charset, Edit, SOAP_ROUTER_PATH, logoff_response, logon_response};
+use crate::state::State;
 use crate::telemetry::TARGET as TRACES;
 use crate::upstream::{Forwarding, Upstream, UpstreamError, forward_headers, origin_form};
 use prefix::{Prefix, PrefixBudget, PrefixError};
@@ -90,6 +91,8 @@ pub(crate) struct Proxy {
     /// Shadow copies on their way (`admin.shadow_max_in_flight`).
     shadow_permits: Arc<tokio::sync::Semaphore>,
     shadow_max_in_flight: usize,
+    /// What outlives the process and spans the replicas: revocations, counts, the inventory.
+    state: Arc<State>,
     /// Spans go out over OTLP (`[telemetry] otlp_endpoint`).
     traces: bool,
     metrics: Arc<Metrics>,
@@ -144,6 +147,11 @@ impl Proxy {
         for profile in &self.profiles {
             let _ = profile.tokens.get(wait).await;
         }
+    }
+
+    /// The state store.
+    pub(crate) fn state(&self) -> &Arc<State> {
+        &self.state
     }
 
     /// Shadow copies on their way now.
@@ -215,6 +223,7 @@ impl Proxy {
         };
         response.headers_mut().insert(&X_REQUEST_ID, request_id);
         let completion = Completion {
+            state: self.state.clone(),
             status: response.status(),
             outcome: error.as_ref().map_or("ok", ProxyError::kind),
             error: error.map(|e| e.to_string()),
@@ -419,7 +428,7 @@ impl Proxy {
                 },
             );
         }
-        if envelope.is_logoff() && self.callers.logoff(presented(credential, peer))? {
+        if envelope.is_logoff() && self.callers.logoff(presented(credential, peer)).await? {
             return Ok(Way::Local(Box::new(soap_answer(logoff_response())), None));
         }
         let route = self.route(credential, peer, record).await?;

@@ -4,13 +4,13 @@
 //! They are stateless: each carries the caller and an expiry, signed with HMAC-SHA256 under
 //! `[sessions].secret`, so every replica that shares the secret accepts the tokens any other
 //! issued. The security token is a second MAC over the same claims: it belongs to its session
-//! token and to no other. A Logoff revokes its session on the replica that answers it: the
-//! session's nonce is kept, bounded, until the session would have expired anyway.
+//! token and to no other. A Logoff revokes its session: the session's nonce is kept, bounded,
+//! until the session would have expired anyway, in the state store (`state.rs`), so that every
+//! replica refuses it, and after a restart.
 //!
 //! `ibs1.<claims>.<mac>` and `ibx1.<mac>`, base64url: safe in a cookie, a header and XML.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::SessionSettings;
 use crate::secret::Secret;
+use crate::state::Revocations;
 
 const SESSION_PREFIX: &str = "ibs1.";
 const SECURITY_PREFIX: &str = "ibx1.";
@@ -59,25 +60,20 @@ pub(crate) struct Issued {
     pub security: Secret,
 }
 
-/// At most this many sessions are remembered as revoked; past it, those that expire soonest are
-/// forgotten first (a revoked session that is forgotten still expires at its time).
-pub(crate) const MAX_REVOKED: usize = 100_000;
-
 /// Issues and checks session tokens.
 pub(crate) struct Sessions {
     key: hmac::Key,
     ttl: Duration,
-    /// Nonces of the sessions ended by a Logoff here, with their expiry (seconds since the
-    /// epoch).
-    revoked: Mutex<HashMap<String, u64>>,
+    /// The sessions ended by a Logoff, here or on another replica.
+    revoked: Arc<Revocations>,
 }
 
 impl Sessions {
-    pub(crate) fn new(settings: &SessionSettings) -> Sessions {
+    pub(crate) fn new(settings: &SessionSettings, revoked: Arc<Revocations>) -> Sessions {
         Sessions {
             key: hmac::Key::new(hmac::HMAC_SHA256, settings.secret.expose().as_bytes()),
             ttl: settings.ttl,
-            revoked: Mutex::default(),
+            revoked,
         }
     }
 
@@ -139,46 +135,22 @@ impl Sessions {
         if now >= claims.e {
             return Err(SessionError::Expired);
         }
-        if self.revoked().contains_key(&claims.n) {
+        if self.revoked.contains(&claims.n) {
             return Err(SessionError::Revoked);
         }
         Ok(claims.c)
     }
 
-    /// Ends an issued session (a Logoff): `verify` refuses it from now on, on this replica.
-    /// Only a session token that is ours and intact is remembered.
-    pub(crate) fn revoke(&self, session: &str, now: SystemTime) {
-        let Some(claims) = session
+    /// What ends an issued session (a Logoff): its nonce and expiry, for the state store to
+    /// remember. Only a session token that is ours and intact names one.
+    pub(crate) fn revocation(&self, session: &str) -> Option<(String, u64)> {
+        let claims = session
             .strip_prefix(SESSION_PREFIX)
             .and_then(|rest| rest.split_once('.'))
             .filter(|(claims, mac)| self.check("session", claims, mac).is_ok())
             .and_then(|(claims, _)| URL_SAFE_NO_PAD.decode(claims).ok())
-            .and_then(|json| serde_json::from_slice::<Claims>(&json).ok())
-        else {
-            return;
-        };
-        let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let mut revoked = self.revoked();
-        if revoked.len() >= MAX_REVOKED {
-            revoked.retain(|_, expiry| *expiry > now);
-        }
-        while revoked.len() >= MAX_REVOKED {
-            let soonest = revoked
-                .iter()
-                .min_by_key(|(_, expiry)| **expiry)
-                .map(|(nonce, _)| nonce.clone());
-            match soonest {
-                Some(nonce) => revoked.remove(&nonce),
-                None => break,
-            };
-        }
-        revoked.insert(claims.n, claims.e);
-    }
-
-    fn revoked(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        self.revoked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .and_then(|json| serde_json::from_slice::<Claims>(&json).ok())?;
+        Some((claims.n, claims.e))
     }
 
     fn mac(&self, purpose: &str, claims: &str) -> String {
@@ -198,10 +170,17 @@ mod tests {
     use super::*;
 
     fn sessions(secret: &str, ttl: Duration) -> Sessions {
-        Sessions::new(&SessionSettings {
-            secret: Secret::from(secret),
-            ttl,
-        })
+        sessions_with(secret, ttl, Arc::default())
+    }
+
+    fn sessions_with(secret: &str, ttl: Duration, revoked: Arc<Revocations>) -> Sessions {
+        Sessions::new(
+            &SessionSettings {
+                secret: Secret::from(secret),
+                ttl,
+            },
+            revoked,
+        )
     }
 
     const SECRET: &str = "a-session-secret-of-thirty-two-bytes-or-more";
@@ -294,31 +273,34 @@ mod tests {
     }
 
     #[test]
-    fn a_revoked_session_is_refused_here_until_it_would_expire() {
+    fn a_revoked_session_is_refused_until_it_would_expire() {
         let now = SystemTime::now();
-        let here = sessions(SECRET, HOUR);
+        let revoked = Arc::new(Revocations::default());
+        let here = sessions_with(SECRET, HOUR, revoked.clone());
         let issued = here.issue("crm-events", now);
         let other = here.issue("crm-events", now);
-        here.revoke(issued.session.expose(), now);
+        let (nonce, expires) = here.revocation(issued.session.expose()).unwrap();
+        revoked.insert(nonce, expires, now);
         assert_eq!(
             here.verify(issued.session.expose(), None, now),
             Err(SessionError::Revoked)
         );
-        // Another session of the caller, and the same one on another replica, go on.
+        // Another session of the caller goes on; a replica that does not know of the Logoff
+        // too (the state store tells it).
         assert!(here.verify(other.session.expose(), None, now).is_ok());
         assert!(
             sessions(SECRET, HOUR)
                 .verify(issued.session.expose(), None, now)
                 .is_ok()
         );
-        // After its expiry it is expired, revoked or not; a forged token is never stored.
+        // After its expiry it is expired, revoked or not; a forged token names nothing.
         let later = now + HOUR + Duration::from_secs(1);
         assert_eq!(
             here.verify(issued.session.expose(), None, later),
             Err(SessionError::Expired)
         );
         let forged = format!("{}x", other.session.expose());
-        here.revoke(&forged, now);
-        assert_eq!(here.revoked().len(), 1);
+        assert_eq!(here.revocation(&forged), None);
+        assert_eq!(revoked.len(), 1);
     }
 }

@@ -53,6 +53,8 @@ pub(super) struct Page<'a> {
     pub inventory: &'a Report,
     pub nodes: Vec<NodeHealth<'a>>,
     pub shadow: Vec<((String, String), ShadowCounts)>,
+    /// The state store (`[state]`).
+    pub store: crate::state::StoreStatus,
     pub now: SystemTime,
 }
 
@@ -137,6 +139,7 @@ impl Page<'_> {
         self.shadow(&mut out);
         self.inventory(&mut out);
         self.nodes(&mut out);
+        self.store(&mut out);
         out.push_str("</body></html>\n");
         out
     }
@@ -375,6 +378,35 @@ impl Page<'_> {
             );
         }
         out.push_str("</tbody></table></div></section>");
+    }
+
+    fn store(&self, out: &mut String) {
+        let store = &self.store;
+        let _ = write!(
+            out,
+            "<section id=\"store\"><h2>State store</h2><div class=\"scroll\"><table><thead><tr>\
+             <th>store</th><th>where</th><th>state</th><th>last written</th><th>dropped</th><th>Logoffs known</th>\
+             </tr></thead><tbody><tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num{}\">{}</td><td class=\"num\">{}</td></tr></tbody></table></div>{}</section>",
+            store.kind,
+            escape(&store.location),
+            if store.up {
+                "<span class=\"good\">answering</span>".to_owned()
+            } else {
+                format!(
+                    "<span class=\"bad\">down: serving on, counts wait</span><br><span class=\"muted\">{}</span>",
+                    escape(store.error.as_deref().unwrap_or_default())
+                )
+            },
+            ago(self.now, store.last_flush),
+            if store.dropped > 0 { " bad" } else { "" },
+            store.dropped,
+            store.revocations,
+            if store.kind == "memory" {
+                "<p class=\"muted\">In this process only: a restart forgets the inventory, the history and the Logoffs, and other replicas do not see them. Set <code>[state] path</code> (one machine) or <code>redis</code> (replicas).</p>"
+            } else {
+                ""
+            }
+        );
     }
 
     fn nodes(&self, out: &mut String) {

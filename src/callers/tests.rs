@@ -4,6 +4,7 @@ use super::verifier::REMEMBER_VERIFIED;
 use super::*;
 use crate::config::CallerSettings;
 use crate::secret::Secret;
+use crate::state::State;
 use argon2::{Argon2, PasswordHasher};
 use tokio::time::Instant;
 
@@ -51,7 +52,19 @@ fn with_limits(
         Some(CANARY_SEED),
         limits,
         Clock::system(),
+        &memory_state(),
     )
+}
+
+/// A state store in memory, nothing started.
+fn memory_state() -> Arc<State> {
+    State::open(
+        &crate::config::StateSettings::memory(),
+        1000,
+        Clock::system(),
+        Arc::default(),
+    )
+    .unwrap()
 }
 
 fn callers(unknown: UnknownCallers) -> Callers {
@@ -392,9 +405,14 @@ async fn logon_issues_sessions_that_route_the_ims_way() {
             .unwrap_err(),
         AuthError::Session(SessionError::SecurityMissing)
     );
-    assert!(!callers.logoff(cred("mc/s3cret/with/slashes")).unwrap());
+    assert!(
+        !callers
+            .logoff(cred("mc/s3cret/with/slashes"))
+            .await
+            .unwrap()
+    );
     // A Logoff ends the session here: refused after it, and a second Logoff is harmless.
-    assert!(callers.logoff(cred(session)).unwrap());
+    assert!(callers.logoff(cred(session)).await.unwrap());
     assert_eq!(
         callers
             .route(copies(session, None, Some(security)))
@@ -402,7 +420,7 @@ async fn logon_issues_sessions_that_route_the_ims_way() {
             .unwrap_err(),
         AuthError::Session(SessionError::Revoked)
     );
-    assert!(callers.logoff(cred(session)).unwrap());
+    assert!(callers.logoff(cred(session)).await.unwrap());
     assert_eq!(
         callers.logon("mc", "wrong", cred("")).await.err(),
         Some(AuthError::WrongPassword("crm-events".into()))
@@ -417,10 +435,13 @@ async fn logon_issues_sessions_that_route_the_ims_way() {
         Some(AuthError::Unknown)
     );
     // Tokens of another proxy's secret are refused.
-    let stranger = Sessions::new(&SessionSettings {
-        secret: Secret::from("another-session-secret-of-thirty-two-bytes"),
-        ttl: Duration::from_secs(60),
-    })
+    let stranger = Sessions::new(
+        &SessionSettings {
+            secret: Secret::from("another-session-secret-of-thirty-two-bytes"),
+            ttl: Duration::from_secs(60),
+        },
+        Arc::default(),
+    )
     .issue("crm-events", std::time::SystemTime::now());
     assert_eq!(
         callers

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use super::Caller;
 use crate::config::{PasswordLimits, Rate};
 use crate::secret::Secret;
+use crate::state::State;
 
 /// How long a verified credential is accepted without running argon2 again.
 pub(crate) const REMEMBER_VERIFIED: Duration = Duration::from_secs(10 * 60);
@@ -93,6 +94,16 @@ enum FailureKey {
     Peer(IpAddr),
 }
 
+impl FailureKey {
+    /// Its name in the state store.
+    fn store_key(&self) -> String {
+        match self {
+            FailureKey::Login(login) => crate::state::login_key(login),
+            FailureKey::Peer(peer) => crate::state::peer_key(*peer),
+        }
+    }
+}
+
 /// Failures in the current window of each login and peer.
 #[derive(Default)]
 struct Failures(Mutex<HashMap<FailureKey, (Instant, u32)>>);
@@ -148,6 +159,9 @@ pub(super) struct Verifier {
     pending: AtomicUsize,
     pending_by_peer: Mutex<HashMap<IpAddr, usize>>,
     failures: Failures,
+    /// With a store shared by the replicas (`[state] redis`): the fleet's failure counts, beside
+    /// the process's own (which decide alone while the store cannot answer).
+    fleet: Option<Arc<State>>,
     /// What an unknown login's password is checked against: a hash of the default cost, so
     /// that the check costs what a real one does.
     decoy: Arc<PasswordHash>,
@@ -159,7 +173,7 @@ impl Verifier {
         self.pending.load(Ordering::Relaxed)
     }
 
-    pub(super) fn new(limits: PasswordLimits) -> Verifier {
+    pub(super) fn new(limits: PasswordLimits, fleet: Option<Arc<State>>) -> Verifier {
         let mut key = [0u8; 16];
         ring::rand::SystemRandom::new()
             .fill(&mut key)
@@ -175,6 +189,7 @@ impl Verifier {
             pending: AtomicUsize::new(0),
             pending_by_peer: Mutex::default(),
             failures: Failures::default(),
+            fleet,
             decoy: Arc::new(decoy()),
         }
     }
@@ -206,14 +221,14 @@ impl Verifier {
                 .filter(|verdict| verdict.is_fresh(now))
                 .map(|verdict| verdict.outcome.clone())
         };
-        // Remembered, or being made: whatever the limits.
+        // Remembered, or being made: whatever the limits (and without a store call).
         let outcome = match remembered {
             Some(outcome) => outcome,
-            None if self.limited(&login(), peer, now) => {
-                self.refusal_delay().await;
-                return Ok(false);
-            }
             None => {
+                if self.limited(&login(), peer, now).await {
+                    self.refusal_delay().await;
+                    return Ok(false);
+                }
                 let mut verdicts = self
                     .verdicts
                     .lock()
@@ -246,7 +261,7 @@ impl Verifier {
             .await
             .copied();
         match verified {
-            Ok(false) if ran.load(Ordering::Relaxed) => self.failed(login(), peer, now),
+            Ok(false) if ran.load(Ordering::Relaxed) => self.failed(login(), peer, now).await,
             // Not checked: forget the verdict, so that the next request checks.
             Err(Busy) => {
                 let mut verdicts = self
@@ -274,21 +289,34 @@ impl Verifier {
     ) -> Result<(), Busy> {
         let now = Instant::now();
         let login = FailureKey::Login(login.into());
-        if self.limited(&login, peer, now) {
+        if self.limited(&login, peer, now).await {
             self.refusal_delay().await;
             return Ok(());
         }
         self.run(self.decoy.clone(), password, peer).await?;
-        self.failed(login, peer, now);
+        self.failed(login, peer, now).await;
         Ok(())
     }
 
-    /// The login or the peer failed too often in the current window.
-    fn limited(&self, login: &FailureKey, peer: IpAddr, now: Instant) -> bool {
-        self.failures.over(login, self.limits.per_login, now)
-            || self
-                .failures
-                .over(&FailureKey::Peer(peer), self.limits.per_peer, now)
+    /// The login or the peer failed too often in the current window: here, or in the fleet.
+    async fn limited(&self, login: &FailureKey, peer: IpAddr, now: Instant) -> bool {
+        let peer_key = FailureKey::Peer(peer);
+        if self.failures.over(login, self.limits.per_login, now)
+            || self.failures.over(&peer_key, self.limits.per_peer, now)
+        {
+            return true;
+        }
+        let Some(fleet) = &self.fleet else {
+            return false;
+        };
+        fleet
+            .failures_over(&login.store_key(), self.limits.per_login)
+            .await
+            == Some(true)
+            || fleet
+                .failures_over(&peer_key.store_key(), self.limits.per_peer)
+                .await
+                == Some(true)
     }
 
     /// Waits before a refusal: the refusal delay and up to half as long again, at random. A
@@ -305,10 +333,18 @@ impl Verifier {
         tokio::time::sleep(self.limits.refusal_delay + extra).await;
     }
 
-    fn failed(&self, login: FailureKey, peer: IpAddr, now: Instant) {
+    async fn failed(&self, login: FailureKey, peer: IpAddr, now: Instant) {
+        let peer = FailureKey::Peer(peer);
+        if let Some(fleet) = &self.fleet {
+            fleet
+                .failed_check(&login.store_key(), self.limits.per_login)
+                .await;
+            fleet
+                .failed_check(&peer.store_key(), self.limits.per_peer)
+                .await;
+        }
         self.failures.record(login, self.limits.per_login, now);
-        self.failures
-            .record(FailureKey::Peer(peer), self.limits.per_peer, now);
+        self.failures.record(peer, self.limits.per_peer, now);
     }
 
     /// One argon2 run on [`Workers`], when the queue has room: `Err(Busy)` at once when it is

@@ -26,6 +26,7 @@ pub(super) struct RawConfig {
     pub egress: Option<RawEgress>,
     pub admin: Option<RawAdmin>,
     pub telemetry: Option<RawTelemetry>,
+    pub state: Option<RawState>,
     #[serde(default)]
     pub callers: Vec<RawCaller>,
 }
@@ -35,6 +36,17 @@ pub(super) struct RawConfig {
 pub(super) struct RawTelemetry {
     pub otlp_endpoint: Option<String>,
     pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawState {
+    pub path: Option<PathBuf>,
+    pub redis: Option<SecretSource>,
+    pub key_prefix: Option<String>,
+    pub flush_interval: Option<String>,
+    pub timeout: Option<String>,
+    pub history_days: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]

@@ -58,7 +58,8 @@ pub(super) fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
 }
 
 /// The keys whose values are durations (`"30s"`).
-const DURATION_KEYS: [&str; 9] = [
+const DURATION_KEYS: [&str; 10] = [
+    "flush_interval",
     "timeout",
     "cooldown",
     "connect_timeout",
@@ -239,6 +240,7 @@ pub(super) fn config(
             1..=10_000,
         )? as usize,
     };
+    let state = state(raw.state, base_dir, env)?;
     let telemetry = match raw.telemetry {
         Some(telemetry) => match telemetry.otlp_endpoint {
             Some(endpoint) => {
@@ -270,6 +272,7 @@ pub(super) fn config(
         egress,
         admin,
         telemetry,
+        state,
         callers,
         canary_seed: None,
         clock: crate::clock::Clock::system(),
@@ -884,6 +887,76 @@ fn caller_mode(
             "only goes with mode = \"canary\"",
         )),
     }
+}
+
+/// `[state]`.
+fn state(
+    raw: Option<raw::RawState>,
+    base_dir: &Path,
+    env: &dyn Env,
+) -> Result<StateSettings, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let backend = match (raw.path, raw.redis) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "state",
+                "path and redis are two stores: set one (path for one machine, redis for replicas)",
+            ));
+        }
+        (Some(path), None) => StateBackend::Sqlite {
+            path: base_dir.join(path),
+        },
+        (None, Some(source)) => {
+            let url = source
+                .resolve(base_dir, env)
+                .map_err(|message| invalid("state.redis", message))?;
+            let text = url.expose();
+            // The value is never quoted: it may hold a password.
+            if !(text.starts_with("redis://") || text.starts_with("rediss://"))
+                || redis_url_invalid(text)
+            {
+                return Err(invalid(
+                    "state.redis",
+                    "is not a Redis URL such as \"redis://redis:6379/0\" or \"rediss://:PASSWORD@redis.example.com:6380/0\"",
+                ));
+            }
+            let key_prefix = raw
+                .key_prefix
+                .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
+            if key_prefix.is_empty() || key_prefix.contains(char::is_whitespace) {
+                return Err(invalid(
+                    "state.key_prefix",
+                    "must be non-empty, without spaces (such as \"imsbridge:\")",
+                ));
+            }
+            StateBackend::Redis { url, key_prefix }
+        }
+        (None, None) => StateBackend::Memory,
+    };
+    Ok(StateSettings {
+        backend,
+        flush_interval: duration(
+            "state.flush_interval",
+            raw.flush_interval.as_deref(),
+            DEFAULT_STATE_FLUSH_INTERVAL,
+        )?,
+        timeout: duration(
+            "state.timeout",
+            raw.timeout.as_deref(),
+            DEFAULT_STATE_TIMEOUT,
+        )?,
+        history_days: count(
+            "state.history_days",
+            raw.history_days,
+            DEFAULT_HISTORY_DAYS,
+            1..=3650,
+        )? as u32,
+    })
+}
+
+/// Whether redis-rs cannot read `url` as a server's address.
+fn redis_url_invalid(url: &str) -> bool {
+    redis::Client::open(url).is_err()
 }
 
 /// A count of `key` (`default` when unset) within `range`.

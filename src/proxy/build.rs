@@ -11,6 +11,7 @@ use crate::config::{Config, Mode};
 use crate::connect::{Egress, TlsSetupError, https_connector, system_roots};
 use crate::ims::{ImsClient, Source, Token, TokenCache};
 use crate::metrics::Metrics;
+use crate::state::State;
 use crate::upstream::Upstream;
 
 /// A technical account at run time.
@@ -38,7 +39,11 @@ impl Profile {
 
 impl Proxy {
     /// Builds the proxy and starts one token refresher per profile.
-    pub(crate) fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Proxy, TlsSetupError> {
+    pub(crate) fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        state: Arc<State>,
+    ) -> Result<Proxy, TlsSetupError> {
         let system_roots = system_roots();
         let egress = Egress::new(
             config
@@ -99,6 +104,7 @@ impl Proxy {
             config.canary_seed,
             config.server.password_limits,
             config.clock.clone(),
+            &state,
         );
         metrics.inventory.configure(
             callers.iter().map(|c| (&*c.login, &c.name)),
@@ -129,6 +135,7 @@ impl Proxy {
                 config.admin.shadow_max_in_flight,
             )),
             shadow_max_in_flight: config.admin.shadow_max_in_flight,
+            state,
             traces: config.telemetry.is_some(),
             metrics,
         })

@@ -19,6 +19,7 @@ use crate::config::Mode;
 use crate::inventory::Seen;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::soap::Action;
+use crate::state::State;
 
 /// The way a request went, as far as its log line and counts tell it. With the mode of the
 /// caller it went as, it gives both labels of the line ([`Record::labels`]) and the way the
@@ -184,6 +185,8 @@ thread_local! {
 
 /// The end of a request, written when its answer is done with.
 pub(super) struct Completion {
+    /// Where the request's counts are batched for the store.
+    pub state: Arc<State>,
     pub record: Record,
     pub status: StatusCode,
     /// `ok`, or the kind of error the proxy answered.
@@ -195,6 +198,7 @@ pub(super) struct Completion {
 impl Finish for Completion {
     fn finish(self: Box<Self>, bytes_out: u64) {
         let Completion {
+            state,
             record,
             status,
             outcome,
@@ -206,7 +210,7 @@ impl Finish for Completion {
         let (mode, route) = record.labels();
         if let Some(login) = &record.login {
             let way = record.inventory_way();
-            metrics.inventory.count(&Seen {
+            let seen = Seen {
                 login,
                 caller: record.caller.as_ref(),
                 index: record.caller_index,
@@ -220,7 +224,9 @@ impl Finish for Completion {
                 way,
                 outcome,
                 at: std::time::SystemTime::now(),
-            });
+            };
+            metrics.inventory.count(&seen);
+            state.count(&seen);
         }
         metrics.bytes_in.inc_by(bytes_in);
         metrics.bytes_out.inc_by(bytes_out);

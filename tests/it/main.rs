@@ -19,5 +19,6 @@ mod proxy;
 mod resilience;
 mod security;
 mod sessions;
+mod state;
 mod upstreams;
 mod wsdl_clients;

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use crate::support::*;
 
-const SESSION_SECRET: &str = "replicas-share-this-secret-0123456789abcdef";
+pub(super) const SESSION_SECRET: &str = "replicas-share-this-secret-0123456789abcdef";
 const SOAP_ENV: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 
-fn sessions_table(secret: &str, ttl: &str) -> String {
+pub(super) fn sessions_table(secret: &str, ttl: &str) -> String {
     format!("[sessions]\nsecret = \"{secret}\"\nttl = \"{ttl}\"\n")
 }
 
@@ -26,7 +26,7 @@ fn logon_body(login: &str, password: &str) -> String {
 }
 
 /// A call carrying a session in every place acc-js-sdk puts it.
-fn session_call(method: &str, service: &str, session: &str, security: &str) -> String {
+pub(super) fn session_call(method: &str, service: &str, session: &str, security: &str) -> String {
     format!(
         r#"<?xml version='1.0' encoding='UTF-8'?><SOAP-ENV:Envelope xmlns:xsi='http://www.w3.org/2001/XMLSchema-instance' xmlns:SOAP-ENV='{SOAP_ENV}'><SOAP-ENV:Header><Cookie>__sessiontoken={session}</Cookie><X-Security-Token>{security}</X-Security-Token></SOAP-ENV:Header><SOAP-ENV:Body><m:{method} xmlns:m="urn:{service}"><sessiontoken xsi:type="xsd:string">{session}</sessiontoken><domEvent xsi:type="ns:Element"><rtEvent type="order" email="a@b.c"/></domEvent></m:{method}></SOAP-ENV:Body></SOAP-ENV:Envelope>"#
     )
@@ -41,7 +41,11 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
 }
 
 /// Logs on through the proxy; returns the session and security tokens.
-async fn log_on(proxy: std::net::SocketAddr, login: &str, password: &str) -> (String, String) {
+pub(super) async fn log_on(
+    proxy: std::net::SocketAddr,
+    login: &str,
+    password: &str,
+) -> (String, String) {
     let answer = post(
         proxy,
         logon_body(login, password),
@@ -68,7 +72,7 @@ async fn log_on(proxy: std::net::SocketAddr, login: &str, password: &str) -> (St
 }
 
 /// Sends a PushEvent with the session everywhere acc-js-sdk sends it.
-async fn push(proxy: std::net::SocketAddr, session: &str, security: &str) -> Answer {
+pub(super) async fn push(proxy: std::net::SocketAddr, session: &str, security: &str) -> Answer {
     post(
         proxy,
         session_call("PushEvent", "nms:rtEvent", session, security),

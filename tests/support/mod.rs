@@ -675,3 +675,120 @@ pub(crate) fn header_of<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         field.eq_ignore_ascii_case(name).then(|| value.trim())
     })
 }
+
+/// A `redis-server` of a test's own, on a free loopback port, without persistence, stopped
+/// (killed by its PID) when dropped. `None` when there is none here (the test is skipped, or
+/// fails under `IMSBRIDGE_REQUIRE_ALL_TESTS=1`).
+pub(crate) struct RedisServer {
+    pub(crate) port: u16,
+    password: Option<String>,
+    child: Option<ChildGuard>,
+}
+
+impl RedisServer {
+    pub(crate) async fn start(test: &str) -> Option<RedisServer> {
+        RedisServer::start_with(test, None).await
+    }
+
+    /// A server that asks for `password`.
+    pub(crate) async fn start_with(test: &str, password: Option<&str>) -> Option<RedisServer> {
+        if let Err(why) = tool("redis-server", &["--version"]) {
+            skip(test, &format!("{why} (Debian package `redis-server`)"));
+            return None;
+        }
+        let port = {
+            let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            socket.local_addr().unwrap().port()
+        };
+        let mut server = RedisServer {
+            port,
+            password: password.map(str::to_owned),
+            child: None,
+        };
+        server.restart().await;
+        Some(server)
+    }
+
+    /// `redis://` URL of the server (with its password, if any).
+    pub(crate) fn url(&self) -> String {
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
+    }
+
+    /// Starts it (again), on the same port, empty; waits until it answers.
+    pub(crate) async fn restart(&mut self) {
+        self.kill();
+        let mut command = std::process::Command::new("redis-server");
+        command
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        self.child = Some(ChildGuard::spawn(&mut command));
+        let url = self.url();
+        eventually(
+            "redis-server answers",
+            std::time::Duration::from_secs(10),
+            || {
+                let url = url.clone();
+                async move {
+                    let client = redis::Client::open(url).ok()?;
+                    let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut connection)
+                        .await
+                        .ok()
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Kills it (its data is gone: no persistence).
+    pub(crate) fn kill(&mut self) {
+        drop(self.child.take());
+    }
+
+    /// Its PID.
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGSTOP: it answers nothing until [`RedisServer::thaw`].
+    pub(crate) fn freeze(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    pub(crate) fn thaw(&self) {
+        signal(self.pid(), "CONT");
+    }
+
+    /// A command to it, as a client.
+    pub(crate) async fn query<T: redis::FromRedisValue>(&self, command: &mut redis::Cmd) -> T {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        command.query_async(&mut connection).await.unwrap()
+    }
+
+    /// Commands it processed since it started (`INFO stats`).
+    pub(crate) async fn commands_processed(&self) -> u64 {
+        let info: String = self.query(redis::cmd("INFO").arg("stats")).await;
+        info.lines()
+            .find_map(|line| line.strip_prefix("total_commands_processed:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("total_commands_processed in INFO stats")
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
