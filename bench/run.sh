@@ -50,6 +50,7 @@ CANDIDATE_URL=${CANDIDATE_URL:-}          # e.g. http://127.0.0.1:18083
 CANDIDATE_CMD=${CANDIDATE_CMD:-}          # optional: command that starts the candidate
 CANDIDATE_PID=${CANDIDATE_PID:-}          # optional: pid of a candidate started by hand
 KEEP_WORK=${KEEP_WORK:-0}                 # 1 = keep the temp dir (configs, logs)
+IMSBRIDGE_CONFIG_EXTRA=${IMSBRIDGE_CONFIG_EXTRA:-} # appended to imsbridge's config (a [state] table)
 if [[ ${QUICK:-0} == 1 ]]; then
   ROUNDS=1
   BODIES=1k
@@ -302,7 +303,11 @@ name = "message-center"
 login = "mc"
 password = "$hash"
 profile = "messagecenter"
+
+$IMSBRIDGE_CONFIG_EXTRA
 EOT
+  # A candidate started by CANDIDATE_CMD can run with the same config (bench/state_ab.sh).
+  export BENCH_IMSBRIDGE_CONFIG=$d/imsbridge.toml
   start imsbridge "$d/imsbridge.log" env BENCH_CLIENT_SECRET=bench-client-secret \
     RUST_LOG="$IMSBRIDGE_LOG" "$IMSBRIDGE_BIN_DIR/imsbridge" run --config "$d/imsbridge.toml"
   for (( i = 0; i < 100; i++ )); do

@@ -562,7 +562,7 @@ impl State {
                     span.widen(LegacySpan {
                         first: now,
                         last: now,
-                    })
+                    });
                 })
                 .or_insert(LegacySpan {
                     first: now,
@@ -687,10 +687,14 @@ impl State {
         }
     }
 
-    /// Writes what is left, and stops the flush task and the listener.
+    /// Writes what is left, stops the flush task and the listener, and closes the store (an
+    /// SQLite file is then free for another process).
     pub(crate) async fn shutdown(&self) {
         let _ = self.stop.send(true);
         self.flush().await;
+        if let Backend::Sqlite(store) = &self.backend {
+            store.close().await;
+        }
     }
 }
 

@@ -796,6 +796,7 @@ fn the_documented_example_names_every_key() {
         ("egress.", keys_of::<raw::RawEgress>()),
         ("admin.", keys_of::<raw::RawAdmin>()),
         ("telemetry.", keys_of::<raw::RawTelemetry>()),
+        ("state.", keys_of::<raw::RawState>()),
         ("callers.", keys_of::<raw::RawCaller>()),
     ];
     let mut missing = Vec::new();

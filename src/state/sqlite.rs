@@ -74,11 +74,12 @@ CREATE TABLE batches (
 );
 ";
 
-/// A job for the store's thread.
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// A job for the store's thread; `true`: the last one (the file is closed and unlocked).
+type Job = Box<dyn FnOnce(&mut Connection) -> bool + Send>;
 
 pub(super) struct SqliteStore {
     jobs: mpsc::Sender<Job>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl SqliteStore {
@@ -114,17 +115,22 @@ impl SqliteStore {
         }
         migrate(&mut connection, version).map_err(sqlite)?;
         let (jobs, queue) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("state-sqlite".to_owned())
             .spawn(move || {
                 // The lock lives as long as the thread that uses the file.
                 let _lock = lock;
                 for job in queue {
-                    job(&mut connection);
+                    if job(&mut connection) {
+                        break;
+                    }
                 }
             })
             .map_err(|e| StateOpenError::Sqlite(format!("{shown}: {e}")))?;
-        Ok(SqliteStore { jobs })
+        Ok(SqliteStore {
+            jobs,
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
     }
 
     /// Runs `work` on the store's thread.
@@ -136,11 +142,25 @@ impl SqliteStore {
         self.jobs
             .send(Box::new(move |connection| {
                 let _ = tx.send(work(connection));
+                false
             }))
             .map_err(|_| StateError::Unavailable("the store's thread ended".to_owned()))?;
         rx.await
             .map_err(|_| StateError::Unavailable("the store's thread ended".to_owned()))?
             .map_err(|e| StateError::Store(e.to_string()))
+    }
+
+    /// Closes the file and lets another process have it; what is asked after fails.
+    pub(super) async fn close(&self) {
+        let _ = self.jobs.send(Box::new(|_| true));
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 
     pub(super) async fn revoke(&self, nonce: &str, expires: u64) -> Result<(), StateError> {

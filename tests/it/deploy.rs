@@ -20,13 +20,14 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-const MANIFESTS: [&str; 6] = [
+const MANIFESTS: [&str; 7] = [
     "secret.yaml",
     "deployment.yaml",
     "service.yaml",
     "hpa.yaml",
     "pdb.yaml",
     "networkpolicy.yaml",
+    "valkey.yaml",
 ];
 /// The validator and the Kubernetes version its schemas are checked against.
 const VALIDATOR: &str = "kubernetes-validate==1.37.0";
@@ -120,8 +121,11 @@ fn the_manifests_agree_with_the_config_they_carry() {
         .filter(|l| l.starts_with("  ") && l.contains(": \""))
     {
         let name = line.trim().split(':').next().unwrap();
+        // A file of the mounted Secret, or (the state store's password) an environment
+        // variable the Deployment makes of it.
         assert!(
-            toml.contains(&format!("{mounted}{name}")),
+            toml.contains(&format!("{mounted}{name}"))
+                || deployment.contains(&format!("key: {name}\n")),
             "{name} is not used by the config"
         );
         let value = match name {
@@ -131,7 +135,23 @@ fn the_manifests_agree_with_the_config_they_carry() {
         std::fs::write(dir.join(name), value).unwrap();
     }
     let toml = toml.replace(mounted, &format!("{}/", dir.display()));
-    let config = imsbridge::config::Config::parse(&toml, &dir, &env()).unwrap();
+    // REDIS_URL as the Deployment makes it, for the Valkey of valkey.yaml.
+    assert!(toml.contains("redis = { env = \"REDIS_URL\" }"));
+    assert!(deployment.contains(
+        "- name: REDIS_URL\n              value: \"redis://:$(VALKEY_PASSWORD)@imsbridge-valkey:6379/0\""
+    ));
+    let valkey = read("deploy/kubernetes/valkey.yaml");
+    assert!(valkey.contains("name: imsbridge-valkey\n") && valkey.contains("port: 6379"));
+    let mut env = env();
+    env.insert(
+        "REDIS_URL".to_owned(),
+        "redis://:password@imsbridge-valkey:6379/0".to_owned(),
+    );
+    let config = imsbridge::config::Config::parse(&toml, &dir, &env).unwrap();
+    assert!(matches!(
+        config.state.backend,
+        imsbridge::config::StateBackend::Redis { .. }
+    ));
     // Probes reach the admin listener, callers the proxy listener.
     assert_eq!(config.server.admin_listen.to_string(), "0.0.0.0:9090");
     assert_eq!(config.server.listen.to_string(), "0.0.0.0:8080");
@@ -200,6 +220,9 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "ExecReload=/bin/kill -HUP $MAINPID",
         "Type=notify\n",
         "NotifyAccess=main",
+        // The directory of [state] path, the service's own.
+        "StateDirectory=imsbridge\n",
+        "path = \"/var/lib/imsbridge/state.db\"",
     ] {
         assert!(unit.contains(setting), "{setting}");
     }
