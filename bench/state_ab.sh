@@ -25,7 +25,14 @@ export RESULTS_DIR
 export IMSBRIDGE_CONFIG_EXTRA="[state]
 redis = \"redis://127.0.0.1:$REDIS_PORT/0\""
 export CANDIDATE_URL=http://127.0.0.1:$CANDIDATE_PORT
-export CANDIDATE_CMD="sed -e 's/127.0.0.1:18083/127.0.0.1:$CANDIDATE_PORT/; s/127.0.0.1:18093/127.0.0.1:$CANDIDATE_ADMIN_PORT/; /^\\[state\\]/,\$d' \"\$BENCH_IMSBRIDGE_CONFIG\" > \"\$BENCH_IMSBRIDGE_CONFIG.memory\" && BENCH_CLIENT_SECRET=bench-client-secret RUST_LOG=warn exec '$ROOT/target/release/imsbridge' run --config \"\$BENCH_IMSBRIDGE_CONFIG.memory\""
+CANDIDATE_SCRIPT=$(mktemp /tmp/state_ab_candidate.XXXXXX)
+trap 'kill "$REDIS_PID" 2>/dev/null || true; rm -f "$CANDIDATE_SCRIPT"' EXIT
+cat > "$CANDIDATE_SCRIPT" <<EOT
+sed -e 's/127.0.0.1:18083/127.0.0.1:$CANDIDATE_PORT/; s/127.0.0.1:18093/127.0.0.1:$CANDIDATE_ADMIN_PORT/; /^\[state\]/,\$d' \
+  "\$BENCH_IMSBRIDGE_CONFIG" > "\$BENCH_IMSBRIDGE_CONFIG.memory"
+BENCH_CLIENT_SECRET=bench-client-secret RUST_LOG=warn exec '$ROOT/target/release/imsbridge' run --config "\$BENCH_IMSBRIDGE_CONFIG.memory"
+EOT
+export CANDIDATE_CMD="bash $CANDIDATE_SCRIPT"
 TARGETS="imsbridge candidate nginx" BODIES=1k UPLOADS=0 "$BENCH_DIR/run.sh"
 
 echo

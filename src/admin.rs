@@ -2,7 +2,8 @@
 //! profile an `ims` or `canary` caller uses has held a token since start; otherwise 503 naming
 //! those that have not; each profile's token now in the body), `GET /metrics` (Prometheus
 //! text, see `metrics.rs`), `GET /inventory` (every legacy login seen, JSON, see
-//! `inventory.rs`) and `GET /` (the migration cockpit, a page for people, `admin/page.rs`).
+//! `inventory.rs`), `GET /cutover` (each caller's cut-over verdict, JSON, see `cutover.rs`) and
+//! `GET /` (the migration cockpit, a page for people, `admin/page.rs`).
 //!
 //! Readiness does not follow IMS after the first token: every replica shares IMS, so an outage
 //! would take them all out of the load balancer at once, `legacy` callers included, while
@@ -34,6 +35,7 @@ pub(crate) async fn handle<B>(
         "/" => {
             let now = SystemTime::now();
             let inventory = inventory(proxy, now).await;
+            let cutover = cutover(proxy, &inventory).await;
             let page = page::Page {
                 profiles: views::profiles(proxy).collect(),
                 callers: views::callers(proxy).collect(),
@@ -41,6 +43,7 @@ pub(crate) async fn handle<B>(
                 nodes: views::nodes(proxy).collect(),
                 shadow: proxy.metrics().shadow_table(),
                 store: proxy.state().status(),
+                cutover: &cutover,
                 now,
             };
             typed(
@@ -51,6 +54,12 @@ pub(crate) async fn handle<B>(
         "/inventory" => {
             let inventory = inventory(proxy, SystemTime::now()).await;
             let json = serde_json::to_string_pretty(&inventory).expect("an inventory is JSON");
+            typed(text(StatusCode::OK, json + "\n"), "application/json")
+        }
+        "/cutover" => {
+            let inventory = inventory(proxy, SystemTime::now()).await;
+            let report = cutover(proxy, &inventory).await;
+            let json = serde_json::to_string_pretty(&report).expect("verdicts are JSON");
             typed(text(StatusCode::OK, json + "\n"), "application/json")
         }
         "/metrics" => {
@@ -103,6 +112,51 @@ pub(crate) async fn handle<B>(
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),
     }
+}
+
+/// Each caller's cut-over verdict, on the history the state store keeps; the logins no caller
+/// owns from `inventory`.
+async fn cutover(proxy: &Proxy, inventory: &crate::inventory::Report) -> crate::cutover::Report {
+    let state = proxy.state();
+    let now = state
+        .clock()
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let since = crate::cutover::first_day(now, state.history_days());
+    let (history, note) = match state.history(&since).await {
+        Ok(history) => (history, None),
+        Err(error) => (
+            crate::state::History::default(),
+            Some(format!("no history: {error}")),
+        ),
+    };
+    let callers: Vec<crate::cutover::Caller<'_>> = proxy
+        .callers()
+        .iter()
+        .map(|c| crate::cutover::Caller {
+            name: &c.name,
+            login: &c.login,
+            mode: c.mode,
+            shadow_actions: c.shadow_actions(),
+        })
+        .collect();
+    let unowned = inventory
+        .logins
+        .iter()
+        .filter(|l| l.caller.is_none())
+        .map(|l| (l.login.clone(), l.last_seen))
+        .collect();
+    let mut report = crate::cutover::report(
+        &callers,
+        &history,
+        unowned,
+        proxy.cutover_settings(),
+        state.history_days(),
+        now,
+    );
+    report.note = note;
+    report
 }
 
 /// The inventory, with the profiles a caller skeleton may name: the fleet's, as the state store

@@ -49,6 +49,11 @@ pub(crate) struct Caller {
 }
 
 impl Caller {
+    /// Its `shadow_actions`.
+    pub(crate) fn shadow_actions(&self) -> &[String] {
+        &self.shadow_actions
+    }
+
     /// Whether a call of `action` is copied the `ims` way (`shadow` mode).
     pub(crate) fn shadows(&self, action: &str) -> bool {
         self.mode == Mode::Shadow && self.shadow_actions.iter().any(|a| a == action)
@@ -393,6 +398,14 @@ impl Callers {
     pub(crate) fn owner(&self, credential: Credential<'_>) -> Option<&Caller> {
         let login = credential.login()?;
         self.by_login.get(login).map(|&index| &self.callers[index])
+    }
+
+    /// The mode of the caller named `name`.
+    pub(crate) fn mode_of(&self, name: &str) -> Option<Mode> {
+        self.callers
+            .iter()
+            .find(|c| *c.name == *name)
+            .map(|c| c.mode)
     }
 
     /// argon2 checks waiting or running now.

@@ -229,6 +229,8 @@ pub struct Config {
     pub telemetry: Option<TelemetrySettings>,
     /// `[state]`.
     pub state: StateSettings,
+    /// `[cutover]`: what a caller's verdict asks for.
+    pub cutover: CutoverSettings,
     /// `[[callers]]`, in the file's order.
     pub callers: Vec<CallerSettings>,
     /// Seed of the draws that send a `canary` caller's share of requests the `ims` way;
@@ -265,6 +267,21 @@ impl fmt::Debug for EgressSettings {
             .finish()
     }
 }
+
+/// `[cutover]`: what a caller's cut-over verdict rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CutoverSettings {
+    /// Comparisons a shadow caller needs, and ims-way calls a canary caller needs, to be ready.
+    pub min_comparisons: u64,
+    /// Days without a mismatch, a refusal or a failure (a shadow or canary caller), or without a
+    /// legacy-way call of its login (an ims caller), for its verdict.
+    pub quiet_days: u32,
+}
+
+/// `[cutover] min_comparisons` when the file names none.
+pub const DEFAULT_MIN_COMPARISONS: u64 = 100;
+/// `[cutover] quiet_days` when the file names none.
+pub const DEFAULT_QUIET_DAYS: u64 = 7;
 
 /// `[admin]`: what the inventory and the shadow copies may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

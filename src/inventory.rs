@@ -43,6 +43,11 @@ pub(crate) struct Seen<'a> {
     pub way: &'static str,
     /// `ok`, or why the proxy answered itself.
     pub outcome: &'static str,
+    /// The way as the cut-over history counts it: `ims`, `canary` (a canary caller's `ims`
+    /// share), `legacy`, `shadow` (a shadow caller's call), `transparent`.
+    pub history_way: &'static str,
+    /// `ok`, `refused` (by imsbridge, or by Campaign refusing the token), `failed`.
+    pub history_outcome: &'static str,
     pub at: SystemTime,
 }
 

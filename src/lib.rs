@@ -54,6 +54,7 @@ mod check;
 pub mod clock;
 pub mod config;
 mod connect;
+mod cutover;
 mod dates;
 pub mod demo;
 mod headers;
@@ -93,6 +94,7 @@ pub mod cli {
     pub use crate::access::{Format as LogFormat, write_to as write_log_to};
     pub use crate::callers::{check_password, hash_password};
     pub use crate::check::{JWT_RETIRED, run as check};
+    pub use crate::cutover::command::run as cutover;
     pub use crate::import::{parse as parse_nlserver, write_profile};
     pub use crate::inventory::command::{HASH_PLACEHOLDER, run as inventory};
     pub use crate::logbuf::{LogGuard, start as start_log};

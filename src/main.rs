@@ -63,6 +63,17 @@ enum Command {
         #[arg(long = "admin", value_name = "URL", required = true)]
         admins: Vec<String>,
     },
+    /// Print a replica's cut-over verdicts: for each caller, whether it is ready for the next
+    /// step of its migration, and the numbers that says so. Exits 0 whatever the verdicts.
+    Cutover {
+        /// The admin listener, e.g. http://127.0.0.1:9090 (one replica of a fleet that shares
+        /// a [state] store speaks for all).
+        #[arg(long, value_name = "URL")]
+        admin: String,
+        /// The JSON of `GET /cutover` itself, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Turn the `-setimsjwtauth:Org/Client/TechAccount/Secret/Base64Key` string of
     /// `nlserver config` into a `jwt` profile; the secret and the key go to files (mode 0600).
     ImportNlserver {
@@ -111,6 +122,7 @@ fn main() -> ExitCode {
         Command::Check { config, probe } => check(config, probe),
         Command::HashPassword => hash_password(),
         Command::Inventory { admins } => inventory(&admins),
+        Command::Cutover { admin, json } => cutover(&admin, json),
         Command::ImportNlserver {
             credential,
             name,
@@ -195,6 +207,24 @@ fn inventory(admins: &[String]) -> ExitCode {
     };
     let mut out = std::io::stdout().lock();
     match runtime.block_on(imsbridge::cli::inventory(admins, &mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("imsbridge: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cutover(admin: &str, json: bool) -> ExitCode {
+    let runtime = match runtime(Some(1)) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("imsbridge: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match runtime.block_on(imsbridge::cli::cutover(admin, json, &mut out)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("imsbridge: {error}");

@@ -91,6 +91,8 @@ pub(crate) struct Proxy {
     /// Shadow copies on their way (`admin.shadow_max_in_flight`).
     shadow_permits: Arc<tokio::sync::Semaphore>,
     shadow_max_in_flight: usize,
+    /// What the cut-over verdicts ask for.
+    cutover: crate::config::CutoverSettings,
     /// What outlives the process and spans the replicas: revocations, counts, the inventory.
     state: Arc<State>,
     /// Spans go out over OTLP (`[telemetry] otlp_endpoint`).
@@ -147,6 +149,11 @@ impl Proxy {
         for profile in &self.profiles {
             let _ = profile.tokens.get(wait).await;
         }
+    }
+
+    /// What the cut-over verdicts ask for.
+    pub(crate) fn cutover_settings(&self) -> crate::config::CutoverSettings {
+        self.cutover
     }
 
     /// The state store.
@@ -222,10 +229,17 @@ impl Proxy {
             ),
         };
         response.headers_mut().insert(&X_REQUEST_ID, request_id);
+        let history_outcome = match &error {
+            None if record.campaign_refused => "refused",
+            None => "ok",
+            Some(ProxyError::Auth(_)) => "refused",
+            Some(_) => "failed",
+        };
         let completion = Completion {
             state: self.state.clone(),
             status: response.status(),
             outcome: error.as_ref().map_or("ok", ProxyError::kind),
+            history_outcome,
             error: error.map(|e| e.to_string()),
             record,
             metrics: self.metrics.clone(),
@@ -325,7 +339,7 @@ impl Proxy {
         } else {
             self.identify(&parts, &prefix, peer, record).await
         };
-        let way = way.inspect_err(|error| record.refused(error))?;
+        let way = way.inspect_err(|error| record.refused(error, &self.callers))?;
         record.took(&way);
         match way {
             Way::Local(response, _) => Ok(*response),
@@ -511,6 +525,7 @@ impl Proxy {
         if !judged.refused {
             return Ok(judged.response);
         }
+        record.campaign_refused = true;
         profile.tokens.invalidate(&token);
         let kept = replay.and_then(|(kept, parts)| Some((Replay::lock(&kept).take()?, parts)));
         let Some((kept, parts)) = kept else {
@@ -544,7 +559,9 @@ impl Proxy {
             .campaign(upstream, Request::from_parts(parts, body), record)
             .await?;
         // A second refusal is relayed: one replay per call.
-        Ok(self.judge(response, &token).await?.response)
+        let judged = self.judge(response, &token).await?;
+        record.campaign_refused = judged.refused;
+        Ok(judged.response)
     }
 
     /// A request whose body the proxy does not read, to Campaign with the headers it has.

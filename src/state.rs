@@ -36,7 +36,7 @@ use crate::clock::Clock;
 use crate::config::{Rate, StateBackend, StateSettings};
 use crate::dates::day_of;
 use crate::inventory::{MAX_ACTIONS, MAX_PEERS, Report, Seen};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ShadowOutcome};
 
 /// Logins whose counts wait in the batch at most, while the store is away.
 pub(crate) const MAX_PENDING_LOGINS: usize = 10_000;
@@ -145,6 +145,47 @@ pub(crate) struct DayKey {
     pub(crate) outcome: &'static str,
 }
 
+/// What the shadow copies of a caller's action gave on a day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct Tally {
+    /// Copies whose answers were compared.
+    pub(crate) comparisons: u64,
+    pub(crate) matches: u64,
+    pub(crate) mismatches: u64,
+}
+
+/// A day (UTC), a shadow caller, one of its actions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ShadowKey {
+    pub(crate) day: String,
+    pub(crate) caller: String,
+    pub(crate) action: String,
+}
+
+/// Requests of a day, as the store gives them back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DayCount {
+    pub(crate) day: String,
+    /// `caller:NAME` or `login:LOGIN`.
+    pub(crate) subject: String,
+    pub(crate) way: String,
+    pub(crate) outcome: String,
+    pub(crate) requests: u64,
+}
+
+/// What the cut-over verdicts rest on, as the store keeps it (`cutover.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct History {
+    /// From the first day asked for.
+    pub(crate) days: Vec<DayCount>,
+    /// Each login's first and last call that went the legacy way (`login:LOGIN`).
+    pub(crate) legacy: HashMap<String, LegacySpan>,
+    /// From the first day asked for.
+    pub(crate) shadow: Vec<(ShadowKey, Tally)>,
+    /// `(caller, action)`: the last mismatch, seconds since the epoch.
+    pub(crate) last_mismatch: HashMap<(String, String), u64>,
+}
+
 /// The first and last call of a subject that went the legacy way (passed through included).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub(crate) struct LegacySpan {
@@ -160,6 +201,9 @@ pub(crate) struct Batch {
     pub(crate) logins: HashMap<String, LoginDelta>,
     pub(crate) days: HashMap<DayKey, u64>,
     pub(crate) legacy: HashMap<String, LegacySpan>,
+    pub(crate) shadow: HashMap<ShadowKey, Tally>,
+    /// `(caller, action)`: the last mismatch, seconds since the epoch.
+    pub(crate) mismatches: HashMap<(String, String), u64>,
     /// Revocations whose write failed: written again with the next batch.
     pub(crate) revoked: Vec<(String, u64)>,
 }
@@ -169,12 +213,13 @@ impl Batch {
         self.logins.is_empty()
             && self.days.is_empty()
             && self.legacy.is_empty()
+            && self.shadow.is_empty()
             && self.revoked.is_empty()
     }
 
     /// Logins and day counts: what the bounds count.
     fn entries(&self) -> usize {
-        self.logins.len() + self.days.len()
+        self.logins.len() + self.days.len() + self.shadow.len()
     }
 
     /// The requests it counts, for `imsbridge_state_dropped_total` when it is dropped.
@@ -235,7 +280,8 @@ fn is_legacy_way(way: &str) -> bool {
     matches!(way, "legacy" | "transparent")
 }
 
-/// The day counts' subject of a request: its caller, else its login.
+/// The day counts' subject of a request: its caller (the history follows a caller's name,
+/// whatever its mode), else its login.
 fn subject(seen: &Seen<'_>) -> String {
     match seen.caller {
         Some(caller) => format!("caller:{caller}"),
@@ -537,6 +583,7 @@ impl State {
         let now = self.now();
         let day = day_of(now);
         let subject = subject(seen);
+        let login_subject = format!("login:{}", crate::inventory::cut(seen.login));
         let mut pending = self.lock_pending();
         let pending = &mut *pending;
         let login = crate::inventory::cut(seen.login);
@@ -557,7 +604,7 @@ impl State {
         if is_legacy_way(seen.way) {
             pending
                 .legacy
-                .entry(subject.clone())
+                .entry(login_subject)
                 .and_modify(|span| {
                     span.widen(LegacySpan {
                         first: now,
@@ -572,8 +619,8 @@ impl State {
         let key = DayKey {
             day,
             subject,
-            way: seen.way,
-            outcome: seen.outcome,
+            way: seen.history_way,
+            outcome: seen.history_outcome,
         };
         let room = pending.days.len() < MAX_PENDING_DAYS;
         if let Some(n) = pending.days.get_mut(&key) {
@@ -584,6 +631,85 @@ impl State {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             self.metrics.state_dropped(1);
         }
+    }
+
+    /// Counts what a shadow copy of `caller`'s `action` gave: no store call.
+    pub(crate) fn shadow(&self, caller: &str, action: &str, outcome: ShadowOutcome) {
+        let (matched, mismatched) = match outcome {
+            ShadowOutcome::Match => (1, 0),
+            ShadowOutcome::Mismatch => (0, 1),
+            // Not compared: no evidence either way.
+            ShadowOutcome::Busy
+            | ShadowOutcome::TooLarge
+            | ShadowOutcome::Unverified
+            | ShadowOutcome::Failed
+            | ShadowOutcome::Incomplete => return,
+        };
+        let now = self.now();
+        let key = ShadowKey {
+            day: day_of(now),
+            caller: caller.to_owned(),
+            action: crate::inventory::cut(action).to_owned(),
+        };
+        let mut pending = self.lock_pending();
+        if mismatched > 0 {
+            let last = pending
+                .mismatches
+                .entry((key.caller.clone(), key.action.clone()))
+                .or_default();
+            *last = (*last).max(now);
+        }
+        let room = pending.shadow.len() < MAX_PENDING_DAYS;
+        if let Some(tally) = pending.shadow.get_mut(&key) {
+            tally.comparisons += 1;
+            tally.matches += matched;
+            tally.mismatches += mismatched;
+        } else if room {
+            pending.shadow.insert(
+                key,
+                Tally {
+                    comparisons: 1,
+                    matches: matched,
+                    mismatches: mismatched,
+                },
+            );
+        } else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.state_dropped(1);
+        }
+    }
+
+    /// What the cut-over verdicts rest on, from the UTC day `since` (`YYYY-MM-DD`).
+    pub(crate) async fn history(&self, since: &str) -> Result<History, StateError> {
+        match &self.backend {
+            Backend::Sqlite(store) => self.call(Op::Read, store.history(since)).await,
+            Backend::Redis(store) => {
+                let today = day_of(self.now());
+                let mut days = Vec::new();
+                let mut at = self.now();
+                loop {
+                    let day = day_of(at);
+                    if day.as_str() < since || days.len() > self.history_days as usize {
+                        break;
+                    }
+                    days.push(day);
+                    at = at.saturating_sub(86_400);
+                }
+                days.reverse();
+                debug_assert!(days.last().is_none_or(|last| *last == today));
+                self.call(Op::Read, store.history(&days)).await
+            }
+        }
+    }
+
+    /// The store's time of day.
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// How many days the history keeps.
+    pub(crate) fn history_days(&self) -> u32 {
+        self.history_days
     }
 
     /// Writes what waits, every `flush_interval`, until the process stops; then once more.

@@ -40,6 +40,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .mode { font-weight: 600; padding: .05rem .4rem; border-radius: 3px; background: var(--line); }
 .mode-ims { background: #c8e6c9; } .mode-canary { background: #fff3c4; } .mode-shadow { background: #e1e8f5; } .mode-legacy { background: #ffe0b2; }
 .bad { color: var(--refused); font-weight: 600; } .good { color: var(--ims); }
+.small { font-size: .85em; } svg.days { display: block; margin-top: .2rem; }
 .summary { display: flex; flex-wrap: wrap; gap: .5rem 1.5rem; }
 .summary div { min-width: 9rem; }
 .summary b { display: block; font-size: 1.5rem; }
@@ -55,6 +56,8 @@ pub(super) struct Page<'a> {
     pub shadow: Vec<((String, String), ShadowCounts)>,
     /// The state store (`[state]`).
     pub store: crate::state::StoreStatus,
+    /// Each caller's cut-over verdict (`GET /cutover`).
+    pub cutover: &'a crate::cutover::Report,
     pub now: SystemTime,
 }
 
@@ -77,6 +80,88 @@ fn ago(now: SystemTime, seconds: u64) -> String {
 }
 
 /// A bar of `shares` (its parts in proportion), with the numbers in its title and beside it.
+/// The ways of the day bars, bottom up, with their colours.
+const WAYS: [(&str, &str); 5] = [
+    ("ims", "#2e7d32"),
+    ("canary", "#7cb342"),
+    ("shadow", "#5c6bc0"),
+    ("legacy", "#f9a825"),
+    ("transparent", "#9e9e9e"),
+];
+
+/// A caller's verdict, its words, and a bar a day of its requests by way (an SVG, no script).
+fn cutover_cell(out: &mut String, verdict: &crate::cutover::CallerVerdict) {
+    let class = match verdict.verdict.as_str() {
+        "ready" | "old_operator_unused" => "good",
+        "old_operator_used" => "bad",
+        _ => "muted",
+    };
+    let _ = write!(
+        out,
+        "<b class=\"verdict {class}\">{}</b><br><span class=\"muted small\">{}</span><br>",
+        escape(&verdict.verdict.replace('_', " ")),
+        escape(&verdict.summary),
+    );
+    let most = verdict
+        .days
+        .iter()
+        .map(|d| d.ways.values().sum::<u64>())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    const WIDTH: usize = 6;
+    const HEIGHT: f64 = 32.0;
+    let _ = write!(
+        out,
+        "<svg class=\"days\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"requests a day by way, the last {} days\">",
+        verdict.days.len() * WIDTH,
+        HEIGHT + 3.0,
+        verdict.days.len() * WIDTH,
+        HEIGHT + 3.0,
+        verdict.days.len()
+    );
+    for (i, day) in verdict.days.iter().enumerate() {
+        let x = i * WIDTH;
+        let mut top = HEIGHT;
+        let mut told: Vec<String> = Vec::new();
+        for (way, colour) in WAYS {
+            let n = day.ways.get(way).copied().unwrap_or(0);
+            if n == 0 {
+                continue;
+            }
+            let h = n as f64 * HEIGHT / most as f64;
+            top -= h;
+            told.push(format!("{way} {n}"));
+            let _ = write!(
+                out,
+                "<rect x=\"{x}\" y=\"{top:.1}\" width=\"{}\" height=\"{h:.1}\" fill=\"{colour}\"/>",
+                WIDTH - 1
+            );
+        }
+        if day.refused_or_failed > 0 {
+            told.push(format!("refused or failed {}", day.refused_or_failed));
+            let _ = write!(
+                out,
+                "<rect x=\"{x}\" y=\"{}\" width=\"{}\" height=\"3\" fill=\"#c62828\"/>",
+                HEIGHT,
+                WIDTH - 1
+            );
+        }
+        let _ = write!(
+            out,
+            "<rect x=\"{x}\" y=\"0\" width=\"{WIDTH}\" height=\"{}\" fill=\"transparent\"><title>{}: {}</title></rect>",
+            HEIGHT + 3.0,
+            day.day,
+            if told.is_empty() {
+                "no request".to_owned()
+            } else {
+                escape(&told.join(", ")).into_owned()
+            }
+        );
+    }
+    out.push_str("</svg>");
+}
+
 fn bar(out: &mut String, shares: Shares) {
     let total = shares.total();
     let percent = |n: u64| {
@@ -191,10 +276,10 @@ impl Page<'_> {
         out.push_str(
             "<section id=\"callers\"><h2>Callers</h2><div class=\"scroll\"><table><thead><tr>\
              <th>caller</th><th>mode</th><th>profile</th><th>last hour</th><th>requests by way</th>\
-             <th>refused</th><th>last seen</th></tr></thead><tbody>",
+             <th>refused</th><th>last seen</th><th>cut-over (last 30 days, UTC)</th></tr></thead><tbody>",
         );
         if self.callers.is_empty() {
-            out.push_str("<tr><td colspan=\"7\" class=\"muted\">No caller is configured: every credential goes as unknown_callers says. The inventory below names the logins seen.</td></tr>");
+            out.push_str("<tr><td colspan=\"8\" class=\"muted\">No caller is configured: every credential goes as unknown_callers says. The inventory below names the logins seen.</td></tr>");
         }
         for caller in &self.callers {
             let seen = self.login(caller.login);
@@ -231,10 +316,19 @@ impl Page<'_> {
             }
             let _ = write!(
                 out,
-                "</td><td class=\"num{}\">{refused}</td><td>{}</td></tr>",
+                "</td><td class=\"num{}\">{refused}</td><td>{}</td><td>",
                 if refused > 0 { " bad" } else { "" },
                 seen.map_or("never".to_owned(), |s| ago(self.now, s.last_seen)),
             );
+            if let Some(verdict) = self
+                .cutover
+                .callers
+                .iter()
+                .find(|v| v.caller == caller.name)
+            {
+                cutover_cell(out, verdict);
+            }
+            out.push_str("</td></tr>");
         }
         out.push_str("</tbody></table></div></section>");
     }

@@ -27,6 +27,7 @@ pub(super) struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub telemetry: Option<RawTelemetry>,
     pub state: Option<RawState>,
+    pub cutover: Option<RawCutover>,
     #[serde(default)]
     pub callers: Vec<RawCaller>,
 }
@@ -36,6 +37,13 @@ pub(super) struct RawConfig {
 pub(super) struct RawTelemetry {
     pub otlp_endpoint: Option<String>,
     pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCutover {
+    pub min_comparisons: Option<u64>,
+    pub quiet_days: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]

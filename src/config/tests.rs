@@ -797,6 +797,7 @@ fn the_documented_example_names_every_key() {
         ("admin.", keys_of::<raw::RawAdmin>()),
         ("telemetry.", keys_of::<raw::RawTelemetry>()),
         ("state.", keys_of::<raw::RawState>()),
+        ("cutover.", keys_of::<raw::RawCutover>()),
         ("callers.", keys_of::<raw::RawCaller>()),
     ];
     let mut missing = Vec::new();

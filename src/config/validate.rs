@@ -241,6 +241,30 @@ pub(super) fn config(
         )? as usize,
     };
     let state = state(raw.state, base_dir, env)?;
+    let raw_cutover = raw.cutover.unwrap_or_default();
+    let cutover = CutoverSettings {
+        min_comparisons: count(
+            "cutover.min_comparisons",
+            raw_cutover.min_comparisons,
+            DEFAULT_MIN_COMPARISONS,
+            1..=1_000_000_000,
+        )?,
+        quiet_days: count(
+            "cutover.quiet_days",
+            raw_cutover.quiet_days,
+            DEFAULT_QUIET_DAYS,
+            1..=365,
+        )? as u32,
+    };
+    if u64::from(cutover.quiet_days) > u64::from(state.history_days) {
+        return Err(invalid(
+            "cutover.quiet_days",
+            format!(
+                "is longer than the history kept (state.history_days = {})",
+                state.history_days
+            ),
+        ));
+    }
     let telemetry = match raw.telemetry {
         Some(telemetry) => match telemetry.otlp_endpoint {
             Some(endpoint) => {
@@ -273,6 +297,7 @@ pub(super) fn config(
         admin,
         telemetry,
         state,
+        cutover,
         callers,
         canary_seed: None,
         clock: crate::clock::Clock::system(),

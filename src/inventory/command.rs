@@ -31,6 +31,24 @@ pub enum InventoryError {
 
 /// Reads the inventory of each admin listener (`http://host:9090`), merged.
 pub(crate) async fn fetch(admins: &[String]) -> Result<Report, InventoryError> {
+    let client = admin_client()?;
+    let mut reports = Vec::new();
+    for admin in admins {
+        let body = get(&client, admin, "/inventory").await?;
+        let report: Report = serde_json::from_slice(&body).map_err(|e| InventoryError::Admin {
+            url: admin.clone(),
+            message: format!("not an imsbridge inventory: {e}"),
+        })?;
+        reports.push(report);
+    }
+    Ok(Report::merge(reports))
+}
+
+/// A client of admin listeners (`http://`, or `https://` trusted on the system's roots).
+pub(crate) type AdminClient =
+    Client<hyper_rustls::HttpsConnector<crate::connect::EgressConnector>, Empty<Bytes>>;
+
+pub(crate) fn admin_client() -> Result<AdminClient, InventoryError> {
     let connector =
         https_connector(&system_roots(), Some(TIMEOUT), &Egress::default()).map_err(|e| {
             InventoryError::Admin {
@@ -38,42 +56,44 @@ pub(crate) async fn fetch(admins: &[String]) -> Result<Report, InventoryError> {
                 message: e.to_string(),
             }
         })?;
-    let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-    let mut reports = Vec::new();
-    for admin in admins {
-        let failed = |message: String| InventoryError::Admin {
-            url: admin.clone(),
-            message,
-        };
-        let url: http::Uri = format!("{}/inventory", admin.trim_end_matches('/'))
-            .parse()
-            .map_err(|_| failed("not a URL such as http://127.0.0.1:9090".to_owned()))?;
-        let request = http::Request::get(url)
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| failed(e.to_string()))?;
-        let response = tokio::time::timeout(TIMEOUT, client.request(request))
-            .await
-            .map_err(|_| failed(format!("no answer within {TIMEOUT:?}")))?
-            .map_err(|e| failed(crate::connect::error_chain(&e)))?;
-        let status = response.status();
-        let body = tokio::time::timeout(
-            TIMEOUT,
-            Limited::new(response.into_body(), MAX_REPORT_BYTES).collect(),
-        )
+    Ok(Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector))
+}
+
+/// `GET admin + path`: the body of a successful answer.
+pub(crate) async fn get(
+    client: &AdminClient,
+    admin: &str,
+    path: &str,
+) -> Result<Bytes, InventoryError> {
+    let failed = |message: String| InventoryError::Admin {
+        url: admin.to_owned(),
+        message,
+    };
+    let url: http::Uri = format!("{}{path}", admin.trim_end_matches('/'))
+        .parse()
+        .map_err(|_| failed("not a URL such as http://127.0.0.1:9090".to_owned()))?;
+    let request = http::Request::get(url)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| failed(e.to_string()))?;
+    let response = tokio::time::timeout(TIMEOUT, client.request(request))
         .await
-        .map_err(|_| failed(format!("no whole answer within {TIMEOUT:?}")))?
-        .map_err(|e| failed(e.to_string()))?
-        .to_bytes();
-        if !status.is_success() {
-            return Err(failed(format!(
-                "answered HTTP {status} (is it imsbridge's admin listener?)"
-            )));
-        }
-        let report: Report = serde_json::from_slice(&body)
-            .map_err(|e| failed(format!("not an imsbridge inventory: {e}")))?;
-        reports.push(report);
+        .map_err(|_| failed(format!("no answer within {TIMEOUT:?}")))?
+        .map_err(|e| failed(crate::connect::error_chain(&e)))?;
+    let status = response.status();
+    let body = tokio::time::timeout(
+        TIMEOUT,
+        Limited::new(response.into_body(), MAX_REPORT_BYTES).collect(),
+    )
+    .await
+    .map_err(|_| failed(format!("no whole answer within {TIMEOUT:?}")))?
+    .map_err(|e| failed(e.to_string()))?
+    .to_bytes();
+    if !status.is_success() {
+        return Err(failed(format!(
+            "answered HTTP {status} (is it imsbridge's admin listener?)"
+        )));
     }
-    Ok(Report::merge(reports))
+    Ok(body)
 }
 
 fn when(seconds: u64) -> String {

@@ -11,6 +11,8 @@ fn seen<'a>(login: &'a str, action: &'a str, peer: [u8; 4], at: u64) -> Seen<'a>
         peer: IpAddr::from(peer),
         way: "transparent",
         outcome: "ok",
+        history_way: "ims",
+        history_outcome: "ok",
         at: UNIX_EPOCH + Duration::from_secs(at),
     }
 }
@@ -27,6 +29,8 @@ fn a_login_keeps_its_actions_peers_ways_and_times() {
     inventory.count(&Seen {
         way: "-",
         outcome: "wrong_password",
+        history_way: "ims",
+        history_outcome: "ok",
         ..seen("mc", "xtk:session#Logon", [10, 0, 0, 1], 1005)
     });
     let report = inventory.report(UNIX_EPOCH + Duration::from_secs(2000));
@@ -138,6 +142,8 @@ fn a_callers_last_hour_is_counted_by_share() {
             peer: IpAddr::from([10, 0, 0, 1]),
             way,
             outcome,
+            history_way: "ims",
+            history_outcome: "ok",
             at: at(minute),
         });
     }

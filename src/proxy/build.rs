@@ -135,6 +135,7 @@ impl Proxy {
                 config.admin.shadow_max_in_flight,
             )),
             shadow_max_in_flight: config.admin.shadow_max_in_flight,
+            cutover: config.cutover,
             state,
             traces: config.telemetry.is_some(),
             metrics,

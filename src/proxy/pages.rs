@@ -68,7 +68,7 @@ impl Proxy {
         }
         let carried = carriers::read(&parts.headers, parts.uri.query(), None)
             .map_err(AuthError::from)
-            .inspect_err(|error| record.refused(error))?;
+            .inspect_err(|error| record.refused(error, &self.callers))?;
         let credential = carried.credential();
         let profile = if credential == Credential::Empty {
             let wsdl = parts.method == Method::GET && parts.uri.path() == WSDL_PATH;
@@ -90,7 +90,7 @@ impl Proxy {
             let route = self
                 .route(credential, peer, record)
                 .await
-                .inspect_err(|error| record.refused(error))?;
+                .inspect_err(|error| record.refused(error, &self.callers))?;
             record.took(&Way::Routed(route));
             match route {
                 Route::Ims(caller) => caller.profile,
@@ -122,6 +122,7 @@ impl Proxy {
         if judged.refused {
             // Not replayed (the body was not kept): the next request gets a new token.
             profile.tokens.invalidate(&token);
+            record.campaign_refused = true;
         }
         match relocate {
             Some(public) if judged.response.status() == http::StatusCode::OK => {

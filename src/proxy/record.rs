@@ -13,7 +13,7 @@ use super::Way;
 use super::prefix::Prefix;
 use crate::access::AccessLine;
 use crate::body::{Finish, Lingering};
-use crate::callers::{AuthError, Caller, Route};
+use crate::callers::{AuthError, Caller, Callers, Route};
 use crate::carriers::Credential;
 use crate::config::Mode;
 use crate::inventory::Seen;
@@ -60,6 +60,8 @@ pub(super) struct Record {
     pub upstream_status: Option<StatusCode>,
     /// Campaign refused the token and the call was sent again.
     pub retried: bool,
+    /// Campaign's last answer refused the token (after the replay, if any).
+    pub campaign_refused: bool,
     /// Body bytes received from the caller, counted as they come.
     pub bytes_in: Arc<AtomicU64>,
     pub started: Instant,
@@ -81,6 +83,7 @@ impl Record {
             action: None,
             upstream_status: None,
             retried: false,
+            campaign_refused: false,
             bytes_in: Arc::default(),
             started: Instant::now(),
         }
@@ -110,8 +113,9 @@ impl Record {
     pub(super) fn labels(&self) -> (&'static str, &'static str) {
         let mode = match (self.went, self.caller_mode) {
             (Some(Went::Transparent | Went::PassedThrough), _) => "transparent",
-            (_, Some(mode)) => mode.as_str(),
-            (_, None) => "-",
+            // Refused before a way was taken: no mode in the labels, as the way is none.
+            (None, _) | (_, None) => "-",
+            (Some(_), Some(mode)) => mode.as_str(),
         };
         let route = match self.went {
             None | Some(Went::PassedThrough) => "-",
@@ -120,6 +124,29 @@ impl Record {
             Some(Went::Ims) => "ims",
         };
         (mode, route)
+    }
+
+    /// The way the cut-over history counts the request under (`cutover.rs`).
+    fn history_way(&self) -> &'static str {
+        let mode = self.caller_mode.map(|mode| match mode {
+            Mode::Ims => "ims",
+            Mode::Legacy => "legacy",
+            Mode::Canary { .. } => "canary",
+            Mode::Shadow => "shadow",
+        });
+        match self.went {
+            Some(Went::Ims | Went::Local) => match self.caller_mode {
+                Some(Mode::Canary { .. }) => "canary",
+                _ => "ims",
+            },
+            Some(Went::Legacy) => match self.caller_mode {
+                Some(Mode::Shadow) => "shadow",
+                _ => "legacy",
+            },
+            Some(Went::Transparent | Went::PassedThrough) => "transparent",
+            // Refused before a way was taken: the way of the caller's mode, if it is known.
+            None => mode.unwrap_or("transparent"),
+        }
     }
 
     /// The way the inventory counts the request under.
@@ -157,7 +184,7 @@ impl Record {
     }
 
     /// The caller named by a refusal, if any.
-    pub(super) fn refused(&mut self, error: &AuthError) {
+    pub(super) fn refused(&mut self, error: &AuthError, callers: &Callers) {
         let caller = match error {
             AuthError::WrongPassword(caller)
             | AuthError::NotAllowed { caller, .. }
@@ -172,6 +199,7 @@ impl Record {
             | AuthError::Conflict(_)
             | AuthError::Busy => return,
         };
+        self.caller_mode = callers.mode_of(caller);
         self.caller = Some(caller.clone());
     }
 }
@@ -191,6 +219,8 @@ pub(super) struct Completion {
     pub status: StatusCode,
     /// `ok`, or the kind of error the proxy answered.
     pub outcome: &'static str,
+    /// `ok`, `refused` or `failed`, as the cut-over history counts it.
+    pub history_outcome: &'static str,
     pub error: Option<String>,
     pub metrics: Arc<Metrics>,
 }
@@ -202,6 +232,7 @@ impl Finish for Completion {
             record,
             status,
             outcome,
+            history_outcome,
             error,
             metrics,
         } = *self;
@@ -223,6 +254,8 @@ impl Finish for Completion {
                 peer: record.peer,
                 way,
                 outcome,
+                history_way: record.history_way(),
+                history_outcome,
                 at: std::time::SystemTime::now(),
             };
             metrics.inventory.count(&seen);

@@ -80,6 +80,7 @@ impl Proxy {
                     ShadowOutcome::Busy
                 };
                 self.metrics.shadow(&caller.name, &action, why);
+                self.state.shadow(&caller.name, &action, why);
                 return self
                     .forward_unchanged(upstream, parts, prefix, declared, peer, record)
                     .await;
@@ -116,6 +117,7 @@ impl Proxy {
         tokio::spawn(async move {
             let outcome = proxy.shadow_copy(&copy, kept, status, answer).await;
             proxy.metrics.shadow(&copy.caller, &copy.action, outcome);
+            proxy.state.shadow(&copy.caller, &copy.action, outcome);
             drop(permit);
         });
         Ok(finish(Response::from_parts(parts, body)))

@@ -19,7 +19,7 @@ use redis::aio::ConnectionManager;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::{Batch, Revocations, StateError};
+use super::{Batch, DayCount, History, Revocations, ShadowKey, StateError, Tally};
 use crate::clock::Clock;
 use crate::inventory::{LoginReport, MAX_ACTIONS, MAX_PEERS, Named, Report, WayCount};
 use crate::metrics::Metrics;
@@ -86,6 +86,20 @@ for _, g in ipairs(batch.legacy) do
   local last = tonumber(redis.call('HGET', key, g[1] .. '|last') or 0)
   if g[3] > last then redis.call('HSET', key, g[1] .. '|last', g[3]) end
 end
+for _, t in ipairs(batch.shadow) do
+  local key = p .. 'shadow:' .. t[1]
+  local field = t[2] .. '\31' .. t[3] .. '\31'
+  redis.call('HINCRBY', key, field .. 'c', t[4])
+  redis.call('HINCRBY', key, field .. 'm', t[5])
+  redis.call('HINCRBY', key, field .. 'x', t[6])
+  redis.call('EXPIRE', key, day_ttl)
+end
+for _, m in ipairs(batch.mismatches) do
+  local key = p .. 'shadow:last'
+  local field = m[1] .. '\31' .. m[2]
+  local last = tonumber(redis.call('HGET', key, field) or 0)
+  if m[3] > last then redis.call('HSET', key, field, m[3]) end
+end
 for _, r in ipairs(batch.revoked) do
   redis.call('ZADD', p .. 'revoked', r[2], r[1])
   redis.call('PUBLISH', p .. 'revoked', r[1] .. ' ' .. r[2])
@@ -99,8 +113,14 @@ struct Written<'a> {
     logins: Vec<&'a super::LoginDelta>,
     days: Vec<(&'a str, &'a str, &'a str, &'a str, u64)>,
     legacy: Vec<(&'a str, u64, u64)>,
+    shadow: Vec<(&'a str, &'a str, &'a str, u64, u64, u64)>,
+    mismatches: Vec<(&'a str, &'a str, u64)>,
     revoked: Vec<(&'a str, u64)>,
 }
+
+/// Separates a shadow field's caller, action and count (`\x1f`: actions hold `|`, as in
+/// `xtk:persist|xtk:session#Write`).
+const UNIT: char = '\u{1f}';
 
 /// The pub/sub connection is tried again after this, doubling up to [`MAX_RETRY`].
 const MIN_RETRY: Duration = Duration::from_millis(100);
@@ -291,6 +311,25 @@ impl RedisStore {
                 .iter()
                 .map(|(subject, span)| (subject.as_str(), span.first, span.last))
                 .collect(),
+            shadow: batch
+                .shadow
+                .iter()
+                .map(|(k, t)| {
+                    (
+                        k.day.as_str(),
+                        k.caller.as_str(),
+                        k.action.as_str(),
+                        t.comparisons,
+                        t.matches,
+                        t.mismatches,
+                    )
+                })
+                .collect(),
+            mismatches: batch
+                .mismatches
+                .iter()
+                .map(|((caller, action), last)| (caller.as_str(), action.as_str(), *last))
+                .collect(),
             revoked: batch
                 .revoked
                 .iter()
@@ -312,6 +351,97 @@ impl RedisStore {
             .await
             .map(|_| ())
             .map_err(|e| self.error(&e))
+    }
+
+    /// The history of `days` (UTC, `YYYY-MM-DD`), and the legacy calls and last mismatches.
+    pub(super) async fn history(&self, days: &[String]) -> Result<History, StateError> {
+        let mut connection = self.connection().await?;
+        let mut read = redis::pipe();
+        for day in days {
+            read.hgetall(self.key(&format!("day:{day}")));
+            read.hgetall(self.key(&format!("shadow:{day}")));
+        }
+        read.hgetall(self.key("legacy"));
+        read.hgetall(self.key("shadow:last"));
+        let mut hashes: Vec<Vec<(String, String)>> = read
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| self.error(&e))?;
+        let last_mismatch = hashes.pop().unwrap_or_default();
+        let legacy = hashes.pop().unwrap_or_default();
+        let number = |value: &str| value.parse::<u64>().unwrap_or(0);
+        let mut history = History::default();
+        for (day, pair) in days.iter().zip(hashes.chunks(2)) {
+            for (field, value) in &pair[0] {
+                // `subject|way|outcome`: a subject may hold `|`, a way and an outcome not.
+                let mut parts = field.rsplitn(3, '|');
+                let (Some(outcome), Some(way), Some(subject)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                history.days.push(DayCount {
+                    day: day.clone(),
+                    subject: subject.to_owned(),
+                    way: way.to_owned(),
+                    outcome: outcome.to_owned(),
+                    requests: number(value),
+                });
+            }
+            let mut tallies: std::collections::BTreeMap<(String, String), Tally> =
+                std::collections::BTreeMap::new();
+            for (field, value) in pair.get(1).into_iter().flatten() {
+                let mut parts = field.splitn(3, UNIT);
+                let (Some(caller), Some(action), Some(kind)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                let tally = tallies
+                    .entry((caller.to_owned(), action.to_owned()))
+                    .or_default();
+                match kind {
+                    "c" => tally.comparisons = number(value),
+                    "m" => tally.matches = number(value),
+                    "x" => tally.mismatches = number(value),
+                    _ => {}
+                }
+            }
+            history
+                .shadow
+                .extend(tallies.into_iter().map(|((caller, action), tally)| {
+                    (
+                        ShadowKey {
+                            day: day.clone(),
+                            caller,
+                            action,
+                        },
+                        tally,
+                    )
+                }));
+        }
+        history.days.sort_by(|a, b| {
+            (&a.day, &a.subject, &a.way, &a.outcome).cmp(&(&b.day, &b.subject, &b.way, &b.outcome))
+        });
+        for (field, value) in legacy {
+            let Some((subject, end)) = field.rsplit_once('|') else {
+                continue;
+            };
+            let span = history.legacy.entry(subject.to_owned()).or_default();
+            match end {
+                "first" => span.first = number(&value),
+                "last" => span.last = number(&value),
+                _ => {}
+            }
+        }
+        for (field, value) in last_mismatch {
+            if let Some((caller, action)) = field.split_once(UNIT) {
+                history
+                    .last_mismatch
+                    .insert((caller.to_owned(), action.to_owned()), number(&value));
+            }
+        }
+        Ok(history)
     }
 
     pub(super) async fn inventory(&self, max_logins: usize) -> Result<Report, StateError> {

@@ -11,11 +11,11 @@ use std::sync::{Arc, mpsc};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Batch, StateError, StateOpenError};
+use super::{Batch, DayCount, History, LegacySpan, ShadowKey, StateError, StateOpenError, Tally};
 use crate::inventory::{LoginReport, MAX_ACTIONS, MAX_PEERS, Named, Report, WayCount};
 
 /// The schema this binary writes.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// Version 1: revocations, the inventory, the day counts, the legacy calls.
 const SCHEMA_1: &str = "
@@ -71,6 +71,25 @@ CREATE TABLE meta (
 CREATE TABLE batches (
     id INTEGER PRIMARY KEY,             -- a batch of counts written (each is written once)
     at INTEGER NOT NULL                 -- seconds since the epoch
+);
+";
+
+/// Version 2: the shadow callers' comparisons.
+const SCHEMA_2: &str = "
+CREATE TABLE shadow_daily (
+    day TEXT NOT NULL,                  -- YYYY-MM-DD, UTC
+    caller TEXT NOT NULL,
+    action TEXT NOT NULL,
+    comparisons INTEGER NOT NULL,
+    matches INTEGER NOT NULL,
+    mismatches INTEGER NOT NULL,
+    PRIMARY KEY (day, caller, action)
+);
+CREATE TABLE shadow_mismatch (
+    caller TEXT NOT NULL,
+    action TEXT NOT NULL,
+    last INTEGER NOT NULL,              -- seconds since the epoch
+    PRIMARY KEY (caller, action)
 );
 ";
 
@@ -203,6 +222,11 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn history(&self, since: &str) -> Result<History, StateError> {
+        let since = since.to_owned();
+        self.run(move |db| read_history(db, &since)).await
+    }
+
     pub(super) async fn inventory(&self, max_logins: usize) -> Result<Report, StateError> {
         self.run(move |db| read_inventory(db, max_logins)).await
     }
@@ -227,6 +251,9 @@ fn migrate(db: &mut Connection, from: i64) -> rusqlite::Result<()> {
     let tx = db.transaction()?;
     if from < 1 {
         tx.execute_batch(SCHEMA_1)?;
+    }
+    if from < 2 {
+        tx.execute_batch(SCHEMA_2)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
@@ -333,8 +360,35 @@ fn write(
             params![subject, span.first as i64, span.last as i64],
         )?;
     }
+    for (key, tally) in &batch.shadow {
+        tx.execute(
+            "INSERT INTO shadow_daily (day, caller, action, comparisons, matches, mismatches)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (day, caller, action) DO UPDATE SET
+                comparisons = comparisons + excluded.comparisons,
+                matches = matches + excluded.matches,
+                mismatches = mismatches + excluded.mismatches",
+            params![
+                key.day,
+                key.caller,
+                key.action,
+                tally.comparisons as i64,
+                tally.matches as i64,
+                tally.mismatches as i64
+            ],
+        )?;
+    }
+    for ((caller, action), last) in &batch.mismatches {
+        tx.execute(
+            "INSERT INTO shadow_mismatch (caller, action, last) VALUES (?1, ?2, ?3)
+             ON CONFLICT (caller, action) DO UPDATE SET last = MAX(last, excluded.last)",
+            params![caller, action, *last as i64],
+        )?;
+    }
+    // Pruned a day at a time as it passes, in the flush's transaction: no pause in serving.
     let oldest = crate::dates::day_of(now.saturating_sub(u64::from(history_days) * 86_400));
     tx.execute("DELETE FROM daily WHERE day < ?1", params![oldest])?;
+    tx.execute("DELETE FROM shadow_daily WHERE day < ?1", params![oldest])?;
     // The logins no caller owns, past `max_logins`, least recently seen first.
     let others: i64 = tx.query_row(
         "SELECT COUNT(*) FROM logins WHERE caller IS NULL",
@@ -461,4 +515,61 @@ fn read_inventory(db: &mut Connection, max_logins: usize) -> rusqlite::Result<Re
         logins,
         note: None,
     })
+}
+
+fn read_history(db: &mut Connection, since: &str) -> rusqlite::Result<History> {
+    let mut history = History::default();
+    let mut query = db.prepare(
+        "SELECT day, subject, way, outcome, requests FROM daily WHERE day >= ?1
+         ORDER BY day, subject, way, outcome",
+    )?;
+    let rows = query.query_map(params![since], |row| {
+        Ok(DayCount {
+            day: row.get(0)?,
+            subject: row.get(1)?,
+            way: row.get(2)?,
+            outcome: row.get(3)?,
+            requests: row.get::<_, i64>(4)? as u64,
+        })
+    })?;
+    history.days = rows.collect::<rusqlite::Result<_>>()?;
+    let mut query = db.prepare("SELECT subject, first, last FROM legacy_calls")?;
+    let rows = query.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            LegacySpan {
+                first: row.get::<_, i64>(1)? as u64,
+                last: row.get::<_, i64>(2)? as u64,
+            },
+        ))
+    })?;
+    history.legacy = rows.collect::<rusqlite::Result<_>>()?;
+    let mut query = db.prepare(
+        "SELECT day, caller, action, comparisons, matches, mismatches FROM shadow_daily
+         WHERE day >= ?1 ORDER BY day, caller, action",
+    )?;
+    let rows = query.query_map(params![since], |row| {
+        Ok((
+            ShadowKey {
+                day: row.get(0)?,
+                caller: row.get(1)?,
+                action: row.get(2)?,
+            },
+            Tally {
+                comparisons: row.get::<_, i64>(3)? as u64,
+                matches: row.get::<_, i64>(4)? as u64,
+                mismatches: row.get::<_, i64>(5)? as u64,
+            },
+        ))
+    })?;
+    history.shadow = rows.collect::<rusqlite::Result<_>>()?;
+    let mut query = db.prepare("SELECT caller, action, last FROM shadow_mismatch")?;
+    let rows = query.query_map([], |row| {
+        Ok((
+            (row.get::<_, String>(0)?, row.get::<_, String>(1)?),
+            row.get::<_, i64>(2)? as u64,
+        ))
+    })?;
+    history.last_mismatch = rows.collect::<rusqlite::Result<_>>()?;
+    Ok(history)
 }

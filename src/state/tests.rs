@@ -23,6 +23,8 @@ fn seen<'a>(login: &'a str, caller: Option<&'a Arc<str>>, way: &'static str) -> 
         peer: "10.0.0.1".parse().unwrap(),
         way,
         outcome: "ok",
+        history_way: "ims",
+        history_outcome: "ok",
         at: SystemTime::now(),
     }
 }

@@ -13,17 +13,22 @@ use serde_json::Value;
 
 const STRANGER_PASSWORD: &str = "stranger-password-8c1d";
 const WRONG_PASSWORD: &str = "not-the-password-77ab";
-const READER_PASSWORD: &str = "reader-password-3f9e";
+pub(super) const READER_PASSWORD: &str = "reader-password-3f9e";
 
 /// A call of `service#method` with `credential` in its session token.
-fn call(service: &str, method: &str, credential: &str) -> (String, String) {
+pub(super) fn call(service: &str, method: &str, credential: &str) -> (String, String) {
     let body = format!(
         r#"<?xml version="1.0" encoding="utf-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:urn="urn:{service}"><soapenv:Header/><soapenv:Body><urn:{method}><urn:sessiontoken>{credential}</urn:sessiontoken><urn:entity><queryDef schema="nms:recipient" operation="select"><select><node expr="@email"/></select></queryDef></urn:entity></urn:{method}></soapenv:Body></soapenv:Envelope>"#
     );
     (body, format!("{service}#{method}"))
 }
 
-async fn post_call(proxy: &Proxy, service: &str, method: &str, credential: &str) -> Answer {
+pub(super) async fn post_call(
+    proxy: &Proxy,
+    service: &str,
+    method: &str,
+    credential: &str,
+) -> Answer {
     let (body, action) = call(service, method, credential);
     post(proxy.addr, body, &[("soapaction", &action)]).await
 }
@@ -304,7 +309,7 @@ async fn the_inventory_of_two_replicas_gives_callers_the_config_accepts() {
 }
 
 /// A config with a `shadow` caller `reader` (login `reader`) beside the stack's callers.
-fn shadow_caller(extra: &str) -> String {
+pub(super) fn shadow_caller(extra: &str) -> String {
     format!(
         r#"
 [[callers]]
@@ -527,7 +532,7 @@ async fn the_admin_page_renders_in_a_browser() {
     };
     let second = StandInCampaign::start(None).await.unwrap();
     let stack = Stack::start(
-        "unknown_callers = \"legacy\"",
+        "unknown_callers = \"legacy\"\n[state]\nflush_interval = \"100ms\"\n",
         &shadow_caller(&format!(
             "\n[upstreams.execution]\nurls = [\"{}\"]\n",
             second.url()
@@ -556,6 +561,19 @@ async fn the_admin_page_renders_in_a_browser() {
     post_call(&stack.proxy, "xtk:queryDef", "ExecuteQuery", &reader).await;
     post_call(&stack.proxy, "xtk:session", "GetUserInfo", &reader).await;
     until_counted(&stack.proxy, "xtk:session#GetUserInfo", "mismatch", 1.0).await;
+    // The verdicts rest on what the store has: the mismatch written.
+    eventually(
+        "the reader's mismatch in the history",
+        Duration::from_secs(10),
+        || async {
+            get(stack.proxy.admin, "/cutover")
+                .await
+                .body
+                .contains("xtk:session#GetUserInfo, within the last")
+                .then_some(())
+        },
+    )
+    .await;
 
     let url = format!("http://{}/", stack.proxy.admin);
     let dir = std::env::temp_dir().join(format!("imsbridge-browser-{}", std::process::id()));
@@ -594,6 +612,12 @@ async fn the_admin_page_renders_in_a_browser() {
         "id=\"login-integration-x\"",
         "xtk:session#GetUserInfo",
         "6 ims · 0 legacy · 1 refused",
+        // The cut-over column: each caller's verdict and its days, drawn without a script.
+        "cut-over (last 30 days, UTC)",
+        "<b class=\"verdict muted\">not yet</b>",
+        "<b class=\"verdict good\">old operator unused</b>",
+        "<b class=\"verdict muted\">no evidence</b>",
+        "<svg class=\"days\"",
     ] {
         assert!(
             dom_text.contains(shown),

@@ -9,6 +9,7 @@ mod support;
 mod cli;
 mod cockpit;
 mod connections;
+mod cutover;
 mod deploy;
 mod egress;
 mod interop;

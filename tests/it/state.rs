@@ -510,7 +510,7 @@ async fn sqlite_keeps_revocations_and_the_inventory_across_a_restart() {
             assert!(output.status.success(), "{shown}");
             assert_eq!(
                 shown.lines().collect::<Vec<_>>(),
-                ["1", "mc|crm-events", "oldop|", "1"],
+                ["2", "mc|crm-events", "oldop|", "1"],
                 "{shown}"
             );
         }
@@ -554,7 +554,7 @@ async fn a_state_file_of_a_newer_schema_is_refused_and_an_older_one_migrated() {
     let (run, _stop) = start(&newer).await;
     let error = run.await.unwrap().unwrap_err().to_string();
     assert!(
-        error.contains("schema version 99, newer than this imsbridge's (1)"),
+        error.contains("schema version 99, newer than this imsbridge's (2)"),
         "{error}"
     );
 
@@ -567,7 +567,7 @@ async fn a_state_file_of_a_newer_schema_is_refused_and_an_older_one_migrated() {
         let version: i64 = db
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .ok()?;
-        (version == 1).then_some(())
+        (version == 2).then_some(())
     })
     .await;
     let _ = stop.send(());
