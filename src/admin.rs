@@ -25,10 +25,34 @@ use crate::server::Connections;
 pub(crate) async fn handle<B>(
     proxy: &Proxy,
     connections: &Connections,
+    peer: std::net::IpAddr,
     request: &Request<B>,
 ) -> Response<ResponseBody> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".to_owned());
+    }
+    // What names logins, addresses and verdicts asks for `[admin] password`; what probes and
+    // Prometheus read stays open.
+    if matches!(request.uri().path(), "/" | "/inventory" | "/cutover")
+        && proxy.callers().admin_protected()
+    {
+        let password = basic_password(request.headers());
+        let allowed = match &password {
+            Some(password) => proxy.callers().admin_allows(password.expose(), peer).await,
+            None => false,
+        };
+        if !allowed {
+            let mut refused = text(
+                StatusCode::UNAUTHORIZED,
+                "the admin listener asks for its password ([admin] password): HTTP Basic, any user name\n"
+                    .to_owned(),
+            );
+            refused.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"imsbridge\", charset=\"UTF-8\""),
+            );
+            return refused;
+        }
     }
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
@@ -188,6 +212,22 @@ async fn inventory(proxy: &Proxy, now: SystemTime) -> crate::inventory::Report {
     };
     report.profiles = views::profiles(proxy).map(|p| p.name.to_owned()).collect();
     report
+}
+
+/// The password of an `Authorization: Basic` header (RFC 7617: any user name).
+fn basic_password(headers: &http::HeaderMap) -> Option<crate::secret::Secret> {
+    use base64::Engine;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, password) = text.split_once(':')?;
+    Some(crate::secret::Secret::from(password))
 }
 
 fn typed(

@@ -154,7 +154,15 @@ pub(crate) struct Callers {
     clock: Clock,
     /// Where a Logoff's revocation is written, for every replica.
     state: Arc<State>,
+    /// `[admin] password`: the page's password, checked as a caller's is (the same queue, the
+    /// same remembered verdicts and failure limits, under the login [`ADMIN_LOGIN`]).
+    admin: Option<Caller>,
 }
+
+/// The place of the admin listener's password among the callers' (for the verdicts' keys).
+const ADMIN_INDEX: usize = usize::MAX;
+/// The login the failure limits count the admin listener's password guesses under.
+const ADMIN_LOGIN: &str = "[admin]";
 
 impl Callers {
     /// The callers of the config. `canary_seed` fixes the canary draws (tests); `None`: a
@@ -196,11 +204,30 @@ impl Callers {
             verifier: Verifier::new(limits, state.counts_failures().then(|| Arc::clone(state))),
             sessions: sessions.map(|settings| Sessions::new(settings, state.revocations())),
             state: Arc::clone(state),
+            admin: None,
             canary: Mutex::new(
                 canary_seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
             ),
             clock,
         }
+    }
+
+    /// These callers, with the admin listener's `[admin] password` (none: its page is open).
+    #[must_use]
+    pub(crate) fn with_admin_password(mut self, hash: Option<&PasswordHash>) -> Callers {
+        self.admin = hash.map(|hash| Caller {
+            index: ADMIN_INDEX,
+            name: Arc::from("admin listener"),
+            login: Arc::from(ADMIN_LOGIN),
+            password: Arc::new(hash.clone()),
+            profile: 0,
+            mode: Mode::Legacy,
+            allow_from: Vec::new(),
+            cert_subject: None,
+            cert_sans: Vec::new(),
+            shadow_actions: Vec::new(),
+        });
+        self
     }
 
     /// Decides the way of a request from the credentials it presents.
@@ -398,6 +425,25 @@ impl Callers {
     pub(crate) fn owner(&self, credential: Credential<'_>) -> Option<&Caller> {
         let login = credential.login()?;
         self.by_login.get(login).map(|&index| &self.callers[index])
+    }
+
+    /// Whether the admin listener asks for a password (`[admin] password`).
+    pub(crate) fn admin_protected(&self) -> bool {
+        self.admin.is_some()
+    }
+
+    /// Whether `password` is the admin listener's, asked from `peer`: as a caller's password is
+    /// checked (argon2 off the request's thread, the verdict remembered, failures limited per
+    /// login and address). True when none is configured.
+    pub(crate) async fn admin_allows(&self, password: &str, peer: IpAddr) -> bool {
+        match &self.admin {
+            None => true,
+            Some(admin) => self
+                .verifier
+                .verify(ADMIN_INDEX, admin, password, peer)
+                .await
+                .unwrap_or(false),
+        }
     }
 
     /// The mode of the caller named `name`.

@@ -283,13 +283,26 @@ pub const DEFAULT_MIN_COMPARISONS: u64 = 100;
 /// `[cutover] quiet_days` when the file names none.
 pub const DEFAULT_QUIET_DAYS: u64 = 7;
 
-/// `[admin]`: what the inventory and the shadow copies may hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `[admin]`: what the inventory and the shadow copies may hold, and who may read the page.
+#[derive(Clone, PartialEq)]
 pub struct AdminSettings {
     /// Logins the inventory keeps (the least recently seen dropped past it).
     pub inventory_max_logins: usize,
     /// Shadow copies on their way at once; past it, a call gets none.
     pub shadow_max_in_flight: usize,
+    /// argon2 hash of the password `GET /`, `/inventory` and `/cutover` ask for (HTTP Basic);
+    /// `None`: they are open.
+    pub password: Option<PasswordHash>,
+}
+
+impl fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("inventory_max_logins", &self.inventory_max_logins)
+            .field("shadow_max_in_flight", &self.shadow_max_in_flight)
+            .field("password", &self.password.as_ref().map(|_| "****"))
+            .finish()
+    }
 }
 
 impl Default for AdminSettings {
@@ -297,6 +310,7 @@ impl Default for AdminSettings {
         AdminSettings {
             inventory_max_logins: DEFAULT_INVENTORY_MAX_LOGINS as usize,
             shadow_max_in_flight: DEFAULT_SHADOW_MAX_IN_FLIGHT as usize,
+            password: None,
         }
     }
 }

@@ -96,7 +96,7 @@ pub mod cli {
     pub use crate::check::{JWT_RETIRED, run as check};
     pub use crate::cutover::command::run as cutover;
     pub use crate::import::{parse as parse_nlserver, write_profile};
-    pub use crate::inventory::command::{HASH_PLACEHOLDER, run as inventory};
+    pub use crate::inventory::command::{HASH_PLACEHOLDER, PASSWORD_ENV, run as inventory};
     pub use crate::logbuf::{LogGuard, start as start_log};
     pub use crate::reload::{Reload, reloads};
     pub use crate::telemetry::{TARGET as TRACES_TARGET, Traces};
@@ -169,6 +169,12 @@ pub async fn run_reloadable(
         metrics.clone(),
     )
     .await?;
+    if !config.server.admin_listen.ip().is_loopback() && config.admin.password.is_none() {
+        tracing::warn!(
+            admin_listen = %config.server.admin_listen,
+            "the admin listener is not on loopback and has no [admin] password: anyone the network admits reads every caller's login, addresses and verdicts (GET /, /inventory, /cutover)"
+        );
+    }
     let (current, proxy) = watch::channel(Arc::new(Proxy::new(
         &config,
         metrics.clone(),
@@ -236,10 +242,10 @@ pub async fn run_reloadable(
                 proxy_protocol: false,
                 ..limits
             },
-            move |_, request| {
+            move |peer: Arc<server::Peer>, request| {
                 let proxy = proxy.borrow().clone();
                 let connections = connections.clone();
-                async move { admin::handle(&proxy, &connections, &request).await }
+                async move { admin::handle(&proxy, &connections, peer.addr.ip(), &request).await }
             },
             async move {
                 let _ = stopped.wait_for(|stop| *stop).await;

@@ -62,6 +62,8 @@ enum Command {
         /// inventories are merged.
         #[arg(long = "admin", value_name = "URL", required = true)]
         admins: Vec<String>,
+        #[command(flatten)]
+        password: AdminPassword,
     },
     /// Print a replica's cut-over verdicts: for each caller, whether it is ready for the next
     /// step of its migration, and the numbers that says so. Exits 0 whatever the verdicts.
@@ -73,6 +75,8 @@ enum Command {
         /// The JSON of `GET /cutover` itself, for scripts.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        password: AdminPassword,
     },
     /// Turn the `-setimsjwtauth:Org/Client/TechAccount/Secret/Base64Key` string of
     /// `nlserver config` into a `jwt` profile; the secret and the key go to files (mode 0600).
@@ -110,6 +114,36 @@ enum Command {
     },
 }
 
+/// The admin listener's `[admin] password`, for the commands that read it.
+#[derive(clap::Args)]
+struct AdminPassword {
+    /// A file holding the admin listener's password ([admin] password), one line; without it
+    /// the password is read from the environment variable IMSBRIDGE_ADMIN_PASSWORD, if set.
+    #[arg(long, value_name = "FILE")]
+    admin_password_file: Option<PathBuf>,
+}
+
+impl AdminPassword {
+    /// The password: the file's first line, or the environment variable's value.
+    fn read(&self) -> Result<Option<String>, String> {
+        if let Some(path) = &self.admin_password_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--admin-password-file {}: {e}", path.display()))?;
+            let password = text.lines().next().unwrap_or_default().to_owned();
+            if password.is_empty() {
+                return Err(format!(
+                    "--admin-password-file {}: the file is empty",
+                    path.display()
+                ));
+            }
+            return Ok(Some(password));
+        }
+        Ok(std::env::var(imsbridge::cli::PASSWORD_ENV)
+            .ok()
+            .filter(|password| !password.is_empty()))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Run { config } = cli.command {
@@ -121,8 +155,12 @@ fn main() -> ExitCode {
         Command::Run { .. } => unreachable!("served above"),
         Command::Check { config, probe } => check(config, probe),
         Command::HashPassword => hash_password(),
-        Command::Inventory { admins } => inventory(&admins),
-        Command::Cutover { admin, json } => cutover(&admin, json),
+        Command::Inventory { admins, password } => inventory(&admins, &password),
+        Command::Cutover {
+            admin,
+            json,
+            password,
+        } => cutover(&admin, json, &password),
         Command::ImportNlserver {
             credential,
             name,
@@ -197,7 +235,14 @@ fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
-fn inventory(admins: &[String]) -> ExitCode {
+fn inventory(admins: &[String], password: &AdminPassword) -> ExitCode {
+    let password = match password.read() {
+        Ok(password) => password,
+        Err(error) => {
+            eprintln!("imsbridge: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match runtime(Some(1)) {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -206,7 +251,11 @@ fn inventory(admins: &[String]) -> ExitCode {
         }
     };
     let mut out = std::io::stdout().lock();
-    match runtime.block_on(imsbridge::cli::inventory(admins, &mut out)) {
+    match runtime.block_on(imsbridge::cli::inventory(
+        admins,
+        password.as_deref(),
+        &mut out,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("imsbridge: {error}");
@@ -215,7 +264,14 @@ fn inventory(admins: &[String]) -> ExitCode {
     }
 }
 
-fn cutover(admin: &str, json: bool) -> ExitCode {
+fn cutover(admin: &str, json: bool, password: &AdminPassword) -> ExitCode {
+    let password = match password.read() {
+        Ok(password) => password,
+        Err(error) => {
+            eprintln!("imsbridge: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match runtime(Some(1)) {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -224,7 +280,12 @@ fn cutover(admin: &str, json: bool) -> ExitCode {
         }
     };
     let mut out = std::io::stdout().lock();
-    match runtime.block_on(imsbridge::cli::cutover(admin, json, &mut out)) {
+    match runtime.block_on(imsbridge::cli::cutover(
+        admin,
+        password.as_deref(),
+        json,
+        &mut out,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("imsbridge: {error}");

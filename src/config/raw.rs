@@ -62,6 +62,7 @@ pub(super) struct RawState {
 pub(super) struct RawAdmin {
     pub inventory_max_logins: Option<u64>,
     pub shadow_max_in_flight: Option<u64>,
+    pub password: Option<SecretSource>,
 }
 
 #[derive(Deserialize)]

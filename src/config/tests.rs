@@ -1027,7 +1027,8 @@ fn the_admin_table_bounds_the_cockpit() {
         parsed.admin,
         AdminSettings {
             inventory_max_logins: 50,
-            shadow_max_in_flight: 2
+            shadow_max_in_flight: 2,
+            password: None,
         }
     );
     assert_refused(&[
@@ -1044,6 +1045,50 @@ fn the_admin_table_bounds_the_cockpit() {
             "unknown field `shadow_max`",
         ),
     ]);
+}
+
+#[test]
+fn the_admin_password_is_an_argon2_hash_in_any_secret_form() {
+    let parsed = parse(&format!("[admin]\npassword = \"{HASH}\"\n{}", config(""))).unwrap();
+    assert_eq!(parsed.admin.password.as_ref().unwrap().to_string(), HASH);
+    // Debug shows that there is one, never what it is.
+    let shown = format!("{:?}", parsed.admin);
+    assert!(shown.contains("password: Some(\"****\")"), "{shown}");
+    assert!(!shown.contains("argon2"), "{shown}");
+    let from_env = Config::parse(
+        &format!(
+            "[admin]\npassword = {{ env = \"ADMIN_HASH\" }}\n{}",
+            config("")
+        ),
+        Path::new("."),
+        &HashMap::from([
+            ("MC_SECRET".to_owned(), "from-env".to_owned()),
+            ("ADMIN_HASH".to_owned(), HASH.to_owned()),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(from_env.admin.password, parsed.admin.password);
+    assert_refused(&[
+        (
+            format!("[admin]\npassword = \"plain-text\"\n{}", config("")),
+            "admin.password: is not an argon2 hash; make one with `imsbridge hash-password`",
+        ),
+        (
+            format!(
+                "[admin]\npassword = {{ env = \"NO_SUCH_VARIABLE\" }}\n{}",
+                config("")
+            ),
+            "admin.password",
+        ),
+    ]);
+    // Neither the plain text nor the variable's name is the hash's: the message names the key.
+    assert!(
+        !error(&format!(
+            "[admin]\npassword = \"plain-text\"\n{}",
+            config("")
+        ))
+        .contains("plain-text")
+    );
 }
 
 #[test]

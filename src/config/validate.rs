@@ -239,6 +239,10 @@ pub(super) fn config(
             DEFAULT_SHADOW_MAX_IN_FLIGHT,
             1..=10_000,
         )? as usize,
+        password: raw_admin
+            .password
+            .map(|source| password_hash("admin", source, base_dir, env))
+            .transpose()?,
     };
     let state = state(raw.state, base_dir, env)?;
     let raw_cutover = raw.cutover.unwrap_or_default();

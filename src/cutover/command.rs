@@ -7,10 +7,16 @@ use std::io::Write;
 use super::Report;
 use crate::inventory::command::{InventoryError, admin_client, get};
 
-/// Reads `admin`'s verdicts and prints them to `out`.
-pub async fn run(admin: &str, json: bool, out: &mut dyn Write) -> Result<(), InventoryError> {
+/// Reads `admin`'s verdicts (with `password`, its `[admin] password`, if it asks for one) and
+/// prints them to `out`.
+pub async fn run(
+    admin: &str,
+    password: Option<&str>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), InventoryError> {
     let client = admin_client()?;
-    let body = get(&client, admin, "/cutover").await?;
+    let body = get(&client, admin, "/cutover", password).await?;
     let report: Report = serde_json::from_slice(&body).map_err(|e| InventoryError::Admin {
         url: admin.to_owned(),
         message: format!("not imsbridge's cut-over verdicts: {e}"),

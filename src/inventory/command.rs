@@ -18,6 +18,9 @@ use crate::dates::utc;
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// An inventory is at most this large (10000 logins are about 10 MB of JSON).
 const MAX_REPORT_BYTES: usize = 256 * 1024 * 1024;
+/// The environment variable `imsbridge inventory` and `cutover` read the admin listener's
+/// password from (unless `--admin-password-file` names a file).
+pub const PASSWORD_ENV: &str = "IMSBRIDGE_ADMIN_PASSWORD";
 /// What the printed `[[callers]]` entries hold until it is replaced.
 pub const HASH_PLACEHOLDER: &str = "PASTE THE ARGON2 HASH HERE";
 
@@ -29,12 +32,16 @@ pub enum InventoryError {
     Io(#[from] std::io::Error),
 }
 
-/// Reads the inventory of each admin listener (`http://host:9090`), merged.
-pub(crate) async fn fetch(admins: &[String]) -> Result<Report, InventoryError> {
+/// Reads the inventory of each admin listener (`http://host:9090`), merged; `password`: the
+/// listeners' `[admin] password`, if they ask for one.
+pub(crate) async fn fetch(
+    admins: &[String],
+    password: Option<&str>,
+) -> Result<Report, InventoryError> {
     let client = admin_client()?;
     let mut reports = Vec::new();
     for admin in admins {
-        let body = get(&client, admin, "/inventory").await?;
+        let body = get(&client, admin, "/inventory", password).await?;
         let report: Report = serde_json::from_slice(&body).map_err(|e| InventoryError::Admin {
             url: admin.clone(),
             message: format!("not an imsbridge inventory: {e}"),
@@ -59,11 +66,13 @@ pub(crate) fn admin_client() -> Result<AdminClient, InventoryError> {
     Ok(Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector))
 }
 
-/// `GET admin + path`: the body of a successful answer.
+/// `GET admin + path`, with `password` as HTTP Basic credentials when there is one: the body of
+/// a successful answer.
 pub(crate) async fn get(
     client: &AdminClient,
     admin: &str,
     path: &str,
+    password: Option<&str>,
 ) -> Result<Bytes, InventoryError> {
     let failed = |message: String| InventoryError::Admin {
         url: admin.to_owned(),
@@ -72,7 +81,16 @@ pub(crate) async fn get(
     let url: http::Uri = format!("{}{path}", admin.trim_end_matches('/'))
         .parse()
         .map_err(|_| failed("not a URL such as http://127.0.0.1:9090".to_owned()))?;
-    let request = http::Request::get(url)
+    let mut request = http::Request::get(url);
+    if let Some(password) = password {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("admin:{password}"));
+        let mut value = http::HeaderValue::try_from(format!("Basic {encoded}"))
+            .map_err(|_| failed("the admin password cannot be sent".to_owned()))?;
+        value.set_sensitive(true);
+        request = request.header(http::header::AUTHORIZATION, value);
+    }
+    let request = request
         .body(Empty::<Bytes>::new())
         .map_err(|e| failed(e.to_string()))?;
     let response = tokio::time::timeout(TIMEOUT, client.request(request))
@@ -88,6 +106,15 @@ pub(crate) async fn get(
     .map_err(|_| failed(format!("no whole answer within {TIMEOUT:?}")))?
     .map_err(|e| failed(e.to_string()))?
     .to_bytes();
+    if status == http::StatusCode::UNAUTHORIZED {
+        return Err(failed(if password.is_some() {
+            "refused the admin password (HTTP 401): check it against [admin] password".to_owned()
+        } else {
+            format!(
+                "asks for its password ([admin] password, HTTP 401): put it in the environment variable {PASSWORD_ENV} or in a file named by --admin-password-file"
+            )
+        }));
+    }
     if !status.is_success() {
         return Err(failed(format!(
             "answered HTTP {status} (is it imsbridge's admin listener?)"
@@ -301,8 +328,12 @@ fn write_skeletons(
 }
 
 /// `imsbridge inventory`: fetch, merge, print.
-pub async fn run(admins: &[String], out: &mut dyn Write) -> Result<(), InventoryError> {
-    let report = fetch(admins).await?;
+pub async fn run(
+    admins: &[String],
+    password: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<(), InventoryError> {
+    let report = fetch(admins, password).await?;
     write(&report, out)?;
     Ok(())
 }

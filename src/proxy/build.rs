@@ -105,7 +105,8 @@ impl Proxy {
             config.server.password_limits,
             config.clock.clone(),
             &state,
-        );
+        )
+        .with_admin_password(config.admin.password.as_ref());
         metrics.inventory.configure(
             callers.iter().map(|c| (&*c.login, &c.name)),
             config.admin.inventory_max_logins,

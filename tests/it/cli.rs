@@ -1557,3 +1557,38 @@ async fn no_access_line_is_lost_at_sigterm_under_load() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_listener_beyond_loopback_without_a_password_is_warned_of() {
+    let (ims, campaign) = stand_ins().await;
+    let dir = temp_dir("admin-warning");
+    let warning = "has no [admin] password";
+    let beyond = |top: &str| {
+        let path = write_config(&dir, &ims.url(), &campaign.url(), top, "");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "admin_listen = \"127.0.0.1:0\"",
+            "admin_listen = \"0.0.0.0:0\"",
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    // On 0.0.0.0 without a password: warned, with the address.
+    let running = Running::start(&beyond(""), "info");
+    let (_, log) = running.stop();
+    let line = log
+        .lines()
+        .find(|line| line.contains(warning))
+        .unwrap_or_else(|| panic!("no warning in:\n{log}"));
+    assert!(line.contains("WARN") && line.contains("0.0.0.0:"), "{line}");
+    // With one, or on loopback: not.
+    let with_password = format!("[admin]\npassword = \"{}\"\n", cheap_hash("admin-pw-4d2c"));
+    for config in [
+        beyond(&with_password),
+        write_config(&dir, &ims.url(), &campaign.url(), "", ""),
+    ] {
+        let running = Running::start(&config, "info");
+        let (_, log) = running.stop();
+        assert!(!log.contains(warning), "{log}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
