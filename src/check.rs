@@ -327,7 +327,11 @@ async fn probe_campaign(upstream: &Upstream, bearer: &HeaderValue) -> Result<Str
         let detail = element_text(&answer, "detail")
             .or_else(|| element_text(&answer, "faultstring"))
             .unwrap_or_else(|| "no SOAP fault in the answer".to_owned());
-        return Err(format!("Campaign answered HTTP {status}: {detail}"));
+        let mut said = format!("{} answered HTTP {status}: {detail}", called(upstream));
+        if status == http::StatusCode::NOT_FOUND {
+            said.push_str(&not_found_hint(upstream));
+        }
+        return Err(said);
     }
     // Any server says 200: Campaign says who the call ran as.
     match attribute(&answer, "userInfo", "login").filter(|_| answer.contains("GetUserInfoResponse"))
@@ -339,6 +343,34 @@ async fn probe_campaign(upstream: &Upstream, bearer: &HeaderValue) -> Result<Str
             "HTTP {status}, but not Campaign's answer to {PROBE_ACTION} (no GetUserInfoResponse naming an operator): {}",
             glimpse(&content_type, &answer, bearer)
         )),
+    }
+}
+
+/// The URL the probe was sent to: `POST URL`, or the URLs of the nodes it could have gone to.
+fn called(upstream: &Upstream) -> String {
+    let urls: Vec<String> = upstream
+        .health()
+        .map(|node| format!("{}{SOAP_ROUTER_PATH}", node.node))
+        .collect();
+    match urls.as_slice() {
+        [url] => format!("POST {url}"),
+        _ => format!("POST to one of {}", urls.join(", ")),
+    }
+}
+
+/// Why Campaign's SOAP router may not be where the probe went: the usual cause named.
+fn not_found_hint(upstream: &Upstream) -> String {
+    let doubled = upstream
+        .health()
+        .any(|node| node.node.trim_end_matches('/').ends_with(SOAP_ROUTER_PATH));
+    if doubled {
+        format!(
+            "; the upstream URL already ends in {SOAP_ROUTER_PATH}, which imsbridge adds to it: give Campaign's address alone (upstream.url = \"https://mycompany-mc.campaign.adobe.com\")"
+        )
+    } else {
+        format!(
+            "; is this Campaign's address? imsbridge adds {SOAP_ROUTER_PATH} to upstream.url, which holds the scheme, the host and the path before /nl/jsp only"
+        )
     }
 }
 

@@ -698,7 +698,7 @@ impl Config {
     /// Validates config text; `base_dir` anchors relative paths.
     pub fn parse(text: &str, base_dir: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| validate::syntax_error(text, &e))?;
-        validate::config(raw, text, base_dir, env)
+        validate::config(raw, text, base_dir, env).map_err(|error| validate::with_line(error, text))
     }
 }
 

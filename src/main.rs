@@ -1,6 +1,6 @@
 //! The `imsbridge` command: parses the command line, loads the config, calls the library.
 
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +13,8 @@ use imsbridge::config::{Config, ProcessEnv};
 #[derive(Parser)]
 #[command(
     name = "imsbridge",
-    version,
+    // The commit as `imsbridge_build_info{commit}` names it (build.rs).
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("IMSBRIDGE_COMMIT"), ")"),
     about = "Authenticating SOAP reverse proxy in front of Adobe Campaign: legacy callers keep their session tokens, Campaign gets IMS technical-account Bearer tokens"
 )]
 struct Cli {
@@ -144,6 +145,51 @@ impl AdminPassword {
     }
 }
 
+/// Standard output for a command's report. Once its reader has gone (`imsbridge check | head`),
+/// the rest is dropped: the command finishes as it would have, its exit status its own, with
+/// neither a panic nor a "Broken pipe" message.
+struct Report {
+    out: std::io::Stdout,
+    gone: bool,
+}
+
+impl Report {
+    fn new() -> Report {
+        Report {
+            out: std::io::stdout(),
+            gone: false,
+        }
+    }
+
+    fn tolerate(&mut self, result: std::io::Result<()>) -> std::io::Result<()> {
+        match result {
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.gone = true;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}
+
+impl Write for Report {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if !self.gone {
+            let written = self.out.write_all(bytes);
+            self.tolerate(written)?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.gone {
+            return Ok(());
+        }
+        let flushed = self.out.flush();
+        self.tolerate(flushed)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Run { config } = cli.command {
@@ -250,7 +296,7 @@ fn inventory(admins: &[String], password: &AdminPassword) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = Report::new();
     match runtime.block_on(imsbridge::cli::inventory(
         admins,
         password.as_deref(),
@@ -279,7 +325,7 @@ fn cutover(admin: &str, json: bool, password: &AdminPassword) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = Report::new();
     match runtime.block_on(imsbridge::cli::cutover(
         admin,
         password.as_deref(),
@@ -389,11 +435,7 @@ fn check(path: PathBuf, probe: bool) -> ExitCode {
         .map_err(|e| e.to_string())
         .and_then(|runtime| {
             runtime
-                .block_on(imsbridge::cli::check(
-                    &config,
-                    probe,
-                    &mut std::io::stdout(),
-                ))
+                .block_on(imsbridge::cli::check(&config, probe, &mut Report::new()))
                 .map_err(|e| e.to_string())
         });
     match result {
@@ -427,7 +469,10 @@ fn import_nlserver(
         .and_then(|credential| imsbridge::cli::write_profile(&credential, name, dir, metascopes));
     match profile {
         Ok(profile) => {
-            println!("{profile}");
+            if let Err(error) = writeln!(Report::new(), "{profile}") {
+                eprintln!("imsbridge import-nlserver: writing the profile: {error}");
+                return ExitCode::FAILURE;
+            }
             eprintln!(
                 "Wrote the client secret and the private key beside it (mode 0600). Note: {}",
                 imsbridge::cli::JWT_RETIRED
@@ -456,7 +501,10 @@ fn hash_password() -> ExitCode {
         eprintln!("imsbridge: no password on standard input");
         return ExitCode::from(2);
     }
-    println!("{}", imsbridge::cli::hash_password(password));
+    if let Err(error) = writeln!(Report::new(), "{}", imsbridge::cli::hash_password(password)) {
+        eprintln!("imsbridge: writing the hash: {error}");
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }
 
@@ -469,7 +517,7 @@ fn demo(
     let result = runtime(None)
         .map_err(|e| e.to_string())
         .and_then(|runtime| {
-            let out = &mut std::io::stdout();
+            let out = &mut Report::new();
             runtime
                 .block_on(async {
                     match stand_ins {

@@ -57,6 +57,11 @@ impl SecretSource {
     /// file. A file's trailing line break is dropped (`echo secret > file` writes one); an empty
     /// secret is refused, since it can only be a mistake.
     pub fn resolve(&self, base_dir: &Path, env: &dyn Env) -> Result<Secret, String> {
+        self.read(base_dir, env)
+            .map_err(|why| format!("{why}; {SECRET_FORMS}"))
+    }
+
+    fn read(&self, base_dir: &Path, env: &dyn Env) -> Result<Secret, String> {
         let value = match self {
             SecretSource::Literal(secret) => return non_empty(secret.clone()),
             SecretSource::Env(name) => env
@@ -74,6 +79,10 @@ impl SecretSource {
         non_empty(Secret::from(value))
     }
 }
+
+/// What a config error about a secret ends with: the three ways of giving one.
+pub(crate) const SECRET_FORMS: &str =
+    r#"a secret is given as the value itself ("…"), as { env = "VAR" } or as { file = "PATH" }"#;
 
 fn non_empty(secret: Secret) -> Result<Secret, String> {
     if secret.is_empty() {

@@ -1092,6 +1092,72 @@ fn the_admin_password_is_an_argon2_hash_in_any_secret_form() {
 }
 
 #[test]
+fn a_missing_secret_names_its_line_and_the_three_forms() {
+    let line_of =
+        |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let text = config("").replace("MC_SECRET", "UNSET_VAR");
+    let message = error(&text);
+    assert!(
+        message.contains(&format!(
+            "profiles.marketing.client_secret: environment variable UNSET_VAR is not set; a secret is given as the value itself (\"…\"), as {{ env = \"VAR\" }} or as {{ file = \"PATH\" }} (line {})",
+            line_of(&text, "client_secret")
+        )),
+        "{message}"
+    );
+    // In a table after others, in an array of tables, in an inline table.
+    let text = format!(
+        "[sessions]\nsecret = {{ file = \"/nonexistent/session\" }}\n{}",
+        config("")
+    );
+    let message = error(&text);
+    assert!(
+        message.contains("sessions.secret: cannot read /nonexistent/session"),
+        "{message}"
+    );
+    assert!(message.ends_with("(line 2)"), "{message}");
+    let text = format!(
+        "{}\n[[callers]]\nname = \"second\"\nlogin = \"two\"\npassword = {{ env = \"NOPE\" }}\nprofile = \"marketing\"\n",
+        config("")
+    );
+    let message = error(&text);
+    assert!(message.contains("callers[1].password"), "{message}");
+    assert!(
+        message.contains(&format!("line {}", line_of(&text, "name = \"second\""))),
+        "{message}"
+    );
+    assert!(message.contains("{ file = \"PATH\" }"), "{message}");
+}
+
+#[test]
+fn an_unknown_key_or_value_names_the_nearest_one() {
+    for (text, nearest) in [
+        (
+            format!("[admin]\nshadow_max = 1\n{}", config("")),
+            "shadow_max_in_flight",
+        ),
+        (
+            format!("[server]\nadmin_lisen = \"127.0.0.1:9090\"\n{}", config("")),
+            "admin_listen",
+        ),
+        (
+            format!("unknown_caller = \"legacy\"\n{}", config("")),
+            "unknown_callers",
+        ),
+        (config("mode = \"canery\""), "canary"),
+    ] {
+        let message = error(&text);
+        assert!(
+            message.contains(&format!("; did you mean `{nearest}`?")),
+            "{message}"
+        );
+    }
+    // Nothing near: no guess.
+    let message = error(&format!("[admin]\nzzzz = 1\n{}", config("")));
+    assert!(message.contains("unknown field `zzzz`"), "{message}");
+    assert!(!message.contains("did you mean"), "{message}");
+}
+
+#[test]
 fn traces_go_to_an_http_or_https_collector() {
     let endpoint = |parsed: &Config| parsed.telemetry.as_ref().map(|t| t.endpoint.clone());
     let parsed = parse(&format!(

@@ -1,7 +1,7 @@
 //! Raw config → validated [`Config`]: every problem is reported with the key it concerns, and
 //! its value is never quoted (it could be a secret).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -50,11 +50,29 @@ pub(super) fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
             "; durations are strings with a unit, such as \"60s\", \"250ms\", \"10m\" or \"24h\"",
         );
     }
+    if let Some(nearest) = nearest_name(&message) {
+        message.push_str(&format!("; did you mean `{nearest}`?"));
+    }
     ConfigError::Syntax {
         line: text[..start].matches('\n').count() + 1,
         key,
         message,
     }
+}
+
+/// For toml's "unknown field `tiemout`, expected one of `timeout`, …" (and "unknown variant"):
+/// the expected name nearest the one written, when one is near enough to be what was meant.
+fn nearest_name(message: &str) -> Option<&str> {
+    if !message.starts_with("unknown field") && !message.starts_with("unknown variant") {
+        return None;
+    }
+    let mut quoted = message.split('`').skip(1).step_by(2);
+    let written = quoted.next()?;
+    quoted
+        .map(|name| (strsim::jaro_winkler(written, name), name))
+        .filter(|(likeness, _)| *likeness > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, name)| name)
 }
 
 /// The keys whose values are durations (`"30s"`).
@@ -736,6 +754,59 @@ fn validate_profile(
         kind,
         upstream,
     })
+}
+
+/// An error about a key, with the line the key is on (unless it names one already).
+pub(super) fn with_line(error: ConfigError, text: &str) -> ConfigError {
+    match error {
+        ConfigError::Invalid { key, message } if !message.contains("line ") => {
+            let message = match line_of(text, &key) {
+                Some(line) => format!("{message} (line {line})"),
+                None => message,
+            };
+            ConfigError::Invalid { key, message }
+        }
+        other => other,
+    }
+}
+
+/// The line of `key` (`profiles.mc.client_secret`, `callers[1].password`, `server.tls.key`)
+/// in the TOML `text`: the line of its table's key that holds it.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let parts: Vec<&str> = key.split('.').collect();
+    (0..parts.len()).rev().find_map(|split| {
+        let table = parts[..split].join(".");
+        let wanted = parts.get(split)?;
+        let wanted = wanted.split('[').next().unwrap_or(wanted);
+        let mut current = String::new();
+        let mut arrays: HashMap<String, usize> = HashMap::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
+                let name = unquoted(name);
+                let index = arrays.entry(name.clone()).or_insert(0);
+                current = format!("{name}[{index}]");
+                *index += 1;
+            } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+                current = unquoted(name);
+            } else if current == table
+                && line
+                    .split_once('=')
+                    .is_some_and(|(name, _)| unquoted(name) == wanted)
+            {
+                return Some(number + 1);
+            }
+        }
+        None
+    })
+}
+
+/// A TOML key or table name as written, its spaces and quotes taken off.
+fn unquoted(name: &str) -> String {
+    name.split('.')
+        .map(|part| part.trim().trim_matches('"'))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Names the caller an error is about, and its line, after the message.

@@ -383,7 +383,15 @@ fn an_invalid_config_is_refused_with_the_key_named() {
         ),
         (
             "[upstream]\nurl = \"https://x\"\n[profiles.p]\ntype = \"oauth\"\nclient_id = \"c\"\nclient_secret = { env = \"IMSBRIDGE_TEST_UNSET\" }\nscopes = [\"openid\"]\n",
-            "profiles.p.client_secret: environment variable IMSBRIDGE_TEST_UNSET is not set",
+            "profiles.p.client_secret: environment variable IMSBRIDGE_TEST_UNSET is not set; a secret is given as the value itself (\"…\"), as { env = \"VAR\" } or as { file = \"PATH\" } (line 6)",
+        ),
+        (
+            "[upstream]\nurl = \"https://x\"\ntimeot = \"5s\"\n",
+            "line 3, `timeot`: unknown field `timeot`, expected one of",
+        ),
+        (
+            "[upstream]\nurl = \"https://x\"\ntimeot = \"5s\"\n",
+            "; did you mean `timeout`?",
         ),
     ];
     for (text, expected) in cases {
@@ -1591,4 +1599,137 @@ async fn an_admin_listener_beyond_loopback_without_a_password_is_warned_of() {
         assert!(!log.contains(warning), "{log}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_the_url_it_called_and_the_usual_cause_of_a_404() {
+    let (ims, campaign) = stand_ins().await;
+    let dir = temp_dir("check-404");
+    let path = dir.join("imsbridge.toml");
+    // The usual mistake: the SOAP router's path in upstream.url.
+    let doubled = format!("{}/nl/jsp/soaprouter.jsp", campaign.url());
+    std::fs::write(&path, config_text(&ims.url(), &doubled, "", "")).unwrap();
+    let output = check_command(path.display(), true).await;
+    let shown = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "probe: POST {doubled}/nl/jsp/soaprouter.jsp answered HTTP 404 Not Found"
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(
+            "the upstream URL already ends in /nl/jsp/soaprouter.jsp, which imsbridge adds to it"
+        ),
+        "{shown}"
+    );
+    // Another path: the URL, and what upstream.url holds.
+    let elsewhere = format!("{}/campaign", campaign.url());
+    std::fs::write(&path, config_text(&ims.url(), &elsewhere, "", "")).unwrap();
+    let output = check_command(path.display(), true).await;
+    let shown = text(&output.stdout);
+    assert!(
+        shown.contains(&format!(
+            "probe: POST {elsewhere}/nl/jsp/soaprouter.jsp answered HTTP 404 Not Found"
+        )),
+        "{shown}"
+    );
+    assert!(shown.contains("is this Campaign's address?"), "{shown}");
+    // Campaign's address alone: the probe passes.
+    std::fs::write(&path, config_text(&ims.url(), &campaign.url(), "", "")).unwrap();
+    let output = check_command(path.display(), true).await;
+    assert!(output.status.success(), "{}", text(&output.stdout));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_into_a_closed_pipe_finishes_quietly_with_its_own_status() {
+    let (ims, campaign) = stand_ins().await;
+    let dir = temp_dir("check-pipe");
+    let path = dir.join("imsbridge.toml");
+    std::fs::write(&path, config_text(&ims.url(), &campaign.url(), "", "")).unwrap();
+    let status = |config: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            // `check … | head -0`: the reader is gone before the first line is written.
+            let mut child = ChildGuard::spawn(
+                Command::new(BIN)
+                    .args(["check", "--probe", "--config"])
+                    .arg(config)
+                    .env("MC_CLIENT_SECRET", CLIENT_SECRET)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped()),
+            );
+            drop(child.stdout.take());
+            child.wait_with_output()
+        })
+    };
+    let output = status(path.clone()).await.unwrap();
+    let said = text(&output.stderr);
+    assert!(output.status.success(), "{said}");
+    assert!(
+        !said.contains("panicked") && !said.contains("Broken pipe"),
+        "{said}"
+    );
+    // A failing check still says so by its status.
+    std::fs::write(
+        &path,
+        config_text(&ims.url(), &format!("{}/x", campaign.url()), "", ""),
+    )
+    .unwrap();
+    let output = status(path).await.unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_names_the_commit_build_info_does() {
+    let output = Command::new(BIN).arg("--version").output().unwrap();
+    let said = text(&output.stdout);
+    assert!(
+        said.starts_with(&format!("imsbridge {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{said}"
+    );
+    let commit = said
+        .split("(commit ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap();
+    // What imsbridge_build_info says, from the same build.
+    let stack = Stack::default().await;
+    let metrics = get(stack.proxy.admin, "/metrics").await.body;
+    let info = metrics
+        .lines()
+        .find(|line| line.starts_with("imsbridge_build_info{"))
+        .unwrap_or_else(|| panic!("no imsbridge_build_info in {metrics}"));
+    assert!(
+        info.contains(&format!("commit=\"{commit}\"")),
+        "{info} / {said}"
+    );
+    // In this checkout, with git at hand: the commit itself.
+    if let Ok(head) = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        && head.status.success()
+    {
+        assert_eq!(commit, text(&head.stdout).trim());
+    }
+}
+
+#[test]
+fn a_mistyped_command_or_option_names_the_nearest() {
+    for (args, tip) in [
+        (vec!["chek"], "a similar subcommand exists: 'check'"),
+        (vec!["inventry"], "a similar subcommand exists: 'inventory'"),
+        (
+            vec!["check", "--confg", "x"],
+            "a similar argument exists: '--config'",
+        ),
+    ] {
+        let output = Command::new(BIN).args(&args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        let said = text(&output.stderr);
+        assert!(said.contains(tip), "{args:?}: {said}");
+    }
 }

@@ -460,3 +460,149 @@ fn the_container_image_has_no_shell_and_runs_as_non_root() {
         }
     }
 }
+
+/// The build stage of the Dockerfile, read as `docker build` would: the `WORKDIR`, what each
+/// `COPY` takes from the context and where it puts it, the `ARG`s and the `RUN` command.
+struct BuildStage {
+    workdir: String,
+    copies: Vec<(Vec<String>, String)>,
+    args: Vec<(String, String)>,
+    run: Vec<String>,
+}
+
+fn build_stage(dockerfile: &str) -> BuildStage {
+    let mut stage = BuildStage {
+        workdir: "/".to_owned(),
+        copies: Vec::new(),
+        args: Vec::new(),
+        run: Vec::new(),
+    };
+    let mut stages = 0;
+    for line in dockerfile.lines().map(str::trim) {
+        let (instruction, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match instruction {
+            "FROM" => stages += 1,
+            _ if stages != 1 => {}
+            "WORKDIR" => stage.workdir = rest.trim().to_owned(),
+            "COPY" => {
+                let mut words: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
+                assert!(!words.iter().any(|w| w.starts_with("--")), "{line}");
+                let dest = words.pop().unwrap();
+                stage.copies.push((words, dest));
+            }
+            "ARG" => {
+                let (name, default) = rest.trim().split_once('=').unwrap_or((rest.trim(), ""));
+                stage.args.push((name.to_owned(), default.to_owned()));
+            }
+            "RUN" => {
+                assert!(stage.run.is_empty(), "one RUN in the build stage: {line}");
+                stage.run = rest.split_whitespace().map(str::to_owned).collect();
+            }
+            _ => {}
+        }
+    }
+    stage
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+    }
+}
+
+/// The container build without Docker: exactly what the Dockerfile's build stage copies, into
+/// an empty directory, and its `RUN` command there (`--offline`, against the registry cache
+/// this build filled). The release profile's optimisation is turned down through cargo's
+/// `CARGO_PROFILE_RELEASE_*` variables: what is checked is that the copied tree builds, not how
+/// fast the result runs, and an optimised build would cost the suite minutes. Its
+/// dependencies are kept under `target/tmp`, so that only the first run pays for them.
+#[test]
+fn the_container_build_works_from_the_paths_the_dockerfile_copies() {
+    let dockerfile = read("deploy/container/Dockerfile");
+    let stage = build_stage(&dockerfile);
+    assert_eq!(stage.workdir, "/src");
+    assert_eq!(
+        stage.run[..3],
+        ["cargo", "build", "--release"],
+        "{:?}",
+        stage.run
+    );
+    assert!(stage.run.contains(&"--locked".to_owned()));
+    // The runtime stage takes the binary where that command puts it.
+    assert!(dockerfile.contains("COPY --from=build /src/target/release/imsbridge "));
+
+    let context = std::env::temp_dir().join(format!("imsbridge-container-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&context);
+    std::fs::create_dir_all(&context).unwrap();
+    // As `COPY` does: a folder's content goes into the destination; a file into it when it
+    // ends in `/`, else it becomes the destination.
+    for (sources, dest) in &stage.copies {
+        let into = context.join(dest.trim_start_matches("./"));
+        for source in sources {
+            let from = repo(source);
+            assert!(
+                from.exists(),
+                "the Dockerfile copies {source}, which is not in the repository"
+            );
+            if from.is_dir() || !dest.ends_with('/') {
+                copy_tree(&from, &into);
+            } else {
+                copy_tree(&from, &into.join(from.file_name().unwrap()));
+            }
+        }
+    }
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("container-build");
+    let commit = "c0ffee0c0ffe";
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    command
+        .args(&stage.run[1..])
+        .arg("--offline")
+        .current_dir(&context)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("IMSBRIDGE_COMMIT")
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "0")
+        .env("CARGO_PROFILE_RELEASE_LTO", "false")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "256")
+        .env("CARGO_PROFILE_RELEASE_INCREMENTAL", "true")
+        .env_remove("RUSTFLAGS");
+    // The build arguments, as `docker build --build-arg IMSBRIDGE_COMMIT=…` sets them.
+    for (name, default) in &stage.args {
+        command.env(
+            name,
+            if name == "IMSBRIDGE_COMMIT" {
+                commit
+            } else {
+                default
+            },
+        );
+    }
+    let built = command.output().unwrap();
+    std::fs::remove_dir_all(&context).unwrap();
+    assert!(
+        built.status.success(),
+        "the Dockerfile's build fails on what it copies:\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    // The commit comes in as a build argument (the context has no .git: .dockerignore).
+    assert!(
+        stage
+            .args
+            .iter()
+            .any(|(name, _)| name == "IMSBRIDGE_COMMIT")
+    );
+    assert!(read(".dockerignore").lines().any(|l| l == ".git/"));
+    // The binary says the commit it was given, as imsbridge_build_info does.
+    let version = Command::new(target.join("release/imsbridge"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&version.stdout);
+    assert!(said.contains(&format!("(commit {commit})")), "{said}");
+}
