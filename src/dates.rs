@@ -26,7 +26,17 @@ pub(crate) fn utc(time: SystemTime) -> String {
 
 /// The UTC day of `seconds` since the epoch: `2026-11-22`.
 pub(crate) fn day_of(seconds: u64) -> String {
-    utc(UNIX_EPOCH + std::time::Duration::from_secs(seconds))[..10].to_owned()
+    day_name(day_number(seconds))
+}
+
+/// The UTC day of `seconds` since the epoch, counted from the epoch's.
+pub(crate) fn day_number(seconds: u64) -> u32 {
+    u32::try_from(seconds / 86_400).unwrap_or(u32::MAX)
+}
+
+/// The name of a day counted from the epoch's: `2026-11-22`.
+pub(crate) fn day_name(day: u32) -> String {
+    utc(UNIX_EPOCH + std::time::Duration::from_secs(u64::from(day) * 86_400))[..10].to_owned()
 }
 
 /// `2026-11-22T03:05:06.000Z` (ISO 8601, as Campaign writes `serverDate`).

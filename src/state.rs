@@ -34,7 +34,7 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::config::{Rate, StateBackend, StateSettings};
-use crate::dates::day_of;
+use crate::dates::{day_name, day_number, day_of};
 use crate::inventory::{MAX_ACTIONS, MAX_PEERS, Report, Seen};
 use crate::metrics::{Metrics, ShadowOutcome};
 
@@ -129,18 +129,29 @@ pub(crate) struct LoginDelta {
     pub(crate) actions: HashMap<String, u64>,
     /// Actions past [`MAX_ACTIONS`] in this batch.
     pub(crate) other_actions: u64,
-    pub(crate) peers: HashMap<String, u64>,
+    pub(crate) peers: HashMap<IpAddr, u64>,
     pub(crate) other_peers: u64,
-    /// `way|outcome`: requests.
-    pub(crate) counts: HashMap<String, u64>,
+    pub(crate) counts: HashMap<WayOutcome, u64>,
 }
 
-/// Requests of a day (UTC, `YYYY-MM-DD`) by a caller (`caller:NAME`) or a login no caller
-/// owns (`login:LOGIN`), by way and outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
-pub(crate) struct DayKey {
-    pub(crate) day: String,
-    pub(crate) subject: String,
+/// A way and an outcome (`ims`, `ok`); written `way|outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct WayOutcome {
+    pub(crate) way: &'static str,
+    pub(crate) outcome: &'static str,
+}
+
+impl Serialize for WayOutcome {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{}|{}", self.way, self.outcome))
+    }
+}
+
+/// A day (UTC, counted from the epoch), a way and an outcome: what a subject's day counts are
+/// kept by until they are written (the day's name, `YYYY-MM-DD`, made then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct DayWay {
+    pub(crate) day: u32,
     pub(crate) way: &'static str,
     pub(crate) outcome: &'static str,
 }
@@ -193,13 +204,21 @@ pub(crate) struct LegacySpan {
     pub(crate) last: u64,
 }
 
-/// What waits to be written.
+/// What waits to be written. Counting a request allocates nothing for a login, a caller, a
+/// peer, an action and a day already in it (the request path's cost).
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     /// Random: the store writes a batch once, whatever times it is sent.
     pub(crate) id: u64,
     pub(crate) logins: HashMap<String, LoginDelta>,
-    pub(crate) days: HashMap<DayKey, u64>,
+    /// A configured caller's requests by day, way and outcome (the history follows a caller's
+    /// name, whatever its mode): `caller:NAME` in the store.
+    pub(crate) caller_days: HashMap<Arc<str>, HashMap<DayWay, u64>>,
+    /// A login no caller owns, the same: `login:LOGIN` in the store.
+    pub(crate) login_days: HashMap<String, HashMap<DayWay, u64>>,
+    /// The entries of `caller_days` and `login_days`, for the bound.
+    pub(crate) day_entries: usize,
+    /// Each login's first and last call that went the legacy way: `login:LOGIN` in the store.
     pub(crate) legacy: HashMap<String, LegacySpan>,
     pub(crate) shadow: HashMap<ShadowKey, Tally>,
     /// `(caller, action)`: the last mismatch, seconds since the epoch.
@@ -208,10 +227,14 @@ pub(crate) struct Batch {
     pub(crate) revoked: Vec<(String, u64)>,
 }
 
+/// A day count as the stores write it: the day (`YYYY-MM-DD`), the subject (`caller:NAME`,
+/// `login:LOGIN`), the way, the outcome, the requests.
+pub(crate) type DayRow = (String, String, &'static str, &'static str, u64);
+
 impl Batch {
     fn is_empty(&self) -> bool {
         self.logins.is_empty()
-            && self.days.is_empty()
+            && self.day_entries == 0
             && self.legacy.is_empty()
             && self.shadow.is_empty()
             && self.revoked.is_empty()
@@ -219,12 +242,73 @@ impl Batch {
 
     /// Logins and day counts: what the bounds count.
     fn entries(&self) -> usize {
-        self.logins.len() + self.days.len() + self.shadow.len()
+        self.logins.len() + self.day_entries + self.shadow.len()
     }
 
     /// The requests it counts, for `imsbridge_state_dropped_total` when it is dropped.
-    fn requests(&self) -> u64 {
-        self.days.values().sum()
+    pub(crate) fn requests(&self) -> u64 {
+        let sum = |days: &HashMap<DayWay, u64>| days.values().sum::<u64>();
+        self.caller_days.values().map(sum).sum::<u64>()
+            + self.login_days.values().map(sum).sum::<u64>()
+    }
+
+    /// Counts a request of `subject` (found in `days`, or added) on `key`; false when the
+    /// bound leaves no room for a new entry.
+    fn count_day<K, Q>(
+        days: &mut HashMap<K, HashMap<DayWay, u64>>,
+        entries: &mut usize,
+        subject: &Q,
+        key: DayWay,
+    ) -> bool
+    where
+        K: std::borrow::Borrow<Q> + std::hash::Hash + Eq + for<'a> From<&'a Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let room = *entries < MAX_PENDING_DAYS;
+        let counts = match days.get_mut(subject) {
+            Some(counts) => counts,
+            None if room => days.entry(K::from(subject)).or_default(),
+            None => return false,
+        };
+        if let Some(n) = counts.get_mut(&key) {
+            *n += 1;
+        } else if room {
+            counts.insert(key, 1);
+            *entries += 1;
+        } else {
+            return false;
+        }
+        true
+    }
+
+    /// The day counts, as the stores write them.
+    pub(crate) fn day_rows(&self) -> Vec<DayRow> {
+        let mut names: HashMap<u32, String> = HashMap::new();
+        let mut rows = Vec::with_capacity(self.day_entries);
+        let subjects = self
+            .caller_days
+            .iter()
+            .map(|(caller, days)| (format!("caller:{caller}"), days))
+            .chain(
+                self.login_days
+                    .iter()
+                    .map(|(login, days)| (format!("login:{login}"), days)),
+            );
+        for (subject, days) in subjects {
+            for (key, n) in days {
+                let day = names.entry(key.day).or_insert_with(|| day_name(key.day));
+                rows.push((day.clone(), subject.clone(), key.way, key.outcome, *n));
+            }
+        }
+        rows
+    }
+
+    /// The legacy-way spans, by their subject in the store (`login:LOGIN`).
+    pub(crate) fn legacy_rows(&self) -> Vec<(String, LegacySpan)> {
+        self.legacy
+            .iter()
+            .map(|(login, span)| (format!("login:{login}"), *span))
+            .collect()
     }
 }
 
@@ -245,7 +329,9 @@ impl LoginDelta {
             self.first = now;
         }
         self.last = self.last.max(now);
-        if let Some(caller) = seen.caller {
+        if let Some(caller) = seen.caller
+            && self.caller.as_deref() != Some(&**caller)
+        {
             self.caller = Some(caller.to_string());
         }
         if let Some(action) = seen.action {
@@ -258,17 +344,19 @@ impl LoginDelta {
                 self.actions.insert(action.to_owned(), 1);
             }
         }
-        let peer = seen.peer.to_string();
-        if let Some(n) = self.peers.get_mut(&peer) {
+        if let Some(n) = self.peers.get_mut(&seen.peer) {
             *n += 1;
         } else if self.peers.len() >= MAX_PEERS {
             self.other_peers += 1;
         } else {
-            self.peers.insert(peer, 1);
+            self.peers.insert(seen.peer, 1);
         }
         *self
             .counts
-            .entry(format!("{}|{}", seen.way, seen.outcome))
+            .entry(WayOutcome {
+                way: seen.way,
+                outcome: seen.outcome,
+            })
             .or_default() += 1;
     }
 }
@@ -278,15 +366,6 @@ impl LoginDelta {
 /// credential no caller owns, a request passed through unread).
 fn is_legacy_way(way: &str) -> bool {
     matches!(way, "legacy" | "transparent")
-}
-
-/// The day counts' subject of a request: its caller (the history follows a caller's name,
-/// whatever its mode), else its login.
-fn subject(seen: &Seen<'_>) -> String {
-    match seen.caller {
-        Some(caller) => format!("caller:{caller}"),
-        None => format!("login:{}", crate::inventory::cut(seen.login)),
-    }
 }
 
 /// The revocations this process knows: its own Logoffs and, with a shared store, the other
@@ -581,16 +660,13 @@ impl State {
     pub(crate) fn count(&self, seen: &Seen<'_>) {
         // The store's clock: a test moves it to the next day.
         let now = self.now();
-        let day = day_of(now);
-        let subject = subject(seen);
-        let login_subject = format!("login:{}", crate::inventory::cut(seen.login));
+        let login = crate::inventory::cut(seen.login);
         let mut pending = self.lock_pending();
         let pending = &mut *pending;
-        let login = crate::inventory::cut(seen.login);
-        let room = pending.logins.len() < MAX_PENDING_LOGINS;
+        let mut counted = true;
         if let Some(delta) = pending.logins.get_mut(login) {
             delta.count(seen, now);
-        } else if room {
+        } else if pending.logins.len() < MAX_PENDING_LOGINS {
             let mut delta = LoginDelta {
                 login: login.to_owned(),
                 ..LoginDelta::default()
@@ -598,36 +674,39 @@ impl State {
             delta.count(seen, now);
             pending.logins.insert(login.to_owned(), delta);
         } else {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            self.metrics.state_dropped(1);
+            counted = false;
         }
         if is_legacy_way(seen.way) {
-            pending
-                .legacy
-                .entry(login_subject)
-                .and_modify(|span| {
-                    span.widen(LegacySpan {
-                        first: now,
-                        last: now,
-                    });
-                })
-                .or_insert(LegacySpan {
-                    first: now,
-                    last: now,
-                });
+            let span = LegacySpan {
+                first: now,
+                last: now,
+            };
+            if let Some(known) = pending.legacy.get_mut(login) {
+                known.widen(span);
+            } else {
+                pending.legacy.insert(login.to_owned(), span);
+            }
         }
-        let key = DayKey {
-            day,
-            subject,
+        let key = DayWay {
+            day: day_number(now),
             way: seen.history_way,
             outcome: seen.history_outcome,
         };
-        let room = pending.days.len() < MAX_PENDING_DAYS;
-        if let Some(n) = pending.days.get_mut(&key) {
-            *n += 1;
-        } else if room {
-            pending.days.insert(key, 1);
-        } else {
+        counted &= match seen.caller {
+            Some(caller) => Batch::count_day(
+                &mut pending.caller_days,
+                &mut pending.day_entries,
+                &**caller,
+                key,
+            ),
+            None => Batch::count_day(
+                &mut pending.login_days,
+                &mut pending.day_entries,
+                login,
+                key,
+            ),
+        };
+        if !counted {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             self.metrics.state_dropped(1);
         }

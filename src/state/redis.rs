@@ -299,15 +299,17 @@ impl RedisStore {
                 .await
                 .map_err(|e| self.error(&e));
         };
+        let days = batch.day_rows();
+        let legacy = batch.legacy_rows();
         let written = Written {
             logins: batch.logins.values().collect(),
-            days: batch
-                .days
+            days: days
                 .iter()
-                .map(|(k, n)| (k.day.as_str(), k.subject.as_str(), k.way, k.outcome, *n))
+                .map(|(day, subject, way, outcome, n)| {
+                    (day.as_str(), subject.as_str(), *way, *outcome, *n)
+                })
                 .collect(),
-            legacy: batch
-                .legacy
+            legacy: legacy
                 .iter()
                 .map(|(subject, span)| (subject.as_str(), span.first, span.last))
                 .collect(),

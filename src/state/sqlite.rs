@@ -324,7 +324,7 @@ fn write(
                 "login_peers",
                 "peer",
                 &delta.login,
-                peer,
+                &peer.to_string(),
                 *n,
                 MAX_PEERS,
             )? {
@@ -337,7 +337,7 @@ fn write(
             params![delta.login, other_actions as i64, other_peers as i64],
         )?;
         for (key, n) in &delta.counts {
-            let (way, outcome) = key.split_once('|').unwrap_or((key, ""));
+            let (way, outcome) = (key.way, key.outcome);
             tx.execute(
                 "INSERT INTO login_counts (login, way, outcome, requests) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (login, way, outcome) DO UPDATE SET requests = requests + excluded.requests",
@@ -345,14 +345,14 @@ fn write(
             )?;
         }
     }
-    for (key, n) in &batch.days {
+    for (day, subject, way, outcome, n) in batch.day_rows() {
         tx.execute(
             "INSERT INTO daily (day, subject, way, outcome, requests) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (day, subject, way, outcome) DO UPDATE SET requests = requests + excluded.requests",
-            params![key.day, key.subject, key.way, key.outcome, *n as i64],
+            params![day, subject, way, outcome, n as i64],
         )?;
     }
-    for (subject, span) in &batch.legacy {
+    for (subject, span) in batch.legacy_rows() {
         tx.execute(
             "INSERT INTO legacy_calls (subject, first, last) VALUES (?1, ?2, ?3)
              ON CONFLICT (subject) DO UPDATE SET

@@ -40,7 +40,7 @@ async fn counts_are_batched_and_written_once() {
     {
         let pending = state.lock_pending();
         assert_eq!(pending.logins.len(), 2);
-        assert_eq!(pending.days.values().sum::<u64>(), 4);
+        assert_eq!(pending.requests(), 4);
         assert_eq!(
             pending.legacy.len(),
             1,
