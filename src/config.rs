@@ -1,4 +1,4 @@
-//! The configuration: the TOML file (README, "Config reference"; `docs/architecture.md`, the
+//! The configuration: the TOML file (docs/configuration.md, "Config reference"; `docs/architecture.md`, the
 //! `config` module), read into raw serde structs (`config/raw.rs`), then checked and turned into
 //! the typed [`Config`] the proxy runs on (`config/validate.rs`). This file holds the typed
 //! settings.

@@ -106,9 +106,9 @@ fn the_documented_example_is_valid() {
     ))
     .unwrap();
     let env = HashMap::from([
-        ("MARKETING_CLIENT_SECRET".to_owned(), "x".to_owned()),
+        ("MC_CLIENT_SECRET".to_owned(), "x".to_owned()),
         (
-            "IMSBRIDGE_SESSION_SECRET".to_owned(),
+            "SESSION_SECRET".to_owned(),
             "0123456789abcdef0123456789abcdef".to_owned(),
         ),
     ]);

@@ -254,7 +254,7 @@ fn write_skeletons(
         out,
         "# Logins no caller owns: one [[callers]] entry each for the config. Replace the password\n\
          # with the argon2 hash of the operator's password (imsbridge hash-password), check the\n\
-         # profile, and move the caller on from \"legacy\" (README, \"Migrating step by step\")."
+         # profile, and move the caller on from \"legacy\" (docs/migration.md, \"Migrating step by step\")."
     )?;
     let profile = match profiles {
         [] => None,

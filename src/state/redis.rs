@@ -2,7 +2,7 @@
 //! multiplexed connection that reconnects by itself (`ConnectionManager`), and one pub/sub
 //! connection on which a replica hears of the others' Logoffs as they happen.
 //!
-//! Keys, under `state.key_prefix` (README, "State"): `revoked` (a sorted set of nonces by
+//! Keys, under `state.key_prefix` (docs/operations.md, "State"): `revoked` (a sorted set of nonces by
 //! expiry, and the channel Logoffs are published on), `fail:login:…` and `fail:peer:…`
 //! (failure counts, expiring with their window), `inv:LOGIN` (a hash per login),
 //! `inv:callers` and `inv:others` (logins by last seen), `inv:dropped`, `day:YYYY-MM-DD`

@@ -2,7 +2,7 @@
 //! bundled SQLite, in WAL mode, on a thread of its own (SQLite's calls block), one process per
 //! file (an exclusive `flock` on the file, held while the process runs).
 //!
-//! The schema is versioned in `PRAGMA user_version`; README ("State") documents it for
+//! The schema is versioned in `PRAGMA user_version`; docs/operations.md ("State") documents it for
 //! whoever reads the file with the `sqlite3` shell. A file of a newer version is refused; an
 //! older one is migrated when it is opened.
 

@@ -13,14 +13,14 @@ use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_imsbridge");
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
+pub(crate) fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("imsbridge-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
 /// `imsbridge run` in a process of its own, its log read line by line.
-struct Running {
+pub(crate) struct Running {
     /// Killed and waited for when it is dropped (a test that fails half-way leaves no proxy
     /// running).
     child: ChildGuard,
@@ -28,23 +28,28 @@ struct Running {
     reader: Option<std::thread::JoinHandle<()>>,
     /// Every line read so far.
     log: Vec<String>,
-    addr: SocketAddr,
-    admin: SocketAddr,
+    pub(crate) addr: SocketAddr,
+    pub(crate) admin: SocketAddr,
 }
 
 impl Running {
     /// Starts the binary and waits for it to say where it listens.
-    fn start(config: &Path, rust_log: &str) -> Running {
+    pub(crate) fn start(config: &Path, rust_log: &str) -> Running {
         Running::start_with(config, rust_log, &[])
     }
 
     /// [`Running::start`], with more arguments.
-    fn start_with(config: &Path, rust_log: &str, args: &[&str]) -> Running {
+    pub(crate) fn start_with(config: &Path, rust_log: &str, args: &[&str]) -> Running {
         Running::start_env(config, rust_log, args, &[])
     }
 
     /// [`Running::start_with`], with more environment variables.
-    fn start_env(config: &Path, rust_log: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
+    pub(crate) fn start_env(
+        config: &Path,
+        rust_log: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Running {
         Running::spawn(
             Command::new(BIN)
                 .args(["run", "--config"])
@@ -56,13 +61,15 @@ impl Running {
     }
 
     /// Starts `command`, an `imsbridge run`, and waits for it to say where it listens.
-    fn spawn(command: &mut Command) -> Running {
-        let mut child = ChildGuard::spawn(
-            command
-                .env("MC_CLIENT_SECRET", CLIENT_SECRET)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-        );
+    /// `MC_CLIENT_SECRET` is the stand-in IMS's client's unless `command` sets it.
+    pub(crate) fn spawn(command: &mut Command) -> Running {
+        if !command
+            .get_envs()
+            .any(|(name, _)| name == "MC_CLIENT_SECRET")
+        {
+            command.env("MC_CLIENT_SECRET", CLIENT_SECRET);
+        }
+        let mut child = ChildGuard::spawn(command.stdout(Stdio::piped()).stderr(Stdio::piped()));
         let (lines_tx, lines) = mpsc::channel::<String>();
         let stderr = child.stderr.take().unwrap();
         let reader = std::thread::spawn(move || {
@@ -104,7 +111,7 @@ impl Running {
     }
 
     /// Reads the log until a line holds `text`; returns that line.
-    fn wait_for(&mut self, text: &str) -> String {
+    pub(crate) fn wait_for(&mut self, text: &str) -> String {
         tokio::task::block_in_place(|| {
             loop {
                 let line = self
@@ -122,7 +129,7 @@ impl Running {
     }
 
     /// Waits for `count` lines, seen so far or to come, that hold every one of `texts`.
-    fn wait_for_lines(&mut self, texts: &[&str], count: usize) {
+    pub(crate) fn wait_for_lines(&mut self, texts: &[&str], count: usize) {
         let matches = |line: &str| texts.iter().all(|text| line.contains(text));
         let mut seen = self.log.iter().filter(|line| matches(line)).count();
         while seen < count {
@@ -133,7 +140,7 @@ impl Running {
         }
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let sent = Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
@@ -142,7 +149,7 @@ impl Running {
     }
 
     /// SIGTERM, then waits for the exit; returns the status and the whole output.
-    fn stop(mut self) -> (ExitStatus, String) {
+    pub(crate) fn stop(mut self) -> (ExitStatus, String) {
         self.signal("TERM");
         tokio::task::block_in_place(|| {
             let status = self.child.wait().unwrap();

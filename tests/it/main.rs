@@ -12,6 +12,7 @@ mod cockpit;
 mod connections;
 mod cutover;
 mod deploy;
+mod docs;
 mod egress;
 mod interop;
 mod jwt;
