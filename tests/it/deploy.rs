@@ -104,6 +104,24 @@ fn at<'a>(node: &'a Yaml, path: &str) -> &'a Yaml {
     path.split('.').fold(node, |node, key| &node[key])
 }
 
+/// The item of a YAML list whose `name` is `name`.
+fn named<'a>(list: &'a Yaml, name: &str) -> Option<&'a Yaml> {
+    list.as_vec()?
+        .iter()
+        .find(|item| item["name"].as_str() == Some(name))
+}
+
+/// The ports of a NetworkPolicy's `ingress` or `egress` rules.
+fn rule_ports(rules: &Yaml) -> Vec<i64> {
+    rules
+        .as_vec()
+        .into_iter()
+        .flatten()
+        .flat_map(|rule| rule["ports"].as_vec().into_iter().flatten())
+        .filter_map(|p| p["port"].as_i64())
+        .collect()
+}
+
 /// The strings of a YAML list.
 fn strings(node: &Yaml) -> Vec<String> {
     node.as_vec()
@@ -161,19 +179,13 @@ fn the_manifests_agree_with_the_config_they_carry() {
         "Kubernetes never updates a subPath mount"
     );
     let mount_of = |volume: &str| {
-        mounts
-            .iter()
-            .find(|m| m["name"].as_str() == Some(volume))
+        named(&container["volumeMounts"], volume)
             .and_then(|m| m["mountPath"].as_str())
             .unwrap_or_else(|| panic!("no mount of {volume}"))
             .to_owned()
     };
     let volume = |name: &str| {
-        pod["volumes"]
-            .as_vec()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"].as_str() == Some(name))
+        named(&pod["volumes"], name)
             .unwrap_or_else(|| panic!("no volume {name}"))
             .clone()
     };
@@ -267,14 +279,8 @@ fn the_manifests_agree_with_the_config_they_carry() {
     assert_eq!(config.server.admin_listen.to_string(), "0.0.0.0:9090");
     assert_eq!(config.server.listen.to_string(), "0.0.0.0:8080");
     assert!(config.admin.password.is_some());
-    let port = |name: &str| {
-        container["ports"]
-            .as_vec()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"].as_str() == Some(name))
-            .and_then(|p| p["containerPort"].as_i64())
-    };
+    let port =
+        |name: &str| named(&container["ports"], name).and_then(|p| p["containerPort"].as_i64());
     assert_eq!(port("admin"), Some(9090));
     assert_eq!(port("soap"), Some(8080));
     for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
@@ -397,12 +403,7 @@ fn the_network_policy_lets_the_pods_reach_what_the_config_names() {
         .into_iter()
         .find(|p| at(p, "metadata.name").as_str() == Some("imsbridge"))
         .unwrap();
-    let egress = at(&policy, "spec.egress").as_vec().unwrap();
-    let ports: Vec<i64> = egress
-        .iter()
-        .flat_map(|rule| rule["ports"].as_vec().into_iter().flatten())
-        .filter_map(|p| p["port"].as_i64())
-        .collect();
+    let ports = rule_ports(at(&policy, "spec.egress"));
     // DNS, HTTPS to IMS and Campaign, the state store's port.
     for port in [53, 443, 6379] {
         assert!(
@@ -411,13 +412,7 @@ fn the_network_policy_lets_the_pods_reach_what_the_config_names() {
         );
     }
     // In: the SOAP port and the admin port, nothing else.
-    let ingress: Vec<i64> = at(&policy, "spec.ingress")
-        .as_vec()
-        .unwrap()
-        .iter()
-        .flat_map(|rule| rule["ports"].as_vec().into_iter().flatten())
-        .filter_map(|p| p["port"].as_i64())
-        .collect();
+    let ingress = rule_ports(at(&policy, "spec.ingress"));
     assert_eq!(ingress, [8080, 9090]);
     // Each example for callers outside the cluster brings the policy that admits them, to
     // the SOAP port only.
@@ -427,13 +422,7 @@ fn the_network_policy_lets_the_pods_reach_what_the_config_names() {
             .iter()
             .find(|d| d["kind"].as_str() == Some("NetworkPolicy"))
             .unwrap_or_else(|| panic!("{example}: no NetworkPolicy"));
-        let ports: Vec<i64> = at(policy, "spec.ingress")
-            .as_vec()
-            .unwrap()
-            .iter()
-            .flat_map(|rule| rule["ports"].as_vec().into_iter().flatten())
-            .filter_map(|p| p["port"].as_i64())
-            .collect();
+        let ports = rule_ports(at(policy, "spec.ingress"));
         assert_eq!(ports, [8080], "{example}");
     }
     let balancer = &yaml("deploy/kubernetes/examples/loadbalancer.yaml")[0];
@@ -950,19 +939,6 @@ fn build_stage(dockerfile: &str) -> BuildStage {
         }
     }
     stage
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    if from.is_dir() {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            copy_tree(&entry.path(), &to.join(entry.file_name()));
-        }
-    } else {
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(from, to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
-    }
 }
 
 /// The container build without Docker: exactly what the Dockerfile's build stage copies, into

@@ -328,9 +328,20 @@ async fn the_quick_start_works_as_written() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// What the docs' shell commands use beyond bash and coreutils; `Err` names what is missing.
+fn shell_tools() -> Result<(), String> {
+    tool("openssl", &["version"])?;
+    tool("curl", &["--version"])
+}
+
 /// A folder laid out as the repository is for docs/deploy.md's commands: `deploy/` (a copy),
-/// `target/release/imsbridge` (this build's), and the secrets made by "The secrets".
-fn deploy_workdir(name: &str) -> PathBuf {
+/// `target/release/imsbridge` (this build's), and the secrets made by "The secrets"; `None`
+/// (and a `SKIPPED` line) without the tools they use.
+fn deploy_workdir(name: &str) -> Option<PathBuf> {
+    if let Err(why) = shell_tools() {
+        skip(name, &why);
+        return None;
+    }
     let dir = temp_dir(name);
     let _ = std::fs::remove_dir_all(&dir);
     copy_tree(&repo("deploy"), &dir.join("deploy"));
@@ -343,24 +354,14 @@ fn deploy_workdir(name: &str) -> PathBuf {
         &blocks(section(&deploy, "The secrets"), "sh").join("\n"),
         &[],
     );
-    dir
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    if from.is_dir() {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            copy_tree(&entry.path(), &to.join(entry.file_name()));
-        }
-    } else {
-        std::fs::copy(from, to).unwrap();
-    }
+    Some(dir)
 }
 
 #[test]
 fn the_secrets_are_made_as_docs_deploy_says() {
-    let dir = deploy_workdir("docs-secrets");
+    let Some(dir) = deploy_workdir("docs-secrets") else {
+        return;
+    };
     let secrets = dir.join("secrets");
     let mode = |name: &str| {
         use std::os::unix::fs::PermissionsExt;
@@ -390,7 +391,9 @@ fn the_secrets_are_made_as_docs_deploy_says() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_as_docs_deploy_says() {
-    let dir = deploy_workdir("docs-systemd");
+    let Some(dir) = deploy_workdir("docs-systemd") else {
+        return;
+    };
     let root = dir.join("root");
     let deploy = read("docs/deploy.md");
     let systemd = section(&deploy, "systemd");
@@ -518,7 +521,9 @@ fn image_command() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_container_runs_as_docs_deploy_says() {
-    let dir = deploy_workdir("docs-container");
+    let Some(dir) = deploy_workdir("docs-container") else {
+        return;
+    };
     let deploy = read("docs/deploy.md");
     let container = section(&deploy, "Container");
     let shell = blocks(container, "sh");
@@ -650,7 +655,9 @@ async fn the_container_runs_as_docs_deploy_says() {
 
 #[test]
 fn kubernetes_secrets_and_config_as_docs_deploy_says() {
-    let dir = deploy_workdir("docs-kubernetes");
+    let Some(dir) = deploy_workdir("docs-kubernetes") else {
+        return;
+    };
     let deploy = read("docs/deploy.md");
     let kubernetes = section(&deploy, "Kubernetes");
     let shell = blocks(kubernetes, "sh");
