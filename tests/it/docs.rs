@@ -704,3 +704,130 @@ fn kubernetes_secrets_and_config_as_docs_deploy_says() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A heading's anchor as GitHub makes it: lower case, spaces to `-`, punctuation dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+#[test]
+fn every_link_of_the_docs_reaches_a_page_and_a_heading() {
+    let pages = pages();
+    let anchors = |text: &str| -> Vec<String> {
+        let mut in_code = false;
+        text.lines()
+            .filter(|line| {
+                if line.trim_start().starts_with("```") {
+                    in_code = !in_code;
+                }
+                !in_code && line.starts_with('#')
+            })
+            .map(|line| anchor(line.trim_start_matches('#')))
+            .collect()
+    };
+    let mut checked = 0;
+    for (page, text) in &pages {
+        let base = repo(page).parent().unwrap().to_path_buf();
+        for link in text.split("](").skip(1) {
+            let target = link.split(')').next().unwrap();
+            if target.starts_with("http") {
+                continue;
+            }
+            let (path, fragment) = target.split_once('#').unwrap_or((target, ""));
+            let file = if path.is_empty() {
+                repo(page)
+            } else {
+                base.join(path)
+            };
+            assert!(file.exists(), "{page}: {target}: no {}", file.display());
+            if !fragment.is_empty() {
+                let text = std::fs::read_to_string(&file).unwrap();
+                assert!(
+                    anchors(&text).iter().any(|a| a == fragment),
+                    "{page}: {target}: no such heading"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} links");
+}
+
+#[test]
+fn the_readme_speaks_to_a_new_user() {
+    let readme = read("README.md");
+    // The first screen and the Quick start; the reference is in docs/.
+    assert!(
+        readme.lines().count() < 250,
+        "{} lines",
+        readme.lines().count()
+    );
+    for page in [
+        "callers",
+        "configuration",
+        "migration",
+        "operations",
+        "deploy",
+        "performance",
+        "development",
+    ] {
+        assert!(readme.contains(&format!("(docs/{page}.md)")), "{page}");
+    }
+    // Words only this repository knows.
+    for word in [
+        "seed 00",
+        "issue 1",
+        "issue 2",
+        "the `ims` way",
+        "the ims way",
+    ] {
+        assert!(!readme.contains(word), "{word}");
+    }
+    // Logoff is said once, in docs/configuration.md, with the state store's rule.
+    let configuration = read("docs/configuration.md");
+    assert_eq!(configuration.matches("**Logoff**").count(), 1);
+    for page in pages() {
+        assert!(!page.1.contains("Logoff is answered locally"), "{}", page.0);
+    }
+}
+
+#[test]
+fn what_the_try_out_and_the_deployment_write_is_ignored_by_git() {
+    if let Err(why) = tool("git", &["--version"]) {
+        return skip(
+            "what_the_try_out_and_the_deployment_write_is_ignored_by_git",
+            &why,
+        );
+    }
+    let ignored = |path: &str| {
+        Command::new("git")
+            .args(["check-ignore", "-q", path])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap()
+            .success()
+    };
+    if !ignored("target/x") {
+        // Not a git checkout (a crate tarball): nothing to ask.
+        return skip(
+            "what_the_try_out_and_the_deployment_write_is_ignored_by_git",
+            "not a git checkout",
+        );
+    }
+    for path in [
+        "imsbridge-try.toml",
+        "imsbridge-state.db",
+        "imsbridge-container.toml",
+        "secrets/mc-client-secret",
+        "deploy/kubernetes/secrets/mc-client-secret",
+    ] {
+        assert!(ignored(path), "{path} is not ignored");
+    }
+    assert!(!ignored("deploy/kubernetes/kustomization.yaml"));
+}
