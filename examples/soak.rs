@@ -74,7 +74,10 @@ profile = "soak"
     let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = proxy.local_addr().unwrap();
     tokio::spawn(imsbridge::run(
-        imsbridge::Listeners { proxy, admin: None },
+        imsbridge::Listeners {
+            proxy: proxy.into(),
+            admin: None,
+        },
         config,
         std::future::pending(),
     ));

@@ -70,7 +70,7 @@ pub async fn run(
             .all_upstreams()
             .map(|settings| {
                 let first_byte = Histogram::new([1.0]);
-                Upstream::new(settings, &roots, &egress, &attempts, first_byte)
+                Upstream::new(settings, &roots, &egress, &attempts, first_byte, 1)
             })
             .collect::<Result<Vec<_>, _>>()?
     } else {

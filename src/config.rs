@@ -378,7 +378,8 @@ pub struct ServerSettings {
     pub prefix_timeout: Duration,
     /// Bytes that the prefixes being read may hold together.
     pub max_prefix_memory: usize,
-    /// Runtime worker threads; `None`: one per core.
+    /// Workers, each a current-thread runtime on a thread of its own with its own listening
+    /// socket (`SO_REUSEPORT`); `None`: one per core.
     pub workers: Option<usize>,
     /// What a client may hold of the listener: connections, time, HTTP/2 streams.
     pub limits: Limits,
@@ -400,6 +401,14 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<IpNet>,
     /// TLS on the listener; `None`: plain HTTP.
     pub tls: Option<TlsSettings>,
+}
+
+impl ServerSettings {
+    /// The workers to run: `workers`, or the number of cores.
+    pub fn worker_count(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+    }
 }
 
 /// `server.tls`: the listener's certificate, and with `client_ca` mutual TLS.

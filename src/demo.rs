@@ -87,7 +87,7 @@ pub async fn run(
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(crate::run(
         crate::Listeners {
-            proxy,
+            proxy: proxy.into(),
             admin: Some(admin),
         },
         config,

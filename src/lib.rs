@@ -74,6 +74,9 @@ mod state;
 mod telemetry;
 mod tls;
 mod upstream;
+mod workers;
+
+pub use workers::bind as bind_workers;
 
 pub use secret::SigningKey;
 
@@ -86,6 +89,12 @@ pub enum StartError {
     /// The state store (`[state]`) could not be opened.
     #[error(transparent)]
     State(#[from] state::StateOpenError),
+    /// A worker's thread could not be started.
+    #[error("cannot start the workers: {0}")]
+    Workers(#[from] std::io::Error),
+    /// A worker's thread ended while the others served: the process stops.
+    #[error("{0}")]
+    WorkerDied(String),
 }
 
 /// What the command line (`src/main.rs`) runs besides [`run_reloadable`]: its commands, the
@@ -125,10 +134,38 @@ use state::State;
 
 /// The sockets `run` serves on, bound by the caller (tests bind port 0).
 pub struct Listeners {
-    /// The callers' listener.
-    pub proxy: TcpListener,
+    /// The callers' listener, or the workers' sockets.
+    pub proxy: ProxyListeners,
     /// The admin listener: `/healthz`, `/readyz`, `/metrics`, `/inventory` and the page `/`.
     pub admin: Option<TcpListener>,
+}
+
+/// Where callers connect.
+pub enum ProxyListeners {
+    /// One listener, served on the runtime `run` is called on (the demo, tests).
+    Here(TcpListener),
+    /// A socket per worker, all bound to one address ([`workers::bind`]): each served by a
+    /// current-thread runtime on a thread of its own (`server.workers`; the binary's way).
+    Workers(Vec<std::net::TcpListener>),
+}
+
+impl From<TcpListener> for ProxyListeners {
+    fn from(listener: TcpListener) -> ProxyListeners {
+        ProxyListeners::Here(listener)
+    }
+}
+
+impl ProxyListeners {
+    /// The address callers connect to.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        match self {
+            ProxyListeners::Here(listener) => listener.local_addr(),
+            ProxyListeners::Workers(sockets) => sockets
+                .first()
+                .ok_or_else(|| std::io::Error::other("no worker socket"))?
+                .local_addr(),
+        }
+    }
 }
 
 /// Runs the proxy until `shutdown` completes, then drains in-flight requests.
@@ -252,35 +289,91 @@ pub async fn run_reloadable(
             },
         ))
     });
-    // The listeners are bound (by the caller) and about to be served.
-    notify::ready("serving");
     let handler = move |peer, request| {
         let proxy = proxy.borrow().clone();
         // Boxed: hyper keeps the request's future in its connection state, and a future of a
         // few KB moved there by value showed in the profile (`bench/README.md`).
         Box::pin(async move { proxy.handle(peer, request).await })
     };
-    server::serve(
-        listeners.proxy,
-        tls,
-        connections,
-        limits,
-        handler,
-        async move {
-            shutdown.await;
-            notify::stopping();
-            tracing::info!("shutting down: no new connections, finishing requests in flight");
+    let admission = server::Admission::new(&limits);
+    let shutdown = async move {
+        shutdown.await;
+        notify::stopping();
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
+    };
+    let served = match listeners.proxy {
+        ProxyListeners::Here(listener) => {
+            // The listeners are bound (by the caller) and about to be served.
+            notify::ready("serving");
+            server::serve_admitted(
+                listener,
+                tls,
+                connections,
+                &admission,
+                limits,
+                handler,
+                async {
+                    shutdown.await;
+                    let _ = stop.send(true);
+                },
+            )
+            .await;
+            Ok(())
+        }
+        ProxyListeners::Workers(sockets) => {
+            let worker_stopped = stopped.clone();
+            let mut workers = workers::spawn(sockets, move |_, listener| {
+                let (tls, connections, admission, handler) = (
+                    tls.clone(),
+                    connections.clone(),
+                    admission.clone(),
+                    handler.clone(),
+                );
+                let mut stopped = worker_stopped.clone();
+                async move {
+                    server::serve_admitted(
+                        listener,
+                        tls,
+                        connections,
+                        &admission,
+                        limits,
+                        handler,
+                        async move {
+                            let _ = stopped.wait_for(|stop| *stop).await;
+                        },
+                    )
+                    .await;
+                }
+            })?;
+            notify::ready("serving");
+            let mut shutdown = std::pin::pin!(shutdown);
+            let died = tokio::select! {
+                () = &mut shutdown => None,
+                died = workers.supervise(&stopped) => Some(died),
+            };
+            // Every worker stops accepting and finishes its requests in flight.
             let _ = stop.send(true);
-        },
-    )
-    .await;
+            let served = match died {
+                None => workers.supervise(&stopped).await,
+                Some(Ok(())) => Ok(()),
+                Some(Err(error)) => {
+                    tracing::error!(%error, "a worker stopped; stopping the others");
+                    notify::stopping();
+                    let _ = workers.supervise(&stopped).await;
+                    Err(error)
+                }
+            };
+            workers.join().await;
+            served.map_err(StartError::WorkerDied)
+        }
+    };
     reloader.abort();
     if let Some(admin) = admin {
         let _ = admin.await;
     }
     // What waits is written before the process ends.
     state.shutdown().await;
-    Ok(())
+    served
 }
 
 /// Whether two `[state]` tables name the same store, the same way.

@@ -361,7 +361,9 @@ fn run(path: PathBuf, log_format: LogFormat) -> ExitCode {
     if let Err(error) = raise_open_file_limit() {
         tracing::warn!(%error, "could not raise the open file limit");
     }
-    let runtime = match runtime(config.server.workers) {
+    // The control runtime: the admin listener, reloads, tokens, the state store, signals.
+    // Callers are served by the workers it starts (`server.workers`).
+    let runtime = match runtime(Some(1)) {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("imsbridge: cannot start the runtime: {error}");
@@ -374,11 +376,16 @@ fn run(path: PathBuf, log_format: LogFormat) -> ExitCode {
                 .await
                 .map_err(|e| format!("cannot listen on {addr} (server.{key}): {e}"))
         };
-        let proxy = bind(config.server.listen, "listen").await?;
+        let workers = config.server.worker_count();
+        let listen = config.server.listen;
+        let proxy = imsbridge::bind_workers(listen, workers)
+            .map_err(|e| format!("cannot listen on {listen} (server.listen): {e}"))?;
         let admin = bind(config.server.admin_listen, "admin_listen").await?;
+        let proxy = imsbridge::ProxyListeners::Workers(proxy);
         tracing::info!(
             proxy = %proxy.local_addr().map_err(|e| e.to_string())?,
             admin = %admin.local_addr().map_err(|e| e.to_string())?,
+            workers,
             profiles = config.profiles.len(),
             callers = config.callers.len(),
             "listening"

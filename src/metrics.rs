@@ -208,6 +208,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
     upstream: String,
     node: String,
@@ -250,6 +255,7 @@ pub(crate) struct Metrics {
     pub bytes_out: Counter,
     connections_open: Gauge,
     connections_accepted: Counter,
+    worker_connections: Family<WorkerLabels, Counter>,
     connections_refused_per_ip: Counter,
     password_checks_pending: Gauge,
     shadow_copies_in_flight: Gauge,
@@ -414,6 +420,12 @@ impl Metrics {
             "Connections from callers accepted",
             connections_accepted.clone(),
         );
+        let worker_connections = Family::<WorkerLabels, Counter>::default();
+        registry.register(
+            "worker_connections_accepted",
+            "Connections from callers accepted by each worker (server.workers): how the kernel spread them over their sockets",
+            worker_connections.clone(),
+        );
         let connections_refused_per_ip = Counter::default();
         registry.register(
             "connections_refused_per_ip",
@@ -473,6 +485,7 @@ impl Metrics {
             bytes_out,
             connections_open,
             connections_accepted,
+            worker_connections,
             connections_refused_per_ip,
             password_checks_pending,
             shadow_copies_in_flight,
@@ -672,6 +685,12 @@ impl Metrics {
         let counted = self.connections_accepted.get();
         self.connections_accepted
             .inc_by(accepted.saturating_sub(counted));
+        for (worker, accepted) in connections.by_worker().into_iter().enumerate() {
+            let counter = self.worker_connections.get_or_create(&WorkerLabels {
+                worker: worker.to_string(),
+            });
+            counter.inc_by(accepted.saturating_sub(counter.get()));
+        }
         let refused = connections.refused_per_ip();
         let counted = self.connections_refused_per_ip.get();
         self.connections_refused_per_ip

@@ -37,6 +37,8 @@ pub(crate) struct Connections {
     accepted: AtomicU64,
     open: AtomicI64,
     refused_per_ip: AtomicU64,
+    /// Accepted by each worker (`workers.rs`), by its index: how the kernel spread them.
+    by_worker: Mutex<Vec<u64>>,
 }
 
 impl Connections {
@@ -53,6 +55,27 @@ impl Connections {
     /// Connections closed at once because their address had `max_connections_per_ip` open.
     pub(crate) fn refused_per_ip(&self) -> u64 {
         self.refused_per_ip.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted by each worker so far.
+    pub(crate) fn by_worker(&self) -> Vec<u64> {
+        self.by_worker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn accept(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        let worker = crate::workers::index();
+        let mut by_worker = self
+            .by_worker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if by_worker.len() <= worker {
+            by_worker.resize(worker + 1, 0);
+        }
+        by_worker[worker] += 1;
     }
 }
 
@@ -104,6 +127,56 @@ pub(crate) async fn serve<H, F, B>(
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let admission = Admission::new(&limits);
+    serve_admitted(
+        listener,
+        tls,
+        connections,
+        &admission,
+        limits,
+        handler,
+        shutdown,
+    )
+    .await;
+}
+
+/// What a listener's connections take a place in: `max_connections` and
+/// `max_connections_per_ip`. One for the workers of a process together, so that the limits
+/// are the process's.
+#[derive(Clone)]
+pub(crate) struct Admission {
+    slots: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+    max_connections: usize,
+}
+
+impl Admission {
+    pub(crate) fn new(limits: &Limits) -> Admission {
+        Admission {
+            slots: Arc::new(Semaphore::new(limits.max_connections)),
+            per_ip: Arc::new(PerIp::new(limits.max_connections_per_ip)),
+            max_connections: limits.max_connections,
+        }
+    }
+}
+
+/// [`serve`], its connections counted in `admission` (shared with other listeners that serve
+/// the same address: the workers). At shutdown it waits for every connection `admission`
+/// counts, its own and the other listeners' alike, up to the grace.
+pub(crate) async fn serve_admitted<H, F, B>(
+    listener: TcpListener,
+    tls: Option<watch::Receiver<TlsAcceptor>>,
+    connections: Arc<Connections>,
+    admission: &Admission,
+    limits: Limits,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(Arc<Peer>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -123,8 +196,8 @@ pub(crate) async fn serve<H, F, B>(
         .keep_alive_timeout(limits.header_read_timeout);
     let builder = Arc::new(builder);
     let (stop, stopping) = watch::channel(false);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let per_ip = Arc::new(PerIp::new(limits.max_connections_per_ip));
+    let slots = admission.slots.clone();
+    let per_ip = admission.per_ip.clone();
     let mut shutdown = pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -143,7 +216,7 @@ pub(crate) async fn serve<H, F, B>(
             },
             () = &mut shutdown => break,
         };
-        connections.accepted.fetch_add(1, Ordering::Relaxed);
+        connections.accept();
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let builder = builder.clone();
@@ -247,7 +320,7 @@ pub(crate) async fn serve<H, F, B>(
     let _ = stop.send(true);
     let grace = limits.shutdown_grace;
     // Every connection holds a slot until it ends: all of them back means all ended.
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let all = u32::try_from(admission.max_connections).unwrap_or(u32::MAX);
     tokio::select! {
         _ = slots.acquire_many(all) => {}
         () = tokio::time::sleep(grace) => {

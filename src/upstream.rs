@@ -103,13 +103,15 @@ pub(crate) struct Upstream {
 
 impl Upstream {
     /// The client to a Campaign instance, trusting `system_roots` and its `ca_file`, through
-    /// `egress`; `attempts` gives the counters of each node (by upstream and node URL).
+    /// `egress`; `attempts` gives the counters of each node (by upstream and node URL). Each
+    /// of `workers` keeps connections of its own.
     pub(crate) fn new(
         settings: &UpstreamSettings,
         system_roots: &[CertificateDer<'static>],
         egress: &Egress,
         attempts: &dyn Fn(&str, &str) -> AttemptCounters,
         first_byte: Histogram,
+        workers: usize,
     ) -> Result<Upstream, TlsSetupError> {
         let roots: Vec<_> = system_roots
             .iter()
@@ -142,6 +144,7 @@ impl Upstream {
                     target,
                     settings.connect_timeout,
                     MAX_BUF_SIZE,
+                    workers,
                 );
                 let url = node.url();
                 let counters = attempts(&settings.name, &url);
@@ -401,7 +404,7 @@ mod tests {
         };
         let attempts = |_: &str, _: &str| AttemptCounters::default();
         let first_byte = Histogram::new([1.0]);
-        Upstream::new(&settings, &[], &Egress::default(), &attempts, first_byte).unwrap()
+        Upstream::new(&settings, &[], &Egress::default(), &attempts, first_byte, 1).unwrap()
     }
 
     #[test]

@@ -58,7 +58,14 @@ impl Proxy {
             .all_upstreams()
             .map(|settings| {
                 let first_byte = metrics.first_byte(&settings.name);
-                Upstream::new(settings, &system_roots, &egress, &attempts, first_byte)
+                Upstream::new(
+                    settings,
+                    &system_roots,
+                    &egress,
+                    &attempts,
+                    first_byte,
+                    config.server.worker_count(),
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
         // IMS is trusted on the system's roots and `ims.ca_file`'s.

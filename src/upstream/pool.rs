@@ -44,7 +44,9 @@ pub(super) struct Pool {
     connect_timeout: Duration,
     /// The most at a time hyper buffers per connection, each way.
     max_buf_size: usize,
-    shared: Arc<Shared>,
+    /// A pool per worker: a connection is driven by the runtime of the worker that made it,
+    /// and only that worker's requests use it.
+    workers: Box<[Arc<Shared>]>,
 }
 
 /// A request the pool could not get an answer to.
@@ -103,14 +105,20 @@ impl Pool {
         target: Uri,
         connect_timeout: Duration,
         max_buf_size: usize,
+        workers: usize,
     ) -> Pool {
         Pool {
             connector,
             target,
             connect_timeout,
             max_buf_size,
-            shared: Arc::default(),
+            workers: (0..workers.max(1)).map(|_| Arc::default()).collect(),
         }
+    }
+
+    /// The pool of the worker running this thread.
+    fn shared(&self) -> &Arc<Shared> {
+        &self.workers[crate::workers::index() % self.workers.len()]
     }
 
     /// Sends `request` (its URI in origin form) on an idle connection, or a new one. A pooled
@@ -152,7 +160,7 @@ impl Pool {
             }
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    let lease = Lease::new(sender, self.shared.clone());
+                    let lease = Lease::new(sender, self.shared().clone());
                     return Ok(response.map(|body| CampaignBody::new(body, lease)));
                 }
                 Err(mut error) => match error.take_message() {
@@ -176,7 +184,7 @@ impl Pool {
     /// The most recently returned connection that is still open and not too old.
     fn checkout(&self) -> Option<Sender> {
         let mut idle = self
-            .shared
+            .shared()
             .idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -194,7 +202,7 @@ impl Pool {
         let connect = self.connect();
         let mut connect = pin!(connect);
         loop {
-            let released = self.shared.released.notified();
+            let released = self.shared().released.notified();
             tokio::select! {
                 biased;
                 connected = &mut connect => return Ok((connected?, false)),
@@ -229,7 +237,7 @@ impl Pool {
     /// Connections idle in the pool now.
     #[cfg(test)]
     fn idle(&self) -> usize {
-        self.shared.idle.lock().unwrap().len()
+        self.shared().idle.lock().unwrap().len()
     }
 }
 

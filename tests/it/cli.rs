@@ -820,7 +820,9 @@ async fn import_nlserver_gives_a_profile_that_check_accepts() {
 }
 
 /// A config file for the binary: the test callers, listening on a free port.
-fn write_config(
+/// The config of a proxy run as a process: on a free port, with two workers (whatever the
+/// machine's cores), and `top`/`extra` as [`config_text`] takes them.
+pub(crate) fn write_config(
     dir: &Path,
     ims: &str,
     campaign: &str,
@@ -829,7 +831,7 @@ fn write_config(
 ) -> std::path::PathBuf {
     let config = with_server(
         &config_text(ims, campaign, top, extra),
-        "listen = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"",
+        "listen = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\nworkers = 2",
     );
     let path = dir.join("imsbridge.toml");
     std::fs::write(&path, config).unwrap();
@@ -936,7 +938,7 @@ async fn sighup_reloads_a_good_config_and_keeps_the_old_one_over_a_bad_one() {
 }
 
 /// `config_text` with the `mc` caller's password set to `password`.
-fn with_mc_password(config: &str, password: &str) -> String {
+pub(crate) fn with_mc_password(config: &str, password: &str) -> String {
     let at = config.find(&format!("login = \"{LOGIN}\"")).unwrap();
     let start = at + config[at..].find("password = \"").unwrap() + "password = \"".len();
     let end = start + config[start..].find('"').unwrap();

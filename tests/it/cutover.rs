@@ -213,7 +213,7 @@ async fn a_caller_switched_to_ims_right_after_a_legacy_way_call_shows_today() {
     let (reload, reloads) = tokio::sync::mpsc::channel(1);
     tokio::spawn(imsbridge::run_reloadable(
         imsbridge::Listeners {
-            proxy: listener,
+            proxy: listener.into(),
             admin: Some(admin),
         },
         load("legacy"),

@@ -24,4 +24,5 @@ mod security;
 mod sessions;
 mod state;
 mod upstreams;
+mod workers;
 mod wsdl_clients;

@@ -565,7 +565,7 @@ async fn certificates_are_reloaded_without_a_restart() {
     let (reload, reloads) = tokio::sync::mpsc::channel(1);
     tokio::spawn(imsbridge::run_reloadable(
         imsbridge::Listeners {
-            proxy: listener,
+            proxy: listener.into(),
             admin: None,
         },
         load(),
@@ -654,4 +654,58 @@ async fn build_process_and_latency_metrics_are_exported_and_move() {
         "the CPU time moves"
     );
     stack.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_on_every_worker_and_a_reload_swaps_the_certificate_on_all() {
+    let (ims, campaign) = stand_ins().await;
+    let pki = Pki::new("imsbridge-first");
+    let dir = temp_dir("tls-workers");
+    pki.write(&dir);
+    let path = super::cli::write_config(&dir, &ims.url(), &campaign.url(), "", "");
+    let tls = format!(
+        "tls = {{ cert = \"{0}/server.pem\", key = {{ file = \"{0}/server.key\" }} }}",
+        dir.display()
+    );
+    std::fs::write(
+        &path,
+        with_server(&std::fs::read_to_string(&path).unwrap(), &tls),
+    )
+    .unwrap();
+    let mut running = super::cli::Running::start(&path, "info");
+    let client = pki.client(None);
+    // Connections of their own: both workers take some (the kernel spreads them).
+    for _ in 0..24 {
+        let (status, subject) = tls_post(running.addr, client.clone()).await.unwrap();
+        assert_eq!((status, subject.as_str()), (200, "imsbridge-first"));
+    }
+    let accepted = |metrics: &str, worker: usize| {
+        metric(
+            metrics,
+            &format!("imsbridge_worker_connections_accepted_total{{worker=\"{worker}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let metrics = get(running.admin, "/metrics").await.body;
+    let before = [accepted(&metrics, 0), accepted(&metrics, 1)];
+    assert!(before.iter().all(|n| *n > 0.0), "{before:?}");
+    // A new certificate (of another CA): after SIGHUP, every worker's new connections get it.
+    let renewed = Pki::new("imsbridge-renewed");
+    renewed.write(&dir);
+    running.signal("HUP");
+    running.wait_for("config reloaded");
+    let client = renewed.client(None);
+    for _ in 0..24 {
+        let (status, subject) = tls_post(running.addr, client.clone()).await.unwrap();
+        assert_eq!((status, subject.as_str()), (200, "imsbridge-renewed"));
+    }
+    let metrics = get(running.admin, "/metrics").await.body;
+    let after = [accepted(&metrics, 0), accepted(&metrics, 1)];
+    assert!(
+        after[0] > before[0] && after[1] > before[1],
+        "{before:?} {after:?}"
+    );
+    let (status, log) = running.stop();
+    assert!(status.success(), "{log}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

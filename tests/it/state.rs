@@ -481,7 +481,7 @@ async fn sqlite_keeps_revocations_and_the_inventory_across_a_restart() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let error = imsbridge::run(
         imsbridge::Listeners {
-            proxy: listener,
+            proxy: listener.into(),
             admin: None,
         },
         Config::parse(&text, Path::new("."), &env()).unwrap(),
@@ -534,7 +534,7 @@ async fn a_state_file_of_a_newer_schema_is_refused_and_an_older_one_migrated() {
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let run = tokio::spawn(imsbridge::run(
                 imsbridge::Listeners {
-                    proxy: listener,
+                    proxy: listener.into(),
                     admin: None,
                 },
                 config,

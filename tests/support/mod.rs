@@ -110,7 +110,7 @@ impl Proxy {
         let task = tokio::spawn(async move {
             imsbridge::run(
                 imsbridge::Listeners {
-                    proxy,
+                    proxy: proxy.into(),
                     admin: Some(admin),
                 },
                 config,

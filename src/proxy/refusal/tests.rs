@@ -78,6 +78,7 @@ async fn answer(raw: Vec<u8>) -> Response<CampaignBody> {
         &crate::connect::Egress::default(),
         &attempts,
         prometheus_client::metrics::histogram::Histogram::new([1.0]),
+        1,
     )
     .unwrap();
     let request = Request::post("/nl/jsp/soaprouter.jsp")

@@ -91,6 +91,7 @@ impl Campaign {
             self.url.clone(),
             Duration::from_secs(2),
             MAX_BUF_SIZE,
+            1,
         )
     }
 
@@ -184,7 +185,7 @@ async fn a_new_connection_that_fails_hands_the_request_back() {
         .parse()
         .unwrap();
     let connector = https_connector(&[], None, &Default::default()).unwrap();
-    let pool = Pool::new(connector, url, Duration::from_secs(2), MAX_BUF_SIZE);
+    let pool = Pool::new(connector, url, Duration::from_secs(2), MAX_BUF_SIZE, 1);
     match pool.send(request()).await {
         Err(Failed {
             error: UpstreamError::Unreachable(text),
@@ -216,7 +217,7 @@ async fn the_connect_timeout_covers_the_tls_handshake() {
         }
     });
     let connector = https_connector(&[], None, &Default::default()).unwrap();
-    let pool = Pool::new(connector, url, Duration::from_millis(300), MAX_BUF_SIZE);
+    let pool = Pool::new(connector, url, Duration::from_millis(300), MAX_BUF_SIZE, 1);
     match pool.send(request()).await {
         Err(Failed {
             error: UpstreamError::ConnectTimeout(after),
