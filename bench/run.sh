@@ -692,9 +692,14 @@ if has_target candidate; then start_candidate; fi
 for t in $TARGETS; do check_target "$t"; done
 
 printf 'round\tbody\ttarget\treq_s\tp50_us\tp99_us\trequests\terrors\tproxy_cpu_pct\tproxy_cpu_us_per_req\tupstream_cpu_pct\tbox_idle_pct\tbox_steal_pct\tpeak_rss_kb\n' > "$RAW"
+read -r -a TARGET_LIST <<< "$TARGETS"
 for (( r = 1; r <= ROUNDS; r++ )); do
+  # The targets in turn, each round starting one further along: none always runs first (on a
+  # warm machine) or last (after the others' connections and caches).
+  shift_by=$(( (r - 1) % ${#TARGET_LIST[@]} ))
+  ROUND_TARGETS=("${TARGET_LIST[@]:shift_by}" "${TARGET_LIST[@]:0:shift_by}")
   for b in $BODIES; do
-    for t in $TARGETS; do
+    for t in "${ROUND_TARGETS[@]}"; do
       measure "$r" "$b" "$t"
     done
   done
