@@ -24,7 +24,7 @@ mod upstream;
 
 use std::time::Duration;
 
-pub(crate) use campaign::{CampaignBody, Lease, Reuse, Sender};
+pub(crate) use campaign::CampaignBody;
 pub(crate) use linger::Lingering;
 pub(crate) use replay::Replay;
 pub(crate) use response::{Finish, ResponseBody, Tee};

@@ -57,6 +57,7 @@ mod connect;
 mod cutover;
 mod dates;
 pub mod demo;
+mod h1;
 mod headers;
 mod import;
 mod ims;

@@ -48,10 +48,13 @@ pub(crate) enum UpstreamError {
 
 impl UpstreamError {
     /// A failed exchange: the caller's own body, when that is what broke it.
-    fn from_hyper(error: &hyper::Error) -> UpstreamError {
-        match find_body_error(error) {
-            Some(body_error) => UpstreamError::Body(body_error),
-            None => UpstreamError::Unreachable(error_chain(error)),
+    fn from_h1(error: crate::h1::Error) -> UpstreamError {
+        match error {
+            crate::h1::Error::Body(body) => match find_body_error(&*body) {
+                Some(body_error) => UpstreamError::Body(body_error),
+                None => UpstreamError::Unreachable(error_chain(&*body)),
+            },
+            other => UpstreamError::Unreachable(error_chain(&other)),
         }
     }
 

@@ -20,7 +20,7 @@ pub(crate) enum AnswerError {
     #[error("Campaign sent nothing for {0:?} in the middle of its answer")]
     Idle(Duration),
     #[error(transparent)]
-    Upstream(#[from] hyper::Error),
+    Upstream(#[from] crate::h1::Error),
 }
 
 /// What happens when an answer is done with.

@@ -37,7 +37,7 @@ pub(super) async fn judge(
     response: Response<CampaignBody>,
     idle: Duration,
     secret: &[u8],
-) -> Result<Judged, hyper::Error> {
+) -> Result<Judged, crate::h1::Error> {
     let status = response.status();
     let (parts, mut body) = response.into_parts();
     if status != StatusCode::UNAUTHORIZED && status != StatusCode::INTERNAL_SERVER_ERROR {
